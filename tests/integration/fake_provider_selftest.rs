@@ -1,0 +1,1 @@
+//! Tests: fake_provider_selftest.

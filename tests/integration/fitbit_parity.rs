@@ -1,0 +1,1 @@
+//! Tests: fitbit_parity.

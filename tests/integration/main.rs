@@ -1,0 +1,10 @@
+//! The integration test crate: one binary, one module per area, so the suite links once.
+
+mod support;
+
+mod engine;
+mod fake_provider_selftest;
+mod fitbit_parity;
+mod providers;
+mod store;
+mod xml;

@@ -1,0 +1,5 @@
+//! Shared helpers for the integration tests: prerequisites, a real Igor, a fake provider.
+
+pub mod env;
+pub mod fake_provider;
+pub mod igor;

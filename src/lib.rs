@@ -1,4 +1,27 @@
 //! healthpull: a declarative OAuth2 health-data collector for Igor.
+//!
+//! Layout, in the order data flows:
+//! - [`provider`]: provider files, loaded and checked (raw types -> compiled [`provider::Provider`]);
+//! - [`params`]: keyword arguments, their types, defaults, rules and date ranges;
+//! - [`template`]: request templates and their helpers;
+//! - [`request`]: HTTP requests from a method and its arguments, and pagination;
+//! - [`engine`]: runs methods through an injected [`engine::Caller`] and merges results;
+//! - [`transform`]: the pure mapping from answers to the sensor tree ([`units`] for conversions);
+//! - [`schema`]: the sensor output schema every tree is checked against;
+//! - [`xml`]: Igor's JSON <-> XML conversion, byte for byte;
+//! - [`store`]: the Igor tree, embedded (SQLite) or a running Igor; [`lock`] serialises refreshes;
+//! - [`config`], [`cli`]: the config file and the command line.
 
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod lock;
+pub mod params;
+pub mod provider;
+pub mod request;
+pub mod schema;
 pub mod store;
+pub mod template;
+pub mod transform;
+pub mod units;
 pub mod xml;

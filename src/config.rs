@@ -1,0 +1,300 @@
+//! The config file (`healthpull.yaml`): store, server, providers and plugins.
+//!
+//! Every setting has a default, so no file is needed to start: the embedded store in
+//! `healthpull.db`, providers from `providers/`, one plugin per provider file with
+//! the provider's own name, listening on 127.0.0.1:8099.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::provider::{self, Diagnostics, Provider, UrlOverrides};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of provider files, relative to the config file.
+    #[serde(default = "default_providers_dir")]
+    pub providers_dir: PathBuf,
+    /// Where settings, tokens and sensor data live.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Address `serve` listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The URL people and providers reach this server at (OAuth callbacks).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Directory for lock files (default: beside the embedded store, or `.healthpull-locks`).
+    #[serde(default)]
+    pub lock_dir: Option<PathBuf>,
+    /// Plugins by name; when empty, every provider file is a plugin of its own name.
+    #[serde(default)]
+    pub plugins: IndexMap<String, PluginConfig>,
+    /// Access control for `serve`.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// Built-in schedule of `serve`.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Directory the config file was read from (paths are relative to it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Store selection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// SQLite file.
+    Embedded {
+        /// Path of the database file.
+        #[serde(default = "default_db")]
+        path: PathBuf,
+    },
+    /// A running Igor.
+    Igor {
+        /// Igor's base URL (`http://127.0.0.1:9333`).
+        url: String,
+        /// Identity to authenticate as.
+        username: String,
+        /// Environment variable holding the password.
+        #[serde(default = "default_password_env")]
+        password_env: String,
+    },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Embedded { path: default_db() }
+    }
+}
+
+/// One plugin: a name in Igor's tree bound to a provider file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Provider file name without `.yaml` (default: the plugin name).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Replaces the provider's `auth.authorize_url`.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// Replaces the provider's `auth.token_url`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Replaces the provider's `auth.revoke_url`.
+    #[serde(default)]
+    pub revoke_url: Option<String>,
+    /// Replaces the provider's `api.base_url`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+}
+
+impl PluginConfig {
+    /// The URL overrides to compile the provider with.
+    pub fn overrides(&self) -> UrlOverrides {
+        UrlOverrides {
+            authorize_url: self.authorize_url.clone(),
+            token_url: self.token_url.clone(),
+            revoke_url: self.revoke_url.clone(),
+            base_url: self.base_url.clone(),
+        }
+    }
+}
+
+/// Access control.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Environment variable holding an admin token (`Authorization: Bearer`).
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    /// HTTP Basic user name.
+    #[serde(default)]
+    pub basic_user: Option<String>,
+    /// Environment variable holding the Basic password.
+    #[serde(default)]
+    pub basic_password_env: Option<String>,
+}
+
+/// The built-in schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Whether `serve` fetches by itself.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Seconds between fetches of one user (the old Igor action used 36000).
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+    /// Random extra delay, up to this many seconds.
+    #[serde(default = "default_jitter")]
+    pub jitter_seconds: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            enabled: false,
+            interval_seconds: default_interval(),
+            jitter_seconds: default_jitter(),
+        }
+    }
+}
+
+fn default_providers_dir() -> PathBuf {
+    PathBuf::from("providers")
+}
+fn default_db() -> PathBuf {
+    PathBuf::from("healthpull.db")
+}
+fn default_listen() -> String {
+    "127.0.0.1:8099".to_owned()
+}
+fn default_password_env() -> String {
+    "HEALTHPULL_IGOR_PASSWORD".to_owned()
+}
+fn default_interval() -> u64 {
+    36000
+}
+fn default_jitter() -> u64 {
+    600
+}
+
+/// Failures reading the config or the providers it names.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad YAML or unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        message: String,
+    },
+    /// Unknown plugin.
+    #[error("unknown plugin `{name}` (configured: {known})")]
+    UnknownPlugin {
+        /// Asked for.
+        name: String,
+        /// Available.
+        known: String,
+    },
+    /// The provider file of a plugin is broken.
+    #[error("{0}")]
+    Provider(#[from] Diagnostics),
+}
+
+impl Config {
+    /// Reads `path`, or the defaults when `path` is None and `healthpull.yaml` does not exist.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from("healthpull.yaml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::defaults(PathBuf::from(".")));
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let doc = provider::yaml::parse(&text).map_err(|problems| ConfigError::Parse {
+            path: path.clone(),
+            message: problems
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.loc.line, p.loc.col, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
+        let mut config: Config =
+            serde_json::from_value(doc.value).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        Ok(config)
+    }
+
+    /// The settings used when there is no config file.
+    pub fn defaults(base_dir: PathBuf) -> Config {
+        Config {
+            providers_dir: default_providers_dir(),
+            store: StoreConfig::default(),
+            listen: default_listen(),
+            public_url: None,
+            lock_dir: None,
+            plugins: IndexMap::new(),
+            access: AccessConfig::default(),
+            schedule: ScheduleConfig::default(),
+            base_dir,
+        }
+    }
+
+    /// A path from the config, made relative to the config file's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The providers directory.
+    pub fn providers_dir(&self) -> PathBuf {
+        self.resolve_path(&self.providers_dir)
+    }
+
+    /// The plugin names: configured ones, or one per provider file.
+    pub fn plugin_names(&self) -> Vec<String> {
+        if !self.plugins.is_empty() {
+            return self.plugins.keys().cloned().collect();
+        }
+        provider::provider_files(&self.providers_dir())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    /// Loads the provider a plugin uses, with its URL overrides applied.
+    pub fn load_plugin(&self, plugin: &str) -> Result<Provider, ConfigError> {
+        let (file, overrides) = if self.plugins.is_empty() {
+            (plugin.to_owned(), UrlOverrides::default())
+        } else {
+            let p = self.plugins.get(plugin).ok_or_else(|| ConfigError::UnknownPlugin {
+                name: plugin.to_owned(),
+                known: self.plugin_names().join(", "),
+            })?;
+            (
+                p.provider.clone().unwrap_or_else(|| plugin.to_owned()),
+                p.overrides(),
+            )
+        };
+        let dir = self.providers_dir();
+        let path = ["yaml", "yml"]
+            .iter()
+            .map(|ext| dir.join(format!("{file}.{ext}")))
+            .find(|p| p.exists())
+            .ok_or_else(|| ConfigError::UnknownPlugin {
+                name: plugin.to_owned(),
+                known: self.plugin_names().join(", "),
+            })?;
+        Ok(provider::load(&path, &overrides)?)
+    }
+}

@@ -1,0 +1,497 @@
+//! The engine: for each requested method, every window and page, then the mapping.
+//!
+//! It knows nothing about any provider. Calls go through a [`Caller`], injected: the
+//! live one handles tokens, retries and rate limits; [`ReplayCaller`] answers from
+//! recorded files. The merged result is validated against the sensor schema before
+//! anyone prints or stores it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::params::{self, ParamError};
+use crate::provider::raw::{ErrorKind, Verb};
+use crate::provider::{Provider, loosely_equal};
+use crate::request::{self, CallContext, HttpRequest, NextPage};
+use crate::schema;
+use crate::transform::{self, Layout, TransformError};
+use crate::units::UnitSystem;
+
+/// A failed call, before the engine adds provider and method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// Classification.
+    pub kind: ErrorKind,
+    /// HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// What happened (secrets already redacted by the caller).
+    pub message: String,
+}
+
+/// Sends one API request and returns the decoded JSON answer.
+#[async_trait]
+pub trait Caller: Send + Sync {
+    /// Performs the request.
+    async fn call(&self, request: &HttpRequest) -> Result<Value, CallError>;
+}
+
+/// Why a fetch failed; always names the provider and, where it applies, the method.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bad arguments.
+    #[error("{provider}: {source}")]
+    Params {
+        /// Provider.
+        provider: String,
+        /// Cause.
+        source: ParamError,
+    },
+    /// A template could not be rendered.
+    #[error("{provider} {method}: cannot build the request: {message}")]
+    Render {
+        /// Provider.
+        provider: String,
+        /// Method.
+        method: String,
+        /// Cause.
+        message: String,
+    },
+    /// The provider's API is switched off.
+    #[error("{provider} {method}: the {provider} API is retired{since}{status} and answers no more; {hint}")]
+    Retired {
+        /// Provider.
+        provider: String,
+        /// Method.
+        method: String,
+        /// `since DATE`, when known.
+        since: String,
+        /// ` (HTTP 410)`, when seen.
+        status: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// A call failed.
+    #[error("{provider} {method}: {status_text}{message}")]
+    Call {
+        /// Provider.
+        provider: String,
+        /// Method.
+        method: String,
+        /// Classification.
+        kind: ErrorKind,
+        /// HTTP status.
+        status: Option<u16>,
+        /// `HTTP 503: ` or empty.
+        status_text: String,
+        /// Cause.
+        message: String,
+    },
+    /// Pagination went in a circle or too far.
+    #[error("{provider} {method}: pagination stopped: {message}")]
+    Pagination {
+        /// Provider.
+        provider: String,
+        /// Method.
+        method: String,
+        /// Cause.
+        message: String,
+    },
+    /// The answer could not be mapped.
+    #[error("{provider} {method}: {source}")]
+    Transform {
+        /// Provider.
+        provider: String,
+        /// Method.
+        method: String,
+        /// Cause.
+        source: TransformError,
+    },
+    /// The mapped tree breaks the sensor schema.
+    #[error("{provider}: the result breaks schemas/sensors.schema.json:\n  {}", .problems.join("\n  "))]
+    Schema {
+        /// Provider.
+        provider: String,
+        /// Each violation with its path and rule.
+        problems: Vec<String>,
+    },
+}
+
+impl EngineError {
+    /// The HTTP status of a failed call, if any.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            EngineError::Call { status, .. } => *status,
+            EngineError::Retired { .. } => Some(410),
+            _ => None,
+        }
+    }
+
+    /// The error kind of a failed call.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            EngineError::Call { kind, .. } => Some(*kind),
+            EngineError::Retired { .. } => Some(ErrorKind::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// A notice for people about a retired provider (printed by `plan` and `fetch`).
+pub fn retirement_notice(provider: &Provider) -> Option<String> {
+    let r = provider.retired.as_ref()?;
+    let replacement = r
+        .replacement
+        .as_ref()
+        .map(|p| format!("; use provider `{p}` instead"))
+        .unwrap_or_default();
+    Some(format!(
+        "note: provider `{}` is retired since {}: its API answers 410 Gone{replacement}",
+        provider.name, r.since
+    ))
+}
+
+/// What to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchPlan {
+    /// Methods, in order (later results overwrite earlier keys).
+    pub methods: Vec<String>,
+    /// Arguments given by the caller.
+    pub explicit: IndexMap<String, String>,
+    /// The user's stored defaults.
+    pub stored: IndexMap<String, String>,
+    /// Layout of the result.
+    pub layout: Layout,
+    /// The pinned clock's date.
+    pub today: NaiveDate,
+    /// Template context.
+    pub call: CallContext,
+}
+
+/// One planned request per method and window (first pages only).
+pub fn plan(provider: &Provider, p: &FetchPlan) -> Result<Vec<HttpRequest>, EngineError> {
+    let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today)
+        .map_err(|source| EngineError::Params {
+            provider: provider.name.clone(),
+            source,
+        })?;
+    let mut out = Vec::new();
+    for r in &resolved {
+        let method = &provider.methods[&r.method];
+        for window in windows(provider, &r.method, &r.values, p.today)? {
+            let req = request::build(provider, method, &r.values, &p.call, window.as_ref())
+                .map_err(|message| EngineError::Render {
+                    provider: provider.name.clone(),
+                    method: r.method.clone(),
+                    message,
+                })?;
+            out.push(req);
+        }
+    }
+    Ok(out)
+}
+
+fn windows(
+    provider: &Provider,
+    method_name: &str,
+    values: &Map<String, Value>,
+    today: NaiveDate,
+) -> Result<Vec<Option<params::DateRange>>, EngineError> {
+    let method = &provider.methods[method_name];
+    let Some(range) = &method.range else {
+        return Ok(vec![None]);
+    };
+    let full = params::date_range(range, values, today).map_err(|message| EngineError::Render {
+        provider: provider.name.clone(),
+        method: method_name.to_owned(),
+        message,
+    })?;
+    Ok(match method.window_days {
+        Some(days) => full.windows(days).into_iter().map(Some).collect(),
+        None => vec![Some(full)],
+    })
+}
+
+/// Runs every method of the plan and returns the merged, schema-checked sensor tree.
+pub async fn fetch(
+    provider: &Provider,
+    p: &FetchPlan,
+    caller: &dyn Caller,
+) -> Result<Map<String, Value>, EngineError> {
+    let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today)
+        .map_err(|source| EngineError::Params {
+            provider: provider.name.clone(),
+            source,
+        })?;
+    let system = UnitSystem::from_setting(&p.call.system);
+    let mut tree = Map::new();
+    let mut raw = Map::new();
+    for r in &resolved {
+        let method = &provider.methods[&r.method];
+        let mut answers = Vec::new();
+        for window in windows(provider, &r.method, &r.values, p.today)? {
+            let first = request::build(provider, method, &r.values, &p.call, window.as_ref())
+                .map_err(|message| EngineError::Render {
+                    provider: provider.name.clone(),
+                    method: r.method.clone(),
+                    message,
+                })?;
+            collect_pages(provider, &r.method, first, caller, &mut answers).await?;
+        }
+        let mapped = transform::map_method(method, &answers, p.layout, system).map_err(|source| {
+            EngineError::Transform {
+                provider: provider.name.clone(),
+                method: r.method.clone(),
+                source,
+            }
+        })?;
+        tree.extend(mapped.mapped);
+        raw.extend(mapped.raw);
+    }
+    let value = Value::Object(tree);
+    schema::validate_tree(&value).map_err(|problems| EngineError::Schema {
+        provider: provider.name.clone(),
+        problems,
+    })?;
+    let Value::Object(mut tree) = value else {
+        unreachable!("built as an object")
+    };
+    // With layout `both`, a mapped output wins over a raw key of the same name.
+    for (k, v) in raw {
+        tree.entry(k).or_insert(v);
+    }
+    Ok(tree)
+}
+
+async fn collect_pages(
+    provider: &Provider,
+    method_name: &str,
+    first: HttpRequest,
+    caller: &dyn Caller,
+    answers: &mut Vec<Value>,
+) -> Result<(), EngineError> {
+    let method = &provider.methods[method_name];
+    let max_pages = method.pagination.as_ref().map_or(1, |p| p.max_pages);
+    let mut seen = HashSet::new();
+    let mut current = first;
+    for _ in 0..max_pages {
+        let answer = caller
+            .call(&current)
+            .await
+            .map_err(|e| call_error(provider, method_name, e))?;
+        let next = request::next_page(method, &current, &answer);
+        answers.push(answer);
+        match next {
+            NextPage::Done => return Ok(()),
+            NextPage::Next { request, marker } => {
+                if !seen.insert(marker.clone()) {
+                    return Err(EngineError::Pagination {
+                        provider: provider.name.clone(),
+                        method: method_name.to_owned(),
+                        message: format!("the provider sent page marker `{marker}` twice"),
+                    });
+                }
+                current = request;
+            }
+        }
+    }
+    Err(EngineError::Pagination {
+        provider: provider.name.clone(),
+        method: method_name.to_owned(),
+        message: format!("more than {max_pages} pages"),
+    })
+}
+
+/// Adds provider and method to a call failure (and turns retirement into its own error).
+pub fn call_error(provider: &Provider, method: &str, e: CallError) -> EngineError {
+    if e.kind == ErrorKind::Retired {
+        let (since, hint) = match &provider.retired {
+            Some(r) => (
+                format!(" since {}", r.since),
+                match &r.replacement {
+                    Some(rep) => format!("switch this plugin to provider `{rep}`"),
+                    None => "no replacement is known".to_owned(),
+                },
+            ),
+            None => (String::new(), "check the provider's announcements".to_owned()),
+        };
+        return EngineError::Retired {
+            provider: provider.name.clone(),
+            method: method.to_owned(),
+            since,
+            status: e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+            hint,
+        };
+    }
+    EngineError::Call {
+        provider: provider.name.clone(),
+        method: method.to_owned(),
+        kind: e.kind,
+        status: e.status,
+        status_text: e.status.map(|s| format!("HTTP {s}: ")).unwrap_or_default(),
+        message: e.message,
+    }
+}
+
+/// Classifies a failed answer with the provider's rules; `None` when it succeeded.
+/// `body` is the decoded JSON when it was JSON.
+pub fn classify(provider: &Provider, status: u16, body: Option<&Value>) -> Option<(ErrorKind, String)> {
+    let message_at = |sel: Option<&crate::provider::Selector>| {
+        sel.and_then(|s| body.and_then(|b| s.first(b)))
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+    };
+    if (200..300).contains(&status) {
+        let env = provider.api.envelope.as_ref()?;
+        let b = body?;
+        let st = env.status.first(b)?;
+        if env.ok.iter().any(|ok| loosely_equal(ok, st)) {
+            return None;
+        }
+        let key = match st {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let kind = env.kinds.get(&key).copied().unwrap_or(ErrorKind::Fatal);
+        let message = message_at(env.message.as_ref()).unwrap_or_default();
+        return Some((kind, format!("application status {key}: {message}")));
+    }
+    for rule in &provider.api.errors {
+        if !rule.status.is_empty() && !rule.status.contains(&status) {
+            continue;
+        }
+        if let Some(cond) = &rule.when {
+            if !body.is_some_and(|b| cond.holds(b)) {
+                continue;
+            }
+        }
+        let message = message_at(rule.message.as_ref()).unwrap_or_else(|| default_message(status));
+        return Some((rule.kind, message));
+    }
+    let kind = match status {
+        410 => ErrorKind::Retired,
+        429 => ErrorKind::RateLimited,
+        401 => ErrorKind::AuthExpired,
+        500..=599 => ErrorKind::Transient,
+        _ => ErrorKind::Fatal,
+    };
+    Some((kind, default_message(status)))
+}
+
+fn default_message(status: u16) -> String {
+    http_reason(status).to_owned()
+}
+
+/// The reason phrase of common statuses.
+pub fn http_reason(status: u16) -> &'static str {
+    match status {
+        400 => "bad request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not found",
+        410 => "gone",
+        429 => "too many requests",
+        500 => "internal server error",
+        502 => "bad gateway",
+        503 => "service unavailable",
+        504 => "gateway timeout",
+        _ => "request failed",
+    }
+}
+
+/// The file a recorded answer to `request` lives in (see docs/PROVIDER_FORMAT.md).
+pub fn recording_name(request: &HttpRequest) -> String {
+    let verb = match request.verb {
+        Verb::Get => "GET",
+        Verb::Post => "POST",
+    };
+    let mut key = format!("{verb} {}", request.url.path());
+    if let Some(q) = request.url.query() {
+        key.push('?');
+        key.push_str(q);
+    }
+    if let Some(b) = &request.body {
+        key.push('#');
+        key.push_str(&b.encoded());
+    }
+    let mut slug: String = key
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if slug.len() > 150 {
+        let digest = Sha256::digest(key.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        slug.truncate(150);
+        slug.push('-');
+        slug.push_str(&hex);
+    }
+    slug.push_str(".json");
+    slug
+}
+
+/// Answers requests from recorded files; sends nothing.
+pub struct ReplayCaller<'p> {
+    dir: PathBuf,
+    provider: &'p Provider,
+}
+
+impl<'p> ReplayCaller<'p> {
+    /// Replays from `dir` for `provider` (whose error rules classify recorded failures).
+    pub fn new(dir: &Path, provider: &'p Provider) -> Self {
+        ReplayCaller {
+            dir: dir.to_owned(),
+            provider,
+        }
+    }
+}
+
+#[async_trait]
+impl Caller for ReplayCaller<'_> {
+    async fn call(&self, request: &HttpRequest) -> Result<Value, CallError> {
+        let name = recording_name(request);
+        let path = self.dir.join(&name);
+        let text = std::fs::read_to_string(&path).map_err(|e| CallError {
+            kind: ErrorKind::Fatal,
+            status: None,
+            message: format!(
+                "no recording for {} (looked for {}: {e})",
+                request.describe(),
+                path.display()
+            ),
+        })?;
+        let status_path = self.dir.join(format!("{name}.status"));
+        let status = match std::fs::read_to_string(&status_path) {
+            Ok(s) => s.trim().parse::<u16>().map_err(|_| CallError {
+                kind: ErrorKind::Fatal,
+                status: None,
+                message: format!("{} does not hold an HTTP status", status_path.display()),
+            })?,
+            Err(_) => 200,
+        };
+        let body: Option<Value> = serde_json::from_str(&text).ok();
+        if let Some((kind, message)) = classify(self.provider, status, body.as_ref()) {
+            return Err(CallError {
+                kind,
+                status: Some(status),
+                message,
+            });
+        }
+        body.ok_or_else(|| CallError {
+            kind: ErrorKind::Fatal,
+            status: Some(status),
+            message: format!("the recording {} is not JSON", path.display()),
+        })
+    }
+}

@@ -1,0 +1,905 @@
+//! From a provider file's text to a [`Provider`], collecting every problem on the way.
+//!
+//! Order: YAML syntax (with duplicate keys), then the structure against the provider
+//! JSON Schema (unknown keys, wrong types, missing fields), then the meaning (URLs,
+//! templates and the names they use, JSONPaths, parameter rules, outputs against the
+//! sensor schema). Structural errors stop before the meaning is checked, since the
+//! typed form cannot be built; all errors of one stage are reported together.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use indexmap::IndexMap;
+use jsonschema::error::ValidationErrorKind;
+use serde_json::Value;
+use url::Url;
+
+use super::raw::{self, ParamType};
+use super::yaml::{self, Document, pointer_token};
+use super::{
+    Api, Auth, Body, Condition, Diagnostic, Diagnostics, ErrorRule, Field, FieldSource, JsonTpl,
+    Method, Output, Pagination, Provider, Selector, TokenFields, UrlOverrides,
+};
+use crate::schema;
+use crate::template::{Place, Templates, Tpl};
+
+/// Names every template may use besides parameters.
+const CONTEXT_ROOTS: &[&str] = &["app", "vars", "range", "connection", "now"];
+const APP_FIELDS: &[&str] = &["system", "client_id"];
+const RANGE_FIELDS: &[&str] = &["start", "end", "end_exclusive"];
+const CONNECTION_FIELDS: &[&str] = &["provider_user_id"];
+/// Keyword arguments the engine itself interprets.
+pub const RESERVED_PARAMS: &[&str] = &["methods", "user", "layout", "format"];
+
+fn validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        jsonschema::validator_for(super::provider_schema())
+            .unwrap_or_else(|e| panic!("the generated provider schema is invalid: {e}"))
+    })
+}
+
+/// Compiles provider text; `path` names the file in diagnostics.
+pub fn compile_source(
+    path: &Path,
+    source: &str,
+    overrides: &UrlOverrides,
+) -> Result<Provider, Diagnostics> {
+    let located = |loc: yaml::Loc, message: String| Diagnostic {
+        file: path.to_owned(),
+        line: loc.line,
+        col: loc.col,
+        message,
+    };
+    let doc = yaml::parse(source).map_err(|problems| {
+        Diagnostics(
+            problems
+                .into_iter()
+                .map(|p| located(p.loc, p.message))
+                .collect(),
+        )
+    })?;
+
+    let mut structural = Vec::new();
+    for error in validator().iter_errors(&doc.value) {
+        let pointer = error.instance_path().as_str().to_owned();
+        match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                for key in unexpected {
+                    let child = format!("{pointer}/{}", pointer_token(key));
+                    let expected = allowed_keys(&error.schema_path().as_str().to_owned());
+                    let hint = if expected.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (expected one of: {})", expected.join(", "))
+                    };
+                    structural.push((
+                        doc.key_loc(&child),
+                        format!("unknown key `{key}`{hint}"),
+                    ));
+                }
+            }
+            _ => {
+                let place = if pointer.is_empty() {
+                    "the file".to_owned()
+                } else {
+                    format!("`{}`", pointer_to_dotted(&pointer))
+                };
+                structural.push((doc.value_loc(&pointer), format!("{place}: {error}")));
+            }
+        }
+    }
+    if !structural.is_empty() {
+        structural.sort_by_key(|(loc, _)| (loc.line, loc.col));
+        return Err(Diagnostics(
+            structural
+                .into_iter()
+                .map(|(loc, msg)| located(loc, msg))
+                .collect(),
+        ));
+    }
+    let file: raw::ProviderFile = serde_json::from_value(doc.value.clone()).map_err(|e| {
+        Diagnostics(vec![located(
+            yaml::Loc { line: 1, col: 1 },
+            format!("cannot read the provider: {e}"),
+        )])
+    })?;
+
+    let mut c = Compiler {
+        doc: &doc,
+        problems: Vec::new(),
+        templates: Templates::new(),
+    };
+    let provider = c.provider(file, path, overrides);
+    if c.problems.is_empty() {
+        if let Some(provider) = provider {
+            return Ok(provider);
+        }
+    }
+    let mut problems = c.problems;
+    problems.sort_by_key(|(loc, _)| (loc.line, loc.col));
+    Err(Diagnostics(
+        problems
+            .into_iter()
+            .map(|(loc, msg)| located(loc, msg))
+            .collect(),
+    ))
+}
+
+fn pointer_to_dotted(pointer: &str) -> String {
+    pointer
+        .trim_start_matches('/')
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The property names of the schema object an `additionalProperties` error came from.
+fn allowed_keys(schema_path: &str) -> Vec<String> {
+    let Some(object_path) = schema_path.strip_suffix("/additionalProperties") else {
+        return Vec::new();
+    };
+    let mut node = super::provider_schema();
+    for token in object_path.trim_start_matches('/').split('/') {
+        if token.is_empty() {
+            continue;
+        }
+        let token = token.replace("~1", "/").replace("~0", "~");
+        node = match node {
+            Value::Object(m) => match m.get(&token) {
+                Some(v) => v,
+                None => return Vec::new(),
+            },
+            Value::Array(a) => match token.parse::<usize>().ok().and_then(|i| a.get(i)) {
+                Some(v) => v,
+                None => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
+        // Follow a `$ref` into the definitions.
+        if let Some(target) = node.get("$ref").and_then(Value::as_str) {
+            if let Some(name) = target.strip_prefix("#/$defs/") {
+                if let Some(def) = super::provider_schema()
+                    .get("$defs")
+                    .and_then(|d| d.get(name))
+                {
+                    node = def;
+                }
+            }
+        }
+    }
+    node.get("properties")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+struct Compiler<'d> {
+    doc: &'d Document,
+    problems: Vec<(yaml::Loc, String)>,
+    templates: Templates,
+}
+
+impl Compiler<'_> {
+    fn err(&mut self, pointer: &str, message: impl Into<String>) {
+        let loc = self.doc.value_loc(pointer);
+        self.problems.push((loc, message.into()));
+    }
+
+    fn key_err(&mut self, pointer: &str, message: impl Into<String>) {
+        let loc = self.doc.key_loc(pointer);
+        self.problems.push((loc, message.into()));
+    }
+
+    fn url(&mut self, pointer: &str, text: &str) -> Option<Url> {
+        match Url::parse(text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            Ok(_) => {
+                self.err(pointer, format!("`{text}` is not an http(s) URL"));
+                None
+            }
+            Err(e) => {
+                self.err(pointer, format!("bad URL `{text}`: {e}"));
+                None
+            }
+        }
+    }
+
+    fn selector(&mut self, pointer: &str, text: &str) -> Option<Selector> {
+        match Selector::parse(text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.err(pointer, e);
+                None
+            }
+        }
+    }
+
+    fn condition(&mut self, pointer: &str, c: &raw::ConditionConfig) -> Option<Condition> {
+        if c.equals.is_none() && c.one_of.is_none() && c.exists.is_none() {
+            self.err(pointer, "a condition needs `equals`, `in` or `exists`");
+        }
+        let path = self.selector(&format!("{pointer}/path"), &c.path)?;
+        Some(Condition {
+            path,
+            equals: c.equals.clone(),
+            one_of: c.one_of.clone(),
+            exists: c.exists,
+        })
+    }
+
+    fn provider(
+        &mut self,
+        file: raw::ProviderFile,
+        path: &Path,
+        overrides: &UrlOverrides,
+    ) -> Option<Provider> {
+        if let Some(retired) = &file.retired {
+            if crate::template::parse_date(&retired.since).is_none() || retired.since.len() != 10
+            {
+                self.err("/retired/since", "`since` must be a YYYY-MM-DD date");
+            }
+        }
+        let auth = self.auth(&file.auth, overrides);
+        let api = self.api(&file.api, overrides);
+        let mut methods = IndexMap::new();
+        for (name, method) in &file.methods {
+            let pointer = format!("/methods/{}", pointer_token(name));
+            if !is_identifier(name) {
+                self.key_err(
+                    &pointer,
+                    format!("method name `{name}` must be letters, digits and `_`"),
+                );
+            }
+            if let Some(m) = self.method(name, method, &pointer) {
+                methods.insert(name.clone(), m);
+            }
+        }
+        for (i, m) in file.default_methods.iter().enumerate() {
+            if !file.methods.contains_key(m) {
+                self.err(&format!("/default_methods/{i}"), format!("`{m}` is not a method of this provider"));
+            }
+        }
+        let (auth, api) = (auth?, api?);
+        Some(Provider {
+            name: file.name,
+            title: file.title,
+            source: path.to_owned(),
+            retired: file.retired,
+            default_methods: file.default_methods,
+            auth,
+            api,
+            methods,
+            templates: std::mem::take(&mut self.templates),
+        })
+    }
+
+    fn auth(&mut self, a: &raw::AuthConfig, o: &UrlOverrides) -> Option<Auth> {
+        let authorize = o.authorize_url.as_deref().unwrap_or(&a.authorize_url);
+        let token = o.token_url.as_deref().unwrap_or(&a.token_url);
+        let authorize_url = self.url("/auth/authorize_url", authorize);
+        let token_url = self.url("/auth/token_url", token);
+        let revoke_url = match o.revoke_url.as_deref().or(a.revoke_url.as_deref()) {
+            Some(r) => Some(self.url("/auth/revoke_url", r)?),
+            None => None,
+        };
+        let refresh_url = match &a.refresh.url {
+            Some(r) => self.url("/auth/refresh/url", r),
+            None => token_url.clone(),
+        };
+        if a.scope_separator.is_empty() {
+            self.err("/auth/scope_separator", "the scope separator may not be empty");
+        }
+        let t = &a.token_response;
+        let p = "/auth/token_response";
+        let root = match &t.root {
+            Some(r) => self.selector(&format!("{p}/root"), r),
+            None => None,
+        };
+        let success = match &t.success {
+            Some(c) => self.condition(&format!("{p}/success"), c),
+            None => None,
+        };
+        let error_message = match &t.error_message {
+            Some(m) => self.selector(&format!("{p}/error_message"), m),
+            None => None,
+        };
+        let provider_user_id = match &t.provider_user_id {
+            Some(m) => self.selector(&format!("{p}/provider_user_id"), m),
+            None => None,
+        };
+        let fields = TokenFields {
+            access_token: self.selector(&format!("{p}/access_token"), &t.access_token)?,
+            refresh_token: self.selector(&format!("{p}/refresh_token"), &t.refresh_token)?,
+            expires_in: self.selector(&format!("{p}/expires_in"), &t.expires_in)?,
+            expires_at: self.selector(&format!("{p}/expires_at"), &t.expires_at)?,
+            scope: self.selector(&format!("{p}/scope"), &t.scope)?,
+            root,
+            success,
+            error_message,
+            provider_user_id,
+        };
+        Some(Auth {
+            authorize_url: authorize_url?,
+            token_url: token_url?,
+            refresh_url: refresh_url?,
+            revoke_url,
+            config: a.clone(),
+            token: fields,
+        })
+    }
+
+    fn api(&mut self, a: &raw::ApiConfig, o: &UrlOverrides) -> Option<Api> {
+        let base = o.base_url.as_deref().unwrap_or(&a.base_url);
+        let base_url = self.url("/api/base_url", base.trim_end_matches('/'));
+        if base_url
+            .as_ref()
+            .is_some_and(|u| u.query().is_some() || u.fragment().is_some())
+        {
+            self.err("/api/base_url", "the base URL may not have a query or fragment");
+        }
+        let no_params = IndexMap::new();
+        let mut headers = Vec::new();
+        for (name, source) in &a.headers {
+            let pointer = format!("/api/headers/{}", pointer_token(name));
+            self.check_header_name(&pointer, name);
+            if let Some(t) = self.template(&pointer, source, Place::Text, &no_params, None) {
+                headers.push((name.clone(), t));
+            }
+        }
+        let mut errors = Vec::new();
+        for (i, rule) in a.errors.iter().enumerate() {
+            let pointer = format!("/api/errors/{i}");
+            let when = match &rule.when {
+                Some(c) => self.condition(&format!("{pointer}/when"), c),
+                None => None,
+            };
+            let message = match &rule.message {
+                Some(m) => self.selector(&format!("{pointer}/message"), m),
+                None => None,
+            };
+            errors.push(ErrorRule {
+                status: rule.status.clone(),
+                when,
+                kind: rule.kind,
+                message,
+            });
+        }
+        let envelope = match &a.envelope {
+            Some(e) => {
+                let status = self.selector("/api/envelope/status", &e.status);
+                let message = match &e.message {
+                    Some(m) => self.selector("/api/envelope/message", m),
+                    None => None,
+                };
+                status.map(|status| super::Envelope {
+                    status,
+                    ok: e.ok.clone(),
+                    kinds: e.kinds.clone(),
+                    message,
+                })
+            }
+            None => None,
+        };
+        if a.retry.attempts == 0 {
+            self.err("/api/retry/attempts", "at least one attempt is needed");
+        }
+        for (i, b) in a.rate_limit.budgets.iter().enumerate() {
+            if b.limit == 0 || b.per_seconds == 0 {
+                self.err(
+                    &format!("/api/rate_limit/budgets/{i}"),
+                    "a budget needs a positive limit and window",
+                );
+            }
+        }
+        Some(Api {
+            base_url: base_url?,
+            headers,
+            default_system: a.default_system.clone(),
+            config: a.clone(),
+            errors,
+            envelope,
+        })
+    }
+
+    fn check_header_name(&mut self, pointer: &str, name: &str) {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            self.key_err(pointer, format!("`{name}` is not a valid header name"));
+        }
+        if name.eq_ignore_ascii_case("authorization") {
+            self.key_err(
+                pointer,
+                "the Authorization header is set by the engine from the stored token",
+            );
+        }
+    }
+
+    /// Compiles a template and checks every name it reads.
+    fn template(
+        &mut self,
+        pointer: &str,
+        source: &str,
+        place: Place,
+        params: &IndexMap<String, raw::ParamConfig>,
+        method: Option<&raw::MethodConfig>,
+    ) -> Option<Tpl> {
+        let (tpl, names) = match self.templates.add(source, place) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(pointer, e);
+                return None;
+            }
+        };
+        let mut ok = true;
+        for name in names {
+            if let Some(problem) = self.check_name(&name, params, method) {
+                self.err(pointer, problem);
+                ok = false;
+            }
+        }
+        ok.then_some(tpl)
+    }
+
+    fn check_name(
+        &self,
+        name: &str,
+        params: &IndexMap<String, raw::ParamConfig>,
+        method: Option<&raw::MethodConfig>,
+    ) -> Option<String> {
+        let mut parts = name.split('.');
+        let root = parts.next().unwrap_or_default();
+        let field = parts.next();
+        let deeper = parts.next().is_some();
+        if params.contains_key(root) {
+            return (field.is_some()).then(|| format!("parameter `{root}` has no fields"));
+        }
+        if !CONTEXT_ROOTS.contains(&root) {
+            let declared: Vec<&str> = params.keys().map(String::as_str).collect();
+            return Some(if declared.is_empty() {
+                format!("the template uses `{name}`, which is not a declared parameter (this method declares none)")
+            } else {
+                format!(
+                    "the template uses `{name}`, which is not a declared parameter (declared: {})",
+                    declared.join(", ")
+                )
+            });
+        }
+        let allowed: Vec<String> = match root {
+            "app" => APP_FIELDS.iter().map(|s| s.to_string()).collect(),
+            "range" => {
+                if method.is_some_and(|m| m.range.is_none()) || method.is_none() {
+                    return Some(format!(
+                        "the template uses `{name}`, but the method declares no `range`"
+                    ));
+                }
+                RANGE_FIELDS.iter().map(|s| s.to_string()).collect()
+            }
+            "connection" => CONNECTION_FIELDS.iter().map(|s| s.to_string()).collect(),
+            "vars" => method
+                .map(|m| m.vars.keys().cloned().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        match field {
+            None if root == "now" => None,
+            None => Some(format!("`{root}` is an object: name one of its fields")),
+            Some(f) if deeper || !allowed.iter().any(|a| a == f) => Some(format!(
+                "the template uses `{name}`, which does not exist (known: {})",
+                allowed
+                    .iter()
+                    .map(|a| format!("{root}.{a}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(_) => None,
+        }
+    }
+
+    fn method(&mut self, name: &str, m: &raw::MethodConfig, pointer: &str) -> Option<Method> {
+        self.params(&m.params, pointer);
+        if !m.path.starts_with('/') {
+            self.err(&format!("{pointer}/path"), "a method path starts with `/`");
+        }
+        if literal_text(&m.path).contains(['?', '#']) {
+            self.err(
+                &format!("{pointer}/path"),
+                "put query parameters under `query`, not in the path",
+            );
+        }
+        let path = self.template(&format!("{pointer}/path"), &m.path, Place::Path, &m.params, Some(m));
+        let mut query = Vec::new();
+        for (k, v) in &m.query {
+            let p = format!("{pointer}/query/{}", pointer_token(k));
+            if let Some(t) = self.template(&p, v, Place::Text, &m.params, Some(m)) {
+                query.push((k.clone(), t));
+            }
+        }
+        let mut headers = Vec::new();
+        for (k, v) in &m.headers {
+            let p = format!("{pointer}/headers/{}", pointer_token(k));
+            self.check_header_name(&p, k);
+            if let Some(t) = self.template(&p, v, Place::Text, &m.params, Some(m)) {
+                headers.push((k.clone(), t));
+            }
+        }
+        let body = match &m.body {
+            None => None,
+            Some(b) => {
+                let bp = format!("{pointer}/body");
+                if m.verb == raw::Verb::Get {
+                    self.err(&bp, "a GET method cannot have a body: set `verb: POST`");
+                }
+                match (&b.form, &b.json) {
+                    (Some(form), None) => {
+                        let mut fields = Vec::new();
+                        for (k, v) in form {
+                            let p = format!("{bp}/form/{}", pointer_token(k));
+                            if let Some(t) = self.template(&p, v, Place::Text, &m.params, Some(m)) {
+                                fields.push((k.clone(), t));
+                            }
+                        }
+                        Some(Body::Form(fields))
+                    }
+                    (None, Some(json)) => Some(Body::Json(self.json_template(
+                        &format!("{bp}/json"),
+                        json,
+                        m,
+                    ))),
+                    _ => {
+                        self.err(&bp, "a body is either `form` or `json`");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(range) = &m.range {
+            let rp = format!("{pointer}/range");
+            self.range_param(&format!("{rp}/start"), &range.start, &m.params, ParamType::Date);
+            if let Some(p) = &range.period {
+                self.range_param(&format!("{rp}/period"), p, &m.params, ParamType::Enum);
+                if let Some(decl) = m.params.get(p) {
+                    for v in &decl.values {
+                        if crate::params::period_days_probe(v).is_none() {
+                            self.err(
+                                &format!("{pointer}/params/{}/values", pointer_token(p)),
+                                format!("`{v}` is not a period the range understands (1d, 7d, 30d, 1w, 1m, 3m, 6m, 1y, max, Nd, Nw, Nm, Ny)"),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(e) = &range.end {
+                self.range_param(&format!("{rp}/end"), e, &m.params, ParamType::Date);
+            }
+        }
+        if let Some(w) = &m.window {
+            if w.max_days == 0 {
+                self.err(&format!("{pointer}/window/max_days"), "a window covers at least one day");
+            }
+            if m.range.is_none() {
+                self.err(&format!("{pointer}/window"), "a `window` splits the method's `range`, which is missing");
+            }
+        }
+        let pagination = m
+            .pagination
+            .as_ref()
+            .and_then(|pg| self.pagination(&format!("{pointer}/pagination"), pg, m));
+        let mut outputs = Vec::new();
+        for (oname, o) in &m.output {
+            let op = format!("{pointer}/output/{}", pointer_token(oname));
+            if !schema::output_allowed(oname) {
+                self.key_err(
+                    &op,
+                    format!(
+                        "output `{oname}` is not allowed by schemas/sensors.schema.json (allowed: {})",
+                        schema::output_names().join(", ")
+                    ),
+                );
+            }
+            if let Some(out) = self.output(oname, o, &op) {
+                outputs.push(out);
+            }
+        }
+        if m.output.is_empty() && m.raw.is_empty() {
+            self.key_err(pointer, format!("method `{name}` has neither `output` nor `raw`"));
+        }
+        Some(Method {
+            name: name.to_owned(),
+            description: m.description.clone(),
+            verb: m.verb,
+            path: path?,
+            query,
+            headers,
+            body,
+            params: m.params.clone(),
+            vars: m.vars.clone(),
+            range: m.range.clone(),
+            window_days: m.window.as_ref().map(|w| w.max_days),
+            pagination,
+            outputs,
+            raw: m.raw.clone(),
+        })
+    }
+
+    fn range_param(
+        &mut self,
+        pointer: &str,
+        name: &str,
+        params: &IndexMap<String, raw::ParamConfig>,
+        kind: ParamType,
+    ) {
+        match params.get(name) {
+            None => self.err(pointer, format!("`{name}` is not a declared parameter")),
+            Some(p) if p.kind != kind => self.err(
+                pointer,
+                format!("parameter `{name}` must be of type {}", type_name(kind)),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn json_template(&mut self, pointer: &str, v: &Value, m: &raw::MethodConfig) -> JsonTpl {
+        match v {
+            Value::String(s) => {
+                match self.template(pointer, s, Place::Text, &m.params, Some(m)) {
+                    Some(t) => JsonTpl::Text(t),
+                    None => JsonTpl::Literal(Value::Null),
+                }
+            }
+            Value::Array(items) => JsonTpl::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| self.json_template(&format!("{pointer}/{i}"), x, m))
+                    .collect(),
+            ),
+            Value::Object(map) => JsonTpl::Object(
+                map.iter()
+                    .map(|(k, x)| {
+                        let p = format!("{pointer}/{}", pointer_token(k));
+                        (k.clone(), self.json_template(&p, x, m))
+                    })
+                    .collect(),
+            ),
+            other => JsonTpl::Literal(other.clone()),
+        }
+    }
+
+    fn params(&mut self, params: &IndexMap<String, raw::ParamConfig>, pointer: &str) {
+        for (name, p) in params {
+            let pp = format!("{pointer}/params/{}", pointer_token(name));
+            if !is_identifier(name) {
+                self.key_err(&pp, format!("parameter name `{name}` must be letters, digits and `_`"));
+            }
+            if RESERVED_PARAMS.contains(&name.as_str()) || CONTEXT_ROOTS.contains(&name.as_str()) {
+                self.key_err(&pp, format!("`{name}` is reserved and cannot be a parameter"));
+            }
+            if p.kind == ParamType::Enum && p.values.is_empty() {
+                self.err(&pp, "an enum parameter needs `values`");
+            }
+            if p.kind != ParamType::Enum && !p.values.is_empty() {
+                self.err(&format!("{pp}/values"), "`values` is only for enum parameters");
+            }
+            if p.literal_today && p.kind != ParamType::Date {
+                self.err(&format!("{pp}/literal_today"), "`literal_today` is only for dates");
+            }
+            if (p.min.is_some() || p.max.is_some()) && p.kind != ParamType::Integer {
+                self.err(&pp, "`min` and `max` are only for integers");
+            }
+            if let Some(default) = &p.default {
+                if let Err(e) = crate::params::check_value(name, p, default) {
+                    self.err(&format!("{pp}/default"), format!("bad default: {e}"));
+                }
+            }
+            for (list, what) in [
+                (&p.conflicts, "conflicts"),
+                (&p.requires, "requires"),
+                (&p.required_unless, "required_unless"),
+            ] {
+                for (i, other) in list.iter().enumerate() {
+                    if !params.contains_key(other) {
+                        self.err(
+                            &format!("{pp}/{what}/{i}"),
+                            format!("`{other}` is not a declared parameter"),
+                        );
+                    } else if other == name {
+                        self.err(&format!("{pp}/{what}/{i}"), "a parameter cannot name itself");
+                    }
+                }
+            }
+        }
+    }
+
+    fn pagination(
+        &mut self,
+        pointer: &str,
+        pg: &raw::PaginationConfig,
+        m: &raw::MethodConfig,
+    ) -> Option<Pagination> {
+        use raw::PaginationKind::*;
+        let need = |c: &mut Self, field: &str, present: bool| {
+            if !present {
+                c.err(pointer, format!("{:?} pagination needs `{field}`", pg.kind).to_lowercase());
+            }
+        };
+        match pg.kind {
+            Cursor => need(self, "next", pg.next.is_some()),
+            OffsetFlag => {
+                need(self, "next", pg.next.is_some());
+                need(self, "offset", pg.offset.is_some());
+            }
+            Page => need(self, "records", pg.records.is_some()),
+        }
+        if pg.place == raw::ParamPlace::Body && m.body.as_ref().and_then(|b| b.form.as_ref()).is_none() {
+            self.err(pointer, "a pagination parameter `in: body` needs a form body");
+        }
+        if pg.max_pages == 0 {
+            self.err(&format!("{pointer}/max_pages"), "at least one page");
+        }
+        let next = match &pg.next {
+            Some(s) => Some(self.selector(&format!("{pointer}/next"), s)?),
+            None => None,
+        };
+        let offset = match &pg.offset {
+            Some(s) => Some(self.selector(&format!("{pointer}/offset"), s)?),
+            None => None,
+        };
+        let records = match &pg.records {
+            Some(s) => Some(self.selector(&format!("{pointer}/records"), s)?),
+            None => None,
+        };
+        Some(Pagination {
+            kind: pg.kind,
+            param: pg.param.clone(),
+            place: pg.place,
+            next,
+            offset,
+            records,
+            size_param: pg.size_param.clone(),
+            size: pg.size,
+            first: pg.first,
+            max_pages: pg.max_pages,
+        })
+    }
+
+    fn output(&mut self, name: &str, o: &raw::OutputConfig, pointer: &str) -> Option<Output> {
+        let each = self.selector(&format!("{pointer}/each"), &o.each);
+        let explode = match &o.explode {
+            Some(e) => Some(self.selector(&format!("{pointer}/explode"), e)?),
+            None => None,
+        };
+        let mut filters = Vec::new();
+        for (i, f) in o.filters.iter().enumerate() {
+            if let Some(c) = self.condition(&format!("{pointer}/where/{i}"), f) {
+                filters.push(c);
+            }
+        }
+        let mut fields = Vec::new();
+        for (fname, f) in &o.fields {
+            let fp = format!("{pointer}/fields/{}", pointer_token(fname));
+            if let Some(field) = self.field(fname, f, &fp, explode.is_some()) {
+                fields.push(field);
+            }
+        }
+        let sort_by = match &o.sort_by {
+            Some(s) => match o.fields.get_index_of(s) {
+                Some(i) => Some(i),
+                None => {
+                    self.err(&format!("{pointer}/sort_by"), format!("`{s}` is not a field of this output"));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(problem) = schema::check_output_fields(name, o.fields.keys().map(String::as_str), o.single) {
+            self.err(&format!("{pointer}/fields"), problem);
+        }
+        Some(Output {
+            name: name.to_owned(),
+            each: each?,
+            explode,
+            filters,
+            fields,
+            sort_by,
+            single: o.single,
+        })
+    }
+
+    fn field(&mut self, name: &str, f: &raw::FieldConfig, pointer: &str, exploded: bool) -> Option<Field> {
+        use raw::{FieldType as T, SourceFormat as S};
+        let sources = [f.path.is_some(), f.parent.is_some(), f.constant.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if sources != 1 {
+            self.err(pointer, format!("field `{name}` needs exactly one of `path`, `parent`, `const`"));
+            return None;
+        }
+        if f.parent.is_some() && !exploded {
+            self.err(&format!("{pointer}/parent"), "`parent` is only for outputs with `explode`");
+        }
+        let numeric = f.scale.is_some() || f.exponent.is_some() || f.unit.is_some() || f.round.is_some();
+        if numeric && !matches!(f.kind, T::Number | T::Integer | T::Auto) {
+            self.err(pointer, "`scale`, `exponent`, `unit` and `round` need a numeric field");
+        }
+        if let Some(from) = f.from {
+            let fits = match from {
+                S::CivilDate => matches!(f.kind, T::Date),
+                S::CivilTime => matches!(f.kind, T::Time),
+                S::EpochS | S::EpochMs | S::Rfc3339 => matches!(f.kind, T::Date | T::Time | T::Datetime),
+            };
+            if !fits {
+                self.err(&format!("{pointer}/from"), format!("`from: {from:?}` cannot give type {:?}", f.kind).to_lowercase());
+            }
+        }
+        let source = if let Some(p) = &f.path {
+            FieldSource::Row(self.selector(&format!("{pointer}/path"), p)?)
+        } else if let Some(p) = &f.parent {
+            FieldSource::Parent(self.selector(&format!("{pointer}/parent"), p)?)
+        } else {
+            FieldSource::Const(f.constant.clone().unwrap_or(Value::Null))
+        };
+        let exponent = match &f.exponent {
+            Some(e) => Some(self.selector(&format!("{pointer}/exponent"), e)?),
+            None => None,
+        };
+        if let Some(u) = &f.unit {
+            if crate::units::factor_to_base(u.quantity, u.from).is_none() {
+                self.err(
+                    &format!("{pointer}/unit"),
+                    format!("unit {:?} does not measure {:?}", u.from, u.quantity).to_lowercase(),
+                );
+            }
+        }
+        Some(Field {
+            name: name.to_owned(),
+            source,
+            from: f.from,
+            kind: f.kind,
+            scale: f.scale,
+            exponent,
+            unit: f.unit.clone(),
+            round: f.round,
+            required: f.required,
+        })
+    }
+}
+
+/// The template text outside `{{...}}` expressions.
+fn literal_text(source: &str) -> String {
+    let mut out = String::new();
+    let mut rest = source;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("}}") {
+            Some(end) => rest = &rest[start + end + 2..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+fn type_name(t: ParamType) -> &'static str {
+    match t {
+        ParamType::String => "string",
+        ParamType::PathSegment => "path_segment",
+        ParamType::Path => "path",
+        ParamType::Date => "date",
+        ParamType::Time => "time",
+        ParamType::Enum => "enum",
+        ParamType::Integer => "integer",
+        ParamType::Boolean => "boolean",
+    }
+}

@@ -1,0 +1,138 @@
+//! JSONPath selectors (RFC 9535), with a fast path for plain member/index chains.
+//!
+//! Output mappings evaluate a handful of paths per record, and a day of one-second
+//! heart-rate data has 86,400 records. Most field paths are plain chains such as
+//! `$.value` or `$.sampleTime.civilTime['date']`; those are walked directly instead
+//! of going through the general query engine. Every path is still parsed by
+//! `serde_json_path` first, so both forms accept exactly RFC 9535.
+
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+/// One step of a plain path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Member(String),
+    Index(i64),
+}
+
+/// A parsed JSONPath.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    text: String,
+    plain: Option<Vec<Step>>,
+    query: JsonPath,
+}
+
+impl Selector {
+    /// Parses a JSONPath; the error explains what is wrong.
+    pub fn parse(text: &str) -> Result<Selector, String> {
+        let query = JsonPath::parse(text).map_err(|e| format!("bad JSONPath `{text}`: {e}"))?;
+        Ok(Selector {
+            text: text.to_owned(),
+            plain: plain_steps(text),
+            query,
+        })
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The first node the path selects.
+    pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+        match &self.plain {
+            Some(steps) => walk(value, steps),
+            None => self.query.query(value).first(),
+        }
+    }
+
+    /// Every node the path selects, in document order.
+    pub fn all<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
+        match &self.plain {
+            Some(steps) => walk(value, steps).into_iter().collect(),
+            None => self.query.query(value).all(),
+        }
+    }
+}
+
+fn walk<'a>(mut value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+    for step in steps {
+        value = match (step, value) {
+            (Step::Member(name), Value::Object(map)) => map.get(name)?,
+            (Step::Index(i), Value::Array(items)) => {
+                let idx = if *i < 0 {
+                    items.len().checked_sub(i.unsigned_abs() as usize)?
+                } else {
+                    *i as usize
+                };
+                items.get(idx)?
+            }
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// Recognises `$` followed by `.name`, `['name']`, `["name"]` and `[N]` only.
+fn plain_steps(text: &str) -> Option<Vec<Step>> {
+    let mut rest = text.strip_prefix('$')?;
+    let mut steps = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(r.len());
+            if end == 0 || r.starts_with(|c: char| c.is_ascii_digit()) {
+                return None;
+            }
+            steps.push(Step::Member(r[..end].to_owned()));
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']')?;
+            let inner = &r[..close];
+            if let Some(name) = inner
+                .strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
+            {
+                if name.contains(['\\', '\'', '"']) {
+                    return None;
+                }
+                steps.push(Step::Member(name.to_owned()));
+            } else {
+                steps.push(Step::Index(inner.parse().ok()?));
+            }
+            rest = &r[close + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn plain_and_general_paths_agree() {
+        let doc = json!({"a": {"b-c": [1, {"d": 2}]}, "xs": [{"t": 1}, {"t": 2}]});
+        for path in ["$.a['b-c'][1].d", "$.a[\"b-c\"][-1]", "$.a['b-c'][0]", "$.nope"] {
+            let s = Selector::parse(path).unwrap();
+            assert!(s.plain.is_some(), "{path} should take the fast path");
+            assert_eq!(s.first(&doc), s.query.query(&doc).first(), "{path}");
+        }
+        let s = Selector::parse("$.xs[?@.t > 1]").unwrap();
+        assert!(s.plain.is_none());
+        assert_eq!(s.all(&doc), vec![&json!({"t": 2})]);
+    }
+
+    #[test]
+    fn invalid_paths_are_refused() {
+        assert!(Selector::parse("$.activities-steps").is_err());
+        assert!(Selector::parse("weight").is_err());
+    }
+}

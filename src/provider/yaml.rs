@@ -1,0 +1,332 @@
+//! A YAML reader that keeps where every key and value came from.
+//!
+//! Provider files must report every error at once with line and column, which serde
+//! deserializers cannot do (they stop at the first error). So a file is first read
+//! into a plain JSON value plus a map from JSON Pointer to source position; structural
+//! checks (JSON Schema) and semantic checks then run over the value and look up
+//! positions for their messages.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use serde_json::{Map, Number, Value};
+
+/// A 1-based line and column in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loc {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub col: usize,
+}
+
+/// A problem found at a place in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// Where.
+    pub loc: Loc,
+    /// What, lowercase, no trailing period.
+    pub message: String,
+}
+
+/// A parsed document with the positions of its parts.
+#[derive(Debug, Default)]
+pub struct Document {
+    /// The content as JSON.
+    pub value: Value,
+    values: HashMap<String, Loc>,
+    keys: HashMap<String, Loc>,
+}
+
+impl Document {
+    /// Position of the value at a JSON Pointer, or of its nearest ancestor.
+    pub fn value_loc(&self, pointer: &str) -> Loc {
+        let mut p = pointer;
+        loop {
+            if let Some(loc) = self.values.get(p) {
+                return *loc;
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return Loc { line: 1, col: 1 },
+            }
+        }
+    }
+
+    /// Position of the key that holds the value at a JSON Pointer (falls back to the value).
+    pub fn key_loc(&self, pointer: &str) -> Loc {
+        self.keys
+            .get(pointer)
+            .copied()
+            .unwrap_or_else(|| self.value_loc(pointer))
+    }
+}
+
+/// Escapes one JSON Pointer reference token.
+pub fn pointer_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// Reads a YAML document; on failure, every problem found (duplicate keys are
+/// collected, a syntax error ends the reading).
+pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
+    let mut reader = Reader {
+        events: Parser::new_from_str(source),
+        doc: Document::default(),
+        anchors: HashMap::new(),
+        problems: Vec::new(),
+    };
+    let result = reader.document();
+    let mut problems = reader.problems;
+    match result {
+        Ok(value) => {
+            if problems.is_empty() {
+                let mut doc = reader.doc;
+                doc.value = value;
+                Ok(doc)
+            } else {
+                Err(problems)
+            }
+        }
+        Err(e) => {
+            problems.push(e);
+            Err(problems)
+        }
+    }
+}
+
+struct Reader<'a> {
+    events: Parser<'a, saphyr_parser::StrInput<'a>>,
+    doc: Document,
+    anchors: HashMap<usize, Value>,
+    problems: Vec<Located>,
+}
+
+fn loc(span: &Span) -> Loc {
+    Loc {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
+}
+
+impl<'a> Reader<'a> {
+    fn next(&mut self) -> Result<(Event<'a>, Span), Located> {
+        match self.events.next_event() {
+            Some(Ok(ev)) => Ok(ev),
+            Some(Err(e)) => Err(Located {
+                loc: Loc {
+                    line: e.marker().line(),
+                    col: e.marker().col() + 1,
+                },
+                message: format!("invalid YAML: {}", e.info()),
+            }),
+            None => Err(Located {
+                loc: Loc::default(),
+                message: "unexpected end of YAML".to_owned(),
+            }),
+        }
+    }
+
+    fn document(&mut self) -> Result<Value, Located> {
+        loop {
+            let (ev, span) = self.next()?;
+            match ev {
+                Event::StreamStart | Event::Nothing => continue,
+                Event::DocumentStart(_) => break,
+                Event::StreamEnd => {
+                    return Err(Located {
+                        loc: loc(&span),
+                        message: "the file is empty".to_owned(),
+                    });
+                }
+                _ => break,
+            }
+        }
+        let (ev, span) = self.next()?;
+        let value = self.node(ev, span, String::new())?;
+        let (ev, span) = self.next()?;
+        match ev {
+            Event::DocumentEnd | Event::StreamEnd => {}
+            _ => {
+                return Err(Located {
+                    loc: loc(&span),
+                    message: "unexpected content after the document".to_owned(),
+                });
+            }
+        }
+        if let Some(Ok((Event::DocumentStart(_), span))) = self.events.next_event() {
+            return Err(Located {
+                loc: loc(&span),
+                message: "a provider file holds one YAML document".to_owned(),
+            });
+        }
+        Ok(value)
+    }
+
+    fn node(&mut self, ev: Event<'a>, span: Span, pointer: String) -> Result<Value, Located> {
+        self.doc.values.insert(pointer.clone(), loc(&span));
+        let (value, anchor) = match ev {
+            Event::Scalar(text, style, anchor, tag) => {
+                let forced_string = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let value = if style == ScalarStyle::Plain && !forced_string {
+                    resolve_plain(&text)
+                } else {
+                    Value::String(text.into_owned())
+                };
+                (value, anchor)
+            }
+            Event::SequenceStart(anchor, _) => {
+                let mut items = Vec::new();
+                loop {
+                    let (ev, span) = self.next()?;
+                    if matches!(ev, Event::SequenceEnd) {
+                        break;
+                    }
+                    let child = format!("{pointer}/{}", items.len());
+                    items.push(self.node(ev, span, child)?);
+                }
+                (Value::Array(items), anchor)
+            }
+            Event::MappingStart(anchor, _) => {
+                let mut map = Map::new();
+                loop {
+                    let (ev, key_span) = self.next()?;
+                    if matches!(ev, Event::MappingEnd) {
+                        break;
+                    }
+                    let key = match ev {
+                        Event::Scalar(text, ..) => text.into_owned(),
+                        _ => {
+                            return Err(Located {
+                                loc: loc(&key_span),
+                                message: "mapping keys must be plain text".to_owned(),
+                            });
+                        }
+                    };
+                    let child = format!("{pointer}/{}", pointer_token(&key));
+                    let (ev, span) = self.next()?;
+                    if map.contains_key(&key) {
+                        self.problems.push(Located {
+                            loc: loc(&key_span),
+                            message: format!("duplicate key `{key}`"),
+                        });
+                        // Read and drop the duplicate's value, keeping the first one's positions.
+                        let saved = (self.doc.values.clone(), self.doc.keys.clone());
+                        self.node(ev, span, child)?;
+                        (self.doc.values, self.doc.keys) = saved;
+                        continue;
+                    }
+                    self.doc.keys.insert(child.clone(), loc(&key_span));
+                    let value = self.node(ev, span, child)?;
+                    map.insert(key, value);
+                }
+                (Value::Object(map), anchor)
+            }
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some(v) => (v.clone(), 0),
+                None => {
+                    return Err(Located {
+                        loc: loc(&span),
+                        message: "unknown alias".to_owned(),
+                    });
+                }
+            },
+            _ => {
+                return Err(Located {
+                    loc: loc(&span),
+                    message: "unexpected YAML event".to_owned(),
+                });
+            }
+        };
+        if anchor > 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+        Ok(value)
+    }
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let bytes = text.as_bytes();
+    let numeric_start = bytes
+        .first()
+        .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.'));
+    if numeric_start {
+        if let Some(hex) = text.strip_prefix("0x") {
+            if let Ok(n) = i64::from_str_radix(hex, 16) {
+                return Value::Number(n.into());
+            }
+        }
+        if let Some(oct) = text.strip_prefix("0o") {
+            if let Ok(n) = i64::from_str_radix(oct, 8) {
+                return Value::Number(n.into());
+            }
+        }
+        let int_like = text
+            .trim_start_matches(['-', '+'])
+            .bytes()
+            .all(|b| b.is_ascii_digit());
+        if int_like {
+            if let Ok(n) = text.parse::<i64>() {
+                return Value::Number(n.into());
+            }
+            if let Ok(n) = text.parse::<u64>() {
+                return Value::Number(n.into());
+            }
+        }
+        let float_like = text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+        if float_like {
+            if let Ok(f) = text.parse::<f64>() {
+                if let Some(n) = Number::from_f64(f) {
+                    return Value::Number(n);
+                }
+            }
+        }
+    }
+    Value::String(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_and_types() {
+        let doc = parse("a: 1\nb:\n  c: [x, 'y', 2.5]\n  d: ~\ne: 2026-11-02\n").unwrap();
+        assert_eq!(
+            doc.value,
+            serde_json::json!({"a": 1, "b": {"c": ["x", "y", 2.5], "d": null}, "e": "2026-11-02"})
+        );
+        assert_eq!(doc.key_loc("/b/c"), Loc { line: 3, col: 3 });
+        assert_eq!(doc.value_loc("/b/c/1"), Loc { line: 3, col: 10 });
+        assert_eq!(doc.value_loc("/b/c/9/z"), Loc { line: 3, col: 6 });
+    }
+
+    #[test]
+    fn duplicate_keys_are_all_reported() {
+        let errs = parse("a: 1\na: 2\nb: {x: 1, x: 2}\n").unwrap_err();
+        let lines: Vec<_> = errs.iter().map(|e| (e.loc.line, e.message.clone())).collect();
+        assert_eq!(
+            lines,
+            vec![
+                (2, "duplicate key `a`".to_owned()),
+                (3, "duplicate key `x`".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let errs = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.starts_with("invalid YAML"), "{:?}", errs[0]);
+    }
+}

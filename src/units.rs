@@ -1,0 +1,84 @@
+//! Unit systems: the user's choice (`plugindata/<plugin>/system`) and conversions into it.
+//!
+//! `system` keeps the meaning it had for the old plugin, where it was Fitbit's
+//! `Accept-Language`: `en_US` is US units, `en_GB` is UK units (stone for body
+//! weight), anything else is metric. The words `metric`, `us` and `uk` work too.
+
+use crate::provider::raw::{Quantity, Unit};
+
+/// A unit system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitSystem {
+    /// kg, km, cm.
+    Metric,
+    /// lb, miles, inches.
+    Us,
+    /// stone, miles, inches.
+    Uk,
+}
+
+impl UnitSystem {
+    /// The system a `system` setting means.
+    pub fn from_setting(system: &str) -> UnitSystem {
+        match system.trim() {
+            "en_US" | "us" | "US" => UnitSystem::Us,
+            "en_GB" | "uk" | "UK" => UnitSystem::Uk,
+            _ => UnitSystem::Metric,
+        }
+    }
+}
+
+/// Factor from `unit` to the base unit of `quantity` (kg, km, cm), None when the unit does not measure it.
+pub fn factor_to_base(quantity: Quantity, unit: Unit) -> Option<f64> {
+    use Unit::*;
+    match (quantity, unit) {
+        (Quantity::Mass, G) => Some(0.001),
+        (Quantity::Mass, Kg) => Some(1.0),
+        (Quantity::Mass, Lb) => Some(0.453_592_37),
+        (Quantity::Distance, Mm) => Some(1e-6),
+        (Quantity::Distance, Cm) => Some(1e-5),
+        (Quantity::Distance, M) => Some(1e-3),
+        (Quantity::Distance, Km) => Some(1.0),
+        (Quantity::Length, Mm) => Some(0.1),
+        (Quantity::Length, Cm) => Some(1.0),
+        (Quantity::Length, M) => Some(100.0),
+        (Quantity::Length, Km) => Some(100_000.0),
+        _ => None,
+    }
+}
+
+/// How many base units one unit of the system's unit is.
+fn system_unit_in_base(quantity: Quantity, system: UnitSystem) -> f64 {
+    match (quantity, system) {
+        (Quantity::Mass, UnitSystem::Metric) => 1.0,
+        (Quantity::Mass, UnitSystem::Us) => 0.453_592_37,
+        (Quantity::Mass, UnitSystem::Uk) => 6.350_293_18,
+        (Quantity::Distance, UnitSystem::Metric) => 1.0,
+        (Quantity::Distance, _) => 1.609_344,
+        (Quantity::Length, UnitSystem::Metric) => 1.0,
+        (Quantity::Length, _) => 2.54,
+    }
+}
+
+/// Converts a value in `unit` into the system's unit for `quantity`.
+pub fn convert(value: f64, quantity: Quantity, unit: Unit, system: UnitSystem) -> Option<f64> {
+    let base = value * factor_to_base(quantity, unit)?;
+    Some(base / system_unit_in_base(quantity, system))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grams_to_each_system() {
+        let kg = convert(81350.0, Quantity::Mass, Unit::G, UnitSystem::Metric).unwrap();
+        assert!((kg - 81.35).abs() < 1e-9);
+        let lb = convert(81350.0, Quantity::Mass, Unit::G, UnitSystem::Us).unwrap();
+        assert!((lb - 179.3461).abs() < 1e-3);
+        let st = convert(81350.0, Quantity::Mass, Unit::G, UnitSystem::Uk).unwrap();
+        assert!((st - 12.8104).abs() < 1e-3);
+        assert_eq!(UnitSystem::from_setting("nl_NL"), UnitSystem::Metric);
+        assert_eq!(UnitSystem::from_setting("en_GB"), UnitSystem::Uk);
+    }
+}

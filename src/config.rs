@@ -218,6 +218,12 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join("; "),
         })?;
+        if let Some(p) = doc.problems.first() {
+            return Err(ConfigError::Parse {
+                path: path.clone(),
+                message: format!("{}:{}: {}", p.loc.line, p.loc.col, p.message),
+            });
+        }
         let mut config: Config =
             serde_json::from_value(doc.value).map_err(|e| ConfigError::Parse {
                 path: path.clone(),

@@ -60,70 +60,149 @@ pub fn compile_source(
         )
     })?;
 
-    let mut structural = Vec::new();
+    let mut problems: Vec<(yaml::Loc, String)> =
+        doc.problems.iter().map(|p| (p.loc, p.message.clone())).collect();
     for error in validator().iter_errors(&doc.value) {
         let pointer = error.instance_path().as_str().to_owned();
+        let schema_path = error.schema_path().as_str().to_owned();
         match error.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 for key in unexpected {
                     let child = format!("{pointer}/{}", pointer_token(key));
-                    let expected = allowed_keys(&error.schema_path().as_str().to_owned());
+                    let expected = allowed_keys(&schema_path);
                     let hint = if expected.is_empty() {
                         String::new()
                     } else {
                         format!(" (expected one of: {})", expected.join(", "))
                     };
-                    structural.push((
-                        doc.key_loc(&child),
-                        format!("unknown key `{key}`{hint}"),
-                    ));
+                    problems.push((doc.key_loc(&child), format!("unknown key `{key}`{hint}")));
                 }
             }
-            _ => {
+            kind => {
                 let place = if pointer.is_empty() {
                     "the file".to_owned()
                 } else {
                     format!("`{}`", pointer_to_dotted(&pointer))
                 };
-                structural.push((doc.value_loc(&pointer), format!("{place}: {error}")));
+                let message = match kind {
+                    ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
+                        match allowed_constants(&schema_path) {
+                            Some(values) => format!(
+                                "{} is not one of: {}",
+                                error.instance(),
+                                values.join(", ")
+                            ),
+                            None => error.to_string(),
+                        }
+                    }
+                    _ => error.to_string(),
+                };
+                problems.push((doc.value_loc(&pointer), format!("{place}: {message}")));
             }
         }
     }
-    if !structural.is_empty() {
-        structural.sort_by_key(|(loc, _)| (loc.line, loc.col));
-        return Err(Diagnostics(
-            structural
-                .into_iter()
-                .map(|(loc, msg)| located(loc, msg))
-                .collect(),
-        ));
+    let structural_ok = problems.is_empty();
+
+    // Each part is typed on its own, so that the meaning of every well-formed part
+    // is checked even when another part is malformed.
+    let part = |key: &str| doc.value.get(key).cloned().unwrap_or(Value::Null);
+    let name: Option<String> = serde_json::from_value(part("name")).ok();
+    let title: Option<String> = serde_json::from_value(part("title")).ok().flatten();
+    let retired: Option<raw::RetiredConfig> = serde_json::from_value(part("retired")).ok().flatten();
+    let default_methods: Vec<String> =
+        serde_json::from_value(part("default_methods")).unwrap_or_default();
+    let auth: Option<raw::AuthConfig> = serde_json::from_value(part("auth")).ok();
+    let api: Option<raw::ApiConfig> = serde_json::from_value(part("api")).ok();
+    let mut methods: IndexMap<String, Option<raw::MethodConfig>> = IndexMap::new();
+    if let Some(Value::Object(m)) = doc.value.get("methods") {
+        for (k, v) in m {
+            methods.insert(k.clone(), serde_json::from_value(v.clone()).ok());
+        }
     }
-    let file: raw::ProviderFile = serde_json::from_value(doc.value.clone()).map_err(|e| {
-        Diagnostics(vec![located(
-            yaml::Loc { line: 1, col: 1 },
-            format!("cannot read the provider: {e}"),
-        )])
-    })?;
 
     let mut c = Compiler {
         doc: &doc,
-        problems: Vec::new(),
+        problems,
         templates: Templates::new(),
     };
-    let provider = c.provider(file, path, overrides);
-    if c.problems.is_empty() {
+    let provider = c.provider(
+        Parts {
+            name,
+            title,
+            retired,
+            default_methods,
+            auth,
+            api,
+            methods,
+        },
+        path,
+        overrides,
+    );
+    if structural_ok && c.problems.is_empty() {
         if let Some(provider) = provider {
             return Ok(provider);
         }
     }
     let mut problems = c.problems;
     problems.sort_by_key(|(loc, _)| (loc.line, loc.col));
+    problems.dedup();
     Err(Diagnostics(
         problems
             .into_iter()
             .map(|(loc, msg)| located(loc, msg))
             .collect(),
     ))
+}
+
+/// The typed parts of a file; `None` where a part is malformed (already reported).
+struct Parts {
+    name: Option<String>,
+    title: Option<String>,
+    retired: Option<raw::RetiredConfig>,
+    default_methods: Vec<String>,
+    auth: Option<raw::AuthConfig>,
+    api: Option<raw::ApiConfig>,
+    methods: IndexMap<String, Option<raw::MethodConfig>>,
+}
+
+/// The constants an enum-like `oneOf`/`anyOf` allows, for a readable message.
+fn allowed_constants(schema_path: &str) -> Option<Vec<String>> {
+    let node = schema_node(schema_path)?;
+    let alternatives = node.as_array()?;
+    let mut values = Vec::new();
+    for alt in alternatives {
+        if let Some(c) = alt.get("const") {
+            values.push(c.to_string());
+        } else if let Some(Value::Array(e)) = alt.get("enum") {
+            values.extend(e.iter().map(Value::to_string));
+        } else {
+            return None;
+        }
+    }
+    Some(values)
+}
+
+/// The node of the provider schema at a schema path, following `$ref`s.
+fn schema_node(schema_path: &str) -> Option<&'static Value> {
+    let root = super::provider_schema();
+    let mut node = root;
+    for token in schema_path.trim_start_matches('/').split('/') {
+        if token.is_empty() {
+            continue;
+        }
+        if token == "$ref" {
+            let target = node.get("$ref")?.as_str()?;
+            node = root.get("$defs")?.get(target.strip_prefix("#/$defs/")?)?;
+            continue;
+        }
+        let token = token.replace("~1", "/").replace("~0", "~");
+        node = match node {
+            Value::Object(m) => m.get(&token)?,
+            Value::Array(a) => a.get(token.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(node)
 }
 
 fn pointer_to_dotted(pointer: &str) -> String {
@@ -137,39 +216,10 @@ fn pointer_to_dotted(pointer: &str) -> String {
 
 /// The property names of the schema object an `additionalProperties` error came from.
 fn allowed_keys(schema_path: &str) -> Vec<String> {
-    let Some(object_path) = schema_path.strip_suffix("/additionalProperties") else {
-        return Vec::new();
-    };
-    let mut node = super::provider_schema();
-    for token in object_path.trim_start_matches('/').split('/') {
-        if token.is_empty() {
-            continue;
-        }
-        let token = token.replace("~1", "/").replace("~0", "~");
-        node = match node {
-            Value::Object(m) => match m.get(&token) {
-                Some(v) => v,
-                None => return Vec::new(),
-            },
-            Value::Array(a) => match token.parse::<usize>().ok().and_then(|i| a.get(i)) {
-                Some(v) => v,
-                None => return Vec::new(),
-            },
-            _ => return Vec::new(),
-        };
-        // Follow a `$ref` into the definitions.
-        if let Some(target) = node.get("$ref").and_then(Value::as_str) {
-            if let Some(name) = target.strip_prefix("#/$defs/") {
-                if let Some(def) = super::provider_schema()
-                    .get("$defs")
-                    .and_then(|d| d.get(name))
-                {
-                    node = def;
-                }
-            }
-        }
-    }
-    node.get("properties")
+    schema_path
+        .strip_suffix("/additionalProperties")
+        .and_then(schema_node)
+        .and_then(|n| n.get("properties"))
         .and_then(Value::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
@@ -229,22 +279,17 @@ impl Compiler<'_> {
         })
     }
 
-    fn provider(
-        &mut self,
-        file: raw::ProviderFile,
-        path: &Path,
-        overrides: &UrlOverrides,
-    ) -> Option<Provider> {
-        if let Some(retired) = &file.retired {
+    fn provider(&mut self, parts: Parts, path: &Path, overrides: &UrlOverrides) -> Option<Provider> {
+        if let Some(retired) = &parts.retired {
             if crate::template::parse_date(&retired.since).is_none() || retired.since.len() != 10
             {
                 self.err("/retired/since", "`since` must be a YYYY-MM-DD date");
             }
         }
-        let auth = self.auth(&file.auth, overrides);
-        let api = self.api(&file.api, overrides);
+        let auth = parts.auth.as_ref().and_then(|a| self.auth(a, overrides));
+        let api = parts.api.as_ref().and_then(|a| self.api(a, overrides));
         let mut methods = IndexMap::new();
-        for (name, method) in &file.methods {
+        for (name, method) in &parts.methods {
             let pointer = format!("/methods/{}", pointer_token(name));
             if !is_identifier(name) {
                 self.key_err(
@@ -252,22 +297,25 @@ impl Compiler<'_> {
                     format!("method name `{name}` must be letters, digits and `_`"),
                 );
             }
-            if let Some(m) = self.method(name, method, &pointer) {
+            if let Some(m) = method.as_ref().and_then(|m| self.method(name, m, &pointer)) {
                 methods.insert(name.clone(), m);
             }
         }
-        for (i, m) in file.default_methods.iter().enumerate() {
-            if !file.methods.contains_key(m) {
-                self.err(&format!("/default_methods/{i}"), format!("`{m}` is not a method of this provider"));
+        for (i, m) in parts.default_methods.iter().enumerate() {
+            if !parts.methods.contains_key(m) {
+                self.err(
+                    &format!("/default_methods/{i}"),
+                    format!("`{m}` is not a method of this provider"),
+                );
             }
         }
         let (auth, api) = (auth?, api?);
         Some(Provider {
-            name: file.name,
-            title: file.title,
+            name: parts.name?,
+            title: parts.title,
             source: path.to_owned(),
-            retired: file.retired,
-            default_methods: file.default_methods,
+            retired: parts.retired,
+            default_methods: parts.default_methods,
             auth,
             api,
             methods,

@@ -32,8 +32,10 @@ pub struct Located {
 /// A parsed document with the positions of its parts.
 #[derive(Debug, Default)]
 pub struct Document {
-    /// The content as JSON.
+    /// The content as JSON (of duplicate keys, the first one is kept).
     pub value: Value,
+    /// Problems that did not stop the reading (duplicate keys).
+    pub problems: Vec<Located>,
     values: HashMap<String, Loc>,
     keys: HashMap<String, Loc>,
 }
@@ -67,8 +69,8 @@ pub fn pointer_token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
-/// Reads a YAML document; on failure, every problem found (duplicate keys are
-/// collected, a syntax error ends the reading).
+/// Reads a YAML document. Duplicate keys are collected in [`Document::problems`];
+/// a syntax error ends the reading and is returned with those found before it.
 pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
     let mut reader = Reader {
         events: Parser::new_from_str(source),
@@ -80,13 +82,10 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
     let mut problems = reader.problems;
     match result {
         Ok(value) => {
-            if problems.is_empty() {
-                let mut doc = reader.doc;
-                doc.value = value;
-                Ok(doc)
-            } else {
-                Err(problems)
-            }
+            let mut doc = reader.doc;
+            doc.value = value;
+            doc.problems = problems;
+            Ok(doc)
         }
         Err(e) => {
             problems.push(e);
@@ -312,7 +311,7 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_all_reported() {
-        let errs = parse("a: 1\na: 2\nb: {x: 1, x: 2}\n").unwrap_err();
+        let errs = parse("a: 1\na: 2\nb: {x: 1, x: 2}\n").unwrap().problems;
         let lines: Vec<_> = errs.iter().map(|e| (e.loc.line, e.message.clone())).collect();
         assert_eq!(
             lines,

@@ -1,0 +1,552 @@
+//! The embedded store: Igor's tree in one SQLite file, so healthpull works with no
+//! other server while staying durable (every write is one transaction in WAL mode),
+//! safe when `serve` and a cron `fetch` share the file (busy timeout, `BEGIN
+//! IMMEDIATE` for writes) and private (file, `-wal` and `-shm` are mode 0600).
+//!
+//! Layout: one row per element. Objects are stored as container rows (no value) with
+//! one row per key below them; every other JSON value (string, number, boolean, null,
+//! list) is a leaf row holding its JSON text, so numbers stay numbers. Rows keep the
+//! order of their siblings, so reading a parent reassembles the children in the order
+//! they were written, as Igor appends new children at the end.
+//!
+//! Row paths use the store's path steps; object keys that are not plain element names
+//! (and can therefore never be addressed by a path) are stored as `~` followed by
+//! their percent-encoded text, which cannot collide with a plain name.
+
+use std::collections::HashMap;
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::{Map, Value};
+
+use super::{Store, StoreError, StorePath, is_element_name};
+
+/// How long a write waits for another connection (or process) to finish its transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The schema version written to `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS nodes (
+    path   TEXT PRIMARY KEY NOT NULL,
+    parent TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    ord    INTEGER NOT NULL,
+    value  TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (parent, ord);
+";
+
+/// The embedded [`Store`]: Igor's tree in a SQLite database file.
+///
+/// Cloning is cheap and clones share one connection; several processes may open the
+/// same file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    file: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SqliteStore")
+            .field("file", &self.inner.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// A missing parent directory is created with mode 0700; the file is created with
+    /// mode 0600 before SQLite opens it, and the file and its `-wal`/`-shm` companions
+    /// are restricted to 0600 if they were readable by others.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let file = path.to_path_buf();
+        let io_error = |action: &'static str| {
+            let file = file.clone();
+            move |source| StoreError::Io {
+                file,
+                action,
+                source,
+            }
+        };
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io_error("create its directory"))?;
+        }
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_error("create the database file"))?;
+        restrict_to_owner(path).map_err(io_error("restrict the database file to its owner"))?;
+
+        let sqlite_error = |action: &str| {
+            let file = file.clone();
+            let action = action.to_owned();
+            move |source| StoreError::Sqlite {
+                file,
+                action,
+                source,
+            }
+        };
+        let mut connection = Connection::open(path).map_err(sqlite_error("open the database"))?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite_error("set the busy timeout"))?;
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(sqlite_error("switch to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt {
+                file,
+                detail: format!("cannot use WAL mode (journal mode is {mode})"),
+            });
+        }
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite_error("set synchronous mode"))?;
+        initialise_schema(&mut connection, &file)?;
+
+        for suffix in ["-wal", "-shm"] {
+            let mut companion = path.as_os_str().to_owned();
+            companion.push(suffix);
+            let companion = PathBuf::from(companion);
+            if companion.exists() {
+                restrict_to_owner(&companion).map_err(|source| StoreError::Io {
+                    file: companion.clone(),
+                    action: "restrict the file to its owner",
+                    source,
+                })?;
+            }
+        }
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                file,
+                connection: Mutex::new(connection),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn file(&self) -> &Path {
+        &self.inner.file
+    }
+
+    /// Runs `work` on the connection in a blocking thread.
+    async fn run<T, F>(&self, path: &StorePath, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = lock_connection(&inner.connection);
+            work(&mut connection, &inner.file)
+        })
+        .await
+        .map_err(|source| StoreError::Task {
+            path: path.text.clone(),
+            source,
+        })?
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, path: &str) -> Result<Option<Value>, StoreError> {
+        let path = StorePath::parse(path)?;
+        let row_path = path.text.clone();
+        self.run(&path, move |connection, file| {
+            let sqlite_error = sqlite_error(file, "read", &row_path);
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(&sqlite_error)?;
+            let value = read_subtree(&transaction, file, &row_path)?;
+            transaction.commit().map_err(&sqlite_error)?;
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn put(&self, path: &str, value: &Value) -> Result<(), StoreError> {
+        let path = StorePath::parse(path)?;
+        // Refuse what Igor would refuse, so both backends accept the same trees.
+        crate::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
+            StoreError::Unrepresentable {
+                path: path.text.clone(),
+                source,
+            }
+        })?;
+        let value = value.clone();
+        let target = path.clone();
+        self.run(&path, move |connection, file| {
+            let sqlite_error = sqlite_error(file, "write", &target.text);
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&sqlite_error)?;
+            write_subtree(&transaction, file, &target, &value)?;
+            transaction.commit().map_err(&sqlite_error)
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let path = StorePath::parse(path)?;
+        let row_path = path.text.clone();
+        self.run(&path, move |connection, file| {
+            let sqlite_error = sqlite_error(file, "delete", &row_path);
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&sqlite_error)?;
+            delete_subtree(&transaction, &row_path).map_err(&sqlite_error)?;
+            transaction.commit().map_err(&sqlite_error)
+        })
+        .await
+    }
+
+    async fn export_xml(&self, path: &str) -> Result<Option<String>, StoreError> {
+        let parsed = StorePath::parse(path)?;
+        let value = self.get(path).await?;
+        Ok(value.map(|value| crate::xml::to_igor_xml(parsed.last(), &value)))
+    }
+
+    async fn save(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+/// Locks the connection; a panic in an earlier operation rolled its transaction back,
+/// so a poisoned lock still guards a usable connection.
+fn lock_connection(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    connection
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sets mode 0600 on `path` unless group and others already have no access.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Creates the table (first use) or checks the schema version (later uses).
+fn initialise_schema(connection: &mut Connection, file: &Path) -> Result<(), StoreError> {
+    let sqlite_error = sqlite_error(file, "create the schema", "");
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&sqlite_error)?;
+    let version: i64 = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(&sqlite_error)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt {
+            file: file.to_path_buf(),
+            detail: format!(
+                "schema version {version} is newer than this healthpull understands ({SCHEMA_VERSION})"
+            ),
+        });
+    }
+    transaction.execute_batch(SCHEMA).map_err(&sqlite_error)?;
+    transaction
+        .pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(&sqlite_error)?;
+    transaction.commit().map_err(&sqlite_error)
+}
+
+/// A mapper from a SQLite error to a [`StoreError`] naming the action and path.
+fn sqlite_error(file: &Path, verb: &str, path: &str) -> impl Fn(rusqlite::Error) -> StoreError {
+    let file = file.to_path_buf();
+    let action = if path.is_empty() {
+        verb.to_owned()
+    } else {
+        format!("{verb} {path}")
+    };
+    move |source| StoreError::Sqlite {
+        file: file.clone(),
+        action: action.clone(),
+        source,
+    }
+}
+
+/// The row path component for an object key.
+fn component(key: &str) -> String {
+    if is_element_name(key) {
+        key.to_owned()
+    } else {
+        format!("~{}", utf8_percent_encode(key, NON_ALPHANUMERIC))
+    }
+}
+
+/// The bounds of the row paths strictly below `path`: `[path/, path0)`, since `0`
+/// follows `/` in byte order.
+fn descendant_bounds(path: &str) -> (String, String) {
+    (format!("{path}/"), format!("{path}0"))
+}
+
+/// One stored row below the path being read.
+struct Row {
+    path: String,
+    name: String,
+    value: Option<String>,
+}
+
+fn read_subtree(
+    transaction: &Transaction<'_>,
+    file: &Path,
+    path: &str,
+) -> Result<Option<Value>, StoreError> {
+    let sqlite_error = sqlite_error(file, "read", path);
+    let top: Option<Option<String>> = transaction
+        .query_row(
+            "SELECT value FROM nodes WHERE path = ?1",
+            params![path],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(&sqlite_error)?;
+    let Some(top) = top else {
+        return Ok(None);
+    };
+    if let Some(text) = top {
+        return parse_leaf(file, path, &text).map(Some);
+    }
+    let (low, high) = descendant_bounds(path);
+    let mut statement = transaction
+        .prepare_cached(
+            "SELECT path, parent, name, value FROM nodes
+             WHERE path >= ?1 AND path < ?2 ORDER BY parent, ord",
+        )
+        .map_err(&sqlite_error)?;
+    let rows = statement
+        .query_map(params![low, high], |row| {
+            Ok((
+                row.get::<_, String>(1)?,
+                Row {
+                    path: row.get(0)?,
+                    name: row.get(2)?,
+                    value: row.get(3)?,
+                },
+            ))
+        })
+        .map_err(&sqlite_error)?;
+    let mut children: HashMap<String, Vec<Row>> = HashMap::new();
+    for row in rows {
+        let (parent, row) = row.map_err(&sqlite_error)?;
+        children.entry(parent).or_default().push(row);
+    }
+    assemble(file, path, &mut children).map(Some)
+}
+
+/// Builds the object stored at container row `path` from the rows below it.
+fn assemble(
+    file: &Path,
+    path: &str,
+    children: &mut HashMap<String, Vec<Row>>,
+) -> Result<Value, StoreError> {
+    let mut object = Map::new();
+    for row in children.remove(path).unwrap_or_default() {
+        let value = match &row.value {
+            Some(text) => parse_leaf(file, &row.path, text)?,
+            None => assemble(file, &row.path, children)?,
+        };
+        object.insert(row.name, value);
+    }
+    Ok(Value::Object(object))
+}
+
+fn parse_leaf(file: &Path, path: &str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt {
+        file: file.to_path_buf(),
+        detail: format!("the value stored at {path} is not JSON: {error}"),
+    })
+}
+
+fn write_subtree(
+    transaction: &Transaction<'_>,
+    file: &Path,
+    target: &StorePath,
+    value: &Value,
+) -> Result<(), StoreError> {
+    let sqlite_error = sqlite_error(file, "write", &target.text);
+    let mut parent = String::new();
+    for depth in 1..target.steps.len() {
+        let ancestor = target.prefix(depth);
+        let existing: Option<Option<String>> = transaction
+            .query_row(
+                "SELECT value FROM nodes WHERE path = ?1",
+                params![ancestor],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(&sqlite_error)?;
+        match existing {
+            None => {
+                let ord = next_ord(transaction, &parent).map_err(&sqlite_error)?;
+                transaction
+                    .execute(
+                        "INSERT INTO nodes (path, parent, name, ord, value)
+                         VALUES (?1, ?2, ?3, ?4, NULL)",
+                        params![ancestor, parent, target.steps[depth - 1], ord],
+                    )
+                    .map_err(&sqlite_error)?;
+            }
+            Some(None) => {}
+            Some(Some(text)) => {
+                let stored = parse_leaf(file, &ancestor, &text)?;
+                if !is_empty_element(&stored) {
+                    return Err(StoreError::NotAContainer {
+                        path: target.text.clone(),
+                        ancestor,
+                        kind: describe(&stored),
+                    });
+                }
+                // Igor prints null, false and "" as an empty element, which can take
+                // children; do the same.
+                transaction
+                    .execute(
+                        "UPDATE nodes SET value = NULL WHERE path = ?1",
+                        params![ancestor],
+                    )
+                    .map_err(&sqlite_error)?;
+            }
+        }
+        parent = ancestor;
+    }
+
+    let existing_ord: Option<i64> = transaction
+        .query_row(
+            "SELECT ord FROM nodes WHERE path = ?1",
+            params![target.text],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(&sqlite_error)?;
+    let ord = match existing_ord {
+        Some(ord) => {
+            delete_subtree(transaction, &target.text).map_err(&sqlite_error)?;
+            ord
+        }
+        None => next_ord(transaction, &parent).map_err(&sqlite_error)?,
+    };
+    insert_tree(transaction, &target.text, &parent, target.last(), ord, value)
+        .map_err(&sqlite_error)
+}
+
+/// Whether Igor would print `value` as an element without text or children.
+fn is_empty_element(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(text) => text.is_empty(),
+        _ => false,
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Array(_) => "a list",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn next_ord(transaction: &Transaction<'_>, parent: &str) -> rusqlite::Result<i64> {
+    transaction.query_row(
+        "SELECT COALESCE(MAX(ord) + 1, 0) FROM nodes WHERE parent = ?1",
+        params![parent],
+        |row| row.get(0),
+    )
+}
+
+fn delete_subtree(transaction: &Transaction<'_>, path: &str) -> rusqlite::Result<()> {
+    let (low, high) = descendant_bounds(path);
+    transaction.execute(
+        "DELETE FROM nodes WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+        params![path, low, high],
+    )?;
+    Ok(())
+}
+
+fn insert_tree(
+    transaction: &Transaction<'_>,
+    path: &str,
+    parent: &str,
+    name: &str,
+    ord: i64,
+    value: &Value,
+) -> rusqlite::Result<()> {
+    let mut statement = transaction.prepare_cached(
+        "INSERT INTO nodes (path, parent, name, ord, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    match value {
+        Value::Object(object) => {
+            statement.execute(params![path, parent, name, ord, None::<String>])?;
+            drop(statement);
+            for (index, (key, child)) in object.iter().enumerate() {
+                let child_path = format!("{path}/{}", component(key));
+                let child_ord = i64::try_from(index).unwrap_or(i64::MAX);
+                insert_tree(transaction, &child_path, path, key, child_ord, child)?;
+            }
+        }
+        leaf => {
+            statement.execute(params![path, parent, name, ord, leaf.to_string()])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_of_odd_keys_cannot_collide_with_plain_names() {
+        assert_eq!(component("body-weight"), "body-weight");
+        assert_eq!(component("a/b"), "~a%2Fb");
+        assert_eq!(component("1abc"), "~1abc");
+        assert_eq!(component("~1abc"), "~%7E1abc");
+        assert_eq!(component(""), "~");
+    }
+
+    #[test]
+    fn descendant_bounds_cover_exactly_the_subtree() {
+        let (low, high) = descendant_bounds("a/b");
+        let inside = |path: &str| path >= low.as_str() && path < high.as_str();
+        assert!(inside("a/b/c"));
+        assert!(inside("a/b/~x"));
+        assert!(!inside("a/b"));
+        assert!(!inside("a/b-c"));
+        assert!(!inside("a/b.c/d"));
+        assert!(!inside("a/bc"));
+        assert!(!inside("a/b0"));
+    }
+}

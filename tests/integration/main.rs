@@ -5,6 +5,7 @@ mod support;
 mod engine;
 mod fake_provider_selftest;
 mod fitbit_parity;
+mod igor_converter;
 mod providers;
 mod store;
 mod xml;

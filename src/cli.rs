@@ -109,7 +109,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let config = Config::load(cli.config.as_deref())?;
             match (dry_run, replay) {
                 (true, Some(dir)) => fetch_replay(&config, &args, now, &dir).await,
-                _ => bail!("live fetching is not available in this build; use --dry-run --replay DIR"),
+                _ => bail!(
+                    "live fetching is not available in this build; use --dry-run --replay DIR"
+                ),
             }
         }
     }
@@ -232,7 +234,10 @@ pub fn plan_line(request: &HttpRequest) -> Value {
     }
     let body = match &request.body {
         Some(b) => {
-            headers.insert("Content-Type".into(), Value::String(b.content_type().into()));
+            headers.insert(
+                "Content-Type".into(),
+                Value::String(b.content_type().into()),
+            );
             Value::String(b.encoded())
         }
         None => Value::Null,

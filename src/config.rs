@@ -283,10 +283,13 @@ impl Config {
         let (file, overrides) = if self.plugins.is_empty() {
             (plugin.to_owned(), UrlOverrides::default())
         } else {
-            let p = self.plugins.get(plugin).ok_or_else(|| ConfigError::UnknownPlugin {
-                name: plugin.to_owned(),
-                known: self.plugin_names().join(", "),
-            })?;
+            let p = self
+                .plugins
+                .get(plugin)
+                .ok_or_else(|| ConfigError::UnknownPlugin {
+                    name: plugin.to_owned(),
+                    known: self.plugin_names().join(", "),
+                })?;
             (
                 p.provider.clone().unwrap_or_else(|| plugin.to_owned()),
                 p.overrides(),

@@ -62,7 +62,9 @@ pub enum EngineError {
         message: String,
     },
     /// The provider's API is switched off.
-    #[error("{provider} {method}: the {provider} API is retired{since}{status} and answers no more; {hint}")]
+    #[error(
+        "{provider} {method}: the {provider} API is retired{since}{status} and answers no more; {hint}"
+    )]
     Retired {
         /// Provider.
         provider: String,
@@ -174,11 +176,12 @@ pub struct FetchPlan {
 
 /// One planned request per method and window (first pages only).
 pub fn plan(provider: &Provider, p: &FetchPlan) -> Result<Vec<HttpRequest>, EngineError> {
-    let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today)
-        .map_err(|source| EngineError::Params {
+    let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(
+        |source| EngineError::Params {
             provider: provider.name.clone(),
             source,
-        })?;
+        },
+    )?;
     let mut out = Vec::new();
     for r in &resolved {
         let method = &provider.methods[&r.method];
@@ -222,11 +225,12 @@ pub async fn fetch(
     p: &FetchPlan,
     caller: &dyn Caller,
 ) -> Result<Map<String, Value>, EngineError> {
-    let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today)
-        .map_err(|source| EngineError::Params {
+    let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(
+        |source| EngineError::Params {
             provider: provider.name.clone(),
             source,
-        })?;
+        },
+    )?;
     let system = UnitSystem::from_setting(&p.call.system);
     let mut tree = Map::new();
     let mut raw = Map::new();
@@ -242,13 +246,14 @@ pub async fn fetch(
                 })?;
             collect_pages(provider, &r.method, first, caller, &mut answers).await?;
         }
-        let mapped = transform::map_method(method, &answers, p.layout, system).map_err(|source| {
-            EngineError::Transform {
-                provider: provider.name.clone(),
-                method: r.method.clone(),
-                source,
-            }
-        })?;
+        let mapped =
+            transform::map_method(method, &answers, p.layout, system).map_err(|source| {
+                EngineError::Transform {
+                    provider: provider.name.clone(),
+                    method: r.method.clone(),
+                    source,
+                }
+            })?;
         tree.extend(mapped.mapped);
         raw.extend(mapped.raw);
     }
@@ -295,7 +300,7 @@ async fn collect_pages(
                         message: format!("the provider sent page marker `{marker}` twice"),
                     });
                 }
-                current = request;
+                current = *request;
             }
         }
     }
@@ -317,7 +322,10 @@ pub fn call_error(provider: &Provider, method: &str, e: CallError) -> EngineErro
                     None => "no replacement is known".to_owned(),
                 },
             ),
-            None => (String::new(), "check the provider's announcements".to_owned()),
+            None => (
+                String::new(),
+                "check the provider's announcements".to_owned(),
+            ),
         };
         return EngineError::Retired {
             provider: provider.name.clone(),
@@ -339,7 +347,11 @@ pub fn call_error(provider: &Provider, method: &str, e: CallError) -> EngineErro
 
 /// Classifies a failed answer with the provider's rules; `None` when it succeeded.
 /// `body` is the decoded JSON when it was JSON.
-pub fn classify(provider: &Provider, status: u16, body: Option<&Value>) -> Option<(ErrorKind, String)> {
+pub fn classify(
+    provider: &Provider,
+    status: u16,
+    body: Option<&Value>,
+) -> Option<(ErrorKind, String)> {
     let message_at = |sel: Option<&crate::provider::Selector>| {
         sel.and_then(|s| body.and_then(|b| s.first(b)))
             .map(|v| match v {

@@ -116,7 +116,12 @@ pub fn resolve(
                 return Err(ParamError::UnknownMethod {
                     provider: provider.name.clone(),
                     method: name.clone(),
-                    known: provider.methods.keys().cloned().collect::<Vec<_>>().join(", "),
+                    known: provider
+                        .methods
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -180,7 +185,10 @@ fn resolve_method(
             }
             (v, _) => v.map(str::to_owned),
         };
-        values.insert(name.clone(), value.map(Value::String).unwrap_or(Value::Null));
+        values.insert(
+            name.clone(),
+            value.map(Value::String).unwrap_or(Value::Null),
+        );
     }
     for (name, p) in &m.params {
         let present = !values[name].is_null();

@@ -124,13 +124,17 @@ pub fn build(
 ) -> Result<HttpRequest, String> {
     let t = &provider.templates;
     let ctx = context(method, values, call, window);
-    let path = t.render(&method.path, &ctx).map_err(|e| format!("path: {e}"))?;
+    let path = t
+        .render(&method.path, &ctx)
+        .map_err(|e| format!("path: {e}"))?;
     let base = &provider.api.base_url;
     let mut url = join(base, &path)?;
     {
         let mut pairs = Vec::new();
         for (k, tpl) in &method.query {
-            let v = t.render(tpl, &ctx).map_err(|e| format!("query `{k}`: {e}"))?;
+            let v = t
+                .render(tpl, &ctx)
+                .map_err(|e| format!("query `{k}`: {e}"))?;
             if !v.is_empty() {
                 pairs.push((k.clone(), v));
             }
@@ -141,7 +145,9 @@ pub fn build(
     }
     let mut headers = Vec::new();
     for (k, tpl) in provider.api.headers.iter().chain(method.headers.iter()) {
-        let v = t.render(tpl, &ctx).map_err(|e| format!("header `{k}`: {e}"))?;
+        let v = t
+            .render(tpl, &ctx)
+            .map_err(|e| format!("header `{k}`: {e}"))?;
         if v.contains(['\r', '\n']) {
             return Err(format!("header `{k}` may not contain line breaks"));
         }
@@ -155,7 +161,9 @@ pub fn build(
         Some(Body::Form(fields)) => {
             let mut out = Vec::new();
             for (k, tpl) in fields {
-                let v = t.render(tpl, &ctx).map_err(|e| format!("form `{k}`: {e}"))?;
+                let v = t
+                    .render(tpl, &ctx)
+                    .map_err(|e| format!("form `{k}`: {e}"))?;
                 if !v.is_empty() {
                     out.push((k.clone(), v));
                 }
@@ -205,13 +213,17 @@ fn render_json(provider: &Provider, j: &JsonTpl, ctx: &Value) -> Result<Value, S
 /// Appends a rendered path to the base URL and enforces the URL rules.
 fn join(base: &Url, path: &str) -> Result<Url, String> {
     if !path.starts_with('/') || path.starts_with("//") {
-        return Err(format!("rendered path `{path}` must start with a single `/`"));
+        return Err(format!(
+            "rendered path `{path}` must start with a single `/`"
+        ));
     }
     for segment in path.split('/').skip(1) {
         let lowered = segment.to_ascii_lowercase();
         let decoded = lowered.replace("%2e", ".");
         if decoded == "." || decoded == ".." {
-            return Err(format!("rendered path `{path}` may not contain `.` or `..` segments"));
+            return Err(format!(
+                "rendered path `{path}` may not contain `.` or `..` segments"
+            ));
         }
     }
     let text = format!("{}{}", base.as_str().trim_end_matches('/'), path);
@@ -261,7 +273,7 @@ pub enum NextPage {
     /// Ask for this request next; `marker` identifies the page for loop detection.
     Next {
         /// The request.
-        request: HttpRequest,
+        request: Box<HttpRequest>,
         /// Token, page number or offset.
         marker: String,
     },
@@ -273,13 +285,11 @@ pub fn next_page(method: &Method, current: &HttpRequest, answer: &Value) -> Next
         return NextPage::Done;
     };
     let marker = match p.kind {
-        PaginationKind::Cursor => {
-            match p.next.as_ref().and_then(|s| s.first(answer)) {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => return NextPage::Done,
-            }
-        }
+        PaginationKind::Cursor => match p.next.as_ref().and_then(|s| s.first(answer)) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return NextPage::Done,
+        },
         PaginationKind::OffsetFlag => {
             let more = p.next.as_ref().and_then(|s| s.first(answer));
             let more = match more {
@@ -307,7 +317,8 @@ pub fn next_page(method: &Method, current: &HttpRequest, answer: &Value) -> Next
                     None => 0,
                 })
                 .unwrap_or(0);
-            let full = p.size.is_some_and(|size| count >= size as usize) || (p.size.is_none() && count > 0);
+            let full = p.size.is_some_and(|size| count >= size as usize)
+                || (p.size.is_none() && count > 0);
             if !full {
                 return NextPage::Done;
             }
@@ -331,5 +342,8 @@ pub fn next_page(method: &Method, current: &HttpRequest, answer: &Value) -> Next
     };
     let mut request = current.clone();
     set_param(&mut request, p.place, &p.param, &marker);
-    NextPage::Next { request, marker }
+    NextPage::Next {
+        request: Box::new(request),
+        marker,
+    }
 }

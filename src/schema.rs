@@ -67,7 +67,11 @@ pub fn output_names() -> Vec<String> {
     let mut names: Vec<String> = properties()
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
-    names.extend(pattern_properties().iter().map(|(re, _)| format!("/{}/", re.as_str())));
+    names.extend(
+        pattern_properties()
+            .iter()
+            .map(|(re, _)| format!("/{}/", re.as_str())),
+    );
     names
 }
 
@@ -94,11 +98,15 @@ pub fn check_output_fields<'a>(
     let prop = resolve(output_schema(name)?);
     let entry = match prop.get("type").and_then(Value::as_str) {
         Some("array") if single => {
-            return Some(format!("output `{name}` is a list in the schema; drop `single`"));
+            return Some(format!(
+                "output `{name}` is a list in the schema; drop `single`"
+            ));
         }
         Some("array") => resolve(prop.get("items")?),
         Some("object") if !single => {
-            return Some(format!("output `{name}` is one object in the schema; set `single: true`"));
+            return Some(format!(
+                "output `{name}` is one object in the schema; set `single: true`"
+            ));
         }
         _ => prop,
     };
@@ -129,7 +137,13 @@ pub fn validate_tree(tree: &Value) -> Result<(), Vec<String>> {
         .map(|e| {
             let path = e.instance_path().as_str();
             let path = if path.is_empty() { "/" } else { path };
-            let rule = e.schema_path().as_str().rsplit('/').next().unwrap_or("").to_owned();
+            let rule = e
+                .schema_path()
+                .as_str()
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_owned();
             format!("{path}: {e} (rule `{rule}`)")
         })
         .collect();

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 
 use chrono::{Duration, NaiveDate, NaiveTime};
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, Path, PathSeg, RenderContext,
-    RenderError, RenderErrorReason, Template, template::Parameter, template::TemplateElement,
+    Context, Handlebars, Helper, HelperResult, Output, Path, PathSeg, RenderContext, RenderError,
+    RenderErrorReason, Template, template::Parameter, template::TemplateElement,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
@@ -35,8 +35,8 @@ pub enum Place {
 
 /// Names of the helpers every template may call.
 pub const HELPERS: &[&str] = &[
-    "iso_date", "date_fmt", "epoch", "epoch_ms", "rfc3339", "add_days", "if", "unless", "eq",
-    "ne", "and", "or", "not", "lt", "gt", "lte", "gte", "len",
+    "iso_date", "date_fmt", "epoch", "epoch_ms", "rfc3339", "add_days", "if", "unless", "eq", "ne",
+    "and", "or", "not", "lt", "gt", "lte", "gte", "len",
 ];
 
 /// The compiled templates of one provider.
@@ -362,7 +362,10 @@ mod tests {
                 &json!({"vars": {"dt": "weight"}, "range": {"start": "2024-03-05"}, "d": "2024-03-05"}),
             )
             .unwrap();
-        assert_eq!(out, "weight >= \"2024-03-05T00:00:00Z\" 1709596800 2024-3-5");
+        assert_eq!(
+            out,
+            "weight >= \"2024-03-05T00:00:00Z\" 1709596800 2024-3-5"
+        );
     }
 
     #[test]

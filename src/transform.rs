@@ -79,7 +79,9 @@ pub fn map_method(
         for key in &method.raw {
             let mut merged: Option<Value> = None;
             for answer in answers {
-                let Some(part) = answer.get(key) else { continue };
+                let Some(part) = answer.get(key) else {
+                    continue;
+                };
                 merged = Some(match (merged, part) {
                     (Some(Value::Array(mut acc)), Value::Array(more)) => {
                         acc.extend(more.iter().cloned());
@@ -163,11 +165,13 @@ fn entry(
         };
         let value = match raw {
             None | Some(Value::Null) => None,
-            Some(v) => Some(convert(field, v, row, system).map_err(|message| TransformError {
-                output: output.name.clone(),
-                field: field.name.clone(),
-                message,
-            })?),
+            Some(v) => Some(
+                convert(field, v, row, system).map_err(|message| TransformError {
+                    output: output.name.clone(),
+                    field: field.name.clone(),
+                    message,
+                })?,
+            ),
         };
         match value {
             Some(v) => {
@@ -286,9 +290,17 @@ fn convert_time(from: SourceFormat, kind: FieldType, v: &Value) -> Result<Value,
         }
         SourceFormat::CivilTime => {
             if !v.is_object() {
-                return Err(format!("`{}` is not a {{hours, minutes, seconds}} time", short(v)));
+                return Err(format!(
+                    "`{}` is not a {{hours, minutes, seconds}} time",
+                    short(v)
+                ));
             }
-            let part = |k: &str| v.get(k).and_then(number_of).and_then(|n| n.as_i64()).unwrap_or(0);
+            let part = |k: &str| {
+                v.get(k)
+                    .and_then(number_of)
+                    .and_then(|n| n.as_i64())
+                    .unwrap_or(0)
+            };
             text(format!(
                 "{:02}:{:02}:{:02}",
                 part("hours"),
@@ -297,16 +309,22 @@ fn convert_time(from: SourceFormat, kind: FieldType, v: &Value) -> Result<Value,
             ))
         }
         SourceFormat::EpochS | SourceFormat::EpochMs => {
-            let n = number_of(v).and_then(|n| n.as_f64()).ok_or_else(|| {
-                format!("`{}` is not an epoch number", short(v))
-            })?;
-            let ms = if from == SourceFormat::EpochS { n * 1000.0 } else { n };
+            let n = number_of(v)
+                .and_then(|n| n.as_f64())
+                .ok_or_else(|| format!("`{}` is not an epoch number", short(v)))?;
+            let ms = if from == SourceFormat::EpochS {
+                n * 1000.0
+            } else {
+                n
+            };
             let at = DateTime::<Utc>::from_timestamp_millis(ms as i64)
                 .ok_or_else(|| format!("`{}` is out of range", short(v)))?;
             format_instant(at, kind)
         }
         SourceFormat::Rfc3339 => {
-            let s = v.as_str().ok_or_else(|| format!("`{}` is not text", short(v)))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("`{}` is not text", short(v)))?;
             let at = DateTime::parse_from_rfc3339(s)
                 .map_err(|e| format!("`{s}` is not RFC 3339: {e}"))?
                 .with_timezone(&Utc);

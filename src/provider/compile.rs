@@ -60,8 +60,11 @@ pub fn compile_source(
         )
     })?;
 
-    let mut problems: Vec<(yaml::Loc, String)> =
-        doc.problems.iter().map(|p| (p.loc, p.message.clone())).collect();
+    let mut problems: Vec<(yaml::Loc, String)> = doc
+        .problems
+        .iter()
+        .map(|p| (p.loc, p.message.clone()))
+        .collect();
     for error in validator().iter_errors(&doc.value) {
         let pointer = error.instance_path().as_str().to_owned();
         let schema_path = error.schema_path().as_str().to_owned();
@@ -85,16 +88,13 @@ pub fn compile_source(
                     format!("`{}`", pointer_to_dotted(&pointer))
                 };
                 let message = match kind {
-                    ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
-                        match allowed_constants(&schema_path) {
-                            Some(values) => format!(
-                                "{} is not one of: {}",
-                                error.instance(),
-                                values.join(", ")
-                            ),
-                            None => error.to_string(),
+                    ValidationErrorKind::OneOfNotValid { .. }
+                    | ValidationErrorKind::AnyOf { .. } => match allowed_constants(&schema_path) {
+                        Some(values) => {
+                            format!("{} is not one of: {}", error.instance(), values.join(", "))
                         }
-                    }
+                        None => error.to_string(),
+                    },
                     _ => error.to_string(),
                 };
                 problems.push((doc.value_loc(&pointer), format!("{place}: {message}")));
@@ -108,7 +108,8 @@ pub fn compile_source(
     let part = |key: &str| doc.value.get(key).cloned().unwrap_or(Value::Null);
     let name: Option<String> = serde_json::from_value(part("name")).ok();
     let title: Option<String> = serde_json::from_value(part("title")).ok().flatten();
-    let retired: Option<raw::RetiredConfig> = serde_json::from_value(part("retired")).ok().flatten();
+    let retired: Option<raw::RetiredConfig> =
+        serde_json::from_value(part("retired")).ok().flatten();
     let default_methods: Vec<String> =
         serde_json::from_value(part("default_methods")).unwrap_or_default();
     let auth: Option<raw::AuthConfig> = serde_json::from_value(part("auth")).ok();
@@ -279,10 +280,14 @@ impl Compiler<'_> {
         })
     }
 
-    fn provider(&mut self, parts: Parts, path: &Path, overrides: &UrlOverrides) -> Option<Provider> {
+    fn provider(
+        &mut self,
+        parts: Parts,
+        path: &Path,
+        overrides: &UrlOverrides,
+    ) -> Option<Provider> {
         if let Some(retired) = &parts.retired {
-            if crate::template::parse_date(&retired.since).is_none() || retired.since.len() != 10
-            {
+            if crate::template::parse_date(&retired.since).is_none() || retired.since.len() != 10 {
                 self.err("/retired/since", "`since` must be a YYYY-MM-DD date");
             }
         }
@@ -337,7 +342,10 @@ impl Compiler<'_> {
             None => token_url.clone(),
         };
         if a.scope_separator.is_empty() {
-            self.err("/auth/scope_separator", "the scope separator may not be empty");
+            self.err(
+                "/auth/scope_separator",
+                "the scope separator may not be empty",
+            );
         }
         let t = &a.token_response;
         let p = "/auth/token_response";
@@ -385,7 +393,10 @@ impl Compiler<'_> {
             .as_ref()
             .is_some_and(|u| u.query().is_some() || u.fragment().is_some())
         {
-            self.err("/api/base_url", "the base URL may not have a query or fragment");
+            self.err(
+                "/api/base_url",
+                "the base URL may not have a query or fragment",
+            );
         }
         let no_params = IndexMap::new();
         let mut headers = Vec::new();
@@ -509,7 +520,9 @@ impl Compiler<'_> {
         if !CONTEXT_ROOTS.contains(&root) {
             let declared: Vec<&str> = params.keys().map(String::as_str).collect();
             return Some(if declared.is_empty() {
-                format!("the template uses `{name}`, which is not a declared parameter (this method declares none)")
+                format!(
+                    "the template uses `{name}`, which is not a declared parameter (this method declares none)"
+                )
             } else {
                 format!(
                     "the template uses `{name}`, which is not a declared parameter (declared: {})",
@@ -559,7 +572,13 @@ impl Compiler<'_> {
                 "put query parameters under `query`, not in the path",
             );
         }
-        let path = self.template(&format!("{pointer}/path"), &m.path, Place::Path, &m.params, Some(m));
+        let path = self.template(
+            &format!("{pointer}/path"),
+            &m.path,
+            Place::Path,
+            &m.params,
+            Some(m),
+        );
         let mut query = Vec::new();
         for (k, v) in &m.query {
             let p = format!("{pointer}/query/{}", pointer_token(k));
@@ -607,7 +626,12 @@ impl Compiler<'_> {
         };
         if let Some(range) = &m.range {
             let rp = format!("{pointer}/range");
-            self.range_param(&format!("{rp}/start"), &range.start, &m.params, ParamType::Date);
+            self.range_param(
+                &format!("{rp}/start"),
+                &range.start,
+                &m.params,
+                ParamType::Date,
+            );
             if let Some(p) = &range.period {
                 self.range_param(&format!("{rp}/period"), p, &m.params, ParamType::Enum);
                 if let Some(decl) = m.params.get(p) {
@@ -627,10 +651,16 @@ impl Compiler<'_> {
         }
         if let Some(w) = &m.window {
             if w.max_days == 0 {
-                self.err(&format!("{pointer}/window/max_days"), "a window covers at least one day");
+                self.err(
+                    &format!("{pointer}/window/max_days"),
+                    "a window covers at least one day",
+                );
             }
             if m.range.is_none() {
-                self.err(&format!("{pointer}/window"), "a `window` splits the method's `range`, which is missing");
+                self.err(
+                    &format!("{pointer}/window"),
+                    "a `window` splits the method's `range`, which is missing",
+                );
             }
         }
         let pagination = m
@@ -654,7 +684,10 @@ impl Compiler<'_> {
             }
         }
         if m.output.is_empty() && m.raw.is_empty() {
-            self.key_err(pointer, format!("method `{name}` has neither `output` nor `raw`"));
+            self.key_err(
+                pointer,
+                format!("method `{name}` has neither `output` nor `raw`"),
+            );
         }
         Some(Method {
             name: name.to_owned(),
@@ -693,12 +726,10 @@ impl Compiler<'_> {
 
     fn json_template(&mut self, pointer: &str, v: &Value, m: &raw::MethodConfig) -> JsonTpl {
         match v {
-            Value::String(s) => {
-                match self.template(pointer, s, Place::Text, &m.params, Some(m)) {
-                    Some(t) => JsonTpl::Text(t),
-                    None => JsonTpl::Literal(Value::Null),
-                }
-            }
+            Value::String(s) => match self.template(pointer, s, Place::Text, &m.params, Some(m)) {
+                Some(t) => JsonTpl::Text(t),
+                None => JsonTpl::Literal(Value::Null),
+            },
             Value::Array(items) => JsonTpl::Array(
                 items
                     .iter()
@@ -722,19 +753,31 @@ impl Compiler<'_> {
         for (name, p) in params {
             let pp = format!("{pointer}/params/{}", pointer_token(name));
             if !is_identifier(name) {
-                self.key_err(&pp, format!("parameter name `{name}` must be letters, digits and `_`"));
+                self.key_err(
+                    &pp,
+                    format!("parameter name `{name}` must be letters, digits and `_`"),
+                );
             }
             if RESERVED_PARAMS.contains(&name.as_str()) || CONTEXT_ROOTS.contains(&name.as_str()) {
-                self.key_err(&pp, format!("`{name}` is reserved and cannot be a parameter"));
+                self.key_err(
+                    &pp,
+                    format!("`{name}` is reserved and cannot be a parameter"),
+                );
             }
             if p.kind == ParamType::Enum && p.values.is_empty() {
                 self.err(&pp, "an enum parameter needs `values`");
             }
             if p.kind != ParamType::Enum && !p.values.is_empty() {
-                self.err(&format!("{pp}/values"), "`values` is only for enum parameters");
+                self.err(
+                    &format!("{pp}/values"),
+                    "`values` is only for enum parameters",
+                );
             }
             if p.literal_today && p.kind != ParamType::Date {
-                self.err(&format!("{pp}/literal_today"), "`literal_today` is only for dates");
+                self.err(
+                    &format!("{pp}/literal_today"),
+                    "`literal_today` is only for dates",
+                );
             }
             if (p.min.is_some() || p.max.is_some()) && p.kind != ParamType::Integer {
                 self.err(&pp, "`min` and `max` are only for integers");
@@ -756,7 +799,10 @@ impl Compiler<'_> {
                             format!("`{other}` is not a declared parameter"),
                         );
                     } else if other == name {
-                        self.err(&format!("{pp}/{what}/{i}"), "a parameter cannot name itself");
+                        self.err(
+                            &format!("{pp}/{what}/{i}"),
+                            "a parameter cannot name itself",
+                        );
                     }
                 }
             }
@@ -772,7 +818,10 @@ impl Compiler<'_> {
         use raw::PaginationKind::*;
         let need = |c: &mut Self, field: &str, present: bool| {
             if !present {
-                c.err(pointer, format!("{:?} pagination needs `{field}`", pg.kind).to_lowercase());
+                c.err(
+                    pointer,
+                    format!("{:?} pagination needs `{field}`", pg.kind).to_lowercase(),
+                );
             }
         };
         match pg.kind {
@@ -783,8 +832,13 @@ impl Compiler<'_> {
             }
             Page => need(self, "records", pg.records.is_some()),
         }
-        if pg.place == raw::ParamPlace::Body && m.body.as_ref().and_then(|b| b.form.as_ref()).is_none() {
-            self.err(pointer, "a pagination parameter `in: body` needs a form body");
+        if pg.place == raw::ParamPlace::Body
+            && m.body.as_ref().and_then(|b| b.form.as_ref()).is_none()
+        {
+            self.err(
+                pointer,
+                "a pagination parameter `in: body` needs a form body",
+            );
         }
         if pg.max_pages == 0 {
             self.err(&format!("{pointer}/max_pages"), "at least one page");
@@ -838,13 +892,18 @@ impl Compiler<'_> {
             Some(s) => match o.fields.get_index_of(s) {
                 Some(i) => Some(i),
                 None => {
-                    self.err(&format!("{pointer}/sort_by"), format!("`{s}` is not a field of this output"));
+                    self.err(
+                        &format!("{pointer}/sort_by"),
+                        format!("`{s}` is not a field of this output"),
+                    );
                     None
                 }
             },
             None => None,
         };
-        if let Some(problem) = schema::check_output_fields(name, o.fields.keys().map(String::as_str), o.single) {
+        if let Some(problem) =
+            schema::check_output_fields(name, o.fields.keys().map(String::as_str), o.single)
+        {
             self.err(&format!("{pointer}/fields"), problem);
         }
         Some(Output {
@@ -858,31 +917,52 @@ impl Compiler<'_> {
         })
     }
 
-    fn field(&mut self, name: &str, f: &raw::FieldConfig, pointer: &str, exploded: bool) -> Option<Field> {
+    fn field(
+        &mut self,
+        name: &str,
+        f: &raw::FieldConfig,
+        pointer: &str,
+        exploded: bool,
+    ) -> Option<Field> {
         use raw::{FieldType as T, SourceFormat as S};
         let sources = [f.path.is_some(), f.parent.is_some(), f.constant.is_some()]
             .iter()
             .filter(|b| **b)
             .count();
         if sources != 1 {
-            self.err(pointer, format!("field `{name}` needs exactly one of `path`, `parent`, `const`"));
+            self.err(
+                pointer,
+                format!("field `{name}` needs exactly one of `path`, `parent`, `const`"),
+            );
             return None;
         }
         if f.parent.is_some() && !exploded {
-            self.err(&format!("{pointer}/parent"), "`parent` is only for outputs with `explode`");
+            self.err(
+                &format!("{pointer}/parent"),
+                "`parent` is only for outputs with `explode`",
+            );
         }
-        let numeric = f.scale.is_some() || f.exponent.is_some() || f.unit.is_some() || f.round.is_some();
+        let numeric =
+            f.scale.is_some() || f.exponent.is_some() || f.unit.is_some() || f.round.is_some();
         if numeric && !matches!(f.kind, T::Number | T::Integer | T::Auto) {
-            self.err(pointer, "`scale`, `exponent`, `unit` and `round` need a numeric field");
+            self.err(
+                pointer,
+                "`scale`, `exponent`, `unit` and `round` need a numeric field",
+            );
         }
         if let Some(from) = f.from {
             let fits = match from {
                 S::CivilDate => matches!(f.kind, T::Date),
                 S::CivilTime => matches!(f.kind, T::Time),
-                S::EpochS | S::EpochMs | S::Rfc3339 => matches!(f.kind, T::Date | T::Time | T::Datetime),
+                S::EpochS | S::EpochMs | S::Rfc3339 => {
+                    matches!(f.kind, T::Date | T::Time | T::Datetime)
+                }
             };
             if !fits {
-                self.err(&format!("{pointer}/from"), format!("`from: {from:?}` cannot give type {:?}", f.kind).to_lowercase());
+                self.err(
+                    &format!("{pointer}/from"),
+                    format!("`from: {from:?}` cannot give type {:?}", f.kind).to_lowercase(),
+                );
             }
         }
         let source = if let Some(p) = &f.path {

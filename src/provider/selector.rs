@@ -120,7 +120,12 @@ mod tests {
     #[test]
     fn plain_and_general_paths_agree() {
         let doc = json!({"a": {"b-c": [1, {"d": 2}]}, "xs": [{"t": 1}, {"t": 2}]});
-        for path in ["$.a['b-c'][1].d", "$.a[\"b-c\"][-1]", "$.a['b-c'][0]", "$.nope"] {
+        for path in [
+            "$.a['b-c'][1].d",
+            "$.a[\"b-c\"][-1]",
+            "$.a['b-c'][0]",
+            "$.nope",
+        ] {
             let s = Selector::parse(path).unwrap();
             assert!(s.plain.is_some(), "{path} should take the fast path");
             assert_eq!(s.first(&doc), s.query.query(&doc).first(), "{path}");

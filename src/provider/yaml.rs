@@ -312,7 +312,10 @@ mod tests {
     #[test]
     fn duplicate_keys_are_all_reported() {
         let errs = parse("a: 1\na: 2\nb: {x: 1, x: 2}\n").unwrap().problems;
-        let lines: Vec<_> = errs.iter().map(|e| (e.loc.line, e.message.clone())).collect();
+        let lines: Vec<_> = errs
+            .iter()
+            .map(|e| (e.loc.line, e.message.clone()))
+            .collect();
         assert_eq!(
             lines,
             vec![

@@ -34,10 +34,13 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         if let Some(input) = stdin {
-            pipe.write_all(input.as_bytes()).expect("stdin accepts input");
+            pipe.write_all(input.as_bytes())
+                .expect("stdin accepts input");
         }
     }
-    let out = child.wait_with_output().expect("the healthpull binary finishes");
+    let out = child
+        .wait_with_output()
+        .expect("the healthpull binary finishes");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -54,7 +57,11 @@ fn check_reports_every_error_of_every_file_with_positions() {
     let broken = fixture("broken.yaml");
     let structure = fixture("structure.yaml");
     let (code, stdout, stderr) = run(
-        &["check", broken.to_str().unwrap(), structure.to_str().unwrap()],
+        &[
+            "check",
+            broken.to_str().unwrap(),
+            structure.to_str().unwrap(),
+        ],
         None,
     );
     assert_eq!(code, 1, "stdout: {stdout}");
@@ -79,7 +86,10 @@ fn check_never_panics_on_garbage() {
         ("unclosed.yaml", "name: x\nauth: {authorize_url: [\n"),
         ("two-docs.yaml", "name: a\n---\nname: b\n"),
         ("alias.yaml", "a: &x {b: 1}\nc: *x\nname: 3\n"),
-        ("deep.yaml", &format!("name: {}1{}\n", "[".repeat(200), "]".repeat(200))),
+        (
+            "deep.yaml",
+            &format!("name: {}1{}\n", "[".repeat(200), "]".repeat(200)),
+        ),
         ("binary.yaml", "\u{0}\u{1}\u{2}name: \u{7f}\n"),
     ];
     for (name, text) in cases {

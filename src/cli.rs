@@ -12,8 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
+use crate::app;
 use crate::config::Config;
 use crate::engine::{self, FetchPlan, ReplayCaller};
+use crate::live::{self, Clock, UserSettings};
+use crate::oauth;
 use crate::provider::{self, Diagnostics, UrlOverrides};
 use crate::request::{CallContext, HttpRequest};
 use crate::transform::Layout;
@@ -62,6 +67,60 @@ pub enum Command {
         #[arg(long, value_name = "DIR", requires = "dry_run")]
         replay: Option<PathBuf>,
     },
+    /// Grant access for a user from a terminal: prints the consent URL and waits for the
+    /// provider's redirect on a loopback port (RFC 8252).
+    Auth {
+        /// Plugin name.
+        plugin: String,
+        /// The Igor user.
+        #[arg(long)]
+        user: String,
+        /// Loopback port to listen on (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Seconds to wait for the redirect.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Show or change the app registration (plugindata/<plugin>), like the old `settings` URL.
+    Settings {
+        /// Plugin name.
+        plugin: String,
+        /// The client id the provider gave the app.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Read the client secret from this environment variable.
+        #[arg(long, value_name = "VAR", conflicts_with = "client_secret_stdin")]
+        client_secret_env: Option<String>,
+        /// Read the client secret from the first line of stdin.
+        #[arg(long)]
+        client_secret_stdin: bool,
+        /// Unit system (en_US, en_GB, metric, ...).
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Show or change a user's settings (identities/<user>/plugindata/<plugin>), like the old `userSettings` URL.
+    User {
+        /// Plugin name.
+        plugin: String,
+        /// The Igor user.
+        #[arg(long)]
+        user: String,
+        /// Store a default keyword argument (`methods=get_bodyweight,get_bodyfat`, `period=1m`), repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Remove a stored default, repeatable.
+        #[arg(long = "unset", value_name = "KEY")]
+        unset: Vec<String>,
+        /// Delete the user's token (the user must grant access again).
+        #[arg(long)]
+        delete_token: bool,
+    },
+    /// Print a subtree of the store as Igor XML (default: everything healthpull wrote).
+    Export {
+        /// Path in the tree, like `sensors/fitbit/jack`.
+        path: Option<String>,
+    },
 }
 
 /// Arguments shared by `plan` and `fetch`.
@@ -88,18 +147,22 @@ pub struct FetchArgs {
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
-    let now = match &cli.now {
-        Some(text) => DateTime::parse_from_rfc3339(text)
-            .with_context(|| format!("--now `{text}` is not an RFC 3339 time"))?
-            .with_timezone(&Utc),
-        None => Utc::now(),
+    let pinned = match &cli.now {
+        Some(text) => Some(
+            DateTime::parse_from_rfc3339(text)
+                .with_context(|| format!("--now `{text}` is not an RFC 3339 time"))?
+                .with_timezone(&Utc),
+        ),
+        None => None,
     };
+    let clock = Clock::new(pinned);
+    let now = clock.now();
     match cli.command {
         Command::Check { files } => check(cli.config.as_deref(), files),
         Command::ToXml { tag } => to_xml(&tag),
         Command::Plan(args) => {
             let config = Config::load(cli.config.as_deref())?;
-            plan(&config, &args, now)
+            plan(&config, &args, now).await
         }
         Command::Fetch {
             args,
@@ -107,12 +170,54 @@ pub async fn run(cli: Cli) -> Result<i32> {
             replay,
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            match (dry_run, replay) {
-                (true, Some(dir)) => fetch_replay(&config, &args, now, &dir).await,
-                _ => bail!(
-                    "live fetching is not available in this build; use --dry-run --replay DIR"
-                ),
+            match replay {
+                Some(dir) => fetch_replay(&config, &args, now, &dir).await,
+                None => fetch_live(&config, &args, clock, dry_run).await,
             }
+        }
+        Command::Auth {
+            plugin,
+            user,
+            port,
+            timeout,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            crate::consent::terminal_auth(&config, &plugin, &user, port, timeout, clock).await
+        }
+        Command::Settings {
+            plugin,
+            client_id,
+            client_secret_env,
+            client_secret_stdin,
+            system,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let secret = match (client_secret_env, client_secret_stdin) {
+                (Some(var), _) => {
+                    Some(std::env::var(&var).with_context(|| format!("${var} is not set"))?)
+                }
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    Some(line.trim().to_owned())
+                }
+                (None, false) => None,
+            };
+            settings(&config, &plugin, client_id, secret, system).await
+        }
+        Command::User {
+            plugin,
+            user,
+            set,
+            unset,
+            delete_token,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            user_command(&config, &plugin, &user, &set, &unset, delete_token).await
+        }
+        Command::Export { path } => {
+            let config = Config::load(cli.config.as_deref())?;
+            export(&config, path.as_deref()).await
         }
     }
 }
@@ -182,19 +287,52 @@ fn explicit_args(set: &[String]) -> Result<IndexMap<String, String>> {
     Ok(out)
 }
 
+/// Settings read from the store for a fetch, when there is a store.
+#[derive(Default)]
+struct Stored {
+    settings: Option<UserSettings>,
+    client_id: Option<String>,
+}
+
+async fn stored(config: &Config, plugin: &str, user: &str, create: bool) -> Result<Stored> {
+    let store = if create {
+        Some(app::open_store(config)?)
+    } else {
+        app::open_existing_store(config)?
+    };
+    let Some(store) = store else {
+        return Ok(Stored::default());
+    };
+    let settings = live::user_settings(store.as_ref(), plugin, user).await?;
+    let app_data = store
+        .get(&live::paths::app(plugin))
+        .await?
+        .unwrap_or(Value::Null);
+    Ok(Stored {
+        settings: Some(settings),
+        client_id: live::leaf_text(app_data.get("client_id")),
+    })
+}
+
+/// Splits a comma-separated method list.
+pub fn split_methods(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn fetch_plan(
     provider: &provider::Provider,
     args: &FetchArgs,
     now: DateTime<Utc>,
+    stored: &Stored,
 ) -> Result<FetchPlan> {
-    let methods: Vec<String> = match &args.methods {
-        Some(m) => m
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        None => provider.default_methods.clone(),
+    let settings = stored.settings.as_ref();
+    let methods: Vec<String> = match (&args.methods, settings.and_then(|s| s.methods.as_ref())) {
+        (Some(m), _) | (None, Some(m)) => split_methods(m),
+        (None, None) => provider.default_methods.clone(),
     };
     if methods.is_empty() {
         bail!(
@@ -207,15 +345,16 @@ fn fetch_plan(
     Ok(FetchPlan {
         methods,
         explicit: explicit_args(&args.set)?,
-        stored: IndexMap::new(),
+        stored: settings.map(|s| s.defaults.clone()).unwrap_or_default(),
         layout,
         today: now.date_naive(),
         call: CallContext {
             system: args
                 .system
                 .clone()
+                .or_else(|| settings.and_then(|s| s.system.clone()))
                 .unwrap_or_else(|| provider.api.default_system.clone()),
-            client_id: None,
+            client_id: stored.client_id.clone(),
             provider_user_id: None,
             now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         },
@@ -251,12 +390,13 @@ pub fn plan_line(request: &HttpRequest) -> Value {
     })
 }
 
-fn plan(config: &Config, args: &FetchArgs, now: DateTime<Utc>) -> Result<i32> {
+async fn plan(config: &Config, args: &FetchArgs, now: DateTime<Utc>) -> Result<i32> {
     let provider = config.load_plugin(&args.plugin)?;
     if let Some(notice) = engine::retirement_notice(&provider) {
         eprintln!("{notice}");
     }
-    let p = fetch_plan(&provider, args, now)?;
+    let stored = stored(config, &args.plugin, &args.user, false).await?;
+    let p = fetch_plan(&provider, args, now, &stored)?;
     let requests = engine::plan(&provider, &p)?;
     let mut out = std::io::stdout().lock();
     for r in &requests {
@@ -275,7 +415,8 @@ async fn fetch_replay(
     if let Some(notice) = engine::retirement_notice(&provider) {
         eprintln!("{notice}");
     }
-    let p = fetch_plan(&provider, args, now)?;
+    let stored = stored(config, &args.plugin, &args.user, false).await?;
+    let p = fetch_plan(&provider, args, now, &stored)?;
     let caller = ReplayCaller::new(dir, &provider);
     let tree = engine::fetch(&provider, &p, &caller).await?;
     let text = xml::to_igor_xml(&args.user, &Value::Object(tree));
@@ -285,4 +426,162 @@ async fn fetch_replay(
         out.write_all(b"\n")?;
     }
     Ok(0)
+}
+
+async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bool) -> Result<i32> {
+    let provider = Arc::new(config.load_plugin(&args.plugin)?);
+    if let Some(notice) = engine::retirement_notice(&provider) {
+        eprintln!("{notice}");
+    }
+    let store = app::open_store(config)?;
+    let stored = stored(config, &args.plugin, &args.user, true).await?;
+    let p = fetch_plan(&provider, args, clock.now(), &stored)?;
+    let rt = app::runtime(config, store, clock);
+    let tree = live::fetch(provider, &args.plugin, &args.user, &rt, &p, dry_run).await?;
+    if dry_run {
+        let text = xml::to_igor_xml(&args.user, &Value::Object(tree));
+        println!("{text}");
+    } else {
+        let outputs: Vec<&String> = tree.keys().collect();
+        eprintln!(
+            "stored {} ({})",
+            live::paths::sensors(&args.plugin, &args.user),
+            outputs
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(0)
+}
+
+async fn settings(
+    config: &Config,
+    plugin: &str,
+    client_id: Option<String>,
+    secret: Option<String>,
+    system: Option<String>,
+) -> Result<i32> {
+    config.load_plugin(plugin)?;
+    let store = app::open_store(config)?;
+    let base = live::paths::app(plugin);
+    for (key, value) in [
+        ("client_id", client_id),
+        ("client_secret", secret),
+        ("system", system),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            if key == "client_secret" {
+                crate::secret::register(&v);
+            }
+            store
+                .put(&format!("{base}/{key}"), &Value::String(v))
+                .await?;
+        }
+    }
+    store.save().await?;
+    let app_data = store.get(&base).await?.unwrap_or(Value::Null);
+    let shown = json!({
+        "client_id": live::leaf_text(app_data.get("client_id")),
+        "client_secret": if live::leaf_text(app_data.get("client_secret")).is_some() { "set" } else { "not set" },
+        "system": live::leaf_text(app_data.get("system")),
+        "callback_url": config.public_url.as_ref().map(|u| format!("{}/plugin/{plugin}/auth2", u.trim_end_matches('/'))),
+    });
+    println!("{}", serde_json::to_string_pretty(&shown)?);
+    Ok(0)
+}
+
+async fn user_command(
+    config: &Config,
+    plugin: &str,
+    user: &str,
+    set: &[String],
+    unset: &[String],
+    delete_token: bool,
+) -> Result<i32> {
+    config.load_plugin(plugin)?;
+    let store = app::open_store(config)?;
+    let base = live::paths::user(plugin, user);
+    for (k, v) in explicit_args(set)? {
+        if k == "token" {
+            bail!("`token` is written by the OAuth flow, not by hand");
+        }
+        store.put(&format!("{base}/{k}"), &Value::String(v)).await?;
+    }
+    for k in unset {
+        store.delete(&format!("{base}/{k}")).await?;
+    }
+    if delete_token {
+        store.delete(&live::paths::token(plugin, user)).await?;
+    }
+    store.save().await?;
+    let data = store.get(&base).await?.unwrap_or(Value::Null);
+    let token = data.get("token").and_then(oauth::Token::from_stored);
+    let mut shown = serde_json::Map::new();
+    if let Value::Object(m) = &data {
+        for (k, v) in m {
+            if k != "token" {
+                shown.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    shown.insert(
+        "token".into(),
+        match token {
+            Some(t) => json!({"granted": true, "expires_at": t.expires_at, "scope": t.scope}),
+            None => json!({"granted": false}),
+        },
+    );
+    println!("{}", serde_json::to_string_pretty(&Value::Object(shown))?);
+    Ok(0)
+}
+
+async fn export(config: &Config, path: Option<&str>) -> Result<i32> {
+    let store = app::open_store(config)?;
+    let paths: Vec<String> = match path {
+        Some(p) => vec![p.trim_matches('/').to_owned()],
+        None => vec!["plugindata".into(), "sensors".into(), "identities".into()],
+    };
+    let mut out = std::io::stdout().lock();
+    let mut found = false;
+    for p in &paths {
+        if let Some(xml_text) = store.export_xml(p).await? {
+            found = true;
+            let xml_text = redact_tokens_in_export(&xml_text);
+            out.write_all(xml_text.as_bytes())?;
+            if !xml_text.ends_with('\n') {
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    if !found && path.is_some() {
+        bail!("nothing is stored at {}", paths[0]);
+    }
+    Ok(0)
+}
+
+/// Exports never show secrets: tokens and the client secret are redacted.
+fn redact_tokens_in_export(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = ["<access_token>", "<refresh_token>", "<client_secret>"]
+        .iter()
+        .filter_map(|t| rest.find(t).map(|i| (i, *t)))
+        .min()
+    {
+        let (i, open) = start;
+        let close = format!("</{}", &open[1..]);
+        out.push_str(&rest[..i + open.len()]);
+        rest = &rest[i + open.len()..];
+        match rest.find(&close) {
+            Some(j) => {
+                out.push_str(crate::secret::REDACTED);
+                rest = &rest[j..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
 }

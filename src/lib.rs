@@ -10,16 +10,23 @@
 //! - [`schema`]: the sensor output schema every tree is checked against;
 //! - [`xml`]: Igor's JSON <-> XML conversion, byte for byte;
 //! - [`store`]: the Igor tree, embedded (SQLite) or a running Igor; [`lock`] serialises refreshes;
+//! - [`oauth`], [`live`], [`http`], [`secret`]: the live path: tokens, resilient calls, redaction;
 //! - [`config`], [`cli`]: the config file and the command line.
 
+pub mod app;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod engine;
+pub mod http;
+pub mod live;
 pub mod lock;
+pub mod oauth;
 pub mod params;
 pub mod provider;
 pub mod request;
 pub mod schema;
+pub mod secret;
 pub mod store;
 pub mod template;
 pub mod transform;

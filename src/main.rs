@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("HEALTHPULL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| healthpull::secret::log_writer())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

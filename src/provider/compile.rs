@@ -366,6 +366,7 @@ impl Compiler<'_> {
             None => None,
         };
         let fields = TokenFields {
+            error_code: self.selector(&format!("{p}/error_code"), &t.error_code)?,
             access_token: self.selector(&format!("{p}/access_token"), &t.access_token)?,
             refresh_token: self.selector(&format!("{p}/refresh_token"), &t.refresh_token)?,
             expires_in: self.selector(&format!("{p}/expires_in"), &t.expires_in)?,

@@ -131,6 +131,8 @@ pub struct TokenFields {
     pub success: Option<Condition>,
     /// Error message location.
     pub error_message: Option<Selector>,
+    /// OAuth error code location.
+    pub error_code: Selector,
     /// Access token.
     pub access_token: Selector,
     /// Refresh token.

@@ -164,6 +164,9 @@ pub struct TokenResponseConfig {
     /// Where an error message is, when the call failed.
     #[serde(default)]
     pub error_message: Option<String>,
+    /// Where the OAuth error code is (`invalid_grant` means the grant is gone).
+    #[serde(default = "default_error_code_path")]
+    pub error_code: String,
     /// Access token location, relative to `root`.
     #[serde(default = "default_access_token_path")]
     pub access_token: String,
@@ -190,6 +193,7 @@ impl Default for TokenResponseConfig {
             root: None,
             success: None,
             error_message: None,
+            error_code: default_error_code_path(),
             access_token: default_access_token_path(),
             refresh_token: default_refresh_token_path(),
             expires_in: default_expires_in_path(),
@@ -771,6 +775,9 @@ fn default_true() -> bool {
 }
 fn default_scope_separator() -> String {
     " ".to_owned()
+}
+fn default_error_code_path() -> String {
+    "$.error".to_owned()
 }
 fn default_access_token_path() -> String {
     "$.access_token".to_owned()

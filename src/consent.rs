@@ -1,0 +1,211 @@
+//! Granting access: the consent round trip shared by `auth1`/`auth2` and `healthpull auth`.
+//!
+//! A consent starts with a fresh state (256 random bits) and PKCE verifier, stored
+//! under the hash of the state together with the plugin (by its path) and the user.
+//! The callback must bring that state back within 10 minutes; the record is deleted
+//! before the code is exchanged, so a state works once. A wrong, used or expired
+//! state never touches stored tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::config::Config;
+use crate::live::{self, Clock, paths};
+use crate::oauth::{self, TokenError};
+use crate::provider::Provider;
+use crate::secret::Secret;
+use crate::store::Store;
+
+/// How long a consent may take.
+pub const STATE_TTL_SECONDS: f64 = 600.0;
+
+/// Why a callback was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    /// The plugin has no client id and secret.
+    #[error("the app is not registered: set client_id and client_secret first")]
+    NoApp,
+    /// No such pending consent (wrong or already used state).
+    #[error("unknown or already used state: start again from auth1")]
+    UnknownState,
+    /// Too late.
+    #[error("the consent took longer than 10 minutes: start again from auth1")]
+    Expired,
+    /// The provider refused the code.
+    #[error("the provider refused the code: {0}")]
+    Exchange(#[from] TokenError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Starts a consent for `user`; returns the provider URL to send the person to.
+pub async fn begin(
+    store: &dyn Store,
+    provider: &Provider,
+    plugin: &str,
+    user: &str,
+    redirect_uri: &str,
+    clock: Clock,
+) -> Result<Url, ConsentError> {
+    let app = live::app_credentials(store, plugin)
+        .await?
+        .ok_or(ConsentError::NoApp)?;
+    let consent = oauth::consent(provider, &app.client_id, redirect_uri);
+    let record = json!({
+        "user": user,
+        "verifier": consent.verifier.as_ref().map(|v| v.expose().to_owned()),
+        "redirect_uri": redirect_uri,
+        "created": clock.epoch(),
+    });
+    let key = oauth::state_key(consent.state.expose());
+    store.put(&paths::pending(plugin, &key), &record).await?;
+    store.save().await?;
+    Ok(consent.url)
+}
+
+/// Completes a consent: checks the state, exchanges the code, stores the token.
+/// Returns the user it was for.
+pub async fn complete(
+    store: &dyn Store,
+    provider: &Provider,
+    plugin: &str,
+    code: &str,
+    state: &str,
+    clock: Clock,
+) -> Result<String, ConsentError> {
+    let key = oauth::state_key(state);
+    let path = paths::pending(plugin, &key);
+    let record = store.get(&path).await?.ok_or(ConsentError::UnknownState)?;
+    store.delete(&path).await?;
+    let created = match record.get("created") {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .unwrap_or(0.0);
+    if clock.epoch() - created > STATE_TTL_SECONDS {
+        return Err(ConsentError::Expired);
+    }
+    let user = live::leaf_text(record.get("user")).ok_or(ConsentError::UnknownState)?;
+    let redirect_uri = live::leaf_text(record.get("redirect_uri")).unwrap_or_default();
+    let verifier = live::leaf_text(record.get("verifier")).map(Secret::new);
+    let app = live::app_credentials(store, plugin)
+        .await?
+        .ok_or(ConsentError::NoApp)?;
+    let token = oauth::exchange_code(
+        provider,
+        &app,
+        code,
+        &redirect_uri,
+        verifier.as_ref(),
+        clock.epoch(),
+    )
+    .await?;
+    live::persist_token(store, plugin, &user, &token).await?;
+    live::update_status(
+        store,
+        plugin,
+        &user,
+        json!({"consent_needed": false, "granted_at": clock.now().to_rfc3339(), "token_expires_at": token.expires_at}),
+    )
+    .await;
+    Ok(user)
+}
+
+/// `healthpull auth`: consent through a loopback redirect (RFC 8252).
+pub async fn terminal_auth(
+    config: &Config,
+    plugin: &str,
+    user: &str,
+    port: u16,
+    timeout: u64,
+    clock: Clock,
+) -> Result<i32> {
+    let provider = Arc::new(config.load_plugin(plugin)?);
+    if !provider.auth.config.allow_loopback_redirect {
+        let callback = config
+            .public_url
+            .as_ref()
+            .map(|u| format!("{}/plugin/{plugin}/auth2", u.trim_end_matches('/')))
+            .unwrap_or_else(|| format!("https://<your server>/plugin/{plugin}/auth2"));
+        bail!(
+            "provider `{}` does not accept loopback redirect URIs: register {callback} with the provider and grant access through `healthpull serve` (/plugin/{plugin}/auth1?user={user})",
+            provider.name
+        );
+    }
+    let store = crate::app::open_store(config)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    let bound = listener.local_addr()?.port();
+    let redirect_uri = format!("http://127.0.0.1:{bound}/callback");
+    let url = begin(
+        store.as_ref(),
+        &provider,
+        plugin,
+        user,
+        &redirect_uri,
+        clock,
+    )
+    .await?;
+    println!("Open this URL in a browser to grant access for `{user}`:\n{url}");
+    println!("Waiting for the provider to redirect to {redirect_uri} ...");
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<(String, String)>(1);
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| {
+                let tx = tx.clone();
+                async move {
+                    if let Some(err) = q.get("error") {
+                        let _ = tx.send((String::new(), err.clone())).await;
+                        return axum::response::Html(format!(
+                            "<p>The provider reported: {}</p>",
+                            html_escape(err)
+                        ));
+                    }
+                    let code = q.get("code").cloned().unwrap_or_default();
+                    let state = q.get("state").cloned().unwrap_or_default();
+                    let _ = tx.send((code, state)).await;
+                    axum::response::Html(
+                        "<p>healthpull received the answer; you can close this window.</p>"
+                            .to_owned(),
+                    )
+                }
+            },
+        ),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut rx = rx;
+    let received = tokio::time::timeout(Duration::from_secs(timeout), rx.recv()).await;
+    server.abort();
+    let (code, state) = match received {
+        Ok(Some(pair)) => pair,
+        _ => bail!("no redirect arrived within {timeout} seconds"),
+    };
+    if code.is_empty() {
+        bail!("the provider refused: {state}");
+    }
+    let user_done = complete(store.as_ref(), &provider, plugin, &code, &state, clock).await?;
+    println!("Access granted for `{user_done}`; the token is stored.");
+    Ok(0)
+}
+
+/// Escapes text for HTML.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

@@ -1,0 +1,748 @@
+//! The live path: tokens that are never lost, resilient calls, and storing results.
+//!
+//! [`LiveCaller`] is the engine's [`Caller`] against a real provider. Before a call it
+//! makes sure the access token is fresh; on a 401 that means an expired token it
+//! refreshes once and retries. Refreshes are single-flight per (plugin, user) within
+//! the process and across processes ([`crate::lock`]), re-read the store under the lock
+//! (someone else may have refreshed already), retry a lost answer with the same
+//! refresh token, and persist the new token before anything uses it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use indexmap::IndexMap;
+use rand::Rng;
+use serde_json::{Map, Value, json};
+
+use crate::engine::{self, CallError, Caller, EngineError, FetchPlan};
+use crate::http;
+use crate::lock::LockDir;
+use crate::oauth::{self, AppCredentials, Token, TokenError};
+use crate::provider::Provider;
+use crate::provider::raw::{BudgetScope, ErrorKind, ResetUnit, Verb};
+use crate::request::{HttpRequest, RequestBody};
+use crate::secret::{Secret, redact};
+use crate::store::Store;
+
+/// Paths of the Igor tree, the old plugin's layout.
+pub mod paths {
+    /// `plugindata/<plugin>`: client id, secret, system.
+    pub fn app(plugin: &str) -> String {
+        format!("plugindata/{plugin}")
+    }
+    /// `identities/<user>/plugindata/<plugin>`: token and per-user defaults.
+    pub fn user(plugin: &str, user: &str) -> String {
+        format!("identities/{user}/plugindata/{plugin}")
+    }
+    /// The user's token.
+    pub fn token(plugin: &str, user: &str) -> String {
+        format!("identities/{user}/plugindata/{plugin}/token")
+    }
+    /// The user's sensor data.
+    pub fn sensors(plugin: &str, user: &str) -> String {
+        format!("sensors/{plugin}/{user}")
+    }
+    /// healthpull's status of a user (last success, last error, consent, rate limit).
+    pub fn status(plugin: &str, user: &str) -> String {
+        format!("plugindata/{plugin}/status/{user}")
+    }
+    /// A pending consent, by the hash of its state.
+    pub fn pending(plugin: &str, key: &str) -> String {
+        format!("plugindata/{plugin}/pending/{key}")
+    }
+}
+
+/// The clock, pinned or real.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    pinned: Option<DateTime<Utc>>,
+}
+
+impl Clock {
+    /// A clock pinned at `at`, or the real one.
+    pub fn new(pinned: Option<DateTime<Utc>>) -> Clock {
+        Clock { pinned }
+    }
+    /// Now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.pinned.unwrap_or_else(Utc::now)
+    }
+    /// Now in epoch seconds.
+    pub fn epoch(&self) -> f64 {
+        self.now().timestamp_millis() as f64 / 1000.0
+    }
+}
+
+/// What every live call shares: store, locks, clock and rate budgets.
+#[derive(Clone)]
+pub struct Runtime {
+    /// Settings, tokens and data.
+    pub store: Arc<dyn Store>,
+    /// Refresh locks.
+    pub locks: Arc<LockDir>,
+    /// The clock.
+    pub clock: Clock,
+    /// Client-side rate budgets.
+    pub budgets: Arc<Budgets>,
+}
+
+/// Counted calls per budget window, within this process.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    windows: Mutex<HashMap<String, (f64, u32)>>,
+}
+
+impl Budgets {
+    /// Takes one call from the budget `key`; `Err(reset)` when it is spent.
+    fn take(&self, key: &str, limit: u32, per: f64, now: f64) -> Result<(), f64> {
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = w.entry(key.to_owned()).or_insert((now, 0));
+        if now - entry.0 >= per {
+            *entry = (now, 0);
+        }
+        if entry.1 >= limit {
+            return Err(entry.0 + per);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Calls left in the budget `key` (None when it was never used).
+    pub fn left(&self, key: &str, limit: u32, per: f64, now: f64) -> Option<u32> {
+        let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        w.get(key).map(|(start, used)| {
+            if now - start >= per {
+                limit
+            } else {
+                limit.saturating_sub(*used)
+            }
+        })
+    }
+}
+
+/// Text of a stored leaf (the Igor store returns strings, the embedded one JSON values).
+pub fn leaf_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> CallError {
+    CallError {
+        kind: ErrorKind::Fatal,
+        status: None,
+        message: redact(&format!("store: {e}")),
+    }
+}
+
+/// Reads the app registration; `None` when client id or secret is missing.
+pub async fn app_credentials(
+    store: &dyn Store,
+    plugin: &str,
+) -> Result<Option<AppCredentials>, crate::store::StoreError> {
+    let app = store.get(&paths::app(plugin)).await?.unwrap_or(Value::Null);
+    let id = leaf_text(app.get("client_id"));
+    let secret = leaf_text(app.get("client_secret"));
+    Ok(match (id, secret) {
+        (Some(client_id), Some(secret)) => Some(AppCredentials {
+            client_id,
+            client_secret: Secret::new(secret),
+        }),
+        _ => None,
+    })
+}
+
+/// Reads the user's token.
+pub async fn stored_token(
+    store: &dyn Store,
+    plugin: &str,
+    user: &str,
+) -> Result<Option<Token>, crate::store::StoreError> {
+    Ok(store
+        .get(&paths::token(plugin, user))
+        .await?
+        .as_ref()
+        .and_then(Token::from_stored))
+}
+
+/// Writes a token unless the stored one is newer; then makes it durable.
+pub async fn persist_token(
+    store: &dyn Store,
+    plugin: &str,
+    user: &str,
+    token: &Token,
+) -> Result<(), crate::store::StoreError> {
+    if let Some(current) = stored_token(store, plugin, user).await? {
+        if current.issued_at > token.issued_at {
+            return Ok(());
+        }
+    }
+    store
+        .put(&paths::token(plugin, user), &token.to_stored())
+        .await?;
+    store.save().await
+}
+
+/// Merges fields into the user's status record.
+pub async fn update_status(store: &dyn Store, plugin: &str, user: &str, fields: Value) {
+    let path = paths::status(plugin, user);
+    let mut current = match store.get(&path).await {
+        Ok(Some(Value::Object(m))) => m,
+        _ => Map::new(),
+    };
+    if let Value::Object(f) = fields {
+        for (k, v) in f {
+            current.insert(k, v);
+        }
+    }
+    if let Err(e) = store.put(&path, &Value::Object(current)).await {
+        tracing::warn!(plugin, user, error = %e, "Cannot record the user's status");
+    }
+}
+
+/// The engine's caller against the real provider, for one user.
+pub struct LiveCaller {
+    provider: Arc<Provider>,
+    plugin: String,
+    user: String,
+    rt: Runtime,
+    app: AppCredentials,
+    token: tokio::sync::Mutex<Option<Token>>,
+    client: reqwest::Client,
+}
+
+impl LiveCaller {
+    /// A caller for `user` of `plugin`.
+    pub fn new(
+        provider: Arc<Provider>,
+        plugin: &str,
+        user: &str,
+        rt: Runtime,
+        app: AppCredentials,
+    ) -> LiveCaller {
+        let timeout = Duration::from_secs(provider.api.config.timeout_seconds);
+        LiveCaller {
+            provider,
+            plugin: plugin.to_owned(),
+            user: user.to_owned(),
+            rt,
+            app,
+            token: tokio::sync::Mutex::new(None),
+            client: http::client(timeout),
+        }
+    }
+
+    fn lock_key(&self) -> String {
+        format!("{}--{}", self.plugin, self.user)
+    }
+
+    /// A token fit for use now: the cached or stored one, refreshed if it expires soon.
+    async fn fresh_token(&self) -> Result<Token, CallError> {
+        let cached = self.token.lock().await.clone();
+        let token = match cached {
+            Some(t) => t,
+            None => stored_token(self.rt.store.as_ref(), &self.plugin, &self.user)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| self.consent_error("no token is stored for this user"))?,
+        };
+        let cfg = &self.provider.auth.config.refresh;
+        let token =
+            if cfg.enabled && token.expires_soon(self.rt.clock.epoch(), cfg.skew_seconds as f64) {
+                self.refresh(&token, false).await?
+            } else {
+                token
+            };
+        *self.token.lock().await = Some(token.clone());
+        Ok(token)
+    }
+
+    fn consent_error(&self, why: &str) -> CallError {
+        CallError {
+            kind: ErrorKind::ConsentNeeded,
+            status: None,
+            message: format!(
+                "{why}: user `{}` must grant access again (auth1, or `healthpull auth {} --user {}`)",
+                self.user, self.plugin, self.user
+            ),
+        }
+    }
+
+    /// Refreshes `seen` unless someone else already did; `after_401` forces a refresh
+    /// of a token the provider called expired even when its expiry says otherwise.
+    async fn refresh(&self, seen: &Token, after_401: bool) -> Result<Token, CallError> {
+        let store = self.rt.store.as_ref();
+        let _guard = self
+            .rt
+            .locks
+            .lock(&self.lock_key())
+            .await
+            .map_err(|e| store_err(format!("lock: {e}")))?;
+        let current = stored_token(store, &self.plugin, &self.user)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| self.consent_error("the token was deleted"))?;
+        let skew = self.provider.auth.config.refresh.skew_seconds as f64;
+        let now = self.rt.clock.epoch();
+        if current.access != seen.access && !current.expires_soon(now, skew) {
+            return Ok(current);
+        }
+        if !after_401 && !current.expires_soon(now, skew) {
+            return Ok(current);
+        }
+        if !self.provider.auth.config.refresh.enabled {
+            return Err(
+                self.consent_error("the access token expired and this provider cannot refresh")
+            );
+        }
+        let attempts = self.provider.api.config.retry.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            match oauth::refresh(&self.provider, &self.app, &current, self.rt.clock.epoch()).await {
+                Ok(new) => {
+                    persist_token(store, &self.plugin, &self.user, &new)
+                        .await
+                        .map_err(store_err)?;
+                    tracing::info!(plugin = %self.plugin, user = %self.user, "Refreshed the access token");
+                    update_status(
+                        store,
+                        &self.plugin,
+                        &self.user,
+                        json!({"consent_needed": false, "token_expires_at": new.expires_at}),
+                    )
+                    .await;
+                    return Ok(new);
+                }
+                Err(TokenError::Transient(why)) => {
+                    last = why;
+                    if attempt + 1 < attempts {
+                        tokio::time::sleep(self.backoff(attempt)).await;
+                    }
+                }
+                Err(TokenError::InvalidGrant(why)) => {
+                    // Another process may have refreshed without us seeing it yet.
+                    if let Ok(Some(again)) = stored_token(store, &self.plugin, &self.user).await {
+                        if again.access != current.access {
+                            return Ok(again);
+                        }
+                    }
+                    update_status(
+                        store,
+                        &self.plugin,
+                        &self.user,
+                        json!({"consent_needed": true, "last_error": redact(&why), "last_error_at": self.rt.clock.now().to_rfc3339()}),
+                    )
+                    .await;
+                    return Err(self.consent_error(&format!(
+                        "the refresh token was refused ({})",
+                        redact(&why)
+                    )));
+                }
+                Err(TokenError::Failed(why)) => {
+                    let kind = if why.contains("410") {
+                        ErrorKind::Retired
+                    } else {
+                        ErrorKind::Fatal
+                    };
+                    return Err(CallError {
+                        kind,
+                        status: None,
+                        message: format!("token refresh failed: {}", redact(&why)),
+                    });
+                }
+            }
+        }
+        Err(CallError {
+            kind: ErrorKind::Transient,
+            status: None,
+            message: format!(
+                "token refresh failed after {attempts} attempts: {}",
+                redact(&last)
+            ),
+        })
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let r = &self.provider.api.config.retry;
+        let base = r.backoff_ms.saturating_mul(1u64 << attempt.min(16));
+        let jitter = rand::rng().random_range(0..=base / 2 + 1);
+        Duration::from_millis((base + jitter).min(r.max_wait_ms))
+    }
+
+    /// Checks the client-side budgets; `Err` names when the budget resets.
+    async fn take_budget(&self) -> Result<(), CallError> {
+        let now = self.rt.clock.epoch();
+        if let Ok(Some(status)) = self
+            .rt
+            .store
+            .get(&paths::status(&self.plugin, &self.user))
+            .await
+        {
+            if let Some(until) = status.get("rate_limited_until").and_then(|v| v.as_f64()) {
+                if until > now {
+                    return Err(budget_error(until));
+                }
+            }
+        }
+        for b in &self.provider.api.config.rate_limit.budgets {
+            let key = match b.scope {
+                BudgetScope::User => format!("{}/{}/{}", self.plugin, self.user, b.per_seconds),
+                BudgetScope::App => format!("{}/{}", self.plugin, b.per_seconds),
+            };
+            self.rt
+                .budgets
+                .take(&key, b.limit, b.per_seconds as f64, now)
+                .map_err(budget_error)?;
+        }
+        Ok(())
+    }
+
+    /// When the provider's headers say the limit resets, in epoch seconds.
+    fn reset_time(&self, headers: &reqwest::header::HeaderMap) -> Option<f64> {
+        let now = self.rt.clock.epoch();
+        let rl = &self.provider.api.config.rate_limit;
+        let mut candidates = rl.reset_headers.clone();
+        if !candidates
+            .iter()
+            .any(|h| h.header.eq_ignore_ascii_case("retry-after"))
+        {
+            candidates.push(crate::provider::raw::ResetHeaderConfig {
+                header: "Retry-After".into(),
+                unit: ResetUnit::RetryAfter,
+            });
+        }
+        for h in &candidates {
+            let Some(v) = headers.get(h.header.as_str()).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let v = v.trim();
+            let at = match h.unit {
+                ResetUnit::Seconds => v.parse::<f64>().ok().map(|s| now + s),
+                ResetUnit::Epoch => v.parse::<f64>().ok(),
+                ResetUnit::RetryAfter => v.parse::<f64>().ok().map(|s| now + s).or_else(|| {
+                    httpdate::parse_http_date(v).ok().map(|t| {
+                        t.duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or(now)
+                    })
+                }),
+            };
+            if at.is_some() {
+                return at;
+            }
+        }
+        None
+    }
+
+    async fn send_once(&self, request: &HttpRequest, token: &Token) -> Result<Answer, String> {
+        let mut builder = match request.verb {
+            Verb::Get => self.client.get(request.url.clone()),
+            Verb::Post => self.client.post(request.url.clone()),
+        };
+        builder = builder.header("Authorization", format!("Bearer {}", token.access.expose()));
+        let mut has_accept = false;
+        for (k, v) in &request.headers {
+            has_accept |= k.eq_ignore_ascii_case("accept");
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        if !has_accept {
+            builder = builder.header("Accept", "application/json");
+        }
+        if let Some(body) = &request.body {
+            builder = builder
+                .header("Content-Type", body.content_type())
+                .body(match body {
+                    RequestBody::Form(_) | RequestBody::Json(_) => body.encoded(),
+                });
+        }
+        let response = builder.send().await.map_err(|e| http::describe(&e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body =
+            http::read_limited(response, self.provider.api.config.max_response_bytes).await?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn record_rate_limit(&self, until: f64) {
+        update_status(
+            self.rt.store.as_ref(),
+            &self.plugin,
+            &self.user,
+            json!({"rate_limited_until": until}),
+        )
+        .await;
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+fn budget_error(until: f64) -> CallError {
+    let at = Utc
+        .timestamp_opt(until as i64, 0)
+        .single()
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| until.to_string());
+    CallError {
+        kind: ErrorKind::RateLimited,
+        status: None,
+        message: format!("rate budget exhausted until {at}"),
+    }
+}
+
+#[async_trait]
+impl Caller for LiveCaller {
+    async fn call(&self, request: &HttpRequest) -> Result<Value, CallError> {
+        let mut token = self.fresh_token().await?;
+        let attempts = self.provider.api.config.retry.attempts.max(1);
+        let max_wait = self.provider.api.config.retry.max_wait_ms as f64 / 1000.0;
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            self.take_budget().await?;
+            let answer = match self.send_once(request, &token).await {
+                Ok(a) => a,
+                Err(why) => {
+                    attempt += 1;
+                    if attempt < attempts {
+                        tokio::time::sleep(self.backoff(attempt - 1)).await;
+                        continue;
+                    }
+                    return Err(CallError {
+                        kind: ErrorKind::Transient,
+                        status: None,
+                        message: format!("{why} (after {attempts} attempts)"),
+                    });
+                }
+            };
+            let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
+            if let Some(rl) = &self.provider.api.config.rate_limit.remaining_header {
+                let left = answer
+                    .headers
+                    .get(rl.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok());
+                if left == Some(0) {
+                    if let Some(until) = self.reset_time(&answer.headers) {
+                        self.record_rate_limit(until).await;
+                    }
+                }
+            }
+            match engine::classify(&self.provider, answer.status, json.as_ref()) {
+                None => {
+                    return json.ok_or_else(|| CallError {
+                        kind: ErrorKind::Fatal,
+                        status: Some(answer.status),
+                        message: "the answer is not JSON".to_owned(),
+                    });
+                }
+                Some((ErrorKind::AuthExpired, _)) if !refreshed => {
+                    refreshed = true;
+                    token = self.refresh(&token, true).await?;
+                    *self.token.lock().await = Some(token.clone());
+                }
+                Some((ErrorKind::RateLimited, message)) => {
+                    let until = self.reset_time(&answer.headers);
+                    attempt += 1;
+                    let now = self.rt.clock.epoch();
+                    match until {
+                        Some(u) if u - now <= max_wait && attempt < attempts => {
+                            tokio::time::sleep(Duration::from_secs_f64((u - now).max(0.0))).await;
+                        }
+                        Some(u) => {
+                            self.record_rate_limit(u).await;
+                            let mut e = budget_error(u);
+                            e.status = Some(answer.status);
+                            e.message =
+                                format!("rate limited ({}); {}", redact(&message), e.message);
+                            return Err(e);
+                        }
+                        None if attempt < attempts => {
+                            tokio::time::sleep(self.backoff(attempt - 1)).await;
+                        }
+                        None => {
+                            return Err(CallError {
+                                kind: ErrorKind::RateLimited,
+                                status: Some(answer.status),
+                                message: redact(&message),
+                            });
+                        }
+                    }
+                }
+                Some((ErrorKind::Transient, message)) => {
+                    attempt += 1;
+                    if attempt < attempts {
+                        tokio::time::sleep(self.backoff(attempt - 1)).await;
+                        continue;
+                    }
+                    return Err(CallError {
+                        kind: ErrorKind::Transient,
+                        status: Some(answer.status),
+                        message: format!("{} (after {attempts} attempts)", redact(&message)),
+                    });
+                }
+                Some((ErrorKind::ConsentNeeded, message)) => {
+                    update_status(
+                        self.rt.store.as_ref(),
+                        &self.plugin,
+                        &self.user,
+                        json!({"consent_needed": true}),
+                    )
+                    .await;
+                    let mut e = self.consent_error(&redact(&message));
+                    e.status = Some(answer.status);
+                    return Err(e);
+                }
+                Some((kind, message)) => {
+                    return Err(CallError {
+                        kind,
+                        status: Some(answer.status),
+                        message: redact(&message),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Why a live fetch could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No app registration.
+    #[error(
+        "plugin `{plugin}` has no app registration: set client_id and client_secret (settings)"
+    )]
+    NoApp {
+        /// Plugin.
+        plugin: String,
+    },
+    /// No token for the user.
+    #[error(
+        "user `{user}` has not granted `{plugin}` access yet: use auth1 or `healthpull auth {plugin} --user {user}`"
+    )]
+    NoToken {
+        /// Plugin.
+        plugin: String,
+        /// User.
+        user: String,
+    },
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The engine failed (provider, method and status named).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Per-user settings relevant to a fetch: stored defaults and the unit system.
+pub struct UserSettings {
+    /// Stored keyword defaults (every key but `token` and `methods`).
+    pub defaults: IndexMap<String, String>,
+    /// Stored `methods`.
+    pub methods: Option<String>,
+    /// `plugindata/<plugin>/system`.
+    pub system: Option<String>,
+}
+
+/// Reads the settings a fetch needs.
+pub async fn user_settings(
+    store: &dyn Store,
+    plugin: &str,
+    user: &str,
+) -> Result<UserSettings, crate::store::StoreError> {
+    let app = store.get(&paths::app(plugin)).await?.unwrap_or(Value::Null);
+    let data = store
+        .get(&paths::user(plugin, user))
+        .await?
+        .unwrap_or(Value::Null);
+    let mut defaults = IndexMap::new();
+    let mut methods = None;
+    if let Value::Object(m) = &data {
+        for (k, v) in m {
+            match k.as_str() {
+                "token" => {}
+                "methods" => methods = leaf_text(Some(v)),
+                _ => {
+                    if let Some(t) = leaf_text(Some(v)) {
+                        defaults.insert(k.clone(), t);
+                    }
+                }
+            }
+        }
+    }
+    Ok(UserSettings {
+        defaults,
+        methods,
+        system: leaf_text(app.get("system")),
+    })
+}
+
+/// Fetches live for one user and, unless `dry_run`, replaces `sensors/<plugin>/<user>`
+/// only after every method succeeded. Token rotation is persisted even in a dry run:
+/// a single-use refresh token that is not kept would lose the user's access.
+pub async fn fetch(
+    provider: Arc<Provider>,
+    plugin: &str,
+    user: &str,
+    rt: &Runtime,
+    plan: &FetchPlan,
+    dry_run: bool,
+) -> Result<Map<String, Value>, FetchError> {
+    let store = rt.store.as_ref();
+    let app = app_credentials(store, plugin)
+        .await?
+        .ok_or_else(|| FetchError::NoApp {
+            plugin: plugin.to_owned(),
+        })?;
+    if stored_token(store, plugin, user).await?.is_none() {
+        return Err(FetchError::NoToken {
+            plugin: plugin.to_owned(),
+            user: user.to_owned(),
+        });
+    }
+    let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app);
+    let result = engine::fetch(&provider, plan, &caller).await;
+    let now = rt.clock.now().to_rfc3339();
+    match result {
+        Ok(tree) => {
+            if !dry_run {
+                store
+                    .put(&paths::sensors(plugin, user), &Value::Object(tree.clone()))
+                    .await?;
+                update_status(
+                    store,
+                    plugin,
+                    user,
+                    json!({"last_success": now, "consent_needed": false}),
+                )
+                .await;
+            }
+            Ok(tree)
+        }
+        Err(e) => {
+            if !dry_run {
+                let consent = e.kind() == Some(ErrorKind::ConsentNeeded);
+                let mut fields =
+                    json!({"last_error": redact(&e.to_string()), "last_error_at": now});
+                if consent {
+                    fields["consent_needed"] = Value::Bool(true);
+                }
+                update_status(store, plugin, user, fields).await;
+            }
+            Err(e.into())
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //!
 //! The cases are one table: each row names the provider, the recordings directory
 //! under `tests/recordings/<provider>/`, the methods, the keyword arguments and the
-//! unit system; [`check`] runs it. Recordings hold invented values in the providers'
+//! options; [`check`] runs it. Recordings hold invented values in the providers'
 //! real response shapes (`tests/fixtures/`), and their file names are the ones
 //! `docs/PROVIDER_FORMAT.md` defines for each request.
 
@@ -28,8 +28,8 @@ struct Case {
     methods: &'static str,
     /// `--set` keyword arguments.
     set: &'static [&'static str],
-    /// The plugin's unit system; the provider's default when absent.
-    system: Option<&'static str>,
+    /// Further options (`--system metric`, `--layout raw`).
+    args: &'static [&'static str],
 }
 
 impl Case {
@@ -63,9 +63,7 @@ impl Case {
         for kv in self.set {
             cmd.args(["--set", kv]);
         }
-        if let Some(system) = self.system {
-            cmd.args(["--system", system]);
-        }
+        cmd.args(self.args);
         cmd.output()
             .unwrap_or_else(|e| panic!("{}: cannot run healthpull: {e}", self.name))
     }
@@ -112,10 +110,10 @@ fn check(case: &Case, expect: Expect) {
 }
 
 /// One `#[test]` per row:
-/// `name: provider, recordings, methods, [set...], system => expectation;`.
+/// `name: provider, recordings, methods, [set...], [option...] => expectation;`.
 macro_rules! cases {
     ($($name:ident: $provider:literal, $recordings:literal, $methods:literal,
-        [$($set:literal),*], $system:expr => $expect:expr;)*) => {
+        [$($set:literal),*], [$($arg:literal),*] => $expect:expr;)*) => {
         $(
             #[test]
             fn $name() {
@@ -125,7 +123,7 @@ macro_rules! cases {
                     recordings: $recordings,
                     methods: $methods,
                     set: &[$($set),*],
-                    system: $system,
+                    args: &[$($arg),*],
                 };
                 check(&case, $expect);
             }
@@ -137,31 +135,31 @@ cases! {
     // google-health. Weight over two pages (nextPageToken -> pageToken), in the
     // default system (en_US: pounds), then metric, en_US and en_GB (stone) explicitly.
     google_health_bodyweight_two_pages: "google-health", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-11-23", "period=7d"], None => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     google_health_bodyweight_metric: "google-health", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-11-23", "period=7d"], Some("metric") => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], ["--system", "metric"] => Expect::Xml;
     google_health_bodyweight_en_us: "google-health", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-11-23", "period=7d"], Some("en_US") => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], ["--system", "en_US"] => Expect::Xml;
     google_health_bodyweight_en_gb: "google-health", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-11-23", "period=7d"], Some("en_GB") => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], ["--system", "en_GB"] => Expect::Xml;
     google_health_bodyfat: "google-health", "bodyfat", "get_bodyfat",
-        ["base_date=2026-11-20", "end_date=2026-11-23"], None => Expect::Xml;
+        ["base_date=2026-11-20", "end_date=2026-11-23"], [] => Expect::Xml;
     // dailyRollUp (POST, JSON body); the day without steps (`"steps": {}`) has no entry.
     google_health_steps: "google-health", "steps", "get_steps",
-        ["base_date=2026-11-23", "period=7d"], None => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     google_health_steps_intraday: "google-health", "steps_intraday", "get_steps_intraday",
-        ["base_date=2026-11-23"], None => Expect::Xml;
+        ["base_date=2026-11-23"], [] => Expect::Xml;
     // Two days, one request per day (`window: {max_days: 1}`).
     // FIXME: samples of one day stay newest first (Google's order): `sort_by` takes
     // one key and `dateTime` is only the date; sorting needs (dateTime, time).
     google_health_heartrate_two_days: "google-health", "heartrate_two_days", "get_heartrate",
-        ["base_date=2026-11-22", "end_date=2026-11-23"], None => Expect::Xml;
+        ["base_date=2026-11-22", "end_date=2026-11-23"], [] => Expect::Xml;
     google_health_resting_heartrate: "google-health", "resting_heartrate", "get_resting_heartrate",
-        ["base_date=2026-11-23", "period=7d"], None => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     google_health_sleep: "google-health", "sleep", "get_sleep",
-        ["base_date=2026-11-23", "period=7d"], None => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     google_health_missing_recording: "google-health", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-10-01"], None => Expect::Error(&[
+        ["base_date=2026-10-01"], [] => Expect::Error(&[
             "no recording for GET https://health.googleapis.com/v4/users/me/dataTypes/weight/dataPoints?filter=",
             "2026-10-01",
             "looked for ",
@@ -169,7 +167,7 @@ cases! {
         ]);
     // A 403 is fatal and reports Google's message.
     google_health_permission_denied: "google-health", "permission_denied", "get_resting_heartrate",
-        [], None => Expect::Error(&[
+        [], [] => Expect::Error(&[
             "google-health get_resting_heartrate",
             "HTTP 403",
             "Request had insufficient authentication scopes.",
@@ -180,15 +178,15 @@ cases! {
     // 00:40 on the 23rd in the answer's `timezone`, Europe/Amsterdam): the format has
     // no way to read an epoch in a time zone taken from the answer.
     withings_bodyweight_two_pages: "withings", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-11-23", "period=7d"], None => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     withings_bodyweight_metric: "withings", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-11-23", "period=7d"], Some("metric") => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], ["--system", "metric"] => Expect::Xml;
     withings_bodyweight_en_us: "withings", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-11-23", "period=7d"], Some("en_US") => Expect::Xml;
+        ["base_date=2026-11-23", "period=7d"], ["--system", "en_US"] => Expect::Xml;
     withings_bodyfat: "withings", "bodyfat", "get_bodyfat",
-        ["base_date=2026-11-23", "period=30d"], None => Expect::Xml;
+        ["base_date=2026-11-23", "period=30d"], [] => Expect::Xml;
     withings_missing_recording: "withings", "weight_two_pages", "get_bodyweight",
-        ["base_date=2026-10-01"], None => Expect::Error(&[
+        ["base_date=2026-10-01"], [] => Expect::Error(&[
             "no recording for POST https://wbsapi.withings.net/measure",
             "startdate=1790812800&enddate=1790899200",
             "looked for ",
@@ -196,7 +194,7 @@ cases! {
         ]);
     // Application errors arrive as HTTP 200 with a non-zero `status` in the envelope.
     withings_envelope_error: "withings", "envelope_error", "get_bodyfat",
-        [], None => Expect::Error(&[
+        [], [] => Expect::Error(&[
             "withings get_bodyfat",
             "application status 503",
             "Invalid params",

@@ -100,7 +100,10 @@ impl LockDir {
     pub async fn lock(&self, key: &str) -> Result<LockGuard, LockError> {
         let path = self.lock_file(key)?;
         let local = {
-            let mut map = self.local.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut map = self
+                .local
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             Arc::clone(map.entry(key.to_owned()).or_default())
         };
         let local_guard = local.lock_owned().await;
@@ -184,7 +187,10 @@ mod tests {
         assert_eq!(sanitise("fitbit/jack").expect("valid"), "fitbit%2Fjack");
         assert_eq!(sanitise("../etc").expect("valid"), "%2E%2E%2Fetc");
         assert_eq!(sanitise("a-b_c").expect("valid"), "a-b_c");
-        assert_ne!(sanitise("a%2Fb").expect("valid"), sanitise("a/b").expect("valid"));
+        assert_ne!(
+            sanitise("a%2Fb").expect("valid"),
+            sanitise("a/b").expect("valid")
+        );
         assert!(sanitise("").is_err());
         assert!(sanitise(&"x".repeat(300)).is_err());
     }

@@ -103,7 +103,9 @@ impl IgorStore {
             ));
         }
         if config.timeout.is_zero() {
-            return Err(StoreError::Config("igor timeout must be positive".to_owned()));
+            return Err(StoreError::Config(
+                "igor timeout must be positive".to_owned(),
+            ));
         }
 
         // Ignoring the error: another part of the program may have installed it already.
@@ -168,7 +170,12 @@ impl IgorStore {
             .unwrap_or_default()
             .to_owned();
         let body = response.text().await.map_err(transport_error)?;
-        tracing::debug!(method = method_name, target, status = status.as_u16(), "Igor replied.");
+        tracing::debug!(
+            method = method_name,
+            target,
+            status = status.as_u16(),
+            "Igor replied."
+        );
         Ok(Reply {
             status,
             content_type,
@@ -198,7 +205,12 @@ impl IgorStore {
     ) -> Result<PutOutcome, StoreError> {
         let target = format!("/data/{path}");
         let reply = self
-            .send(Method::PUT, &target, "application/xml", Some((content_type, body)))
+            .send(
+                Method::PUT,
+                &target,
+                "application/xml",
+                Some((content_type, body)),
+            )
             .await?;
         if reply.status == StatusCode::BAD_REQUEST && is_parent_missing(path, &reply.body) {
             return Ok(PutOutcome::ParentMissing);
@@ -222,7 +234,10 @@ impl IgorStore {
                 });
             }
             let ancestor = path.prefix(depth);
-            match self.put_once(&ancestor, "text/plain", String::new()).await? {
+            match self
+                .put_once(&ancestor, "text/plain", String::new())
+                .await?
+            {
                 PutOutcome::Stored => break,
                 PutOutcome::ParentMissing => {
                     missing.push(ancestor);
@@ -238,8 +253,7 @@ impl IgorStore {
                 return Err(StoreError::IgorReply {
                     method: "PUT",
                     target: format!("/data/{ancestor}"),
-                    message: "igor reports the parent missing right after creating it"
-                        .to_owned(),
+                    message: "igor reports the parent missing right after creating it".to_owned(),
                 });
             }
         }
@@ -414,7 +428,11 @@ fn expect_xml_ok(
             target: target.to_owned(),
             message: format!(
                 "expected application/xml, got {}: {}",
-                if media_type.is_empty() { "no content type" } else { media_type },
+                if media_type.is_empty() {
+                    "no content type"
+                } else {
+                    media_type
+                },
                 igor_message(&reply.body, password)
             ),
         });
@@ -424,7 +442,11 @@ fn expect_xml_ok(
 
 fn looks_like_html(body: &str) -> bool {
     let start = body.trim_start();
-    let prefix: String = start.chars().take(15).collect::<String>().to_ascii_lowercase();
+    let prefix: String = start
+        .chars()
+        .take(15)
+        .collect::<String>()
+        .to_ascii_lowercase();
     prefix.starts_with("<!doctype html") || prefix.starts_with("<html")
 }
 
@@ -526,7 +548,10 @@ mod tests {
                 .expect_err(url)
                 .to_string();
             assert!(error.starts_with("igor store configuration"), "{error}");
-            assert!(!error.contains("hunter2") && !error.contains("ter2"), "{error}");
+            assert!(
+                !error.contains("hunter2") && !error.contains("ter2"),
+                "{error}"
+            );
         }
     }
 

@@ -243,7 +243,9 @@ mod tests {
             let parsed = StorePath::parse(good).expect(good);
             assert_eq!(parsed.text, good);
         }
-        for bad in ["", "/a", "a/", "a//b", "1abc", "a/b c", "a/-b", "a/b[1]", "a/é", ".."] {
+        for bad in [
+            "", "/a", "a/", "a//b", "1abc", "a/b c", "a/-b", "a/b[1]", "a/é", "..",
+        ] {
             let error = StorePath::parse(bad).expect_err(bad).to_string();
             assert!(error.starts_with("invalid store path"), "{error}");
         }

@@ -82,7 +82,10 @@ impl SqliteStore {
                 source,
             }
         };
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -455,8 +458,15 @@ fn write_subtree(
         }
         None => next_ord(transaction, &parent).map_err(&sqlite_error)?,
     };
-    insert_tree(transaction, &target.text, &parent, target.last(), ord, value)
-        .map_err(&sqlite_error)
+    insert_tree(
+        transaction,
+        &target.text,
+        &parent,
+        target.last(),
+        ord,
+        value,
+    )
+    .map_err(&sqlite_error)
 }
 
 /// Whether Igor would print `value` as an element without text or children.

@@ -1,1 +1,1116 @@
-//! Tests: store.
+//! Tests of the stores and the refresh locks: the embedded SQLite store (semantics,
+//! privacy, durability, several writers and processes, a writer killed mid-way), the
+//! lock directory (within and across processes) and the Igor store against a real
+//! igor-iot 0.99.1 server.
+//!
+//! Some tests run parts of themselves in child processes: they start this test binary
+//! again, filtered to the same test, with `HEALTHPULL_STORE_CHILD` saying what to do.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use healthpull::lock::LockDir;
+use healthpull::store::{IgorStore, IgorStoreConfig, SqliteStore, Store, StoreError};
+use healthpull::xml::to_igor_xml;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::support::igor::{Igor, IgorOptions};
+
+/// Environment variable that turns a test into a child-process helper.
+const CHILD_ROLE: &str = "HEALTHPULL_STORE_CHILD";
+
+fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SqliteStore::open(&dir.path().join("store.sqlite")).expect("open the store");
+    (dir, store)
+}
+
+fn token() -> Value {
+    json!({
+        "access_token": "ACCESS",
+        "refresh_token": "REFRESH",
+        "expires_in": 28800,
+        "scope": ["weight", "heartrate"],
+        "token_type": "Bearer",
+        "user_id": "7ABCDE",
+        "expires_at": 1795537246.25
+    })
+}
+
+/// What the old plugin stored for one `get_bodyweight` measurement (igor.md section 2).
+fn raw_weight() -> Value {
+    json!({"weight": [{
+        "bmi": 23.1, "date": "2019-03-01", "logId": 1551400000000_u64,
+        "source": "Aria", "time": "07:12:30", "weight": 75.3
+    }]})
+}
+
+/// The bytes Igor stored for [`raw_weight`] under `jack` (observed with the real plugin).
+const RAW_WEIGHT_XML: &str = "<jack><weight><bmi>23.1</bmi><date>2019-03-01</date><logId>1551400000000</logId><source>Aria</source><time>07:12:30</time><weight>75.3</weight></weight></jack>";
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn companion(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+// ---------------------------------------------------------------------------------------
+// Embedded store
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn embedded_put_get_delete_round_trip_keeps_values_exact() {
+    let (_dir, store) = temp_store();
+    let path = "identities/jack/plugindata/fitbit/token";
+    assert_eq!(store.get(path).await.expect("get"), None);
+
+    let value = json!({
+        "token": token(),
+        "numbers": [0, -3, 1551400000000_u64, 23.0, 75.3, 1e20, 18446744073709551615_u64],
+        "flags": {"yes": true, "no": false, "nothing": null, "empty": "", "obj": {}},
+        "nested": [[1, 2], {"a": [{"b": "007"}]}],
+        "odd keys": {"1abc": 1, "a/b": 2, "~x": 3, "": 4, "_e": 5}
+    });
+    store.put(path, &value).await.expect("put");
+    let back = store.get(path).await.expect("get").expect("present");
+    assert_eq!(back, value);
+    assert_eq!(
+        serde_json::to_string(&back).expect("json"),
+        serde_json::to_string(&value).expect("json"),
+        "key order and number formatting survive"
+    );
+
+    store
+        .put(path, &json!("just text"))
+        .await
+        .expect("put a leaf");
+    assert_eq!(
+        store.get(path).await.expect("get"),
+        Some(json!("just text"))
+    );
+
+    store.delete(path).await.expect("delete");
+    assert_eq!(store.get(path).await.expect("get"), None);
+    store
+        .delete(path)
+        .await
+        .expect("deleting what is absent is fine");
+    store
+        .delete("never/was/here")
+        .await
+        .expect("deleting what is absent is fine");
+    assert_eq!(store.kind(), "embedded");
+    store.save().await.expect("save is a no-op");
+}
+
+#[tokio::test]
+async fn embedded_get_of_a_parent_assembles_its_children() {
+    let (_dir, store) = temp_store();
+    let base = "identities/jack/plugindata/fitbit";
+    store
+        .put(&format!("{base}/token"), &token())
+        .await
+        .expect("put token");
+    store
+        .put(
+            &format!("{base}/methods"),
+            &json!("get_bodyweight,get_bodyfat"),
+        )
+        .await
+        .expect("put methods");
+    store
+        .put(&format!("{base}/period"), &json!("1m"))
+        .await
+        .expect("put period");
+
+    let expected =
+        json!({"token": token(), "methods": "get_bodyweight,get_bodyfat", "period": "1m"});
+    let parent = store.get(base).await.expect("get").expect("present");
+    assert_eq!(parent, expected);
+    assert_eq!(
+        parent
+            .as_object()
+            .expect("object")
+            .keys()
+            .collect::<Vec<_>>(),
+        ["token", "methods", "period"],
+        "children come back in the order they were created"
+    );
+    assert_eq!(
+        store.get("identities/jack").await.expect("get"),
+        Some(json!({"plugindata": {"fitbit": expected}}))
+    );
+    assert_eq!(
+        store
+            .get(&format!("{base}/token/scope"))
+            .await
+            .expect("get"),
+        Some(json!(["weight", "heartrate"])),
+        "a key inside a stored object is addressable"
+    );
+    assert_eq!(
+        store
+            .get(&format!("{base}/token/scope/x"))
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(store.get("identities/jill").await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn embedded_put_replaces_the_whole_subtree_and_nothing_else() {
+    let (_dir, store) = temp_store();
+    store
+        .put("a/b", &json!({"x": 1, "y": {"z": 2}}))
+        .await
+        .expect("put");
+    store.put("a/c", &json!(3)).await.expect("put");
+    store
+        .put("a/b/y/w", &json!(4))
+        .await
+        .expect("put below a stored object");
+    assert_eq!(
+        store.get("a").await.expect("get"),
+        Some(json!({"b": {"x": 1, "y": {"z": 2, "w": 4}}, "c": 3}))
+    );
+
+    store
+        .put("a/b", &json!({"q": [1, 2]}))
+        .await
+        .expect("replace");
+    let a = store.get("a").await.expect("get").expect("present");
+    assert_eq!(a, json!({"b": {"q": [1, 2]}, "c": 3}));
+    assert_eq!(
+        a.as_object().expect("object").keys().collect::<Vec<_>>(),
+        ["b", "c"],
+        "a replaced element keeps its place among its siblings"
+    );
+
+    store
+        .put("a/c", &json!({"deeper": true}))
+        .await
+        .expect("leaf to object");
+    store
+        .put("a/b/q", &json!("text"))
+        .await
+        .expect("list to leaf");
+    assert_eq!(
+        store.get("a").await.expect("get"),
+        Some(json!({"b": {"q": "text"}, "c": {"deeper": true}}))
+    );
+
+    store
+        .put("a", &json!({"only": 1}))
+        .await
+        .expect("replace the parent");
+    assert_eq!(store.get("a").await.expect("get"), Some(json!({"only": 1})));
+    assert_eq!(store.get("a/b").await.expect("get"), None);
+
+    store
+        .put("a/only/sub", &json!(1))
+        .await
+        .expect_err("below a number");
+    store.put("n", &json!(null)).await.expect("put null");
+    store
+        .put("n/child", &json!(1))
+        .await
+        .expect("an empty element takes children");
+    assert_eq!(
+        store.get("n").await.expect("get"),
+        Some(json!({"child": 1}))
+    );
+
+    store.delete("a/only").await.expect("delete");
+    assert_eq!(store.get("a").await.expect("get"), Some(json!({})));
+    store.put("a/x", &json!(1)).await.expect("put");
+    store.delete("a").await.expect("delete subtree");
+    assert_eq!(store.get("a/x").await.expect("get"), None);
+    assert_eq!(store.get("n/child").await.expect("get"), Some(json!(1)));
+}
+
+#[tokio::test]
+async fn embedded_refuses_bad_paths_and_trees_igor_cannot_hold() {
+    let (_dir, store) = temp_store();
+    for bad in ["", "/a", "a/", "a//b", "1abc", "a/b c", "a/b[1]", "a/../b"] {
+        let message = store.get(bad).await.expect_err(bad).to_string();
+        assert!(message.starts_with("invalid store path"), "{message}");
+        store.put(bad, &json!(1)).await.expect_err(bad);
+        store.delete(bad).await.expect_err(bad);
+        store.export_xml(bad).await.expect_err(bad);
+    }
+
+    store.put("s/list", &json!([1, 2])).await.expect("put");
+    let error = store
+        .put("s/list/x", &json!(1))
+        .await
+        .expect_err("below a list");
+    assert!(
+        matches!(error, StoreError::NotAContainer { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "cannot write s/list/x: s/list holds a list, not a container of elements"
+    );
+
+    let error = store
+        .put("s/attr", &json!({"@unit": "kg", "#text": "75.3"}))
+        .await
+        .expect_err("attributes cannot be written from JSON");
+    assert!(
+        matches!(error, StoreError::Unrepresentable { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with("cannot store s/attr: "),
+        "{error}"
+    );
+    assert_eq!(store.get("s/attr").await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn embedded_export_xml_is_igors_conversion() {
+    let (_dir, store) = temp_store();
+    store
+        .put("sensors/fitbit/jack", &raw_weight())
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .export_xml("sensors/fitbit/jack")
+            .await
+            .expect("export")
+            .as_deref(),
+        Some(RAW_WEIGHT_XML)
+    );
+
+    let values = [
+        ("identities/jack/plugindata/fitbit/token", token()),
+        ("plugindata/fitbit/client_id", json!("0123456")),
+        (
+            "sensors/fitbit/jill",
+            json!({"body-weight": [{"value": 75.0, "dateTime": "2026-11-01"}, {"value": 74.5, "dateTime": "2026-11-02"}],
+                   "a b": {"c": null}, "flags": [true, false], "none": [], "list": [[1, 2]]}),
+        ),
+        ("sandbox/empty", json!({})),
+        ("sandbox/nothing", json!(null)),
+    ];
+    for (path, value) in &values {
+        store.put(path, value).await.expect("put");
+        let tag = path.rsplit('/').next().expect("tag");
+        assert_eq!(
+            store.export_xml(path).await.expect("export"),
+            Some(to_igor_xml(tag, value)),
+            "{path}"
+        );
+    }
+    // A parent assembled from separate writes exports like the assembled value.
+    let parent = store
+        .get("sensors/fitbit")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        store.export_xml("sensors/fitbit").await.expect("export"),
+        Some(to_igor_xml("fitbit", &parent))
+    );
+    assert_eq!(
+        store.export_xml("sensors/nobody").await.expect("export"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn embedded_files_are_readable_by_the_owner_only() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("new-dir/store.sqlite");
+    let store = SqliteStore::open(&file).expect("open");
+    store
+        .put("plugindata/fitbit/client_secret", &json!("SECRET"))
+        .await
+        .expect("put");
+    assert_eq!(
+        mode(file.parent().expect("parent")),
+        0o700,
+        "created directory"
+    );
+    for path in [
+        file.clone(),
+        companion(&file, "-wal"),
+        companion(&file, "-shm"),
+    ] {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    drop(store);
+
+    // A file left readable by others (e.g. copied around) is tightened on open.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let store = SqliteStore::open(&file).expect("reopen");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(
+        store
+            .get("plugindata/fitbit/client_secret")
+            .await
+            .expect("get"),
+        Some(json!("SECRET"))
+    );
+}
+
+#[tokio::test]
+async fn embedded_data_survives_reopening() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("store.sqlite");
+    {
+        let store = SqliteStore::open(&file).expect("open");
+        store
+            .put("identities/jack/plugindata/fitbit/token", &token())
+            .await
+            .expect("put");
+        store
+            .put("sensors/fitbit/jack", &raw_weight())
+            .await
+            .expect("put");
+        store
+            .delete("sensors/fitbit/jack/weight")
+            .await
+            .expect("delete");
+    }
+    let store = SqliteStore::open(&file).expect("reopen");
+    assert_eq!(
+        store
+            .get("identities/jack/plugindata/fitbit/token")
+            .await
+            .expect("get"),
+        Some(token())
+    );
+    assert_eq!(
+        store.get("sensors/fitbit/jack").await.expect("get"),
+        Some(json!({}))
+    );
+    assert_eq!(store.file(), file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_store_serves_many_tasks_at_once() {
+    let (_dir, store) = temp_store();
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for index in 0..48 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let path = format!("sensors/many/user{index}");
+            store
+                .put(&path, &json!({"n": index, "all": [index, index]}))
+                .await?;
+            store.put("sensors/shared/last", &json!(index)).await?;
+            // Every read of the shared parent sees whole children only.
+            if let Some(Value::Object(users)) = store.get("sensors/many").await? {
+                for (name, user) in users {
+                    let n = user["n"].as_u64().expect("n");
+                    assert_eq!(name, format!("user{n}"));
+                    assert_eq!(user["all"], json!([n, n]));
+                }
+            }
+            Ok::<_, StoreError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("store operations");
+    }
+    let users = store
+        .get("sensors/many")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(users.as_object().expect("object").len(), 48);
+    let last = store
+        .get("sensors/shared/last")
+        .await
+        .expect("get")
+        .expect("present");
+    assert!(last.as_u64().is_some_and(|n| n < 48), "{last}");
+}
+
+#[test]
+fn embedded_stores_in_two_threads_share_one_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("store.sqlite");
+    let writers: Vec<_> = ["left", "right"]
+        .into_iter()
+        .map(|name| {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    // A separate connection per thread, like a separate process.
+                    let store = SqliteStore::open(&file).expect("open");
+                    for index in 0..60 {
+                        store
+                            .put(&format!("sensors/two/{name}{index}"), &json!({"i": index}))
+                            .await
+                            .expect("put");
+                    }
+                });
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer thread");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let all = runtime
+        .block_on(SqliteStore::open(&file).expect("open").get("sensors/two"))
+        .expect("get")
+        .expect("present");
+    assert_eq!(all.as_object().expect("object").len(), 120);
+}
+
+/// Starts this test binary again, running only `test` (as `store::<test>`) in `role`.
+fn spawn_child(test: &str, role: &str) -> Child {
+    let exe = std::env::current_exe().expect("the test binary");
+    Command::new(exe)
+        .args([
+            &format!("store::{test}"),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start a child test process")
+}
+
+/// The child role given to this process, if it is one.
+fn child_role() -> Option<String> {
+    std::env::var(CHILD_ROLE).ok()
+}
+
+#[tokio::test]
+async fn embedded_store_is_shared_by_two_processes() {
+    const KEYS: usize = 40;
+    if let Some(role) = child_role() {
+        // Child: `<file>|<name>`: write KEYS entries under one shared parent.
+        let (file, name) = role.split_once('|').expect("file|name");
+        let store = SqliteStore::open(Path::new(file)).expect("open");
+        for index in 0..KEYS {
+            store
+                .put(
+                    &format!("sensors/procs/{name}{index}"),
+                    &json!({"i": index}),
+                )
+                .await
+                .expect("child put");
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("store.sqlite");
+    let file_text = file.to_str().expect("utf-8 path");
+    let children: Vec<Child> = ["first", "second"]
+        .into_iter()
+        .map(|name| {
+            spawn_child(
+                "embedded_store_is_shared_by_two_processes",
+                &format!("{file_text}|{name}"),
+            )
+        })
+        .collect();
+    // This process writes at the same time.
+    let store = SqliteStore::open(&file).expect("open");
+    for index in 0..KEYS {
+        store
+            .put(
+                &format!("sensors/procs/parent{index}"),
+                &json!({"i": index}),
+            )
+            .await
+            .expect("parent put");
+    }
+    for mut child in children {
+        let status = child.wait().expect("wait for child");
+        assert!(status.success(), "child writer failed: {status}");
+    }
+    let all = store
+        .get("sensors/procs")
+        .await
+        .expect("get")
+        .expect("present");
+    let all = all.as_object().expect("object");
+    assert_eq!(all.len(), 3 * KEYS);
+    for prefix in ["first", "second", "parent"] {
+        for index in 0..KEYS {
+            assert_eq!(all[&format!("{prefix}{index}")], json!({"i": index}));
+        }
+    }
+}
+
+/// One generation of the crash test: every entry carries the generation number.
+fn generation(number: u64) -> Value {
+    let entries: Vec<Value> = (0..400)
+        .map(|index| json!({"generation": number, "index": index, "pad": "x".repeat(64)}))
+        .collect();
+    json!({"generation": number, "body-weight": entries})
+}
+
+/// Starts a child that keeps replacing `sensors/crash/jack` in `file`, lets it commit a
+/// few generations, measures how long one write takes, kills it (SIGKILL) `fraction`
+/// of a write after a commit, and returns the last generation it reported committed.
+fn kill_writer_mid_way(file: &Path, fraction: f64) -> u64 {
+    let mut child = spawn_child(
+        "embedded_write_killed_mid_way_keeps_a_whole_value",
+        file.to_str().expect("utf-8 path"),
+    );
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut committed = Vec::new();
+    while committed.len() < 8 {
+        let line = lines
+            .next()
+            .expect("the child stopped writing")
+            .expect("read child output");
+        if let Some(number) = line.strip_prefix("committed ") {
+            committed.push((Instant::now(), number.parse::<u64>().expect("generation")));
+        }
+    }
+    let (first, _) = committed[2];
+    let (last, last_number) = committed[7];
+    let one_write = (last - first) / 5;
+    std::thread::sleep(one_write.mul_f64(fraction));
+    child.kill().expect("kill the child");
+    child.wait().expect("reap the child");
+    last_number
+}
+
+#[tokio::test]
+async fn embedded_write_killed_mid_way_keeps_a_whole_value() {
+    if let Some(file) = child_role() {
+        // Child: replace the value over and over, reporting each committed generation.
+        let store = SqliteStore::open(Path::new(&file)).expect("open");
+        let start = match store.get("sensors/crash/jack").await.expect("get") {
+            Some(value) => value["generation"].as_u64().expect("generation") + 1,
+            None => 0,
+        };
+        for number in start.. {
+            store
+                .put("sensors/crash/jack", &generation(number))
+                .await
+                .expect("child put");
+            println!("committed {number}");
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("store.sqlite");
+    // Kills spread over the length of one write, so that some land with a transaction
+    // open whatever phase of the write takes longest. (Where exactly each kill lands
+    // is up to the scheduler; the check below holds wherever it lands.)
+    for fraction in [0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9] {
+        let child_file = file.clone();
+        let last_committed =
+            tokio::task::spawn_blocking(move || kill_writer_mid_way(&child_file, fraction))
+                .await
+                .expect("killer");
+        let store = SqliteStore::open(&file).expect("reopen after the crash");
+        let value = store
+            .get("sensors/crash/jack")
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("value gone after a kill at {fraction} of a write"));
+        let number = value["generation"].as_u64().expect("generation");
+        assert!(
+            number >= last_committed,
+            "lost a committed write: {number} < {last_committed}"
+        );
+        assert_eq!(
+            value,
+            generation(number),
+            "a torn value (kill at {fraction})"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Locks
+// ---------------------------------------------------------------------------------------
+
+/// Whether `future` is still pending after a short while.
+async fn still_waiting<F: std::future::Future>(future: F) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), future)
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn lock_excludes_tasks_of_one_process() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let locks = Arc::new(LockDir::new(dir.path().join("locks")));
+    let guard = locks.lock("fitbit/jack").await.expect("lock");
+    assert_eq!(guard.key(), "fitbit/jack");
+
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        tokio::spawn(async move { locks.lock("fitbit/jack").await.map(|_guard| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "a second task got the same key");
+
+    let other = tokio::time::timeout(Duration::from_secs(5), locks.lock("fitbit/jill"))
+        .await
+        .expect("another key is not blocked")
+        .expect("lock");
+    drop(other);
+
+    drop(guard);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter gets the lock once it is released")
+        .expect("task")
+        .expect("lock");
+}
+
+#[tokio::test]
+async fn lock_excludes_other_processes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let locks = LockDir::new(dir.path().join("locks"));
+    let key = "fitbit/jack";
+    let file = locks.lock_file(key).expect("lock file");
+
+    // We hold it: util-linux flock (another process) cannot take it.
+    let guard = locks.lock(key).await.expect("lock");
+    let status = Command::new("flock")
+        .args(["--nonblock", "--conflict-exit-code", "42"])
+        .arg(&file)
+        .arg("true")
+        .status()
+        .expect("run flock (util-linux)");
+    assert_eq!(status.code(), Some(42), "flock got a lock we hold");
+    // Nor can a second LockDir (own mutexes, own open file description).
+    let second = LockDir::new(dir.path().join("locks"));
+    assert!(
+        still_waiting(second.lock(key)).await,
+        "a second open file got the lock"
+    );
+    drop(guard);
+    let status = Command::new("flock")
+        .args(["--nonblock", "--conflict-exit-code", "42"])
+        .arg(&file)
+        .arg("true")
+        .status()
+        .expect("run flock");
+    assert!(
+        status.success(),
+        "the lock was not released on drop: {status}"
+    );
+
+    // Another process holds it: we wait until it lets go.
+    let mut holder = Command::new("flock")
+        .arg(&file)
+        .args(["sh", "-c", "echo locked; cat >/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run flock");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line, "locked\n");
+    assert!(
+        still_waiting(locks.lock(key)).await,
+        "got a lock another process holds"
+    );
+    drop(holder.stdin.take());
+    let guard = tokio::time::timeout(Duration::from_secs(5), locks.lock(key))
+        .await
+        .expect("the lock is ours once the other process exits")
+        .expect("lock");
+    holder.wait().expect("reap flock");
+    drop(guard);
+}
+
+#[tokio::test]
+async fn lock_files_stay_in_a_private_directory() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let lock_dir = dir.path().join("state/locks");
+    let locks = LockDir::new(lock_dir.clone());
+    let guard = locks.lock("../../escape/key").await.expect("lock");
+    assert_eq!(mode(&lock_dir), 0o700);
+    let file = locks.lock_file("../../escape/key").expect("lock file");
+    assert_eq!(file.parent(), Some(lock_dir.as_path()));
+    assert!(file.exists());
+    assert_eq!(std::fs::read_dir(&lock_dir).expect("read dir").count(), 1);
+    drop(guard);
+    locks.lock("").await.expect_err("an empty key is refused");
+}
+
+// ---------------------------------------------------------------------------------------
+// Igor store, against a real igor-iot 0.99.1
+// ---------------------------------------------------------------------------------------
+
+const WITH_CAPABILITIES: IgorOptions = IgorOptions { capabilities: true };
+
+fn igor_store(igor: &Igor, user: &str, password: &str) -> IgorStore {
+    IgorStore::new(IgorStoreConfig {
+        url: igor.url.clone(),
+        username: user.to_owned(),
+        password: SecretString::from(password.to_owned()),
+        timeout: Duration::from_secs(20),
+    })
+    .expect("igor store")
+}
+
+/// What a `GET` of `path` as XML answers, as admin.
+async fn admin_xml(igor: &Igor, path: &str) -> String {
+    let reply = igor
+        .admin_get(&format!("/data/{path}"), "application/xml")
+        .await;
+    assert_eq!(reply.status, 200, "admin GET {path}: {reply:?}");
+    assert_eq!(
+        reply.content_type, "application/xml; charset=utf-8",
+        "{path}"
+    );
+    reply.body
+}
+
+#[tokio::test]
+async fn igor_store_writes_what_igor_itself_would_store() {
+    let igor = Igor::shared(WITH_CAPABILITIES);
+    let plugin = "hpwrite";
+    let (user, password) = igor.service_identity(plugin, &["jack"]).await;
+    let store = igor_store(igor, &user, &password);
+    store.check_connection().await.expect("check connection");
+    assert_eq!(store.kind(), "igor");
+
+    let writes = [
+        (format!("plugindata/{plugin}/client_id"), json!("0123456")),
+        (
+            format!("plugindata/{plugin}/client_secret"),
+            json!("s3cr3t"),
+        ),
+        (
+            format!("identities/jack/plugindata/{plugin}/token"),
+            token(),
+        ),
+        (
+            format!("identities/jack/plugindata/{plugin}/methods"),
+            json!("get_bodyweight"),
+        ),
+        (format!("sensors/{plugin}/jack"), raw_weight()),
+    ];
+    for (path, value) in &writes {
+        store
+            .put(path, value)
+            .await
+            .unwrap_or_else(|error| panic!("put {path}: {error}"));
+        let tag = path.rsplit('/').next().expect("tag");
+        let expected = to_igor_xml(tag, value);
+        assert_eq!(
+            admin_xml(igor, path).await,
+            format!("{expected}\n"),
+            "{path}"
+        );
+        assert_eq!(
+            store.export_xml(path).await.expect("export"),
+            Some(expected),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        admin_xml(igor, &format!("sensors/{plugin}/jack")).await,
+        format!("{RAW_WEIGHT_XML}\n")
+    );
+    store.save().await.expect("save");
+
+    // Reads keep the stored text verbatim: a numeric-looking id stays a string.
+    assert_eq!(
+        store
+            .get(&format!("plugindata/{plugin}/client_id"))
+            .await
+            .expect("get"),
+        Some(json!("0123456"))
+    );
+    assert_eq!(
+        store
+            .get(&format!("identities/jack/plugindata/{plugin}"))
+            .await
+            .expect("get"),
+        Some(json!({
+            "token": {
+                "access_token": "ACCESS", "refresh_token": "REFRESH", "expires_in": "28800",
+                "scope": ["weight", "heartrate"], "token_type": "Bearer", "user_id": "7ABCDE",
+                "expires_at": "1795537246.25"
+            },
+            "methods": "get_bodyweight"
+        }))
+    );
+    assert_eq!(
+        store
+            .get(&format!("sensors/{plugin}/jill"))
+            .await
+            .expect("get"),
+        None
+    );
+
+    // The plugin-owned containers kept their hidden owner attribute.
+    for container in [format!("sensors/{plugin}"), format!("plugindata/{plugin}")] {
+        let raw = igor
+            .admin_get_ok(
+                &format!("/data/{container}?.VARIANT=raw"),
+                "application/xml",
+            )
+            .await;
+        assert!(
+            raw.contains(&format!("own:plugin=\"{plugin}\"")),
+            "{container}: {raw}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn igor_store_creates_missing_parents_without_replacing_existing_ones() {
+    let igor = Igor::shared(WITH_CAPABILITIES);
+    let plugin = "hpparents";
+    let (user, password) = igor.service_identity(plugin, &["jack"]).await;
+    let store = igor_store(igor, &user, &password);
+
+    // An existing element with hidden data, below which we write two new levels.
+    igor.admin_put_ok(
+        &format!("/data/sensors/{plugin}/deep"),
+        "application/xml",
+        "<deep xmlns:own=\"http://jackjansen.nl/igor/owner\" own:plugin=\"other\"><keep>1</keep></deep>",
+    )
+    .await;
+    store
+        .put(&format!("sensors/{plugin}/deep/a/b"), &json!({"leaf": 1}))
+        .await
+        .expect("put with missing parents");
+    let raw = igor
+        .admin_get_ok(
+            &format!("/data/sensors/{plugin}/deep?.VARIANT=raw"),
+            "application/xml",
+        )
+        .await;
+    assert!(
+        raw.contains("own:plugin=\"other\""),
+        "an existing ancestor was replaced: {raw}"
+    );
+    assert_eq!(
+        admin_xml(igor, &format!("sensors/{plugin}/deep")).await,
+        "<deep><keep>1</keep><a><b><leaf>1</leaf></b></a></deep>\n"
+    );
+
+    // Replacing: the whole element, siblings untouched.
+    store
+        .put(&format!("sensors/{plugin}/jack"), &json!({"x": 1, "y": 2}))
+        .await
+        .expect("put");
+    store
+        .put(&format!("sensors/{plugin}/jack"), &json!({"z": 3}))
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.get(&format!("sensors/{plugin}")).await.expect("get"),
+        Some(json!({"deep": {"keep": "1", "a": {"b": {"leaf": "1"}}}, "jack": {"z": "3"}}))
+    );
+
+    store
+        .delete(&format!("sensors/{plugin}/deep/a"))
+        .await
+        .expect("delete");
+    assert_eq!(
+        store
+            .get(&format!("sensors/{plugin}/deep/a"))
+            .await
+            .expect("get"),
+        None
+    );
+    store
+        .delete(&format!("sensors/{plugin}/never"))
+        .await
+        .expect("deleting what is absent is fine");
+    assert_eq!(
+        store
+            .export_xml(&format!("sensors/{plugin}/never"))
+            .await
+            .expect("export"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn igor_store_errors_name_method_status_and_igor_text() {
+    let igor = Igor::shared(WITH_CAPABILITIES);
+    let plugin = "hperrors";
+    let (user, password) = igor.service_identity(plugin, &["jack"]).await;
+    let store = igor_store(igor, &user, &password);
+
+    // Replacing a plugin container needs `put` on itself, which the identity lacks.
+    let error = store
+        .put(&format!("plugindata/{plugin}"), &json!({}))
+        .await
+        .expect_err("no right");
+    assert_eq!(
+        error.to_string(),
+        format!("igor PUT /data/plugindata/{plugin}: HTTP 401: 401 Unauthorized")
+    );
+    assert!(
+        matches!(error, StoreError::IgorStatus { status: 401, .. }),
+        "{error:?}"
+    );
+
+    // Outside its rights, with a parent to create: the parent's PUT is refused.
+    let error = store
+        .put("sensors/hpelsewhere/jack", &json!(1))
+        .await
+        .expect_err("no right");
+    assert_eq!(
+        error.to_string(),
+        "cannot create the parents of sensors/hpelsewhere/jack in igor: \
+         igor PUT /data/sensors/hpelsewhere: HTTP 401: 401 Unauthorized"
+    );
+    assert_eq!(
+        igor.admin_get("/data/sensors/hpelsewhere", "application/xml")
+            .await
+            .status,
+        404
+    );
+
+    let error = store.get("identities/jack").await.expect_err("no right");
+    assert_eq!(
+        error.to_string(),
+        "igor GET /data/identities/jack: HTTP 401: 401 Unauthorized"
+    );
+
+    let error = store
+        .put("sensors/x", &json!({"@a": 1}))
+        .await
+        .expect_err("attribute key");
+    assert!(
+        matches!(error, StoreError::Unrepresentable { .. }),
+        "{error:?}"
+    );
+
+    // A wrong password: Igor 0.99.1 answers 500; the password appears nowhere.
+    let wrong = "Wr0ngPassw0rd4711";
+    let error = igor_store(igor, &user, wrong)
+        .get(&format!("plugindata/{plugin}"))
+        .await
+        .expect_err("wrong password");
+    let shown = format!("{error} {error:?}");
+    assert!(
+        !shown.contains(wrong) && !shown.contains(&password),
+        "{shown}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("igor GET /data/plugindata/{plugin}: HTTP 500: ")),
+        "{error}"
+    );
+    let error = igor_store(igor, "nobody", wrong)
+        .save()
+        .await
+        .expect_err("unknown user");
+    assert_eq!(
+        error.to_string(),
+        "igor GET /internal/save: HTTP 501: 501 Database error: 0 users named nobody"
+    );
+
+    // Nobody listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let error = IgorStore::new(IgorStoreConfig {
+        url: format!("http://127.0.0.1:{port}"),
+        username: user.clone(),
+        password: SecretString::from(password.clone()),
+        timeout: Duration::from_secs(5),
+    })
+    .expect("store")
+    .get("sensors/x")
+    .await
+    .expect_err("connection refused");
+    assert!(
+        error
+            .to_string()
+            .starts_with("igor GET /data/sensors/x: cannot connect"),
+        "{error}"
+    );
+    assert!(!format!("{error:?}").contains(&password));
+}
+
+#[tokio::test]
+async fn igor_without_capabilities_gets_every_missing_level_and_saves_on_stop() {
+    let igor = Igor::start(IgorOptions {
+        capabilities: false,
+    });
+    let store = igor_store(&igor, "anyone", "anything");
+    store
+        .put(
+            "sensors/nocaps/jack/body-weight",
+            &json!([{"value": 75.3}, {"value": 75.0}]),
+        )
+        .await
+        .expect("put with three missing levels");
+    store
+        .put("sensors/nocaps/jack/other", &json!("x"))
+        .await
+        .expect("put");
+    let list = to_igor_xml("body-weight", &json!([{"value": 75.3}, {"value": 75.0}]));
+    assert_eq!(
+        admin_xml(&igor, "sensors/nocaps").await,
+        format!("<nocaps><jack>{list}<other>x</other></jack></nocaps>\n")
+    );
+    let saved = || {
+        std::fs::read_to_string(igor.database_dir().join("database.xml"))
+            .expect("the saved database")
+    };
+    assert!(
+        !saved().contains("<nocaps>"),
+        "igor saved sensors on its own"
+    );
+    store.save().await.expect("save");
+    assert!(saved().contains("<other>x</other>"), "save did not save");
+    // Written after the save: only the save of `/internal/stop` can keep it.
+    store
+        .put("sensors/nocaps/jack/after", &json!("stop"))
+        .await
+        .expect("put");
+
+    let url = igor.url.clone();
+    let port = igor.port;
+    let log = igor.log.clone();
+    igor.stop();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "igor still listens at {url} after stop; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let saved = saved();
+    assert!(
+        saved.contains("<after>stop</after>"),
+        "stop did not save: {saved}"
+    );
+    drop(igor);
+}

@@ -81,7 +81,15 @@ pub async fn complete(
     let key = oauth::state_key(state);
     let path = paths::pending(plugin, &key);
     let record = store.get(&path).await?.ok_or(ConsentError::UnknownState)?;
-    store.delete(&path).await?;
+    if record.get("used").is_some() {
+        return Err(ConsentError::UnknownState);
+    }
+    // Single use: the record goes before the code is exchanged. Igor's service identity
+    // may not delete below `plugindata/<plugin>` (reference/igor.md section 3), so where
+    // the delete is refused the record is overwritten with a tombstone instead.
+    if store.delete(&path).await.is_err() {
+        store.put(&path, &json!({"used": clock.epoch()})).await?;
+    }
     let created = match record.get("created") {
         Some(Value::Number(n)) => n.as_f64(),
         Some(Value::String(s)) => s.parse().ok(),

@@ -133,6 +133,15 @@ pub fn leaf_text(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// A stored number (the Igor store returns numbers as their text).
+fn leaf_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 fn store_err(e: impl std::fmt::Display) -> CallError {
     CallError {
         kind: ErrorKind::Fatal,
@@ -384,7 +393,7 @@ impl LiveCaller {
             .get(&paths::status(&self.plugin, &self.user))
             .await
         {
-            if let Some(until) = status.get("rate_limited_until").and_then(|v| v.as_f64()) {
+            if let Some(until) = status.get("rate_limited_until").and_then(leaf_number) {
                 if until > now {
                     return Err(budget_error(until));
                 }

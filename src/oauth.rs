@@ -258,6 +258,17 @@ pub async fn refresh(
     Ok(token)
 }
 
+/// Whether an error body holds `code` as a value anywhere: not every provider puts the
+/// OAuth error code in `error` (Fitbit answers `{"errors": [{"errorType": "invalid_grant"}]}`).
+fn carries(body: &Value, code: &str) -> bool {
+    match body {
+        Value::String(s) => s == code,
+        Value::Array(items) => items.iter().any(|i| carries(i, code)),
+        Value::Object(m) => m.values().any(|v| carries(v, code)),
+        _ => false,
+    }
+}
+
 async fn token_call(
     provider: &Provider,
     app: &AppCredentials,
@@ -302,6 +313,7 @@ async fn token_call(
             .as_ref()
             .and_then(|s| s.first(json))
             .or_else(|| json.get("error_description"))
+            .or_else(|| json.pointer("/errors/0/message"))
             .or_else(|| t.error_code.first(json))
             .map(|v| match v {
                 Value::String(s) => s.clone(),
@@ -334,7 +346,8 @@ async fn token_call(
             .and_then(|v| v.as_str())
             .unwrap_or("");
         let msg = redact(&message(&j));
-        if code == "invalid_grant" || msg.contains("invalid_grant") {
+        if code == "invalid_grant" || msg.contains("invalid_grant") || carries(&j, "invalid_grant")
+        {
             return Err(TokenError::InvalidGrant(msg));
         }
         return Err(TokenError::Failed(format!("HTTP {status}: {msg}")));

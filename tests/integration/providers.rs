@@ -172,6 +172,13 @@ cases! {
             "HTTP 403",
             "Request had insufficient authentication scopes.",
         ]);
+    // Any other error (here 400 FAILED_PRECONDITION) is fatal, with Google's message.
+    google_health_account_not_linked: "google-health", "account_not_linked", "get_bodyfat",
+        [], [] => Expect::Error(&[
+            "google-health get_bodyfat",
+            "HTTP 400",
+            "The Google account has no Google Health profile linked.",
+        ]);
 
     // withings. getmeas over two pages (more/offset, the offset in the form body).
     // FIXME: dates and times are the epoch `date` read in UTC (23:40:02 on the 22nd is

@@ -104,13 +104,20 @@ fn map_output(
     system: UnitSystem,
 ) -> Result<Option<Value>, TransformError> {
     let mut entries: Vec<Value> = Vec::new();
+    let mut parents = ParentValues::default();
+    let template = EntryTemplate::new(output);
     for answer in answers {
         for record in output.each.all(answer) {
+            parents.reset(output.fields.len());
             match &output.explode {
                 Some(explode) => {
-                    for row in explode.all(record) {
+                    let rows = explode.all(record);
+                    entries.reserve(rows.len());
+                    for row in rows {
                         if output.filters.iter().all(|c| c.holds(row)) {
-                            if let Some(e) = entry(output, row, Some(record), system)? {
+                            if let Some(e) =
+                                entry(output, &template, row, Some(record), &mut parents, system)?
+                            {
                                 entries.push(e);
                             }
                         }
@@ -118,7 +125,9 @@ fn map_output(
                 }
                 None => {
                     if output.filters.iter().all(|c| c.holds(record)) {
-                        if let Some(e) = entry(output, record, None, system)? {
+                        if let Some(e) =
+                            entry(output, &template, record, None, &mut parents, system)?
+                        {
                             entries.push(e);
                         }
                     }
@@ -136,6 +145,20 @@ fn map_output(
     Ok(Some(Value::Array(entries)))
 }
 
+/// The converted values of a record's `parent` fields, by field index, each computed
+/// when the first row needs it: they are the same for every row exploded from the
+/// record (a day of one-second points shares one `dateTime`). Fields with an
+/// `exponent` read it from the row, so they are never kept here.
+#[derive(Default)]
+struct ParentValues(Vec<Option<Result<Option<Value>, String>>>);
+
+impl ParentValues {
+    fn reset(&mut self, fields: usize) {
+        self.0.clear();
+        self.0.resize(fields, None);
+    }
+}
+
 fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     match (a, b) {
@@ -150,38 +173,74 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     }
 }
 
+/// An entry with every field's key in order and `null` values: cloning it copies the
+/// hashed keys, which is cheaper than inserting each key of each entry again. A
+/// mapped value is never `null` (a `null` source means the field is absent).
+struct EntryTemplate(Map<String, Value>);
+
+impl EntryTemplate {
+    fn new(output: &Output) -> Self {
+        EntryTemplate(
+            output
+                .fields
+                .iter()
+                .map(|f| (f.name.clone(), Value::Null))
+                .collect(),
+        )
+    }
+}
+
 fn entry(
     output: &Output,
+    template: &EntryTemplate,
     row: &Value,
     parent: Option<&Value>,
+    parents: &mut ParentValues,
     system: UnitSystem,
 ) -> Result<Option<Value>, TransformError> {
-    let mut map = Map::with_capacity(output.fields.len());
-    for field in &output.fields {
-        let raw = match &field.source {
-            FieldSource::Row(path) => path.first(row),
-            FieldSource::Parent(path) => parent.and_then(|p| path.first(p)),
-            FieldSource::Const(v) => Some(v),
-        };
-        let value = match raw {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                convert(field, v, row, system).map_err(|message| TransformError {
-                    output: output.name.clone(),
-                    field: field.name.clone(),
-                    message,
-                })?,
-            ),
-        };
-        match value {
-            Some(v) => {
-                map.insert(field.name.clone(), v);
+    let mut map = template.0.clone();
+    let mut absent = false;
+    for ((index, field), slot) in output.fields.iter().enumerate().zip(map.values_mut()) {
+        let value = match &field.source {
+            FieldSource::Row(path) => field_value(field, path.first(row), row, system),
+            FieldSource::Parent(path) if field.exponent.is_none() => parents.0[index]
+                .get_or_insert_with(|| {
+                    field_value(field, parent.and_then(|p| path.first(p)), row, system)
+                })
+                .clone(),
+            FieldSource::Parent(path) => {
+                field_value(field, parent.and_then(|p| path.first(p)), row, system)
             }
+            FieldSource::Const(v) => field_value(field, Some(v), row, system),
+        };
+        let value = value.map_err(|message| TransformError {
+            output: output.name.clone(),
+            field: field.name.clone(),
+            message,
+        })?;
+        match value {
+            Some(v) => *slot = v,
             None if field.required => return Ok(None),
-            None => {}
+            None => absent = true,
         }
     }
+    if absent {
+        map.retain(|_, v| !v.is_null());
+    }
     Ok(Some(Value::Object(map)))
+}
+
+/// A field's value from what its path found: absent for nothing or `null`.
+fn field_value(
+    field: &Field,
+    raw: Option<&Value>,
+    row: &Value,
+    system: UnitSystem,
+) -> Result<Option<Value>, String> {
+    match raw {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => convert(field, v, row, system).map(Some),
+    }
 }
 
 fn number_of(v: &Value) -> Option<Number> {

@@ -6,7 +6,7 @@
 //! of going through the general query engine. Every path is still parsed by
 //! `serde_json_path` first, so both forms accept exactly RFC 9535.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use serde_json_path::JsonPath;
 
 /// One step of a plain path.
@@ -60,7 +60,7 @@ impl Selector {
 fn walk<'a>(mut value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
     for step in steps {
         value = match (step, value) {
-            (Step::Member(name), Value::Object(map)) => map.get(name)?,
+            (Step::Member(name), Value::Object(map)) => member(map, name)?,
             (Step::Index(i), Value::Array(items)) => {
                 let idx = if *i < 0 {
                     items.len().checked_sub(i.unsigned_abs() as usize)?
@@ -73,6 +73,19 @@ fn walk<'a>(mut value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
         };
     }
     Some(value)
+}
+
+/// `map.get(name)`, comparing keys directly when the object is small: records such as
+/// `{"time": ..., "value": ...}` are looked up once per field and point, and a few
+/// string comparisons cost less than hashing the name. Keys are unique, so both find
+/// the same member.
+fn member<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if map.len() <= 8 {
+        map.iter()
+            .find_map(|(key, value)| (key == name).then_some(value))
+    } else {
+        map.get(name)
+    }
 }
 
 /// Recognises `$` followed by `.name`, `['name']`, `["name"]` and `[N]` only.

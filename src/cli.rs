@@ -116,6 +116,36 @@ pub enum Command {
         #[arg(long)]
         delete_token: bool,
     },
+    /// Serve the Igor plugin entry points, the setup page, status and metrics.
+    Serve {
+        /// Listen address, overriding the config (`127.0.0.1:0` picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Merge into a running Igor what the old plugin's database fragment did, with the
+    /// action pointing at this server, so Igor's scheduler drives the fetches.
+    IgorInstall {
+        /// Igor's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9333")]
+        igor_url: String,
+        /// An Igor identity allowed to write /data/actions, sensors and plugindata.
+        #[arg(long, default_value = "admin")]
+        igor_user: String,
+        /// Environment variable holding that identity's password.
+        #[arg(long, value_name = "VAR", default_value = "IGOR_ADMIN_PASSWORD")]
+        igor_password_env: String,
+        /// Plugin name.
+        plugin: String,
+        /// Users to fetch for (one action each).
+        #[arg(long = "user", required = true)]
+        users: Vec<String>,
+        /// This server's URL as Igor reaches it (default: public_url, else the listen address).
+        #[arg(long)]
+        server_url: Option<String>,
+        /// Seconds between fetches (the old action's 36000).
+        #[arg(long, default_value_t = 36000)]
+        interval: u64,
+    },
     /// Print a subtree of the store as Igor XML (default: everything healthpull wrote).
     Export {
         /// Path in the tree, like `sensors/fitbit/jack`.
@@ -214,6 +244,39 @@ pub async fn run(cli: Cli) -> Result<i32> {
         } => {
             let config = Config::load(cli.config.as_deref())?;
             user_command(&config, &plugin, &user, &set, &unset, delete_token).await
+        }
+        Command::Serve { listen } => {
+            let config = Config::load(cli.config.as_deref())?;
+            serve(config, listen, clock).await
+        }
+        Command::IgorInstall {
+            igor_url,
+            igor_user,
+            igor_password_env,
+            plugin,
+            users,
+            server_url,
+            interval,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            config.load_plugin(&plugin)?;
+            let password = std::env::var(&igor_password_env)
+                .with_context(|| format!("${igor_password_env} is not set"))?;
+            crate::secret::register(&password);
+            let server = server_url
+                .or_else(|| config.public_url.clone())
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            crate::igor_install::install(&crate::igor_install::Install {
+                igor_url,
+                user: igor_user,
+                password: crate::secret::Secret::new(password),
+                plugin,
+                users,
+                server_url: server,
+                interval,
+            })
+            .await?;
+            Ok(0)
         }
         Command::Export { path } => {
             let config = Config::load(cli.config.as_deref())?;
@@ -584,4 +647,66 @@ fn redact_tokens_in_export(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+async fn serve(config: Config, listen: Option<String>, clock: Clock) -> Result<i32> {
+    let access = crate::server::Access {
+        admin_token: match &config.access.admin_token_env {
+            Some(var) => Some(crate::secret::Secret::new(
+                std::env::var(var).with_context(|| format!("${var} is not set"))?,
+            )),
+            None => None,
+        },
+        basic: match (&config.access.basic_user, &config.access.basic_password_env) {
+            (Some(user), Some(var)) => Some((
+                user.clone(),
+                crate::secret::Secret::new(
+                    std::env::var(var).with_context(|| format!("${var} is not set"))?,
+                ),
+            )),
+            (None, None) => None,
+            _ => bail!("access: basic_user and basic_password_env go together"),
+        },
+    };
+    let address = listen.unwrap_or_else(|| config.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() && !access.configured() {
+        bail!(
+            "refusing to listen on {bound} beyond loopback without credentials: set access.admin_token_env or access.basic_user/basic_password_env"
+        );
+    }
+    let mut config = config;
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{bound}"));
+    }
+    let store = app::open_store(&config)?;
+    let rt = app::runtime(&config, store, clock);
+    let state = Arc::new(crate::server::AppState::new(&config, rt, access)?);
+    eprintln!("healthpull listening on http://{bound}");
+    for name in state.plugins.keys() {
+        eprintln!("  setup page: http://{bound}/plugin/{name}/page/setup.html");
+    }
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM can be handled");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        eprintln!("healthpull: shutting down after running requests finish");
+    };
+    crate::server::run(listener, state, Some(config.schedule.clone()), shutdown).await?;
+    Ok(0)
 }

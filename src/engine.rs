@@ -254,7 +254,17 @@ pub async fn fetch(
                     source,
                 }
             })?;
-        tree.extend(mapped.mapped);
+        // Like the old plugin's dict.update, a later method's output replaces an
+        // earlier one of the same name, except that two lists are joined (two
+        // `time_series` resources, or several methods adding entries of one kind).
+        for (k, v) in mapped.mapped {
+            match (tree.get_mut(&k), v) {
+                (Some(Value::Array(existing)), Value::Array(more)) => existing.extend(more),
+                (_, v) => {
+                    tree.insert(k, v);
+                }
+            }
+        }
         raw.extend(mapped.raw);
     }
     let value = Value::Object(tree);

@@ -11,6 +11,7 @@
 //! - [`xml`]: Igor's JSON <-> XML conversion, byte for byte;
 //! - [`store`]: the Igor tree, embedded (SQLite) or a running Igor; [`lock`] serialises refreshes;
 //! - [`oauth`], [`live`], [`http`], [`secret`]: the live path: tokens, resilient calls, redaction;
+//! - [`server`], [`igor_install`]: `serve` (the old plugin's entry points, setup page, schedule) and Igor wiring;
 //! - [`config`], [`cli`]: the config file and the command line.
 
 pub mod app;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod consent;
 pub mod engine;
 pub mod http;
+pub mod igor_install;
 pub mod live;
 pub mod lock;
 pub mod oauth;
@@ -27,6 +29,7 @@ pub mod provider;
 pub mod request;
 pub mod schema;
 pub mod secret;
+pub mod server;
 pub mod store;
 pub mod template;
 pub mod transform;

@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
         Ok(0) => std::process::ExitCode::SUCCESS,
         Ok(code) => std::process::ExitCode::from(code.clamp(1, 255) as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", healthpull::secret::redact(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }

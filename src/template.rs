@@ -16,8 +16,11 @@ use handlebars::{
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
-/// Bytes percent-encoded in path templates: all but unreserved characters and `/`.
+/// Bytes percent-encoded in path templates: all but unreserved characters, `/`, and
+/// `:` and `@`, which RFC 3986 allows in path segments (Fitbit times: `08:00`).
 const PATH_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b':')
+    .remove(b'@')
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

@@ -1,0 +1,842 @@
+//! `healthpull serve`: the old Igor plugin's entry points, the setup page, status,
+//! metrics and the built-in schedule.
+//!
+//! The server is a function of its state ([`app`]); [`run`] serves it on a listener
+//! until the shutdown future resolves, then lets running requests and fetches finish.
+
+mod access;
+mod page;
+mod schedule;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use indexmap::IndexMap;
+use serde_json::{Map, Value, json};
+
+use crate::config::Config;
+use crate::consent::{self, ConsentError};
+use crate::engine::{EngineError, FetchPlan};
+use crate::live::{self, FetchError, Runtime, paths};
+use crate::provider::Provider;
+use crate::provider::raw::ErrorKind;
+use crate::request::CallContext;
+use crate::secret::redact;
+use crate::transform::Layout;
+use crate::xml;
+
+pub use access::Access;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Plugins by name, with their providers.
+    pub plugins: IndexMap<String, Arc<Provider>>,
+    /// Store, locks, clock, budgets.
+    pub rt: Runtime,
+    /// The URL providers redirect back to (no trailing slash).
+    pub public_url: String,
+    /// Who may call.
+    pub access: Access,
+    /// Key for CSRF tokens (random per process).
+    csrf_key: [u8; 32],
+    /// One fetch at a time per (plugin, user).
+    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Counters for /metrics.
+    pub metrics: Metrics,
+}
+
+/// Counters exposed at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    fetch_ok: Mutex<HashMap<String, u64>>,
+    fetch_failed: Mutex<HashMap<String, u64>>,
+    requests: AtomicU64,
+}
+
+impl Metrics {
+    fn count(&self, ok: bool, plugin: &str, user: &str) {
+        let map = if ok {
+            &self.fetch_ok
+        } else {
+            &self.fetch_failed
+        };
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(format!("{plugin}\u{0}{user}")).or_default() += 1;
+    }
+}
+
+impl AppState {
+    /// Builds the state for `config`, loading every plugin's provider.
+    pub fn new(config: &Config, rt: Runtime, access: Access) -> anyhow::Result<AppState> {
+        let mut plugins = IndexMap::new();
+        for name in config.plugin_names() {
+            let provider = config.load_plugin(&name)?;
+            plugins.insert(name, Arc::new(provider));
+        }
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen))
+            .trim_end_matches('/')
+            .to_owned();
+        let mut csrf_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut csrf_key);
+        Ok(AppState {
+            plugins,
+            rt,
+            public_url,
+            access,
+            csrf_key,
+            user_locks: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        })
+    }
+
+    fn provider(&self, plugin: &str) -> Result<Arc<Provider>, Response> {
+        self.plugins.get(plugin).cloned().ok_or_else(|| {
+            text(
+                StatusCode::NOT_FOUND,
+                format!("404 no plugin named {plugin}"),
+            )
+        })
+    }
+
+    fn user_lock(&self, plugin: &str, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.user_locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(format!("{plugin}\u{0}{user}")).or_default().clone()
+    }
+
+    /// The callback URL to register with the provider.
+    pub fn callback_url(&self, plugin: &str) -> String {
+        format!("{}/plugin/{plugin}/auth2", self.public_url)
+    }
+
+    fn csrf_token(&self, plugin: &str) -> String {
+        use base64::Engine as _;
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.csrf_key);
+        h.update(b"csrf\0");
+        h.update(plugin.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
+    }
+}
+
+/// The router.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/plugin/{plugin}", get(fetch_now))
+        .route("/plugin/{plugin}/auth1", get(auth1))
+        .route("/plugin/{plugin}/auth2", get(auth2))
+        .route("/plugin/{plugin}/settings", get(settings).post(settings))
+        .route(
+            "/plugin/{plugin}/userSettings",
+            get(user_settings).post(user_settings),
+        )
+        .route("/plugin/{plugin}/page/setup.html", get(page::setup))
+        .route("/plugin/{plugin}/status", get(status))
+        .layer(middleware::from_fn_with_state(state.clone(), access::guard))
+        .layer(middleware::from_fn_with_state(state.clone(), request_log))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; running requests finish first,
+/// and so do running scheduled fetches.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    schedule: Option<crate::config::ScheduleConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = schedule
+        .filter(|s| s.enabled)
+        .map(|s| tokio::spawn(schedule::run(state.clone(), s, stop_rx)));
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    if let Some(task) = scheduler {
+        let _ = task.await;
+    }
+    result
+}
+
+async fn request_log(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let id = format!("{:016x}", rand::random::<u64>());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
+    let _enter = span.enter();
+    drop(_enter);
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    tracing::info!(
+        parent: &span,
+        status = response.status().as_u16(),
+        millis = started.elapsed().as_millis() as u64,
+        "Answered"
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// A plain-text answer in Igor's style (`"403 text\n"`).
+pub fn text(status: StatusCode, body: String) -> Response {
+    let mut body = redact(&body);
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn pairs(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn get_param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+fn wants_json(headers: &HeaderMap, pairs: &[(String, String)]) -> bool {
+    if let Some(f) = get_param(pairs, "format") {
+        return f == "json";
+    }
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            let a = a.to_ascii_lowercase();
+            a.contains("application/json") && !a.contains("application/xml")
+        })
+}
+
+async fn index(State(state): State<Arc<AppState>>) -> Response {
+    let mut body = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>healthpull</title></head><body><h1>healthpull</h1><ul>",
+    );
+    for (name, p) in &state.plugins {
+        body.push_str(&format!(
+            "<li><a href=\"/plugin/{n}/page/setup.html\">{n}</a> ({})</li>",
+            consent::html_escape(p.title.as_deref().unwrap_or(&p.name)),
+            n = consent::html_escape(name)
+        ));
+    }
+    body.push_str("</ul></body></html>");
+    Html(body).into_response()
+}
+
+/// `GET /plugin/<plugin>?user=U[&methods=a,b][&k=v...]`: fetch, store, answer with it.
+async fn fetch_now(
+    State(state): State<Arc<AppState>>,
+    Path(plugin): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let provider = match state.provider(&plugin) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let pairs = pairs(query.as_deref().unwrap_or(""));
+    let Some(user) = get_param(&pairs, "user").map(str::to_owned) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("400 {plugin}: the user argument is required"),
+        );
+    };
+    let json_wanted = wants_json(&headers, &pairs);
+    let mut explicit = IndexMap::new();
+    for (k, v) in &pairs {
+        if !matches!(k.as_str(), "user" | "methods" | "format" | "layout") {
+            explicit.insert(k.clone(), v.clone());
+        }
+    }
+    let layout = match get_param(&pairs, "layout").map(Layout::parse) {
+        None => Layout::Mapped,
+        Some(Some(l)) => l,
+        Some(None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "400 layout must be mapped, raw or both".into(),
+            );
+        }
+    };
+    match fetch_user(
+        &state,
+        &plugin,
+        provider,
+        &user,
+        get_param(&pairs, "methods").map(str::to_owned),
+        explicit,
+        layout,
+    )
+    .await
+    {
+        Ok(tree) => {
+            if json_wanted {
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    Value::Object(tree).to_string(),
+                )
+                    .into_response()
+            } else {
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+                    xml::to_igor_xml(&user, &Value::Object(tree)),
+                )
+                    .into_response()
+            }
+        }
+        Err(e) => fetch_error_response(&state, &plugin, &user, e),
+    }
+}
+
+/// Fetches for one user, one run at a time per user.
+pub async fn fetch_user(
+    state: &AppState,
+    plugin: &str,
+    provider: Arc<Provider>,
+    user: &str,
+    methods: Option<String>,
+    explicit: IndexMap<String, String>,
+    layout: Layout,
+) -> Result<Map<String, Value>, FetchError> {
+    let lock = state.user_lock(plugin, user);
+    let _running = lock.lock().await;
+    let store = state.rt.store.as_ref();
+    let settings = live::user_settings(store, plugin, user).await?;
+    let methods = methods
+        .or(settings.methods.clone())
+        .map(|m| crate::cli::split_methods(&m))
+        .unwrap_or_else(|| provider.default_methods.clone());
+    let app_data = store.get(&paths::app(plugin)).await?.unwrap_or(Value::Null);
+    let now = state.rt.clock.now();
+    let plan = FetchPlan {
+        methods,
+        explicit,
+        stored: settings.defaults,
+        layout,
+        today: now.date_naive(),
+        call: CallContext {
+            system: settings
+                .system
+                .unwrap_or_else(|| provider.api.default_system.clone()),
+            client_id: live::leaf_text(app_data.get("client_id")),
+            provider_user_id: None,
+            now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        },
+    };
+    let result = live::fetch(provider, plugin, user, &state.rt, &plan, false).await;
+    state.metrics.count(result.is_ok(), plugin, user);
+    result
+}
+
+fn fetch_error_response(state: &AppState, plugin: &str, user: &str, e: FetchError) -> Response {
+    let message = e.to_string();
+    let status = match &e {
+        FetchError::NoApp { .. } | FetchError::NoToken { .. } => StatusCode::FORBIDDEN,
+        FetchError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        FetchError::Engine(EngineError::Params { .. }) => StatusCode::BAD_REQUEST,
+        FetchError::Engine(engine) => match engine.kind() {
+            Some(ErrorKind::ConsentNeeded) => StatusCode::CONFLICT,
+            Some(ErrorKind::RateLimited) if engine.status().is_none() => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => StatusCode::BAD_GATEWAY,
+        },
+    };
+    let message = if status == StatusCode::CONFLICT {
+        format!(
+            "consent needed: {message}; grant access again at {}/plugin/{plugin}/auth1?user={user}",
+            state.public_url
+        )
+    } else {
+        message
+    };
+    tracing::warn!(plugin, user, status = status.as_u16(), error = %redact(&message), "Fetch failed");
+    text(status, format!("{} {message}", status.as_u16()))
+}
+
+/// The raw query string.
+struct RawQuery(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RawQuery {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RawQuery(parts.uri.query().map(str::to_owned)))
+    }
+}
+
+/// `auth1?user=U`: 303 to the provider's consent page.
+async fn auth1(
+    State(state): State<Arc<AppState>>,
+    Path(plugin): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let provider = match state.provider(&plugin) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let pairs = pairs(query.as_deref().unwrap_or(""));
+    let Some(user) = get_param(&pairs, "user") else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("400 {plugin}: the user argument is required"),
+        );
+    };
+    if !valid_name(user) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("400 invalid user name {user:?}"),
+        );
+    }
+    let callback = state.callback_url(&plugin);
+    match consent::begin(
+        state.rt.store.as_ref(),
+        &provider,
+        &plugin,
+        user,
+        &callback,
+        state.rt.clock,
+    )
+    .await
+    {
+        Ok(url) => Redirect::to(url.as_str()).into_response(),
+        Err(ConsentError::NoApp) => text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "403 {plugin}: the app is not registered (client_id and client_secret in plugindata/{plugin})"
+            ),
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}")),
+    }
+}
+
+/// `auth2?code=..&state=..`: exchange the code, store the token.
+async fn auth2(
+    State(state): State<Arc<AppState>>,
+    Path(plugin): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let provider = match state.provider(&plugin) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let pairs = pairs(query.as_deref().unwrap_or(""));
+    if let Some(err) = get_param(&pairs, "error") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("400 the provider did not grant access: {err}"),
+        );
+    }
+    let (Some(code), Some(st)) = (get_param(&pairs, "code"), get_param(&pairs, "state")) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "400 auth2 needs the code and state arguments".into(),
+        );
+    };
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    match consent::complete(
+        state.rt.store.as_ref(),
+        &provider,
+        &plugin,
+        code,
+        st,
+        state.rt.clock,
+    )
+    .await
+    {
+        Ok(user) => {
+            if browser {
+                Html(page::granted_page(&plugin, &user)).into_response()
+            } else {
+                text(StatusCode::OK, "ok".into())
+            }
+        }
+        Err(e @ (ConsentError::UnknownState | ConsentError::Expired)) => {
+            text(StatusCode::FORBIDDEN, format!("403 {e}"))
+        }
+        Err(ConsentError::NoApp) => text(
+            StatusCode::FORBIDDEN,
+            format!("403 {}", ConsentError::NoApp),
+        ),
+        Err(e) => text(StatusCode::BAD_GATEWAY, format!("502 {e}")),
+    }
+}
+
+/// Parameters of a GET query or a POST form.
+fn params_of(method: &Method, query: Option<String>, body: &Bytes) -> Vec<(String, String)> {
+    if *method == Method::POST {
+        return pairs(&String::from_utf8_lossy(body));
+    }
+    pairs(query.as_deref().unwrap_or(""))
+}
+
+/// Whether a user or key name can be an element of Igor's tree.
+fn valid_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Only paths on this server may be returned to (no open redirect).
+fn safe_return(to: Option<&str>) -> Option<String> {
+    let to = to?;
+    let ok = to.starts_with('/')
+        && !to.starts_with("//")
+        && !to.contains('\\')
+        && !to.contains("://")
+        && !to.chars().any(|c| c.is_control());
+    ok.then(|| to.to_owned())
+}
+
+/// `settings?client_id=&client_secret=&system=[&returnTo=]`.
+async fn settings(
+    State(state): State<Arc<AppState>>,
+    Path(plugin): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = state.provider(&plugin) {
+        return r;
+    }
+    let pairs = params_of(&method, query, &body);
+    if let Err(r) = access::check_csrf(&state, &plugin, &method, &headers, &pairs) {
+        return r;
+    }
+    let store = state.rt.store.as_ref();
+    let mut last = None;
+    for key in ["client_id", "client_secret", "system"] {
+        if let Some(v) = get_param(&pairs, key) {
+            if key == "client_secret" {
+                crate::secret::register(v);
+            }
+            let path = format!("{}/{key}", paths::app(&plugin));
+            if let Err(e) = store.put(&path, &Value::String(v.to_owned())).await {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
+            }
+            last = Some(path);
+        }
+    }
+    if let Err(e) = store.save().await {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
+    }
+    match get_param(&pairs, "returnTo") {
+        Some(to) => match safe_return(Some(to)) {
+            Some(to) => Redirect::to(&to).into_response(),
+            None => text(
+                StatusCode::BAD_REQUEST,
+                "400 returnTo must be a path on this server".into(),
+            ),
+        },
+        None => text(
+            StatusCode::OK,
+            last.map(|p| format!("/data/{p}"))
+                .unwrap_or_else(|| "ok".into()),
+        ),
+    }
+}
+
+/// `userSettings?user=U[&delete=1][&deleteToken=1][&k=v][&_newName=n&_newValue=v][&returnTo=]`.
+async fn user_settings(
+    State(state): State<Arc<AppState>>,
+    Path(plugin): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = state.provider(&plugin) {
+        return r;
+    }
+    let pairs = params_of(&method, query, &body);
+    if let Err(r) = access::check_csrf(&state, &plugin, &method, &headers, &pairs) {
+        return r;
+    }
+    let Some(user) = get_param(&pairs, "user").map(str::to_owned) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("400 {plugin}: the user argument is required"),
+        );
+    };
+    if !valid_name(&user) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("400 invalid user name {user:?}"),
+        );
+    }
+    let store = state.rt.store.as_ref();
+    let base = paths::user(&plugin, &user);
+    let result: Result<(), crate::store::StoreError> = async {
+        if get_param(&pairs, "delete") == Some("1") {
+            store.delete(&base).await?;
+            store.delete(&paths::status(&plugin, &user)).await?;
+        } else {
+            if store.get(&base).await?.is_none() {
+                store.put(&base, &json!({})).await?;
+            }
+            if get_param(&pairs, "deleteToken") == Some("1") {
+                store.delete(&paths::token(&plugin, &user)).await?;
+            }
+            let mut fields: Vec<(String, String)> = pairs
+                .iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "user"
+                            | "delete"
+                            | "deleteToken"
+                            | "returnTo"
+                            | "_newName"
+                            | "_newValue"
+                            | "_csrf"
+                            | "token"
+                    )
+                })
+                .cloned()
+                .collect();
+            if let (Some(n), Some(v)) = (
+                get_param(&pairs, "_newName"),
+                get_param(&pairs, "_newValue"),
+            ) {
+                fields.push((n.to_owned(), v.to_owned()));
+            }
+            for (k, v) in fields {
+                if k == "token" || !valid_name(&k) {
+                    continue;
+                }
+                let path = format!("{base}/{k}");
+                if v.is_empty() {
+                    store.delete(&path).await?;
+                } else {
+                    store.put(&path, &Value::String(v)).await?;
+                }
+            }
+            live::update_status(store, &plugin, &user, json!({"known": true})).await;
+        }
+        store.save().await
+    }
+    .await;
+    if let Err(e) = result {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
+    }
+    match get_param(&pairs, "returnTo") {
+        Some(to) => match safe_return(Some(to)) {
+            Some(to) => Redirect::to(&to).into_response(),
+            None => text(
+                StatusCode::BAD_REQUEST,
+                "400 returnTo must be a path on this server".into(),
+            ),
+        },
+        None => text(StatusCode::OK, format!("/data/{base}")),
+    }
+}
+
+/// Per-user status of one plugin.
+pub async fn plugin_status(
+    state: &AppState,
+    plugin: &str,
+) -> Result<Value, crate::store::StoreError> {
+    let provider = &state.plugins[plugin];
+    let store = state.rt.store.as_ref();
+    let all = store
+        .get(&format!("plugindata/{plugin}/status"))
+        .await?
+        .unwrap_or(Value::Null);
+    let now = state.rt.clock.epoch();
+    let mut users = Map::new();
+    if let Value::Object(m) = all {
+        for (user, st) in m {
+            let token = live::stored_token(store, plugin, &user).await?;
+            let mut budget = Map::new();
+            for b in &provider.api.config.rate_limit.budgets {
+                let key = match b.scope {
+                    crate::provider::raw::BudgetScope::User => {
+                        format!("{plugin}/{user}/{}", b.per_seconds)
+                    }
+                    crate::provider::raw::BudgetScope::App => format!("{plugin}/{}", b.per_seconds),
+                };
+                let left = state
+                    .rt
+                    .budgets
+                    .left(&key, b.limit, b.per_seconds as f64, now)
+                    .unwrap_or(b.limit);
+                budget.insert(format!("per_{}s", b.per_seconds), json!(left));
+            }
+            let num = |k: &str| {
+                st.get(k)
+                    .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()))
+            };
+            let flag = |k: &str| {
+                matches!(st.get(k), Some(Value::Bool(true)))
+                    || st.get(k).and_then(|v| v.as_str()) == Some("true")
+            };
+            users.insert(
+                user.clone(),
+                json!({
+                    "granted": token.is_some(),
+                    "token_expires_at": token.as_ref().and_then(|t| t.expires_at),
+                    "consent_needed": flag("consent_needed"),
+                    "last_success": live::leaf_text(st.get("last_success")),
+                    "last_error": live::leaf_text(st.get("last_error")),
+                    "last_error_at": live::leaf_text(st.get("last_error_at")),
+                    "rate_limited_until": num("rate_limited_until").filter(|u| *u > now),
+                    "budget_left": budget,
+                }),
+            );
+        }
+    }
+    Ok(json!({
+        "plugin": plugin,
+        "provider": provider.name,
+        "retired": provider.retired.as_ref().map(|r| json!({"since": r.since, "replacement": r.replacement})),
+        "users": users,
+    }))
+}
+
+async fn status(State(state): State<Arc<AppState>>, Path(plugin): Path<String>) -> Response {
+    if let Err(r) = state.provider(&plugin) {
+        return r;
+    }
+    match plugin_status(&state, &plugin).await {
+        Ok(v) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string_pretty(&v).unwrap_or_default(),
+        )
+            .into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}")),
+    }
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    out.push_str("# HELP healthpull_http_requests_total HTTP requests served.\n# TYPE healthpull_http_requests_total counter\n");
+    out.push_str(&format!(
+        "healthpull_http_requests_total {}\n",
+        state.metrics.requests.load(Ordering::Relaxed)
+    ));
+    out.push_str("# HELP healthpull_fetches_total Fetches by result.\n# TYPE healthpull_fetches_total counter\n");
+    for (result, map) in [
+        ("ok", &state.metrics.fetch_ok),
+        ("error", &state.metrics.fetch_failed),
+    ] {
+        let m = map.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut keys: Vec<_> = m.into_iter().collect();
+        keys.sort();
+        for (k, n) in keys {
+            let (plugin, user) = k.split_once('\u{0}').unwrap_or((&k, ""));
+            out.push_str(&format!(
+                "healthpull_fetches_total{{plugin=\"{}\",user=\"{}\",result=\"{result}\"}} {n}\n",
+                label(plugin),
+                label(user)
+            ));
+        }
+    }
+    let mut granted = String::new();
+    let mut consent = String::new();
+    let mut expiry = String::new();
+    let mut success = String::new();
+    for plugin in state.plugins.keys() {
+        let Ok(v) = plugin_status(&state, plugin).await else {
+            continue;
+        };
+        let Some(Value::Object(users)) = v.get("users") else {
+            continue;
+        };
+        for (user, s) in users {
+            let l = format!("plugin=\"{}\",user=\"{}\"", label(plugin), label(user));
+            let g = s["granted"].as_bool().unwrap_or(false) as u8;
+            let c = s["consent_needed"].as_bool().unwrap_or(false) as u8;
+            granted.push_str(&format!("healthpull_user_granted{{{l}}} {g}\n"));
+            consent.push_str(&format!("healthpull_user_consent_needed{{{l}}} {c}\n"));
+            if let Some(e) = s["token_expires_at"].as_f64() {
+                expiry.push_str(&format!("healthpull_token_expires_at_seconds{{{l}}} {e}\n"));
+            }
+            if let Some(t) = s["last_success"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            {
+                success.push_str(&format!(
+                    "healthpull_last_success_seconds{{{l}}} {}\n",
+                    t.timestamp()
+                ));
+            }
+        }
+    }
+    for (name, help, body) in [
+        (
+            "healthpull_user_granted",
+            "Whether the user has a token.",
+            granted,
+        ),
+        (
+            "healthpull_user_consent_needed",
+            "Whether the user must grant access again.",
+            consent,
+        ),
+        (
+            "healthpull_token_expires_at_seconds",
+            "When the user's access token expires.",
+            expiry,
+        ),
+        (
+            "healthpull_last_success_seconds",
+            "When the user's data was last stored.",
+            success,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{body}"
+        ));
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,304 @@
+//! The setup page (`/plugin/<plugin>/page/setup.html`): everything a person needs to
+//! register the app, add users and grant access, rendered on the server.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::Value;
+
+use super::{AppState, RawQuery, get_param, pairs, plugin_status, text};
+use crate::consent::html_escape as esc;
+use crate::live::{self, paths};
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}\
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}\
+label{display:block;margin:.4rem 0}input,select{font:inherit;padding:.2rem .4rem}\
+code{background:#f3f3f3;padding:.1rem .3rem}table{border-collapse:collapse}td,th{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #eee}\
+.ok{color:#176d1a}.bad{color:#a01010}.note{background:#fff6d6;padding:.5rem 1rem}button{font:inherit}";
+
+/// Renders the setup page, for `?user=U` including that user's section.
+pub async fn setup(
+    State(state): State<Arc<AppState>>,
+    Path(plugin): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let provider = match state.provider(&plugin) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let pairs = pairs(query.as_deref().unwrap_or(""));
+    let user = get_param(&pairs, "user").map(str::to_owned);
+    let store = state.rt.store.as_ref();
+    let app = match store.get(&paths::app(&plugin)).await {
+        Ok(v) => v.unwrap_or(Value::Null),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}")),
+    };
+    let status = plugin_status(&state, &plugin).await.unwrap_or(Value::Null);
+    let csrf = super::access::form_token(&state, &plugin);
+    let p = esc(&plugin);
+    let self_url = match &user {
+        Some(u) => format!("/plugin/{plugin}/page/setup.html?user={}", urlencode(u)),
+        None => format!("/plugin/{plugin}/page/setup.html"),
+    };
+    let mut h = String::new();
+    h.push_str(&format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{p}: healthpull setup</title><style>{STYLE}</style></head><body>"
+    ));
+    h.push_str(&format!(
+        "<h1>{p} <small>({})</small></h1>",
+        esc(provider.title.as_deref().unwrap_or(&provider.name))
+    ));
+    if let Some(r) = &provider.retired {
+        h.push_str(&format!(
+            "<p class=\"note\" id=\"retired\">The {} API was switched off on {}.{}</p>",
+            esc(&provider.name),
+            esc(&r.since),
+            r.replacement
+                .as_ref()
+                .map(|x| format!(
+                    " Point this plugin at the <code>{}</code> provider instead.",
+                    esc(x)
+                ))
+                .unwrap_or_default()
+        ));
+    }
+
+    // App registration.
+    let client_id = live::leaf_text(app.get("client_id")).unwrap_or_default();
+    let has_secret = live::leaf_text(app.get("client_secret")).is_some();
+    let system = live::leaf_text(app.get("system")).unwrap_or_default();
+    h.push_str("<h2>App registration</h2>");
+    h.push_str(&format!(
+        "<p>Register this server as an app with the provider. The callback (redirect) URL to register is:<br><code id=\"callback\">{}</code></p>",
+        esc(&state.callback_url(&plugin))
+    ));
+    h.push_str(&format!(
+        "<form id=\"app-form\" method=\"post\" action=\"/plugin/{p}/settings\">\
+<input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"returnTo\" value=\"{ret}\">\
+<label>Client id <input name=\"client_id\" id=\"client_id\" value=\"{cid}\" size=\"40\"></label>\
+<label>Client secret <input name=\"client_secret\" id=\"client_secret\" type=\"password\" autocomplete=\"off\" placeholder=\"{ph}\" size=\"40\"></label>\
+<label>Unit system <select name=\"system\" id=\"system\">{opts}</select></label>\
+<button type=\"submit\" id=\"save-app\">Save</button> <span id=\"secret-state\">{state_text}</span></form>",
+        ret = esc(&self_url),
+        cid = esc(&client_id),
+        ph = if has_secret { "stored; leave empty to keep" } else { "not set" },
+        opts = system_options(&system),
+        state_text = if has_secret { "client secret is set" } else { "client secret is not set" },
+    ));
+
+    // Users.
+    h.push_str("<h2>Users</h2>");
+    let users = status.get("users").and_then(Value::as_object);
+    match users {
+        Some(m) if !m.is_empty() => {
+            h.push_str(
+                "<table id=\"users\"><tr><th>user</th><th>access</th><th>last fetch</th></tr>",
+            );
+            for (u, s) in m {
+                h.push_str(&format!(
+                    "<tr><td><a href=\"/plugin/{p}/page/setup.html?user={ue}\">{uh}</a></td><td>{}</td><td>{}</td></tr>",
+                    grant_text(s),
+                    esc(s.get("last_success").and_then(Value::as_str).unwrap_or("never")),
+                    ue = urlencode(u),
+                    uh = esc(u)
+                ));
+            }
+            h.push_str("</table>");
+        }
+        _ => h.push_str("<p>No users yet.</p>"),
+    }
+    h.push_str(&format!(
+        "<form id=\"user-pick\" method=\"get\" action=\"/plugin/{p}/page/setup.html\"><label>Show or add user <input name=\"user\" id=\"pick-user\" value=\"{}\"></label><button type=\"submit\" id=\"show-user\">Show</button></form>",
+        esc(user.as_deref().unwrap_or(""))
+    ));
+
+    if let Some(u) = &user {
+        h.push_str(
+            &user_section(
+                &state,
+                &plugin,
+                u,
+                &csrf,
+                &self_url,
+                users.and_then(|m| m.get(u)),
+            )
+            .await,
+        );
+    }
+    h.push_str("</body></html>");
+    Html(h).into_response()
+}
+
+fn grant_text(s: &Value) -> String {
+    let granted = s.get("granted").and_then(Value::as_bool).unwrap_or(false);
+    let consent = s
+        .get("consent_needed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if consent {
+        "<span class=\"bad\">consent needed again</span>".into()
+    } else if granted {
+        "<span class=\"ok\">granted</span>".into()
+    } else {
+        "<span class=\"bad\">not granted</span>".into()
+    }
+}
+
+async fn user_section(
+    state: &AppState,
+    plugin: &str,
+    user: &str,
+    csrf: &str,
+    self_url: &str,
+    status: Option<&Value>,
+) -> String {
+    let store = state.rt.store.as_ref();
+    let data = store.get(&paths::user(plugin, user)).await.ok().flatten();
+    let p = esc(plugin);
+    let ue = urlencode(user);
+    let mut h = format!("<h2 id=\"user-heading\">User {}</h2>", esc(user));
+    if data.is_none() {
+        h.push_str(&format!(
+            "<p id=\"user-missing\">{} has no entry for this plugin yet.</p>\
+<form id=\"create-user\" method=\"post\" action=\"/plugin/{p}/userSettings\"><input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"user\" value=\"{}\"><input type=\"hidden\" name=\"returnTo\" value=\"{}\"><button type=\"submit\" id=\"create-user-button\">Create user</button></form>",
+            esc(user),
+            esc(user),
+            esc(self_url)
+        ));
+        return h;
+    }
+    let data = data.unwrap_or(Value::Null);
+    let token = data.get("token").and_then(crate::oauth::Token::from_stored);
+    let consent_needed = status
+        .and_then(|s| s.get("consent_needed"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    h.push_str("<table id=\"token-health\">");
+    let access = match (&token, consent_needed) {
+        (_, true) => {
+            "<span class=\"bad\" id=\"grant-state\">consent needed again</span>".to_owned()
+        }
+        (Some(_), false) => "<span class=\"ok\" id=\"grant-state\">granted</span>".to_owned(),
+        (None, false) => "<span class=\"bad\" id=\"grant-state\">not granted</span>".to_owned(),
+    };
+    h.push_str(&format!("<tr><th>access</th><td>{access}</td></tr>"));
+    if let Some(t) = &token {
+        let exp = t
+            .expires_at
+            .and_then(|e| chrono::DateTime::from_timestamp(e as i64, 0))
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_else(|| "does not expire".into());
+        h.push_str(&format!(
+            "<tr><th>token expires</th><td id=\"token-expiry\">{}</td></tr>",
+            esc(&exp)
+        ));
+        if let Some(s) = &t.scope {
+            h.push_str(&format!("<tr><th>scopes</th><td>{}</td></tr>", esc(s)));
+        }
+    }
+    let field = |k: &str| {
+        status
+            .and_then(|s| s.get(k))
+            .and_then(Value::as_str)
+            .map(esc)
+            .unwrap_or_else(|| "—".into())
+    };
+    h.push_str(&format!(
+        "<tr><th>last fetch</th><td id=\"last-success\">{}</td></tr>",
+        field("last_success")
+    ));
+    h.push_str(&format!(
+        "<tr><th>last error</th><td id=\"last-error\">{} {}</td></tr></table>",
+        field("last_error"),
+        field("last_error_at")
+    ));
+    let grant_label = if token.is_some() {
+        "Grant access again"
+    } else {
+        "Grant access"
+    };
+    h.push_str(&format!(
+        "<p><a id=\"grant-link\" href=\"/plugin/{p}/auth1?user={ue}\">{grant_label}</a></p>"
+    ));
+    if token.is_some() {
+        h.push_str(&format!(
+            "<form id=\"delete-token\" method=\"post\" action=\"/plugin/{p}/userSettings\"><input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"user\" value=\"{}\"><input type=\"hidden\" name=\"deleteToken\" value=\"1\"><input type=\"hidden\" name=\"returnTo\" value=\"{}\">\
+<button type=\"submit\" id=\"delete-token-button\">Delete token</button></form>",
+            esc(user),
+            esc(self_url)
+        ));
+    }
+    // Settings.
+    h.push_str(&format!(
+        "<h3>Settings of {}</h3><form id=\"user-form\" method=\"post\" action=\"/plugin/{p}/userSettings\"><input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"user\" value=\"{}\"><input type=\"hidden\" name=\"returnTo\" value=\"{}\"><table>",
+        esc(user),
+        esc(user),
+        esc(self_url)
+    ));
+    if let Value::Object(m) = &data {
+        for (k, v) in m {
+            if k == "token" {
+                continue;
+            }
+            let val = live::leaf_text(Some(v)).unwrap_or_default();
+            h.push_str(&format!(
+                "<tr><td><label for=\"set-{k}\">{k}</label></td><td><input id=\"set-{k}\" name=\"{k}\" value=\"{}\"></td></tr>",
+                esc(&val),
+                k = esc(k)
+            ));
+        }
+    }
+    h.push_str(
+        "<tr><td><input name=\"_newName\" id=\"new-name\" placeholder=\"new setting, e.g. methods\"></td><td><input name=\"_newValue\" id=\"new-value\" placeholder=\"value, e.g. get_bodyweight,get_bodyfat\"></td></tr></table>\
+<button type=\"submit\" id=\"save-user\">Save settings</button></form>",
+    );
+    h
+}
+
+fn system_options(current: &str) -> String {
+    let mut out = String::new();
+    let choices = [
+        ("", "provider default"),
+        ("en_US", "US (pounds, miles)"),
+        ("en_GB", "UK (stone, miles)"),
+        ("metric", "metric (kilograms, kilometres)"),
+    ];
+    let mut found = false;
+    for (v, label) in choices {
+        let sel = if v == current {
+            found = true;
+            " selected"
+        } else {
+            ""
+        };
+        out.push_str(&format!("<option value=\"{v}\"{sel}>{label}</option>"));
+    }
+    if !found {
+        out.push_str(&format!(
+            "<option value=\"{v}\" selected>{v}</option>",
+            v = esc(current)
+        ));
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The page shown after a successful consent.
+pub fn granted_page(plugin: &str, user: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Access granted</title><style>{STYLE}</style></head><body>\
+<h1 id=\"granted\">Access granted</h1><p>healthpull can now fetch <code>{p}</code> data for <b>{u}</b>.</p>\
+<p><a id=\"back\" href=\"/plugin/{p}/page/setup.html?user={ue}\">Back to the setup page</a></p></body></html>",
+        p = esc(plugin),
+        u = esc(user),
+        ue = urlencode(user)
+    )
+}

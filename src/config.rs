@@ -192,7 +192,7 @@ pub enum ConfigError {
         known: String,
     },
     /// The provider file of a plugin is broken.
-    #[error("{0}")]
+    #[error(transparent)]
     Provider(#[from] Diagnostics),
 }
 

@@ -37,10 +37,16 @@ pub enum ConsentError {
     Expired,
     /// The provider refused the code.
     #[error("the provider refused the code: {0}")]
-    Exchange(#[from] TokenError),
+    Exchange(TokenError),
     /// The store failed.
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+impl From<TokenError> for ConsentError {
+    fn from(e: TokenError) -> Self {
+        ConsentError::Exchange(e)
+    }
 }
 
 /// Starts a consent for `user`; returns the provider URL to send the person to.

@@ -44,12 +44,12 @@ pub trait Caller: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// Bad arguments.
-    #[error("{provider}: {source}")]
+    #[error("{provider}: {cause}")]
     Params {
         /// Provider.
         provider: String,
-        /// Cause.
-        source: ParamError,
+        /// Cause (part of the message, not a separate source).
+        cause: ParamError,
     },
     /// A template could not be rendered.
     #[error("{provider} {method}: cannot build the request: {message}")]
@@ -104,14 +104,14 @@ pub enum EngineError {
         message: String,
     },
     /// The answer could not be mapped.
-    #[error("{provider} {method}: {source}")]
+    #[error("{provider} {method}: {cause}")]
     Transform {
         /// Provider.
         provider: String,
         /// Method.
         method: String,
-        /// Cause.
-        source: TransformError,
+        /// Cause (part of the message, not a separate source).
+        cause: TransformError,
     },
     /// The mapped tree breaks the sensor schema.
     #[error("{provider}: the result breaks schemas/sensors.schema.json:\n  {}", .problems.join("\n  "))]
@@ -177,9 +177,9 @@ pub struct FetchPlan {
 /// One planned request per method and window (first pages only).
 pub fn plan(provider: &Provider, p: &FetchPlan) -> Result<Vec<HttpRequest>, EngineError> {
     let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(
-        |source| EngineError::Params {
+        |cause| EngineError::Params {
             provider: provider.name.clone(),
-            source,
+            cause,
         },
     )?;
     let mut out = Vec::new();
@@ -226,9 +226,9 @@ pub async fn fetch(
     caller: &dyn Caller,
 ) -> Result<Map<String, Value>, EngineError> {
     let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(
-        |source| EngineError::Params {
+        |cause| EngineError::Params {
             provider: provider.name.clone(),
-            source,
+            cause,
         },
     )?;
     let system = UnitSystem::from_setting(&p.call.system);
@@ -247,11 +247,11 @@ pub async fn fetch(
             collect_pages(provider, &r.method, first, caller, &mut answers).await?;
         }
         let mapped =
-            transform::map_method(method, &answers, p.layout, system).map_err(|source| {
+            transform::map_method(method, &answers, p.layout, system).map_err(|cause| {
                 EngineError::Transform {
                     provider: provider.name.clone(),
                     method: r.method.clone(),
-                    source,
+                    cause,
                 }
             })?;
         // Like the old plugin's dict.update, a later method's output replaces an

@@ -649,7 +649,7 @@ pub enum FetchError {
         user: String,
     },
     /// The store failed.
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// The engine failed (provider, method and status named).
     #[error(transparent)]

@@ -573,10 +573,10 @@ async fn user_command(
         store.put(&format!("{base}/{k}"), &Value::String(v)).await?;
     }
     for k in unset {
-        store.delete(&format!("{base}/{k}")).await?;
+        live::remove(store.as_ref(), &format!("{base}/{k}")).await?;
     }
     if delete_token {
-        store.delete(&live::paths::token(plugin, user)).await?;
+        live::remove(store.as_ref(), &live::paths::token(plugin, user)).await?;
     }
     store.save().await?;
     let data = store.get(&base).await?.unwrap_or(Value::Null);

@@ -198,6 +198,20 @@ pub async fn persist_token(
     store.save().await
 }
 
+/// Removes a subtree; where the store refuses deletes (an Igor identity with `put` but
+/// no `delete` rights), it is emptied instead, which reads as absent for tokens.
+pub async fn remove(store: &dyn Store, path: &str) -> Result<(), crate::store::StoreError> {
+    match store.delete(path).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if store.get(path).await?.is_none() {
+                return Ok(());
+            }
+            store.put(path, &json!({})).await.map_err(|_| e)
+        }
+    }
+}
+
 /// Merges fields into the user's status record.
 pub async fn update_status(store: &dyn Store, plugin: &str, user: &str, fields: Value) {
     let path = paths::status(plugin, user);

@@ -606,14 +606,14 @@ async fn user_settings(
     let base = paths::user(&plugin, &user);
     let result: Result<(), crate::store::StoreError> = async {
         if get_param(&pairs, "delete") == Some("1") {
-            store.delete(&base).await?;
-            store.delete(&paths::status(&plugin, &user)).await?;
+            live::remove(store, &base).await?;
+            live::remove(store, &paths::status(&plugin, &user)).await?;
         } else {
             if store.get(&base).await?.is_none() {
                 store.put(&base, &json!({})).await?;
             }
             if get_param(&pairs, "deleteToken") == Some("1") {
-                store.delete(&paths::token(&plugin, &user)).await?;
+                live::remove(store, &paths::token(&plugin, &user)).await?;
             }
             let mut fields: Vec<(String, String)> = pairs
                 .iter()
@@ -644,7 +644,7 @@ async fn user_settings(
                 }
                 let path = format!("{base}/{k}");
                 if v.is_empty() {
-                    store.delete(&path).await?;
+                    live::remove(store, &path).await?;
                 } else {
                     store.put(&path, &Value::String(v)).await?;
                 }

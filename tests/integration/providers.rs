@@ -206,4 +206,94 @@ cases! {
             "application status 503",
             "Invalid params",
         ]);
+
+    // fitbit (the legacy API, switched off 2026-11-02): every method once, recorded
+    // before the switch-off. Methods that only offer Fitbit's answer unchanged run with
+    // `--layout raw`, the layout the old plugin stored.
+    fitbit_bodyweight: "fitbit", "bodyweight", "get_bodyweight",
+        ["base_date=2026-10-30", "period=7d"], [] => Expect::Xml;
+    fitbit_bodyweight_raw: "fitbit", "bodyweight", "get_bodyweight",
+        ["base_date=2026-10-30", "period=7d"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_bodyfat: "fitbit", "bodyfat", "get_bodyfat",
+        ["base_date=2026-10-24", "end_date=2026-10-30"], [] => Expect::Xml;
+    fitbit_time_series_steps: "fitbit", "time_series_steps", "time_series",
+        ["resource=activities/steps", "base_date=2026-10-30", "period=7d"], [] => Expect::Xml;
+    fitbit_time_series_heart: "fitbit", "time_series_heart", "time_series",
+        ["resource=activities/heart", "base_date=2026-10-30", "period=1w"], [] => Expect::Xml;
+    fitbit_time_series_body_weight: "fitbit", "time_series_body_weight", "time_series",
+        ["resource=body/weight", "base_date=2026-10-30", "period=7d"], [] => Expect::Xml;
+    fitbit_intraday_steps: "fitbit", "intraday_steps", "intraday_time_series",
+        ["resource=activities/steps", "base_date=2026-10-30"], [] => Expect::Xml;
+    fitbit_intraday_heart: "fitbit", "intraday_heart", "intraday_time_series",
+        ["resource=activities/heart", "base_date=2026-10-30", "detail_level=1sec",
+         "start_time=08:00", "end_time=08:01"], [] => Expect::Xml;
+    fitbit_body: "fitbit", "body", "body", ["date=2026-10-30"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_activities: "fitbit", "activities", "activities",
+        ["date=2026-10-30"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_foods_log: "fitbit", "foods_log", "foods_log",
+        ["date=2026-10-30"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_foods_log_water: "fitbit", "foods_log_water", "foods_log_water",
+        ["date=2026-10-30"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_sleep: "fitbit", "sleep", "sleep", ["date=2026-10-30"], [] => Expect::Xml;
+    fitbit_heart: "fitbit", "heart", "heart", ["date=2026-10-30"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_bp: "fitbit", "bp", "bp", ["date=2026-10-30"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_glucose: "fitbit", "glucose", "glucose",
+        ["date=2026-10-30"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_activity_stats: "fitbit", "activity_stats", "activity_stats",
+        [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_recent_activities: "fitbit", "recent_activities", "recent_activities",
+        [], [] => Expect::Xml;
+    fitbit_favorite_activities: "fitbit", "favorite_activities", "favorite_activities",
+        [], [] => Expect::Xml;
+    fitbit_frequent_activities: "fitbit", "frequent_activities", "frequent_activities",
+        [], [] => Expect::Xml;
+    fitbit_activities_list: "fitbit", "activities_list", "activities_list",
+        [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_activity_detail: "fitbit", "activity_detail", "activity_detail",
+        ["activity_id=90009"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_recent_foods: "fitbit", "recent_foods", "recent_foods", [], [] => Expect::Xml;
+    fitbit_favorite_foods: "fitbit", "favorite_foods", "favorite_foods", [], [] => Expect::Xml;
+    fitbit_frequent_foods: "fitbit", "frequent_foods", "frequent_foods", [], [] => Expect::Xml;
+    fitbit_get_meals: "fitbit", "get_meals", "get_meals", [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_search_foods: "fitbit", "search_foods", "search_foods",
+        ["query=banana"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_food_detail: "fitbit", "food_detail", "food_detail",
+        ["food_id=81109"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_food_units: "fitbit", "food_units", "food_units", [], [] => Expect::Xml;
+    fitbit_user_profile_get: "fitbit", "user_profile_get", "user_profile_get",
+        [], [] => Expect::Xml;
+    fitbit_get_devices: "fitbit", "get_devices", "get_devices", [], [] => Expect::Xml;
+    fitbit_get_alarms: "fitbit", "get_alarms", "get_alarms",
+        ["device_id=2741893650"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_get_sleep: "fitbit", "get_sleep", "get_sleep", ["date=2026-10-30"], [] => Expect::Xml;
+    fitbit_get_friends: "fitbit", "get_friends", "get_friends",
+        [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_get_badges: "fitbit", "get_badges", "get_badges", [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_get_friends_leaderboard: "fitbit", "get_friends_leaderboard", "get_friends_leaderboard",
+        ["period=7d"], ["--layout", "raw"] => Expect::Xml;
+    fitbit_list_subscriptions: "fitbit", "list_subscriptions", "list_subscriptions",
+        [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_body_fat_goal: "fitbit", "body_fat_goal", "body_fat_goal",
+        [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_body_weight_goal: "fitbit", "body_weight_goal", "body_weight_goal",
+        [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_activities_daily_goal: "fitbit", "activities_daily_goal", "activities_daily_goal",
+        [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_activities_weekly_goal: "fitbit", "activities_weekly_goal", "activities_weekly_goal",
+        [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_food_goal: "fitbit", "food_goal", "food_goal", [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_water_goal: "fitbit", "water_goal", "water_goal", [], ["--layout", "raw"] => Expect::Xml;
+    fitbit_missing_recording: "fitbit", "bodyweight", "get_bodyweight",
+        ["base_date=2026-10-01"], [] => Expect::Error(&[
+            "no recording for GET https://api.fitbit.com/1/user/-/body/log/weight/date/2026-10-01.json",
+            "looked for ",
+            "tests/recordings/fitbit/bodyweight/GET__1_user_-_body_log_weight_date_2026-10-01.json.json",
+        ]);
+    // Since 2026-11-02 every call answers 410 Gone: reported as retirement, naming the
+    // replacement provider, never as a plain HTTP error.
+    fitbit_retired: "fitbit", "retired", "get_bodyweight", [], [] => Expect::Error(&[
+        "fitbit get_bodyweight",
+        "retired since 2026-11-02",
+        "google-health",
+    ]);
 }

@@ -174,14 +174,18 @@ pub struct FetchPlan {
     pub call: CallContext,
 }
 
-/// One planned request per method and window (first pages only).
-pub fn plan(provider: &Provider, p: &FetchPlan) -> Result<Vec<HttpRequest>, EngineError> {
-    let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(
-        |cause| EngineError::Params {
+fn resolve(provider: &Provider, p: &FetchPlan) -> Result<Vec<params::Resolved>, EngineError> {
+    params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(|cause| {
+        EngineError::Params {
             provider: provider.name.clone(),
             cause,
-        },
-    )?;
+        }
+    })
+}
+
+/// One planned request per method and window (first pages only).
+pub fn plan(provider: &Provider, p: &FetchPlan) -> Result<Vec<HttpRequest>, EngineError> {
+    let resolved = resolve(provider, p)?;
     let mut out = Vec::new();
     for r in &resolved {
         let method = &provider.methods[&r.method];
@@ -225,12 +229,7 @@ pub async fn fetch(
     p: &FetchPlan,
     caller: &dyn Caller,
 ) -> Result<Map<String, Value>, EngineError> {
-    let resolved = params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(
-        |cause| EngineError::Params {
-            provider: provider.name.clone(),
-            cause,
-        },
-    )?;
+    let resolved = resolve(provider, p)?;
     let system = UnitSystem::from_setting(&p.call.system);
     let mut tree = Map::new();
     let mut raw = Map::new();

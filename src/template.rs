@@ -205,12 +205,44 @@ fn collect_param(param: &Parameter, names: &mut BTreeSet<String>) {
 }
 
 fn register_helpers(hb: &mut Handlebars<'static>) {
-    hb.register_helper("iso_date", Box::new(iso_date_helper));
+    hb.register_helper(
+        "iso_date",
+        Box::new(DateHelper(|d| d.format("%Y-%m-%d").to_string())),
+    );
     hb.register_helper("date_fmt", Box::new(date_fmt_helper));
-    hb.register_helper("epoch", Box::new(epoch_helper));
-    hb.register_helper("epoch_ms", Box::new(epoch_ms_helper));
-    hb.register_helper("rfc3339", Box::new(rfc3339_helper));
+    hb.register_helper(
+        "epoch",
+        Box::new(DateHelper(|d| midnight_epoch(d).to_string())),
+    );
+    hb.register_helper(
+        "epoch_ms",
+        Box::new(DateHelper(|d| (midnight_epoch(d) * 1000).to_string())),
+    );
+    hb.register_helper(
+        "rfc3339",
+        Box::new(DateHelper(|d| {
+            format!("{}T00:00:00Z", d.format("%Y-%m-%d"))
+        })),
+    );
     hb.register_helper("add_days", Box::new(add_days_helper));
+}
+
+/// A helper that formats its one date argument.
+struct DateHelper(fn(NaiveDate) -> String);
+
+impl handlebars::HelperDef for DateHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let d = date_param(h, 0)?;
+        out.write(&(self.0)(d))?;
+        Ok(())
+    }
 }
 
 fn helper_error(name: &str, msg: impl std::fmt::Display) -> RenderError {
@@ -239,18 +271,6 @@ fn midnight_epoch(d: NaiveDate) -> i64 {
     d.and_time(NaiveTime::MIN).and_utc().timestamp()
 }
 
-fn iso_date_helper(
-    h: &Helper,
-    _: &Handlebars,
-    _: &Context,
-    _: &mut RenderContext,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let d = date_param(h, 0)?;
-    out.write(&d.format("%Y-%m-%d").to_string())?;
-    Ok(())
-}
-
 fn date_fmt_helper(
     h: &Helper,
     _: &Handlebars,
@@ -267,42 +287,6 @@ fn date_fmt_helper(
     let mut s = String::new();
     write!(s, "{}", d.format(fmt)).map_err(|_| helper_error("date_fmt", "bad format"))?;
     out.write(&s)?;
-    Ok(())
-}
-
-fn epoch_helper(
-    h: &Helper,
-    _: &Handlebars,
-    _: &Context,
-    _: &mut RenderContext,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let d = date_param(h, 0)?;
-    out.write(&midnight_epoch(d).to_string())?;
-    Ok(())
-}
-
-fn epoch_ms_helper(
-    h: &Helper,
-    _: &Handlebars,
-    _: &Context,
-    _: &mut RenderContext,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let d = date_param(h, 0)?;
-    out.write(&(midnight_epoch(d) * 1000).to_string())?;
-    Ok(())
-}
-
-fn rfc3339_helper(
-    h: &Helper,
-    _: &Handlebars,
-    _: &Context,
-    _: &mut RenderContext,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let d = date_param(h, 0)?;
-    out.write(&format!("{}T00:00:00Z", d.format("%Y-%m-%d")))?;
     Ok(())
 }
 

@@ -525,6 +525,35 @@ fn safe_return(to: Option<&str>) -> Option<String> {
     ok.then(|| to.to_owned())
 }
 
+/// The parameters of a settings request, after the plugin, cross-site and form-token checks.
+fn form_params(
+    state: &AppState,
+    plugin: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<String>,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, Response> {
+    state.provider(plugin)?;
+    let pairs = params_of(method, query, body);
+    access::check_csrf(state, plugin, method, headers, &pairs)?;
+    Ok(pairs)
+}
+
+/// The answer of a settings request: 303 to `returnTo` (local paths only), else `reply`.
+fn done(pairs: &[(String, String)], reply: String) -> Response {
+    match get_param(pairs, "returnTo") {
+        Some(to) => match safe_return(Some(to)) {
+            Some(to) => Redirect::to(&to).into_response(),
+            None => text(
+                StatusCode::BAD_REQUEST,
+                "400 returnTo must be a path on this server".into(),
+            ),
+        },
+        None => text(StatusCode::OK, reply),
+    }
+}
+
 /// `settings?client_id=&client_secret=&system=[&returnTo=]`.
 async fn settings(
     State(state): State<Arc<AppState>>,
@@ -534,13 +563,10 @@ async fn settings(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = state.provider(&plugin) {
-        return r;
-    }
-    let pairs = params_of(&method, query, &body);
-    if let Err(r) = access::check_csrf(&state, &plugin, &method, &headers, &pairs) {
-        return r;
-    }
+    let pairs = match form_params(&state, &plugin, &method, &headers, query, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let store = state.rt.store.as_ref();
     let mut last = None;
     for key in ["client_id", "client_secret", "system"] {
@@ -558,20 +584,11 @@ async fn settings(
     if let Err(e) = store.save().await {
         return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
     }
-    match get_param(&pairs, "returnTo") {
-        Some(to) => match safe_return(Some(to)) {
-            Some(to) => Redirect::to(&to).into_response(),
-            None => text(
-                StatusCode::BAD_REQUEST,
-                "400 returnTo must be a path on this server".into(),
-            ),
-        },
-        None => text(
-            StatusCode::OK,
-            last.map(|p| format!("/data/{p}"))
-                .unwrap_or_else(|| "ok".into()),
-        ),
-    }
+    done(
+        &pairs,
+        last.map(|p| format!("/data/{p}"))
+            .unwrap_or_else(|| "ok".into()),
+    )
 }
 
 /// `userSettings?user=U[&delete=1][&deleteToken=1][&k=v][&_newName=n&_newValue=v][&returnTo=]`.
@@ -583,13 +600,10 @@ async fn user_settings(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = state.provider(&plugin) {
-        return r;
-    }
-    let pairs = params_of(&method, query, &body);
-    if let Err(r) = access::check_csrf(&state, &plugin, &method, &headers, &pairs) {
-        return r;
-    }
+    let pairs = match form_params(&state, &plugin, &method, &headers, query, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let Some(user) = get_param(&pairs, "user").map(str::to_owned) else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -657,16 +671,7 @@ async fn user_settings(
     if let Err(e) = result {
         return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
     }
-    match get_param(&pairs, "returnTo") {
-        Some(to) => match safe_return(Some(to)) {
-            Some(to) => Redirect::to(&to).into_response(),
-            None => text(
-                StatusCode::BAD_REQUEST,
-                "400 returnTo must be a path on this server".into(),
-            ),
-        },
-        None => text(StatusCode::OK, format!("/data/{base}")),
-    }
+    done(&pairs, format!("/data/{base}"))
 }
 
 /// Per-user status of one plugin.

@@ -337,6 +337,19 @@ pub async fn fetch_user(
         .or(settings.methods.clone())
         .map(|m| crate::cli::split_methods(&m))
         .unwrap_or_else(|| provider.default_methods.clone());
+    if methods.is_empty() {
+        // Fetching nothing would replace the stored sensor data with an empty tree.
+        return Err(FetchError::Engine(EngineError::Params {
+            provider: provider.name.clone(),
+            cause: crate::params::ParamError::Invalid {
+                method: "methods".into(),
+                message: format!(
+                    "no methods given and provider `{}` has no default_methods: pass methods=a,b or store the user's `methods` (userSettings)",
+                    provider.name
+                ),
+            },
+        }));
+    }
     let app_data = store.get(&paths::app(plugin)).await?.unwrap_or(Value::Null);
     let now = state.rt.clock.now();
     let plan = FetchPlan {
@@ -525,7 +538,8 @@ fn safe_return(to: Option<&str>) -> Option<String> {
     ok.then(|| to.to_owned())
 }
 
-/// The parameters of a settings request, after the plugin, cross-site and form-token checks.
+/// The parameters of a settings request, after the plugin, cross-site and form-token checks,
+/// and the `returnTo` check (before anything changes, so a refused one changes nothing).
 fn form_params(
     state: &AppState,
     plugin: &str,
@@ -537,6 +551,14 @@ fn form_params(
     state.provider(plugin)?;
     let pairs = params_of(method, query, body);
     access::check_csrf(state, plugin, method, headers, &pairs)?;
+    if let Some(to) = get_param(&pairs, "returnTo") {
+        if safe_return(Some(to)).is_none() {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "400 returnTo must be a path on this server".into(),
+            ));
+        }
+    }
     Ok(pairs)
 }
 

@@ -8,5 +8,6 @@ mod fitbit_parity;
 mod igor_converter;
 mod live;
 mod providers;
+mod server;
 mod store;
 mod xml;

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: prerequisites, a real Igor, a fake provider.
 
+pub mod browser;
 pub mod env;
 pub mod fake_provider;
 pub mod igor;

@@ -7,32 +7,39 @@
 //! to a `heart-rate` entry `{dateTime, time, value}` the way `providers/fitbit.yaml`
 //! does.
 //!
-//! Each stage is measured alone, then the whole pipeline as `engine::fetch` and
-//! `fetch --dry-run` run it (minus reading the file and writing stdout):
+//! Each stage is measured alone, then the whole pipeline as `fetch --dry-run --replay`
+//! runs it (`engine::fetch_sensors`, `xml::write_sensors_xml`; minus reading the file):
 //!
-//! - `parse`: `serde_json::from_slice` of the answer;
-//! - `map`: `transform::map_method` (JSONPath selection, explode, field conversion);
-//! - `validate`: `schema::validate_tree` against `schemas/sensors.schema.json`;
-//! - `xml`: `xml::write_igor_xml` of the tree under the user's tag;
-//! - `drop`: freeing the parsed answer and the sensor tree (left out of the stages);
-//! - `pipeline`: all of it in a row, from bytes to XML text.
+//! - `parse`: the answer's bytes checked as UTF-8 and indexed (`transform::Doc::parse`);
+//! - `map`: `transform::map_method` (JSONPath selection, explode, field conversion) into
+//!   a compact table, merged into the sensor tree;
+//! - `validate`: `schema::validate_sensors` (the check compiled from
+//!   `schemas/sensors.schema.json`);
+//! - `xml`: `xml::write_sensors_xml` under the user's tag, streamed to a sink;
+//! - `drop`: freeing the document and the sensor tree (left out of the stages);
+//! - `pipeline`: all of it in a row, from bytes to XML;
+//! - `pipeline_value`: the same through `serde_json::Value` answers and trees, the route
+//!   answers of the live caller take (`engine::fetch`), for comparison.
 //!
-//! Throughput is reported in points (`Throughput::Elements(86_400)`). Run with
-//! `cargo bench --bench transform`; figures and the rerun recipe are in
-//! `docs/BENCHMARKS.md`.
+//! The benchmark allocates through mimalloc, as the binary does. Throughput is reported
+//! in points (`Throughput::Elements(86_400)`). Run with `cargo bench --bench transform`;
+//! figures and the rerun recipe are in `docs/BENCHMARKS.md`.
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use healthpull::provider::{self, Method, Provider, UrlOverrides};
 use healthpull::schema;
-use healthpull::transform::{self, Layout};
+use healthpull::transform::{self, Answer, Doc, Layout, Sensors};
 use healthpull::units::UnitSystem;
 use healthpull::xml;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Points in one day at one-second resolution.
 const POINTS: u32 = 86_400;
@@ -79,50 +86,83 @@ fn load_provider() -> Provider {
         .unwrap_or_else(|d| panic!("{} does not load:\n{d}", path.display()))
 }
 
-fn parse(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("the generated day is JSON")
+fn parse(bytes: &[u8]) -> Doc {
+    let text = String::from_utf8(bytes.to_vec()).expect("the generated day is UTF-8");
+    Doc::parse(text).unwrap_or_else(|_| panic!("the generated day is JSON"))
 }
 
-/// The merged tree, as `engine::fetch` builds it from the method's mapped outputs.
-fn map(method: &Method, answers: &[Value]) -> Value {
-    let result = transform::map_method(method, answers, Layout::Mapped, UnitSystem::Metric)
-        .expect("the generated day maps");
-    let mut tree = Map::new();
-    tree.extend(result.mapped);
-    Value::Object(tree)
+/// The merged tree, as `engine::fetch_sensors` builds it from the method's outputs.
+fn map(method: &Method, doc: Doc) -> Sensors {
+    let result = transform::map_method(
+        method,
+        vec![Answer::Doc(doc)],
+        Layout::Mapped,
+        UnitSystem::Metric,
+    )
+    .expect("the generated day maps");
+    let mut tree = Sensors::default();
+    tree.merge(result.mapped);
+    tree
 }
 
-fn validate(tree: &Value) {
-    if let Err(problems) = schema::validate_tree(tree) {
+fn validate(tree: &Sensors) {
+    if let Err(problems) = schema::validate_sensors(tree) {
         panic!("the mapped day breaks the sensor schema: {problems:?}");
     }
 }
 
-fn to_xml(tree: &Value) -> String {
-    let mut out = String::new();
-    xml::write_igor_xml(&mut out, USER, tree);
-    out
+fn to_xml(tree: &Sensors, out: &mut impl std::io::Write) {
+    xml::write_sensors_xml(out, USER, tree).expect("writing cannot fail");
 }
 
-/// Bytes to XML text; the answer is dropped after mapping, as the engine does.
-fn pipeline(method: &Method, bytes: &[u8]) -> String {
-    let answers = vec![parse(bytes)];
-    let tree = map(method, &answers);
-    drop(answers);
+/// Bytes to XML; the document is freed by mapping, as in the engine.
+fn pipeline(method: &Method, bytes: &[u8], out: &mut impl std::io::Write) {
+    let tree = map(method, parse(bytes));
     validate(&tree);
-    to_xml(&tree)
+    to_xml(&tree, out);
+}
+
+/// Bytes to XML text through `Value`s, as answers of the live caller go.
+fn pipeline_value(method: &Method, bytes: &[u8]) -> String {
+    let answer: Value = serde_json::from_slice(bytes).expect("the generated day is JSON");
+    let tree = map_values(method, answer);
+    if let Err(problems) = schema::validate_tree(&tree) {
+        panic!("the mapped day breaks the sensor schema: {problems:?}");
+    }
+    xml::to_igor_xml(USER, &tree)
+}
+
+fn map_values(method: &Method, answer: Value) -> Value {
+    let result = transform::map_method(
+        method,
+        vec![Answer::Value(answer)],
+        Layout::Mapped,
+        UnitSystem::Metric,
+    )
+    .expect("the generated day maps");
+    let mut tree = Sensors::default();
+    tree.merge(result.mapped);
+    Value::Object(tree.into_map())
 }
 
 fn intraday_day(c: &mut Criterion) {
     let provider = load_provider();
     let method = &provider.methods[METHOD];
     let bytes = generate_day();
-    let answers = vec![parse(&bytes)];
-    let tree = map(method, &answers);
-    // Correctness of the input, checked once outside the measurements.
-    let entries = tree["heart-rate"].as_array().map_or(0, Vec::len);
+    let doc = parse(&bytes);
+    let tree = map(method, doc.clone());
+    // Correctness of the input and of the compact route, checked once outside the
+    // measurements: every point maps to one entry, and the XML is byte for byte the one
+    // of the `Value` route.
+    let entries = tree.to_value()["heart-rate"].as_array().map_or(0, Vec::len);
     assert_eq!(entries, POINTS as usize, "every point maps to one entry");
     validate(&tree);
+    let mut text = Vec::new();
+    pipeline(method, &bytes, &mut text);
+    assert!(
+        text == pipeline_value(method, &bytes).into_bytes(),
+        "both routes give the same XML"
+    );
 
     let mut group = c.benchmark_group("heart_rate_1sec_day");
     group.throughput(Throughput::Elements(u64::from(POINTS)));
@@ -132,27 +172,30 @@ fn intraday_day(c: &mut Criterion) {
         b.iter_with_large_drop(|| parse(black_box(&bytes)))
     });
     group.bench_function("map", |b| {
-        b.iter_batched_ref(
-            || answers.clone(),
-            |answers| map(method, black_box(answers)),
+        b.iter_batched(
+            || doc.clone(),
+            |doc| map(method, black_box(doc)),
             BatchSize::PerIteration,
         )
     });
     group.bench_function("validate", |b| b.iter(|| validate(black_box(&tree))));
     group.bench_function("xml", |b| {
-        b.iter_with_large_drop(|| to_xml(black_box(&tree)))
+        b.iter(|| to_xml(black_box(&tree), &mut std::io::sink()))
     });
-    // Freeing the answer and the sensor tree, which the stages above leave out.
+    // Freeing the document and the sensor tree, which the stages above leave out.
     group.bench_function("drop", |b| {
         b.iter_batched(
-            || (answers.clone(), tree.clone()),
+            || (doc.clone(), tree.clone()),
             drop,
             BatchSize::PerIteration,
         )
     });
     // Everything, drops included.
     group.bench_function("pipeline", |b| {
-        b.iter(|| pipeline(method, black_box(&bytes)))
+        b.iter(|| pipeline(method, black_box(&bytes), &mut std::io::sink()))
+    });
+    group.bench_function("pipeline_value", |b| {
+        b.iter(|| pipeline_value(method, black_box(&bytes)))
     });
     group.finish();
 }

@@ -481,13 +481,13 @@ async fn fetch_replay(
     let stored = stored(config, &args.plugin, &args.user, false).await?;
     let p = fetch_plan(&provider, args, now, &stored)?;
     let caller = ReplayCaller::new(dir, &provider);
-    let tree = engine::fetch(&provider, &p, &caller).await?;
-    let text = xml::to_igor_xml(&args.user, &Value::Object(tree));
+    // Compact lists, written straight to stdout: a long day never exists as one text.
+    let tree = engine::fetch_sensors(&provider, &p, &caller).await?;
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    if !text.ends_with('\n') {
-        out.write_all(b"\n")?;
-    }
+    xml::write_sensors_xml(&mut out, &args.user, &tree)?;
+    // The element always ends with `>`: one newline, as `GET` answers it.
+    out.write_all(b"\n")?;
+    out.flush()?;
     Ok(0)
 }
 

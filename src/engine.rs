@@ -4,6 +4,9 @@
 //! live one handles tokens, retries and rate limits; [`ReplayCaller`] answers from
 //! recorded files. The merged result is validated against the sensor schema before
 //! anyone prints or stores it.
+//!
+//! [`fetch`] returns the tree as `Value`s; [`fetch_sensors`] keeps long lists compact
+//! (see `transform`) for callers that only write them out, such as `fetch --replay`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +22,7 @@ use crate::provider::raw::{ErrorKind, Verb};
 use crate::provider::{Provider, loosely_equal};
 use crate::request::{self, CallContext, HttpRequest, NextPage};
 use crate::schema;
-use crate::transform::{self, Layout, TransformError};
+use crate::transform::{self, Answer, Doc, Layout, Sensors, TransformError};
 use crate::units::UnitSystem;
 
 /// A failed call, before the engine adds provider and method.
@@ -38,6 +41,12 @@ pub struct CallError {
 pub trait Caller: Send + Sync {
     /// Performs the request.
     async fn call(&self, request: &HttpRequest) -> Result<Value, CallError>;
+
+    /// Performs the request, answering in whichever form is cheapest to map (a
+    /// caller that holds the answer's text may index it instead of decoding it).
+    async fn call_answer(&self, request: &HttpRequest) -> Result<Answer, CallError> {
+        self.call(request).await.map(Answer::Value)
+    }
 }
 
 /// Why a fetch failed; always names the provider and, where it applies, the method.
@@ -229,44 +238,8 @@ pub async fn fetch(
     p: &FetchPlan,
     caller: &dyn Caller,
 ) -> Result<Map<String, Value>, EngineError> {
-    let resolved = resolve(provider, p)?;
-    let system = UnitSystem::from_setting(&p.call.system);
-    let mut tree = Map::new();
-    let mut raw = Map::new();
-    for r in &resolved {
-        let method = &provider.methods[&r.method];
-        let mut answers = Vec::new();
-        for window in windows(provider, &r.method, &r.values, p.today)? {
-            let first = request::build(provider, method, &r.values, &p.call, window.as_ref())
-                .map_err(|message| EngineError::Render {
-                    provider: provider.name.clone(),
-                    method: r.method.clone(),
-                    message,
-                })?;
-            collect_pages(provider, &r.method, first, caller, &mut answers).await?;
-        }
-        let mapped =
-            transform::map_method(method, &answers, p.layout, system).map_err(|cause| {
-                EngineError::Transform {
-                    provider: provider.name.clone(),
-                    method: r.method.clone(),
-                    cause,
-                }
-            })?;
-        // Like the old plugin's dict.update, a later method's output replaces an
-        // earlier one of the same name, except that two lists are joined (two
-        // `time_series` resources, or several methods adding entries of one kind).
-        for (k, v) in mapped.mapped {
-            match (tree.get_mut(&k), v) {
-                (Some(Value::Array(existing)), Value::Array(more)) => existing.extend(more),
-                (_, v) => {
-                    tree.insert(k, v);
-                }
-            }
-        }
-        raw.extend(mapped.raw);
-    }
-    let value = Value::Object(tree);
+    let (tree, raw) = gather(provider, p, caller).await?;
+    let value = Value::Object(tree.into_map());
     schema::validate_tree(&value).map_err(|problems| EngineError::Schema {
         provider: provider.name.clone(),
         problems,
@@ -281,12 +254,64 @@ pub async fn fetch(
     Ok(tree)
 }
 
+/// Like [`fetch`], with long lists kept compact: the same tree, checked by the same
+/// rules, for callers that write it out (`xml::write_sensors_xml`).
+pub async fn fetch_sensors(
+    provider: &Provider,
+    p: &FetchPlan,
+    caller: &dyn Caller,
+) -> Result<Sensors, EngineError> {
+    let (mut tree, raw) = gather(provider, p, caller).await?;
+    schema::validate_sensors(&tree).map_err(|problems| EngineError::Schema {
+        provider: provider.name.clone(),
+        problems,
+    })?;
+    tree.add_raw(raw);
+    Ok(tree)
+}
+
+/// Calls and maps every method; the mapped outputs merged, and the raw keys apart.
+/// Each method's answers are freed once it is mapped.
+async fn gather(
+    provider: &Provider,
+    p: &FetchPlan,
+    caller: &dyn Caller,
+) -> Result<(Sensors, Map<String, Value>), EngineError> {
+    let resolved = resolve(provider, p)?;
+    let system = UnitSystem::from_setting(&p.call.system);
+    let mut tree = Sensors::default();
+    let mut raw = Map::new();
+    for r in &resolved {
+        let method = &provider.methods[&r.method];
+        let mut answers = Vec::new();
+        for window in windows(provider, &r.method, &r.values, p.today)? {
+            let first = request::build(provider, method, &r.values, &p.call, window.as_ref())
+                .map_err(|message| EngineError::Render {
+                    provider: provider.name.clone(),
+                    method: r.method.clone(),
+                    message,
+                })?;
+            collect_pages(provider, &r.method, first, caller, &mut answers).await?;
+        }
+        let mapped = transform::map_method(method, answers, p.layout, system).map_err(|cause| {
+            EngineError::Transform {
+                provider: provider.name.clone(),
+                method: r.method.clone(),
+                cause,
+            }
+        })?;
+        tree.merge(mapped.mapped);
+        raw.extend(mapped.raw);
+    }
+    Ok((tree, raw))
+}
+
 async fn collect_pages(
     provider: &Provider,
     method_name: &str,
     first: HttpRequest,
     caller: &dyn Caller,
-    answers: &mut Vec<Value>,
+    answers: &mut Vec<Answer>,
 ) -> Result<(), EngineError> {
     let method = &provider.methods[method_name];
     let max_pages = method.pagination.as_ref().map_or(1, |p| p.max_pages);
@@ -294,10 +319,18 @@ async fn collect_pages(
     let mut current = first;
     for _ in 0..max_pages {
         let answer = caller
-            .call(&current)
+            .call_answer(&current)
             .await
             .map_err(|e| call_error(provider, method_name, e))?;
-        let next = request::next_page(method, &current, &answer);
+        // The next page is read from the decoded answer (short pages, rarely indexed).
+        let answer = match answer {
+            Answer::Doc(doc) if method.pagination.is_some() => Answer::Value(doc.to_value()),
+            other => other,
+        };
+        let next = match &answer {
+            Answer::Value(value) => request::next_page(method, &current, value),
+            Answer::Doc(_) => NextPage::Done,
+        };
         answers.push(answer);
         match next {
             NextPage::Done => return Ok(()),
@@ -478,9 +511,9 @@ impl<'p> ReplayCaller<'p> {
     }
 }
 
-#[async_trait]
-impl Caller for ReplayCaller<'_> {
-    async fn call(&self, request: &HttpRequest) -> Result<Value, CallError> {
+impl ReplayCaller<'_> {
+    /// The recording's text and HTTP status.
+    fn read(&self, request: &HttpRequest) -> Result<(String, u16, PathBuf), CallError> {
         let name = recording_name(request);
         let path = self.dir.join(&name);
         let text = std::fs::read_to_string(&path).map_err(|e| CallError {
@@ -501,7 +534,12 @@ impl Caller for ReplayCaller<'_> {
             })?,
             Err(_) => 200,
         };
-        let body: Option<Value> = serde_json::from_str(&text).ok();
+        Ok((text, status, path))
+    }
+
+    /// Decodes and classifies a recording like a live answer.
+    fn decode(&self, text: &str, status: u16, path: &Path) -> Result<Value, CallError> {
+        let body: Option<Value> = serde_json::from_str(text).ok();
         if let Some((kind, message)) = classify(self.provider, status, body.as_ref()) {
             return Err(CallError {
                 kind,
@@ -514,5 +552,29 @@ impl Caller for ReplayCaller<'_> {
             status: Some(status),
             message: format!("the recording {} is not JSON", path.display()),
         })
+    }
+}
+
+#[async_trait]
+impl Caller for ReplayCaller<'_> {
+    async fn call(&self, request: &HttpRequest) -> Result<Value, CallError> {
+        let (text, status, path) = self.read(request)?;
+        self.decode(&text, status, &path)
+    }
+
+    async fn call_answer(&self, request: &HttpRequest) -> Result<Answer, CallError> {
+        let (text, status, path) = self.read(request)?;
+        // A success without an envelope is classified without looking at the body
+        // (see `classify`), so the text only needs indexing; `Doc::parse` hands back
+        // whatever `serde_json` must judge.
+        let text = if (200..300).contains(&status) && self.provider.api.envelope.is_none() {
+            match Doc::parse(text) {
+                Ok(doc) => return Ok(Answer::Doc(doc)),
+                Err(text) => text,
+            }
+        } else {
+            text
+        };
+        self.decode(&text, status, &path).map(Answer::Value)
     }
 }

@@ -1,6 +1,12 @@
 //! The `healthpull` binary: parses the command line and runs it.
+//!
+//! It allocates through mimalloc: mapping a large answer makes and frees many small
+//! objects, which glibc's `malloc` serves markedly slower (docs/BENCHMARKS.md).
 
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = healthpull::cli::Cli::parse();

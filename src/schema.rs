@@ -1,9 +1,18 @@
 //! The sensor output schema (`schemas/sensors.schema.json`): which outputs a provider
 //! may declare, and the check every mapped tree passes before it is printed or stored.
+//!
+//! Two checks with one verdict: [`validate_tree`] runs the full JSON Schema validator
+//! on a `Value` tree; [`validate_sensors`] first runs a check compiled from the same
+//! schema over a compact [`Sensors`] tree (a table of 86,400 heart-rate entries is
+//! checked column by column, without building them as `Value`s), and only when that
+//! check is not sure the tree is valid does it build the `Value` tree for the full
+//! validator, whose problems (path and rule) it returns.
 
 use std::sync::OnceLock;
 
-use serde_json::Value;
+use serde_json::{Number, Value};
+
+use crate::transform::{Cell, Node, Segment, Sensors, Table};
 
 /// The schema text, built into the binary so `check` works anywhere.
 pub const SENSOR_SCHEMA_TEXT: &str = include_str!("../schemas/sensors.schema.json");
@@ -151,5 +160,870 @@ pub fn validate_tree(tree: &Value) -> Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+/// Validates a sensor tree as [`validate_tree`] validates its `Value` form, with the
+/// same problems. Most trees pass the compiled check of [`Rules`] without ever being
+/// turned into `Value`s (or compiling the full validator); a tree that does not pass
+/// it, or uses a rule it does not know, is checked by the full validator.
+pub fn validate_sensors(tree: &Sensors) -> Result<(), Vec<String>> {
+    if rules().is_some_and(|r| r.tree_ok(tree)) {
+        return Ok(());
+    }
+    validate_tree(&tree.to_value())
+}
+
+// ---------------------------------------------------------------------------------------
+// The compiled check
+// ---------------------------------------------------------------------------------------
+
+fn rules() -> Option<&'static Rules> {
+    static RULES: OnceLock<Option<Rules>> = OnceLock::new();
+    RULES
+        .get_or_init(|| Rules::compile(sensor_schema()))
+        .as_ref()
+}
+
+const T_NULL: u8 = 1;
+const T_BOOL: u8 = 2;
+const T_OBJECT: u8 = 4;
+const T_ARRAY: u8 = 8;
+const T_NUMBER: u8 = 16;
+const T_INTEGER: u8 = 32;
+const T_STRING: u8 = 64;
+
+/// A sure-valid check compiled from the sensor schema, for the keywords it uses:
+/// `type`, `pattern`, `$ref` (to `#/$defs/NAME`), `required`, `properties`,
+/// `patternProperties`, `additionalProperties` (true or false) and `items`, plus
+/// annotations. It answers "valid" only where the full validator would; a schema node
+/// with another keyword (or a pattern outside the subset [`Pattern`] matches exactly),
+/// and any instance it is unsure about (a float against `integer`), count as "not sure"
+/// and send the tree to the full validator, which then names the path and rule.
+struct Rules {
+    rules: Vec<Rule>,
+}
+
+#[derive(Default)]
+struct Rule {
+    supported: bool,
+    types: Option<u8>,
+    pattern: Option<Pattern>,
+    refs: Vec<usize>,
+    required: Vec<String>,
+    properties: Vec<(String, usize)>,
+    pattern_properties: Vec<(Pattern, usize)>,
+    no_additional: bool,
+    items: Option<usize>,
+}
+
+/// Rules deeper than this (through `$ref`s) are not trusted.
+const MAX_RULE_DEPTH: u32 = 64;
+
+impl Rules {
+    fn compile(root: &Value) -> Option<Rules> {
+        let mut rules = Rules { rules: Vec::new() };
+        let mut defs = std::collections::HashMap::new();
+        let top = rules.add(root, root, &mut defs, true);
+        (top == 0).then_some(rules)
+    }
+
+    fn add(
+        &mut self,
+        node: &Value,
+        root: &Value,
+        defs: &mut std::collections::HashMap<String, usize>,
+        is_root: bool,
+    ) -> usize {
+        let index = self.rules.len();
+        self.rules.push(Rule::default());
+        let rule = self
+            .compile_rule(node, root, defs, is_root)
+            .unwrap_or_default();
+        self.rules[index] = rule;
+        index
+    }
+
+    fn compile_rule(
+        &mut self,
+        node: &Value,
+        root: &Value,
+        defs: &mut std::collections::HashMap<String, usize>,
+        is_root: bool,
+    ) -> Option<Rule> {
+        let map = match node {
+            Value::Bool(true) => {
+                return Some(Rule {
+                    supported: true,
+                    ..Rule::default()
+                });
+            }
+            Value::Object(map) => map,
+            _ => return None,
+        };
+        let mut rule = Rule {
+            supported: true,
+            ..Rule::default()
+        };
+        for (key, value) in map {
+            match key.as_str() {
+                "title" | "description" | "$comment" | "examples" | "default" | "deprecated"
+                | "readOnly" | "writeOnly" => {}
+                "$schema" | "$id" | "$defs" if is_root => {}
+                "type" => {
+                    let names: Vec<&str> = match value {
+                        Value::String(s) => vec![s.as_str()],
+                        Value::Array(items) => {
+                            items.iter().map(Value::as_str).collect::<Option<_>>()?
+                        }
+                        _ => return None,
+                    };
+                    let mut bits = 0;
+                    for name in names {
+                        bits |= match name {
+                            "null" => T_NULL,
+                            "boolean" => T_BOOL,
+                            "object" => T_OBJECT,
+                            "array" => T_ARRAY,
+                            "number" => T_NUMBER,
+                            "integer" => T_INTEGER,
+                            "string" => T_STRING,
+                            _ => return None,
+                        };
+                    }
+                    rule.types = Some(bits);
+                }
+                "pattern" => rule.pattern = Some(Pattern::compile(value.as_str()?)?),
+                "$ref" => {
+                    let name = value.as_str()?.strip_prefix("#/$defs/")?;
+                    if name.contains(['/', '~', '%']) {
+                        return None;
+                    }
+                    let target = match defs.get(name) {
+                        Some(&t) => t,
+                        None => {
+                            let def = root.get("$defs")?.get(name)?;
+                            let t = self.rules.len();
+                            defs.insert(name.to_owned(), t);
+                            self.add(def, root, defs, false)
+                        }
+                    };
+                    rule.refs.push(target);
+                }
+                "required" => {
+                    rule.required = value
+                        .as_array()?
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Option<_>>()?;
+                }
+                "properties" => {
+                    for (name, schema) in value.as_object()? {
+                        let r = self.add(schema, root, defs, false);
+                        rule.properties.push((name.clone(), r));
+                    }
+                }
+                "patternProperties" => {
+                    for (pattern, schema) in value.as_object()? {
+                        let p = Pattern::compile(pattern)?;
+                        let r = self.add(schema, root, defs, false);
+                        rule.pattern_properties.push((p, r));
+                    }
+                }
+                "additionalProperties" => rule.no_additional = !value.as_bool()?,
+                "items" => rule.items = Some(self.add(value, root, defs, false)),
+                _ => return None,
+            }
+        }
+        Some(rule)
+    }
+
+    fn type_ok(types: Option<u8>, kind: u8) -> bool {
+        types.is_none_or(|t| t & kind != 0)
+    }
+
+    fn number_ok(types: Option<u8>, n: &Number) -> bool {
+        match types {
+            None => true,
+            Some(t) => t & T_NUMBER != 0 || (t & T_INTEGER != 0 && (n.is_u64() || n.is_i64())),
+        }
+    }
+
+    /// The rules (by index) that apply to member `key` of an object checked against
+    /// `rule`, or `None` when `rule` does not allow the member.
+    fn member_rules(&self, rule: &Rule, key: &str, out: &mut Vec<usize>) -> bool {
+        let mut matched = false;
+        if let Some((_, r)) = rule.properties.iter().find(|(name, _)| name == key) {
+            out.push(*r);
+            matched = true;
+        }
+        for (pattern, r) in &rule.pattern_properties {
+            if pattern.is_match(key) {
+                out.push(*r);
+                matched = true;
+            }
+        }
+        matched || !rule.no_additional
+    }
+
+    fn value_ok(&self, r: usize, value: &Value, depth: u32) -> bool {
+        let rule = &self.rules[r];
+        if !rule.supported || depth > MAX_RULE_DEPTH {
+            return false;
+        }
+        let ok = match value {
+            Value::Null => Self::type_ok(rule.types, T_NULL),
+            Value::Bool(_) => Self::type_ok(rule.types, T_BOOL),
+            Value::Number(n) => Self::number_ok(rule.types, n),
+            Value::String(s) => {
+                Self::type_ok(rule.types, T_STRING)
+                    && rule.pattern.as_ref().is_none_or(|p| p.is_match(s))
+            }
+            Value::Array(items) => {
+                Self::type_ok(rule.types, T_ARRAY)
+                    && rule
+                        .items
+                        .is_none_or(|i| items.iter().all(|v| self.value_ok(i, v, depth + 1)))
+            }
+            Value::Object(map) => {
+                Self::type_ok(rule.types, T_OBJECT)
+                    && rule.required.iter().all(|k| map.contains_key(k))
+                    && map.iter().all(|(key, child)| {
+                        let mut applying = Vec::new();
+                        self.member_rules(rule, key, &mut applying)
+                            && applying.iter().all(|&a| self.value_ok(a, child, depth + 1))
+                    })
+            }
+        };
+        ok && rule
+            .refs
+            .iter()
+            .all(|&x| self.value_ok(x, value, depth + 1))
+    }
+
+    fn tree_ok(&self, tree: &Sensors) -> bool {
+        let rule = &self.rules[0];
+        rule.supported
+            && rule.refs.is_empty()
+            && Self::type_ok(rule.types, T_OBJECT)
+            && rule.required.iter().all(|k| tree.outputs.contains_key(k))
+            && tree.outputs.iter().all(|(key, node)| {
+                let mut applying = Vec::new();
+                self.member_rules(rule, key, &mut applying)
+                    && applying.iter().all(|&a| match node {
+                        Node::Value(v) => self.value_ok(a, v, 1),
+                        Node::List(segments) => self.list_ok(a, segments, 1),
+                    })
+            })
+    }
+
+    fn list_ok(&self, r: usize, segments: &[Segment], depth: u32) -> bool {
+        let rule = &self.rules[r];
+        rule.supported
+            && depth <= MAX_RULE_DEPTH
+            && Self::type_ok(rule.types, T_ARRAY)
+            && rule.items.is_none_or(|i| {
+                segments.iter().all(|segment| match segment {
+                    Segment::Values(values) => {
+                        values.iter().all(|v| self.value_ok(i, v, depth + 1))
+                    }
+                    Segment::Table(table) => self.table_ok(i, table, depth + 1),
+                })
+            })
+            && rule
+                .refs
+                .iter()
+                .all(|&x| self.list_ok(x, segments, depth + 1))
+    }
+
+    /// Every row of `table` (an object each) against rule `r`: the member rules of each
+    /// column are found once, then each row's cells are checked.
+    fn table_ok(&self, r: usize, table: &Table, depth: u32) -> bool {
+        // `r` and every rule it refers to, as they all apply to each row.
+        let mut all = vec![r];
+        let mut next = 0;
+        while next < all.len() {
+            let rule = &self.rules[all[next]];
+            if !rule.supported || all.len() > 64 {
+                return false;
+            }
+            for &x in &rule.refs {
+                if !all.contains(&x) {
+                    all.push(x);
+                }
+            }
+            next += 1;
+        }
+        let columns = table.columns();
+        let mut required = vec![false; columns.len()];
+        let mut allowed = vec![true; columns.len()];
+        let mut checks: Vec<Vec<usize>> = vec![Vec::new(); columns.len()];
+        for &a in &all {
+            let rule = &self.rules[a];
+            if !Self::type_ok(rule.types, T_OBJECT) {
+                return false;
+            }
+            for key in &rule.required {
+                match columns.iter().position(|c| c == key) {
+                    Some(c) => required[c] = true,
+                    None => return table.is_empty(),
+                }
+            }
+            for (c, key) in columns.iter().enumerate() {
+                allowed[c] &= self.member_rules(rule, key, &mut checks[c]);
+            }
+        }
+        let mut last: Vec<Option<(usize, usize)>> = vec![None; columns.len()];
+        (0..table.len()).all(|row| {
+            table
+                .row(row)
+                .iter()
+                .enumerate()
+                .all(|(c, cell)| match cell {
+                    Cell::Absent => !required[c],
+                    Cell::Str(a, b) if last[c] == Some((*a, *b)) => true,
+                    _ => {
+                        let ok = allowed[c]
+                            && checks[c]
+                                .iter()
+                                .all(|&x| self.cell_ok(x, table, cell, depth + 1));
+                        if let (true, Cell::Str(a, b)) = (ok, cell) {
+                            last[c] = Some((*a, *b));
+                        }
+                        ok
+                    }
+                })
+        })
+    }
+
+    fn cell_ok(&self, r: usize, table: &Table, cell: &Cell, depth: u32) -> bool {
+        let rule = &self.rules[r];
+        if !rule.supported || depth > MAX_RULE_DEPTH {
+            return false;
+        }
+        let ok = match cell {
+            Cell::Absent => true,
+            Cell::Str(a, b) => {
+                Self::type_ok(rule.types, T_STRING)
+                    && rule
+                        .pattern
+                        .as_ref()
+                        .is_none_or(|p| p.is_match(table.text(*a, *b)))
+            }
+            Cell::Num(n) => Self::number_ok(rule.types, n),
+            Cell::Bool(_) => Self::type_ok(rule.types, T_BOOL),
+            Cell::Other(v) => return self.value_ok(r, v, depth),
+        };
+        ok && rule
+            .refs
+            .iter()
+            .all(|&x| self.cell_ok(x, table, cell, depth + 1))
+    }
+}
+
+/// A regular expression of a small subset (ASCII literals and escaped punctuation,
+/// classes `[...]` of those and ranges, groups with `|`, the quantifiers `?`, `*`, `+`,
+/// `{n}`, `{n,}`, `{n,m}`, and `^`/`$` at the ends), compiled into a DFA over bytes.
+/// Within the subset, ECMA-262 and the full validator's engine agree on what matches;
+/// anything else does not compile, so the rule using it is "not sure".
+struct Pattern {
+    transitions: Vec<[u16; 256]>,
+    accepting: Vec<bool>,
+    dead: Option<u16>,
+    anchored_end: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Re {
+    Class(Box<[bool; 128]>),
+    Concat(Vec<Re>),
+    Alt(Vec<Re>),
+    Repeat(Box<Re>, u32, Option<u32>),
+}
+
+/// Positions of the Glushkov automaton (bit 63 marks the start state).
+const MAX_POSITIONS: usize = 63;
+const MAX_STATES: usize = 512;
+
+impl Pattern {
+    fn compile(source: &str) -> Option<Pattern> {
+        let mut body = source;
+        let anchored_start = body.starts_with('^');
+        if anchored_start {
+            body = &body[1..];
+        }
+        let trailing_backslashes = body
+            .strip_suffix('$')
+            .map(|b| b.bytes().rev().take_while(|&c| c == b'\\').count());
+        let anchored_end = trailing_backslashes.is_some_and(|n| n % 2 == 0);
+        if anchored_end {
+            body = &body[..body.len() - 1];
+        }
+        let mut parser = ReParser {
+            bytes: body.as_bytes(),
+            at: 0,
+        };
+        let re = parser.alternation(0)?;
+        if parser.at != parser.bytes.len() {
+            return None;
+        }
+        let mut g = Glushkov::default();
+        let (nullable, first, last) = g.build(&re)?;
+        const START: u64 = 1 << 63;
+        let step = |state: u64, byte: u8| -> u64 {
+            let mut reach = 0u64;
+            if state & START != 0 || !anchored_start {
+                reach |= first;
+            }
+            let mut s = state & !START;
+            while s != 0 {
+                let p = s.trailing_zeros() as usize;
+                reach |= g.follow[p];
+                s &= s - 1;
+            }
+            let mut next = 0u64;
+            let mut r = reach;
+            while r != 0 {
+                let p = r.trailing_zeros() as usize;
+                if byte < 128 && g.classes[p][usize::from(byte)] {
+                    next |= 1 << p;
+                }
+                r &= r - 1;
+            }
+            next
+        };
+        // Without `^`, an empty match may start anywhere.
+        let accepts =
+            |state: u64| state & last != 0 || (nullable && (state & START != 0 || !anchored_start));
+        let mut ids = std::collections::HashMap::new();
+        let mut states = vec![START];
+        ids.insert(START, 0u16);
+        let mut transitions = Vec::new();
+        let mut at = 0;
+        while at < states.len() {
+            let state = states[at];
+            let mut row = [0u16; 256];
+            for byte in 0..=255u8 {
+                let next = step(state, byte);
+                let id = match ids.get(&next) {
+                    Some(&id) => id,
+                    None => {
+                        if states.len() >= MAX_STATES {
+                            return None;
+                        }
+                        let id = states.len() as u16;
+                        ids.insert(next, id);
+                        states.push(next);
+                        id
+                    }
+                };
+                row[usize::from(byte)] = id;
+            }
+            transitions.push(row);
+            at += 1;
+        }
+        // Without `^`, the search restarts at every byte; a dead end only exists with it.
+        let dead = if anchored_start {
+            ids.get(&0).copied()
+        } else {
+            None
+        };
+        Some(Pattern {
+            transitions,
+            accepting: states.iter().map(|&s| accepts(s)).collect(),
+            dead,
+            anchored_end,
+        })
+    }
+
+    /// Whether the pattern matches somewhere in `text` (JSON Schema's `pattern`).
+    fn is_match(&self, text: &str) -> bool {
+        let mut state = 0u16;
+        if !self.anchored_end && self.accepting[0] {
+            return true;
+        }
+        for &byte in text.as_bytes() {
+            state = self.transitions[usize::from(state)][usize::from(byte)];
+            if Some(state) == self.dead {
+                return false;
+            }
+            if !self.anchored_end && self.accepting[usize::from(state)] {
+                return true;
+            }
+        }
+        self.accepting[usize::from(state)]
+    }
+}
+
+struct ReParser<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl ReParser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn alternation(&mut self, depth: u32) -> Option<Re> {
+        if depth > 16 {
+            return None;
+        }
+        let mut options = vec![self.concat(depth)?];
+        while self.peek() == Some(b'|') {
+            self.at += 1;
+            options.push(self.concat(depth)?);
+        }
+        Some(if options.len() == 1 {
+            options.pop()?
+        } else {
+            Re::Alt(options)
+        })
+    }
+
+    fn concat(&mut self, depth: u32) -> Option<Re> {
+        let mut items = Vec::new();
+        while let Some(c) = self.peek() {
+            if c == b'|' || c == b')' {
+                break;
+            }
+            let atom = self.atom(depth)?;
+            items.push(self.quantified(atom)?);
+        }
+        Some(Re::Concat(items))
+    }
+
+    fn atom(&mut self, depth: u32) -> Option<Re> {
+        let c = self.peek()?;
+        self.at += 1;
+        match c {
+            b'(' => {
+                if self.bytes[self.at..].starts_with(b"?:") {
+                    self.at += 2;
+                } else if self.peek() == Some(b'?') {
+                    return None;
+                }
+                let inner = self.alternation(depth + 1)?;
+                (self.peek() == Some(b')')).then(|| self.at += 1)?;
+                Some(inner)
+            }
+            b'[' => self.class(),
+            b'\\' => {
+                let e = self.peek()?;
+                self.at += 1;
+                e.is_ascii_punctuation().then(|| single(e))
+            }
+            b')' | b']' | b'{' | b'}' | b'?' | b'*' | b'+' | b'.' | b'^' | b'$' | b'|' => None,
+            0x20..=0x7E => Some(single(c)),
+            _ => None,
+        }
+    }
+
+    fn class(&mut self) -> Option<Re> {
+        let mut set = Box::new([false; 128]);
+        if self.peek() == Some(b'^') {
+            return None;
+        }
+        let mut first = true;
+        loop {
+            let c = self.peek()?;
+            self.at += 1;
+            let low = match c {
+                b']' if !first => break,
+                b']' | b'[' => return None,
+                b'\\' => {
+                    let e = self.peek()?;
+                    self.at += 1;
+                    if !e.is_ascii_punctuation() {
+                        return None;
+                    }
+                    e
+                }
+                0x20..=0x7E => c,
+                _ => return None,
+            };
+            first = false;
+            let is_range = self.peek() == Some(b'-')
+                && self.bytes.get(self.at + 1).is_some_and(|&n| n != b']');
+            if is_range {
+                self.at += 1;
+                let high = self.peek()?;
+                self.at += 1;
+                if !(0x20..=0x7E).contains(&high) || high == b'\\' || high == b'[' || high < low {
+                    return None;
+                }
+                for b in low..=high {
+                    set[usize::from(b)] = true;
+                }
+            } else {
+                set[usize::from(low)] = true;
+            }
+        }
+        Some(Re::Class(set))
+    }
+
+    fn quantified(&mut self, atom: Re) -> Option<Re> {
+        let (min, max) = match self.peek() {
+            Some(b'?') => (0, Some(1)),
+            Some(b'*') => (0, None),
+            Some(b'+') => (1, None),
+            Some(b'{') => {
+                let close = self.bytes[self.at..].iter().position(|&b| b == b'}')?;
+                let inner = std::str::from_utf8(&self.bytes[self.at + 1..self.at + close]).ok()?;
+                let number = |s: &str| -> Option<u32> {
+                    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| s.parse().ok())
+                        .flatten()
+                };
+                let (min, max) = match inner.split_once(',') {
+                    None => (number(inner)?, Some(number(inner)?)),
+                    Some((lo, "")) => (number(lo)?, None),
+                    Some((lo, hi)) => (number(lo)?, Some(number(hi)?)),
+                };
+                if max.is_some_and(|m| m < min) || min > 64 || max.is_some_and(|m| m > 64) {
+                    return None;
+                }
+                self.at += close;
+                (min, max)
+            }
+            _ => return Some(atom),
+        };
+        self.at += 1;
+        // A lazy quantifier matches the same strings.
+        if self.peek() == Some(b'?') {
+            self.at += 1;
+        }
+        if matches!(self.peek(), Some(b'?' | b'*' | b'+' | b'{')) {
+            return None;
+        }
+        Some(Re::Repeat(Box::new(atom), min, max))
+    }
+}
+
+fn single(byte: u8) -> Re {
+    let mut set = Box::new([false; 128]);
+    set[usize::from(byte)] = true;
+    Re::Class(set)
+}
+
+#[derive(Default)]
+struct Glushkov {
+    classes: Vec<[bool; 128]>,
+    follow: Vec<u64>,
+}
+
+impl Glushkov {
+    /// Nullable, first and last positions of `re`, adding its positions.
+    fn build(&mut self, re: &Re) -> Option<(bool, u64, u64)> {
+        match re {
+            Re::Class(set) => {
+                if self.classes.len() >= MAX_POSITIONS {
+                    return None;
+                }
+                let p = self.classes.len();
+                self.classes.push(**set);
+                self.follow.push(0);
+                Some((false, 1 << p, 1 << p))
+            }
+            Re::Concat(items) => {
+                let mut acc = (true, 0u64, 0u64);
+                for item in items {
+                    let next = self.build(item)?;
+                    acc = self.concat(acc, next);
+                }
+                Some(acc)
+            }
+            Re::Alt(options) => {
+                let mut acc = (false, 0, 0);
+                for option in options {
+                    let (n, f, l) = self.build(option)?;
+                    acc = (acc.0 || n, acc.1 | f, acc.2 | l);
+                }
+                Some(acc)
+            }
+            Re::Repeat(inner, min, max) => {
+                let mut acc = (true, 0u64, 0u64);
+                for _ in 0..*min {
+                    let next = self.build(inner)?;
+                    acc = self.concat(acc, next);
+                }
+                match max {
+                    None => {
+                        let (_, f, l) = self.build(inner)?;
+                        self.link(l, f);
+                        acc = self.concat(acc, (true, f, l));
+                    }
+                    Some(max) => {
+                        for _ in *min..*max {
+                            let (_, f, l) = self.build(inner)?;
+                            acc = self.concat(acc, (true, f, l));
+                        }
+                    }
+                }
+                Some(acc)
+            }
+        }
+    }
+
+    fn link(&mut self, from: u64, to: u64) {
+        let mut s = from;
+        while s != 0 {
+            let p = s.trailing_zeros() as usize;
+            self.follow[p] |= to;
+            s &= s - 1;
+        }
+    }
+
+    fn concat(&mut self, a: (bool, u64, u64), b: (bool, u64, u64)) -> (bool, u64, u64) {
+        self.link(a.2, b.1);
+        (
+            a.0 && b.0,
+            a.1 | if a.0 { b.1 } else { 0 },
+            b.2 | if b.0 { a.2 } else { 0 },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::{Answer, Doc, Layout, map_method};
+
+    #[test]
+    fn patterns_match_as_regular_expressions_do() {
+        let patterns = [
+            "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            "^[0-9]{2}:[0-9]{2}(:[0-9]{2})?$",
+            "^body-[A-Za-z]+$",
+            "^(activities|foods-log|sleep)-[A-Za-z-]+$",
+            "a*$",
+            "b+",
+            "^x{2,3}y?$",
+            "(?:ab|c)*d",
+            "^[-a]\\.z{0,2}$",
+            "",
+            "^$",
+        ];
+        let mut inputs: Vec<String> = [
+            "",
+            "2026-11-23",
+            "2026-11-2",
+            "02026-11-23",
+            "2026-11-23\n",
+            "08:00",
+            "08:00:00",
+            "08:00:0",
+            "8:00",
+            "body-weight",
+            "body-",
+            "body-fat2",
+            "activities-steps",
+            "activities-tracker-minutes",
+            "foods-log-water",
+            "sleep-",
+            "x",
+            "xx",
+            "xxxy",
+            "xxxx",
+            "abd",
+            "cccd",
+            "ab",
+            "b",
+            "abc",
+            "-.zz",
+            "a.",
+            "a.zzz",
+            "é",
+            "08:0é",
+            "xxé",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for a in ["0", "9", ":", "-", "a", "b", "x", "y", "d", "."] {
+            for b in ["0", ":", "-", "z", "y", ""] {
+                inputs.push(format!("{a}{b}{a}"));
+                inputs.push(format!("xx{b}{a}"));
+            }
+        }
+        for source in patterns {
+            let ours = Pattern::compile(source).unwrap_or_else(|| panic!("{source} compiles"));
+            let reference = regex_lite::Regex::new(source).unwrap();
+            for input in &inputs {
+                assert_eq!(
+                    ours.is_match(input),
+                    reference.is_match(input),
+                    "{source} on {input:?}"
+                );
+            }
+        }
+        for unsupported in [
+            "\\d", "[^a]", "a.b", "(?i)a", "a{,2}", "x^", "a$b", "[a-\\d]",
+        ] {
+            assert!(Pattern::compile(unsupported).is_none(), "{unsupported}");
+        }
+    }
+
+    /// Tables that break the schema get the full validator's problems.
+    #[test]
+    fn compact_trees_get_the_same_verdicts() {
+        let provider = crate::provider::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("benches/fixtures/intraday.yaml"),
+            &Default::default(),
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let method = &provider.methods["heart_intraday"];
+        let mut refused = 0;
+        for (day, points) in [
+            (
+                "2026-11-23",
+                r#"{"time":"00:00:00","value":58},{"time":"00:00:01","value":59}"#,
+            ),
+            (
+                "2026-11-23",
+                r#"{"time":"0:00:00","value":58},{"time":"00:00:01","value":" 7 "}"#,
+            ),
+            (
+                "2026-11-23",
+                r#"{"time":"00:00","value":58.5},{"time":"00:00:01","value":1e3}"#,
+            ),
+            (
+                "2026-11-23",
+                r#"{"time":"00:00:00","value":true},{"time":"00:00:01"}"#,
+            ),
+            (
+                "2026-11-23",
+                r#"{"time":"00:00:00","value":[1]},{"time":"00:00:01","value":{}}"#,
+            ),
+            (
+                "2026-11-23",
+                r#"{"time":"00:00:00","value":null},{"time":"00:00:01","value":1}"#,
+            ),
+            (
+                "2026-11-23",
+                r#"{"time":"00:00:00","value":1},{"time":"12:3a","value":2}"#,
+            ),
+            ("2026-11-23", ""),
+        ] {
+            let text = format!(
+                r#"{{"activities-heart":[{{"dateTime":"{day}"}}],"activities-heart-intraday":{{"dataset":[{points}]}}}}"#
+            );
+            let doc = Doc::parse(text.clone()).unwrap();
+            let mapped = map_method(
+                method,
+                vec![Answer::Doc(doc)],
+                Layout::Mapped,
+                crate::units::UnitSystem::Metric,
+            );
+            let Ok(mapped) = mapped else { continue };
+            let mut tree = Sensors::default();
+            tree.merge(mapped.mapped);
+            assert!(tree.has_tables(), "{text}");
+            let verdict = validate_sensors(&tree);
+            assert_eq!(verdict, validate_tree(&tree.to_value()), "{text}");
+            refused += usize::from(verdict.is_err());
+        }
+        assert_eq!(refused, 2);
     }
 }

@@ -4,12 +4,27 @@
 //! into child rows, filters the rows, and builds one entry per row from its fields.
 //! Entries of all pages and windows of a method are concatenated, then sorted when
 //! the output asks for it.
+//!
+//! Two representations, one result. An answer is either a `serde_json::Value` (what
+//! the live caller decodes) or a [`Doc`]: the answer's text with a flat index of its
+//! nodes, built in one pass without an allocation per object (what replayed recordings
+//! become). An output whose paths are all plain (members, indexes, wildcards) is mapped
+//! straight from a [`Doc`] into a [`Table`]: one row per entry, one cell per field,
+//! strings in one buffer, so a day of one-second heart rate (86,400 entries) costs a few
+//! allocations instead of a dozen per point. Everything else goes through `Value` as
+//! before. Both give the same entries in the same order with the same errors; a
+//! [`Sensors`] tree holds either kind of list and turns into the `Value` tree on demand.
+
+use std::cell::OnceCell;
+use std::cmp::Ordering;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use indexmap::IndexMap;
 use serde_json::{Map, Number, Value};
 
 use crate::provider::raw::{FieldType, SourceFormat};
-use crate::provider::{Field, FieldSource, Method, Output};
+use crate::provider::selector::Step;
+use crate::provider::{Condition, Field, FieldSource, Method, Output, Selector, loosely_equal};
 use crate::units::{self, UnitSystem};
 
 /// Which layout a method's result takes.
@@ -53,41 +68,103 @@ pub struct TransformError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MethodResult {
     /// Outputs in the documented schema.
-    pub mapped: Map<String, Value>,
+    pub mapped: IndexMap<String, Node>,
     /// Raw keys, for the old layout.
     pub raw: Map<String, Value>,
 }
 
-/// Maps every answer (pages, windows) of one method into its outputs.
+/// One answer of a provider (a page or a window).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Decoded JSON.
+    Value(Value),
+    /// JSON text with its node index, decoded on demand.
+    Doc(Doc),
+}
+
+impl Answer {
+    /// The answer as a `Value` (what `serde_json` would have decoded).
+    pub fn into_value(self) -> Value {
+        match self {
+            Answer::Value(v) => v,
+            Answer::Doc(d) => d.to_value(),
+        }
+    }
+}
+
+/// Maps every answer (pages, windows) of one method into its outputs. The answers are
+/// freed when it returns.
 pub fn map_method(
     method: &Method,
-    answers: &[Value],
+    answers: Vec<Answer>,
     layout: Layout,
     system: UnitSystem,
 ) -> Result<MethodResult, TransformError> {
-    let mut tree = Map::new();
+    let mut tree = IndexMap::new();
     let mut raw = Map::new();
+    let docs: Option<Vec<&Doc>> = answers
+        .iter()
+        .map(|a| match a {
+            Answer::Doc(d) => Some(d),
+            Answer::Value(_) => None,
+        })
+        .collect();
+    // `Value`s of the answers, made from the documents only when an output needs them.
+    let converted: OnceCell<Vec<Value>> = OnceCell::new();
+    let values = || -> Vec<&Value> {
+        let owned = converted.get_or_init(|| {
+            answers
+                .iter()
+                .filter_map(|a| match a {
+                    Answer::Doc(d) => Some(d.to_value()),
+                    Answer::Value(_) => None,
+                })
+                .collect()
+        });
+        let mut owned = owned.iter();
+        answers
+            .iter()
+            .filter_map(|a| match a {
+                Answer::Value(v) => Some(v),
+                Answer::Doc(_) => owned.next(),
+            })
+            .collect()
+    };
     if layout != Layout::Raw {
         for output in &method.outputs {
-            let value = map_output(output, answers, system)?;
-            if let Some(value) = value {
-                tree.insert(output.name.clone(), value);
+            let node = match &docs {
+                Some(docs) if doc_mappable(output) => map_output_docs(output, docs, system)?,
+                _ => map_output(output, &values(), system)?.map(|value| match value {
+                    Value::Array(entries) if !output.single => {
+                        Node::List(vec![Segment::Values(entries)])
+                    }
+                    other => Node::Value(other),
+                }),
+            };
+            if let Some(node) = node {
+                tree.insert(output.name.clone(), node);
             }
         }
     }
     if layout != Layout::Mapped {
         for key in &method.raw {
             let mut merged: Option<Value> = None;
-            for answer in answers {
-                let Some(part) = answer.get(key) else {
+            for answer in &answers {
+                let part = match answer {
+                    Answer::Value(v) => v.get(key).map(std::borrow::Cow::Borrowed),
+                    Answer::Doc(d) => d
+                        .member(0, key)
+                        .map(|i| std::borrow::Cow::Owned(d.value_at(i))),
+                };
+                let Some(part) = part else {
                     continue;
                 };
-                merged = Some(match (merged, part) {
+                merged = Some(match (merged, part.as_ref()) {
                     (Some(Value::Array(mut acc)), Value::Array(more)) => {
                         acc.extend(more.iter().cloned());
                         Value::Array(acc)
                     }
-                    (_, other) => other.clone(),
+                    (_, _) => part.into_owned(),
                 });
             }
             if let Some(v) = merged {
@@ -100,7 +177,7 @@ pub fn map_method(
 
 fn map_output(
     output: &Output,
-    answers: &[Value],
+    answers: &[&Value],
     system: UnitSystem,
 ) -> Result<Option<Value>, TransformError> {
     let mut entries: Vec<Value> = Vec::new();
@@ -145,6 +222,918 @@ fn map_output(
     Ok(Some(Value::Array(entries)))
 }
 
+// ---------------------------------------------------------------------------------------
+// The sensor tree
+// ---------------------------------------------------------------------------------------
+
+/// The merged result of a fetch: output name -> value, in order, long lists compact.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sensors {
+    /// The outputs (and raw keys), in order.
+    pub outputs: IndexMap<String, Node>,
+}
+
+/// One output of a [`Sensors`] tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    /// A single entry, a raw key, anything that is not a list of entries.
+    Value(Value),
+    /// A list of entries, in order, possibly from several methods.
+    List(Vec<Segment>),
+}
+
+/// A run of entries of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    /// Entries as `Value` objects.
+    Values(Vec<Value>),
+    /// Entries as table rows.
+    Table(Table),
+}
+
+impl Sensors {
+    /// Adds one method's outputs like the old plugin's `dict.update`: a later output
+    /// replaces an earlier one of the same name (keeping its place), except that two
+    /// lists are joined (two `time_series` resources, or several methods adding entries
+    /// of one kind).
+    pub fn merge(&mut self, mapped: IndexMap<String, Node>) {
+        for (key, node) in mapped {
+            match (self.outputs.get_mut(&key), node) {
+                (Some(Node::List(existing)), Node::List(more)) => existing.extend(more),
+                (_, node) => {
+                    self.outputs.insert(key, node);
+                }
+            }
+        }
+    }
+
+    /// Adds raw keys after the outputs; an output wins over a raw key of the same name.
+    pub fn add_raw(&mut self, raw: Map<String, Value>) {
+        for (key, value) in raw {
+            self.outputs.entry(key).or_insert(Node::Value(value));
+        }
+    }
+
+    /// Whether any list is held as a table.
+    pub fn has_tables(&self) -> bool {
+        self.outputs.values().any(|n| {
+            matches!(n, Node::List(segments) if segments.iter().any(|s| matches!(s, Segment::Table(_))))
+        })
+    }
+
+    /// The tree as `Value`s, consuming it.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.outputs
+            .into_iter()
+            .map(|(key, node)| (key, node.into_value()))
+            .collect()
+    }
+
+    /// The tree as a `Value` object (a copy).
+    pub fn to_value(&self) -> Value {
+        Value::Object(
+            self.outputs
+                .iter()
+                .map(|(key, node)| (key.clone(), node.to_value()))
+                .collect(),
+        )
+    }
+}
+
+impl Node {
+    /// The node as a `Value`, consuming it.
+    pub fn into_value(self) -> Value {
+        match self {
+            Node::Value(v) => v,
+            Node::List(segments) => {
+                let mut entries = Vec::with_capacity(segments.iter().map(Segment::len).sum());
+                for segment in segments {
+                    match segment {
+                        Segment::Values(values) => entries.extend(values),
+                        Segment::Table(table) => {
+                            entries.extend((0..table.len()).map(|r| table.row_value(r)));
+                        }
+                    }
+                }
+                Value::Array(entries)
+            }
+        }
+    }
+
+    /// The node as a `Value` (a copy).
+    pub fn to_value(&self) -> Value {
+        self.clone().into_value()
+    }
+}
+
+impl Segment {
+    /// Entries in the segment.
+    pub fn len(&self) -> usize {
+        match self {
+            Segment::Values(v) => v.len(),
+            Segment::Table(t) => t.len(),
+        }
+    }
+
+    /// Whether the segment holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Entries of one output as rows: a cell per field (in field order) and row, the text
+/// of every string cell in one buffer. Row `r` is the object of its present cells.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    columns: Vec<String>,
+    cells: Vec<Cell>,
+    rows: usize,
+    text: String,
+}
+
+/// One field of one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// The field is absent from the entry.
+    Absent,
+    /// A string: the byte range in the table's text.
+    Str(usize, usize),
+    /// A number.
+    Num(Number),
+    /// A boolean.
+    Bool(bool),
+    /// Anything else (objects, lists).
+    Other(Box<Value>),
+}
+
+impl Table {
+    fn new(columns: Vec<String>) -> Self {
+        Table {
+            columns,
+            ..Table::default()
+        }
+    }
+
+    /// The field names, in order.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether the table has no row.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The cells of row `r`, one per column.
+    pub fn row(&self, r: usize) -> &[Cell] {
+        let width = self.columns.len();
+        &self.cells[r * width..(r + 1) * width]
+    }
+
+    /// The text of a string cell.
+    pub fn text(&self, start: usize, end: usize) -> &str {
+        &self.text[start..end]
+    }
+
+    /// A cell as a `Value` (`None` when absent).
+    pub fn cell_value(&self, cell: &Cell) -> Option<Value> {
+        match cell {
+            Cell::Absent => None,
+            Cell::Str(a, b) => Some(Value::String(self.text[*a..*b].to_owned())),
+            Cell::Num(n) => Some(Value::Number(n.clone())),
+            Cell::Bool(b) => Some(Value::Bool(*b)),
+            Cell::Other(v) => Some((**v).clone()),
+        }
+    }
+
+    /// Row `r` as the entry object `Value` mapping builds.
+    pub fn row_value(&self, r: usize) -> Value {
+        Value::Object(
+            self.columns
+                .iter()
+                .zip(self.row(r))
+                .filter_map(|(name, cell)| Some((name.clone(), self.cell_value(cell)?)))
+                .collect(),
+        )
+    }
+
+    fn push_text(&mut self, text: &str) -> Cell {
+        let start = self.text.len();
+        self.text.push_str(text);
+        Cell::Str(start, self.text.len())
+    }
+
+    fn cell_of(&mut self, value: Value) -> Cell {
+        match value {
+            Value::String(s) => self.push_text(&s),
+            Value::Number(n) => Cell::Num(n),
+            Value::Bool(b) => Cell::Bool(b),
+            // A mapped value is never `null`; kept present like any other value.
+            other => Cell::Other(Box::new(other)),
+        }
+    }
+
+    fn compare_cells(&self, a: &Cell, b: &Cell) -> Ordering {
+        match (a, b) {
+            (Cell::Num(x), Cell::Num(y)) => x
+                .as_f64()
+                .partial_cmp(&y.as_f64())
+                .unwrap_or(Ordering::Equal),
+            (Cell::Str(a0, a1), Cell::Str(b0, b1)) => self.text[*a0..*a1].cmp(&self.text[*b0..*b1]),
+            (Cell::Absent, Cell::Absent) => Ordering::Equal,
+            (Cell::Absent, _) => Ordering::Less,
+            (_, Cell::Absent) => Ordering::Greater,
+            _ => Ordering::Equal,
+        }
+    }
+
+    /// Stable sort of the rows by column `col`, as `compare` orders entries.
+    fn sort_by_column(&mut self, col: usize) {
+        let width = self.columns.len();
+        let mut order: Vec<usize> = (0..self.rows).collect();
+        order.sort_by(|&a, &b| self.compare_cells(&self.row(a)[col], &self.row(b)[col]));
+        let mut cells = Vec::with_capacity(self.cells.len());
+        for r in order {
+            cells.extend_from_slice(&self.cells[r * width..(r + 1) * width]);
+        }
+        self.cells = cells;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Mapping from a document
+// ---------------------------------------------------------------------------------------
+
+/// Whether every path of an output can be walked on a [`Doc`].
+fn doc_mappable(output: &Output) -> bool {
+    let plain = |s: &Selector| s.steps().is_some();
+    plain(&output.each)
+        && output.explode.as_ref().is_none_or(plain)
+        && output.filters.iter().all(|c| plain(&c.path))
+        && output.fields.iter().all(|f| {
+            f.exponent.as_ref().is_none_or(plain)
+                && match &f.source {
+                    FieldSource::Row(p) | FieldSource::Parent(p) => plain(p),
+                    FieldSource::Const(_) => true,
+                }
+        })
+}
+
+fn steps(selector: &Selector) -> &[Step] {
+    selector.steps().unwrap_or_default()
+}
+
+/// `map_output` on documents, into a table (see [`doc_mappable`]).
+fn map_output_docs(
+    output: &Output,
+    docs: &[&Doc],
+    system: UnitSystem,
+) -> Result<Option<Node>, TransformError> {
+    let mut table = Table::new(output.fields.iter().map(|f| f.name.clone()).collect());
+    let mut parents: Vec<Option<Result<Cell, String>>> = Vec::new();
+    let mut records = Vec::new();
+    let mut rows = Vec::new();
+    for doc in docs {
+        records.clear();
+        doc.select(0, steps(&output.each), &mut records);
+        for &record in &records {
+            parents.clear();
+            parents.resize(output.fields.len(), None);
+            match &output.explode {
+                Some(explode) => {
+                    rows.clear();
+                    doc.select(record, steps(explode), &mut rows);
+                    table.cells.reserve(rows.len() * output.fields.len());
+                    for &row in &rows {
+                        if output.filters.iter().all(|c| doc_holds(c, doc, row)) {
+                            doc_entry(
+                                output,
+                                &mut table,
+                                doc,
+                                row,
+                                Some(record),
+                                &mut parents,
+                                system,
+                            )?;
+                        }
+                    }
+                }
+                None => {
+                    if output.filters.iter().all(|c| doc_holds(c, doc, record)) {
+                        doc_entry(output, &mut table, doc, record, None, &mut parents, system)?;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(index) = output.sort_by {
+        table.sort_by_column(index);
+    }
+    if output.single {
+        return Ok((!table.is_empty()).then(|| Node::Value(table.row_value(0))));
+    }
+    Ok(Some(Node::List(vec![Segment::Table(table)])))
+}
+
+/// [`Condition::holds`] on a document node.
+fn doc_holds(c: &Condition, doc: &Doc, node: usize) -> bool {
+    let found = doc.first(node, steps(&c.path));
+    if let Some(exists) = c.exists {
+        if found.is_some() != exists {
+            return false;
+        }
+    }
+    if c.equals.is_none() && c.one_of.is_none() {
+        return true;
+    }
+    let found = found.map(|i| doc.value_at(i));
+    if let Some(expected) = &c.equals {
+        if !found.as_ref().is_some_and(|v| loosely_equal(v, expected)) {
+            return false;
+        }
+    }
+    if let Some(options) = &c.one_of {
+        if !found
+            .as_ref()
+            .is_some_and(|v| options.iter().any(|o| loosely_equal(v, o)))
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// `entry` on a document row: appends the row's cells, or nothing when a required
+/// field is absent.
+fn doc_entry(
+    output: &Output,
+    table: &mut Table,
+    doc: &Doc,
+    row: usize,
+    parent: Option<usize>,
+    parents: &mut [Option<Result<Cell, String>>],
+    system: UnitSystem,
+) -> Result<(), TransformError> {
+    let start = table.cells.len();
+    for (index, field) in output.fields.iter().enumerate() {
+        let cell = match &field.source {
+            FieldSource::Row(path) => {
+                let found = doc.first(row, steps(path));
+                doc_field(field, found, doc, row, table, system)
+            }
+            FieldSource::Parent(path) if field.exponent.is_none() => parents[index]
+                .get_or_insert_with(|| {
+                    let found = parent.and_then(|p| doc.first(p, steps(path)));
+                    doc_field(field, found, doc, row, table, system)
+                })
+                .clone(),
+            FieldSource::Parent(path) => {
+                let found = parent.and_then(|p| doc.first(p, steps(path)));
+                doc_field(field, found, doc, row, table, system)
+            }
+            FieldSource::Const(v) => {
+                let row_value = row_for(field, doc, row);
+                field_value(field, Some(v), &row_value, system).map(|v| match v {
+                    Some(v) => table.cell_of(v),
+                    None => Cell::Absent,
+                })
+            }
+        };
+        let cell = cell.map_err(|message| {
+            table.cells.truncate(start);
+            TransformError {
+                output: output.name.clone(),
+                field: field.name.clone(),
+                message,
+            }
+        })?;
+        if matches!(cell, Cell::Absent) && field.required {
+            table.cells.truncate(start);
+            return Ok(());
+        }
+        table.cells.push(cell);
+    }
+    table.rows += 1;
+    Ok(())
+}
+
+/// The row as a `Value` when a field reads its exponent from it, else `null`
+/// (`convert` reads the row for nothing else).
+fn row_for(field: &Field, doc: &Doc, row: usize) -> Value {
+    if field.exponent.is_some() {
+        doc.value_at(row)
+    } else {
+        Value::Null
+    }
+}
+
+/// `field_value` + `convert` on a document node, straight into a cell for the common
+/// cases and through `Value` for the others.
+fn doc_field(
+    field: &Field,
+    found: Option<usize>,
+    doc: &Doc,
+    row: usize,
+    table: &mut Table,
+    system: UnitSystem,
+) -> Result<Cell, String> {
+    let Some(node) = found else {
+        return Ok(Cell::Absent);
+    };
+    let tape = doc.tape[node];
+    if matches!(tape, Tape::Null) {
+        return Ok(Cell::Absent);
+    }
+    if field.from.is_none() {
+        match (field.kind, tape) {
+            (FieldType::Auto, _) if !has_arithmetic(field) => {
+                return Ok(match tape {
+                    Tape::Str(..) | Tape::Esc(..) => table.push_text(doc.str_of(tape)),
+                    Tape::Bool(b) => Cell::Bool(b),
+                    Tape::U(_) | Tape::I(_) | Tape::F(_) => Cell::Num(doc.number_of(tape)),
+                    _ => Cell::Other(Box::new(doc.value_at(node))),
+                });
+            }
+            (
+                FieldType::Auto | FieldType::Number | FieldType::Integer,
+                Tape::U(_) | Tape::I(_) | Tape::F(_),
+            ) => {
+                let n = doc.number_of(tape);
+                let n = if has_arithmetic(field) {
+                    arithmetic(field, n, &row_for(field, doc, row), system)?
+                } else {
+                    n
+                };
+                if field.kind == FieldType::Integer {
+                    let i = n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64));
+                    return i
+                        .map(|i| Cell::Num(i.into()))
+                        .ok_or_else(|| "number out of range".to_owned());
+                }
+                return Ok(Cell::Num(n));
+            }
+            (
+                FieldType::String | FieldType::Time | FieldType::Datetime,
+                Tape::Str(..) | Tape::Esc(..),
+            ) => {
+                return Ok(table.push_text(doc.str_of(tape)));
+            }
+            (FieldType::Date, Tape::Str(..) | Tape::Esc(..)) => {
+                let s = doc.str_of(tape);
+                if s.len() >= 10 && crate::template::parse_date(s).is_some() {
+                    return Ok(table.push_text(&s[..10]));
+                }
+            }
+            _ => {}
+        }
+    }
+    let value = doc.value_at(node);
+    convert(field, &value, &row_for(field, doc, row), system).map(|v| table.cell_of(v))
+}
+
+// ---------------------------------------------------------------------------------------
+// Documents
+// ---------------------------------------------------------------------------------------
+
+/// A JSON answer as its text plus a flat index of its nodes in document order (a
+/// "tape"): a container is followed by its children (an object by key, value, key,
+/// value ...) and records where they end. Parsing allocates the index and, for strings
+/// with escapes, their decoded text; nothing per object.
+///
+/// [`Doc::parse`] accepts exactly what `serde_json` accepts and [`Doc::to_value`] gives
+/// what `serde_json` decodes; documents it is unsure about (duplicate keys, deep
+/// nesting, numbers outside the simple forms that `serde_json` then refuses ...) are
+/// handed back for `serde_json` to decide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc {
+    text: String,
+    decoded: String,
+    tape: Vec<Tape>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tape {
+    Null,
+    Bool(bool),
+    U(u64),
+    I(i64),
+    F(f64),
+    /// A string without escapes: byte range in the text.
+    Str(u32, u32),
+    /// A string with escapes: byte range in the decoded text.
+    Esc(u32, u32),
+    /// An array, and the tape index after its last descendant.
+    Array(u32),
+    /// An object, and the tape index after its last descendant.
+    Object(u32),
+}
+
+/// Deeper documents go to `serde_json` (whose limit is 128).
+const MAX_DEPTH: u32 = 100;
+
+impl Doc {
+    /// Indexes a JSON text; gives the text back when `serde_json` should decide.
+    pub fn parse(text: String) -> Result<Doc, String> {
+        if u32::try_from(text.len()).is_err() {
+            return Err(text);
+        }
+        let mut parser = Parser {
+            bytes: text.as_bytes(),
+            at: 0,
+            tape: Vec::with_capacity(text.len() / 6 + 4),
+            decoded: String::new(),
+        };
+        let ok = parser.value(0).is_some() && {
+            parser.skip_ws();
+            parser.at == parser.bytes.len()
+        };
+        if !ok {
+            return Err(text);
+        }
+        let (tape, decoded) = (parser.tape, parser.decoded);
+        Ok(Doc {
+            text,
+            decoded,
+            tape,
+        })
+    }
+
+    /// The whole document as a `Value`.
+    pub fn to_value(&self) -> Value {
+        self.value_at(0)
+    }
+
+    /// The node at tape index `i` as a `Value`.
+    fn value_at(&self, i: usize) -> Value {
+        match self.tape[i] {
+            Tape::Null => Value::Null,
+            Tape::Bool(b) => Value::Bool(b),
+            t @ (Tape::U(_) | Tape::I(_) | Tape::F(_)) => Value::Number(self.number_of(t)),
+            t @ (Tape::Str(..) | Tape::Esc(..)) => Value::String(self.str_of(t).to_owned()),
+            Tape::Array(_) => Value::Array(self.children(i).map(|c| self.value_at(c)).collect()),
+            Tape::Object(_) => {
+                let mut map = Map::new();
+                let mut k = i + 1;
+                let end = self.end(i);
+                while k < end {
+                    map.insert(self.str_of(self.tape[k]).to_owned(), self.value_at(k + 1));
+                    k = self.end(k + 1);
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    fn str_of(&self, t: Tape) -> &str {
+        match t {
+            Tape::Str(a, b) => &self.text[a as usize..b as usize],
+            Tape::Esc(a, b) => &self.decoded[a as usize..b as usize],
+            _ => "",
+        }
+    }
+
+    fn number_of(&self, t: Tape) -> Number {
+        match t {
+            Tape::U(u) => u.into(),
+            Tape::I(i) => i.into(),
+            Tape::F(f) => Number::from_f64(f).unwrap_or_else(|| 0.into()),
+            _ => 0.into(),
+        }
+    }
+
+    /// The tape index after the node at `i` and its descendants.
+    fn end(&self, i: usize) -> usize {
+        match self.tape[i] {
+            Tape::Array(end) | Tape::Object(end) => end as usize,
+            _ => i + 1,
+        }
+    }
+
+    /// The items of an array, or the member values of an object, in order.
+    fn children(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let (object, end) = match self.tape[i] {
+            Tape::Array(end) => (false, end as usize),
+            Tape::Object(end) => (true, end as usize),
+            _ => (false, i + 1),
+        };
+        let mut k = i + 1;
+        std::iter::from_fn(move || {
+            if k >= end {
+                return None;
+            }
+            let value = if object { k + 1 } else { k };
+            k = self.end(value);
+            Some(value)
+        })
+    }
+
+    /// The value of member `name` of the object at `i`.
+    fn member(&self, i: usize, name: &str) -> Option<usize> {
+        let Tape::Object(end) = self.tape[i] else {
+            return None;
+        };
+        let mut k = i + 1;
+        while k < end as usize {
+            if self.str_of(self.tape[k]) == name {
+                return Some(k + 1);
+            }
+            k = self.end(k + 1);
+        }
+        None
+    }
+
+    fn step(&self, i: usize, step: &Step) -> Option<usize> {
+        match (step, self.tape[i]) {
+            (Step::Member(name), Tape::Object(_)) => self.member(i, name),
+            (Step::Index(n), Tape::Array(_)) => {
+                let index = if *n < 0 {
+                    let len = self.children(i).count();
+                    len.checked_sub(n.unsigned_abs() as usize)?
+                } else {
+                    *n as usize
+                };
+                self.children(i).nth(index)
+            }
+            _ => None,
+        }
+    }
+
+    /// Every node `steps` select under `i`, in document order, appended to `out`.
+    fn select(&self, i: usize, steps: &[Step], out: &mut Vec<usize>) {
+        self.walk(i, steps, &mut |node| {
+            out.push(node);
+            true
+        });
+    }
+
+    /// The first node `steps` select under `i`.
+    fn first(&self, mut i: usize, steps: &[Step]) -> Option<usize> {
+        if !steps.contains(&Step::Wildcard) {
+            for step in steps {
+                i = self.step(i, step)?;
+            }
+            return Some(i);
+        }
+        let mut found = None;
+        self.walk(i, steps, &mut |node| {
+            found = Some(node);
+            false
+        });
+        found
+    }
+
+    /// Calls `found` with every selected node until it returns `false`.
+    fn walk(&self, i: usize, steps: &[Step], found: &mut dyn FnMut(usize) -> bool) -> bool {
+        let Some((step, rest)) = steps.split_first() else {
+            return found(i);
+        };
+        match step {
+            Step::Wildcard => {
+                for child in self.children(i) {
+                    if !self.walk(child, rest, found) {
+                        return false;
+                    }
+                }
+                true
+            }
+            _ => match self.step(i, step) {
+                Some(next) => self.walk(next, rest, found),
+                None => true,
+            },
+        }
+    }
+}
+
+/// The one-pass indexer behind [`Doc::parse`]; `None` hands the text to `serde_json`.
+struct Parser<'t> {
+    bytes: &'t [u8],
+    at: usize,
+    tape: Vec<Tape>,
+    decoded: String,
+}
+
+impl Parser<'_> {
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.skip_ws();
+        (self.bytes.get(self.at) == Some(&byte)).then(|| self.at += 1)
+    }
+
+    fn value(&mut self, depth: u32) -> Option<()> {
+        self.skip_ws();
+        match *self.bytes.get(self.at)? {
+            b'{' => self.object(depth),
+            b'[' => self.array(depth),
+            b'"' => self.string(),
+            b't' => self.literal(b"true", Tape::Bool(true)),
+            b'f' => self.literal(b"false", Tape::Bool(false)),
+            b'n' => self.literal(b"null", Tape::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], tape: Tape) -> Option<()> {
+        if !self.bytes[self.at..].starts_with(word) {
+            return None;
+        }
+        self.at += word.len();
+        self.tape.push(tape);
+        Some(())
+    }
+
+    fn array(&mut self, depth: u32) -> Option<()> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        self.at += 1;
+        let at = self.tape.len();
+        self.tape.push(Tape::Array(0));
+        self.skip_ws();
+        if self.bytes.get(self.at) == Some(&b']') {
+            self.at += 1;
+        } else {
+            loop {
+                self.value(depth + 1)?;
+                self.skip_ws();
+                match self.bytes.get(self.at)? {
+                    b',' => self.at += 1,
+                    b']' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.tape[at] = Tape::Array(u32::try_from(self.tape.len()).ok()?);
+        Some(())
+    }
+
+    fn object(&mut self, depth: u32) -> Option<()> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        self.at += 1;
+        let at = self.tape.len();
+        self.tape.push(Tape::Object(0));
+        self.skip_ws();
+        let mut members = 0usize;
+        if self.bytes.get(self.at) == Some(&b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                self.skip_ws();
+                if self.bytes.get(self.at) != Some(&b'"') {
+                    return None;
+                }
+                self.string()?;
+                self.expect(b':')?;
+                self.value(depth + 1)?;
+                members += 1;
+                self.skip_ws();
+                match self.bytes.get(self.at)? {
+                    b',' => self.at += 1,
+                    b'}' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        let end = self.tape.len();
+        self.tape[at] = Tape::Object(u32::try_from(end).ok()?);
+        if members > 1 && self.has_duplicate_keys(at, members) {
+            // `serde_json` keeps the first place and the last value: let it decide.
+            return None;
+        }
+        Some(())
+    }
+
+    fn key(&self, k: usize) -> &[u8] {
+        match self.tape[k] {
+            Tape::Str(a, b) => &self.bytes[a as usize..b as usize],
+            Tape::Esc(a, b) => &self.decoded.as_bytes()[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    fn has_duplicate_keys(&self, at: usize, members: usize) -> bool {
+        let end_of = |i: usize| match self.tape[i] {
+            Tape::Array(end) | Tape::Object(end) => end as usize,
+            _ => i + 1,
+        };
+        let keys = std::iter::successors(Some(at + 1), |&k| Some(end_of(k + 1))).take(members);
+        if members <= 16 {
+            // Small objects (every point of a series): pairwise, without allocating.
+            let mut seen = [0usize; 16];
+            for (n, k) in keys.enumerate() {
+                if seen[..n].iter().any(|&s| self.key(s) == self.key(k)) {
+                    return true;
+                }
+                seen[n] = k;
+            }
+            false
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(members);
+            !keys.into_iter().all(|k| seen.insert(self.key(k)))
+        }
+    }
+
+    fn string(&mut self) -> Option<()> {
+        let start = self.at + 1;
+        let mut i = start;
+        loop {
+            match *self.bytes.get(i)? {
+                b'"' => break,
+                b'\\' => return self.escaped_string(start),
+                0x00..=0x1F => return None,
+                _ => i += 1,
+            }
+        }
+        self.tape.push(Tape::Str(
+            u32::try_from(start).ok()?,
+            u32::try_from(i).ok()?,
+        ));
+        self.at = i + 1;
+        Some(())
+    }
+
+    /// A string with escapes, decoded by `serde_json` itself.
+    fn escaped_string(&mut self, start: usize) -> Option<()> {
+        let mut i = start;
+        loop {
+            match *self.bytes.get(i)? {
+                b'"' => break,
+                b'\\' => i += 2,
+                0x00..=0x1F => return None,
+                _ => i += 1,
+            }
+        }
+        let quoted = std::str::from_utf8(self.bytes.get(start - 1..=i)?).ok()?;
+        let text: String = serde_json::from_str(quoted).ok()?;
+        let a = u32::try_from(self.decoded.len()).ok()?;
+        self.decoded.push_str(&text);
+        let b = u32::try_from(self.decoded.len()).ok()?;
+        self.tape.push(Tape::Esc(a, b));
+        self.at = i + 1;
+        Some(())
+    }
+
+    fn number(&mut self) -> Option<()> {
+        let start = self.at;
+        let mut i = start;
+        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.bytes.get(i) {
+            i += 1;
+        }
+        self.at = i;
+        let token = &self.bytes[start..i];
+        let (negative, digits) = match token.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, token),
+        };
+        let simple = !digits.is_empty()
+            && digits.len() <= 19
+            && digits.iter().all(u8::is_ascii_digit)
+            && (digits.len() == 1 || digits[0] != b'0');
+        if simple {
+            let magnitude = digits
+                .iter()
+                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if !negative {
+                self.tape.push(Tape::U(magnitude));
+                return Some(());
+            }
+            // `-0` is a float in `serde_json`; larger magnitudes than i64's are too.
+            if magnitude != 0 && magnitude <= i64::MAX as u64 + 1 {
+                self.tape.push(Tape::I(0i64.wrapping_sub(magnitude as i64)));
+                return Some(());
+            }
+        }
+        let token = std::str::from_utf8(token).ok()?;
+        let number: Number = serde_json::from_str(token).ok()?;
+        self.tape.push(if let Some(u) = number.as_u64() {
+            Tape::U(u)
+        } else if let Some(i) = number.as_i64() {
+            Tape::I(i)
+        } else {
+            Tape::F(number.as_f64()?)
+        });
+        Some(())
+    }
+}
+
 /// The converted values of a record's `parent` fields, by field index, each computed
 /// when the first row needs it: they are the same for every row exploded from the
 /// record (a day of one-second points shares one `dateTime`). Fields with an
@@ -159,8 +1148,7 @@ impl ParentValues {
     }
 }
 
-fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
+fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
         (Some(Value::Number(x)), Some(Value::Number(y))) => x
             .as_f64()
@@ -407,5 +1395,193 @@ fn short(v: &Value) -> String {
         format!("{}…", &s[..s.floor_char_boundary(60)])
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                json_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                out.push(path);
+            }
+        }
+    }
+
+    fn parse_both(text: &str) -> (Option<Value>, Option<Value>) {
+        let serde = serde_json::from_str::<Value>(text).ok();
+        let doc = match Doc::parse(text.to_owned()) {
+            Ok(doc) => Some(doc.to_value()),
+            // Handed back: `serde_json` decides, so the verdicts agree by construction.
+            Err(back) => {
+                assert_eq!(back, text);
+                serde.clone()
+            }
+        };
+        (serde, doc)
+    }
+
+    #[test]
+    fn documents_decode_as_serde_json_does() {
+        for text in [
+            "0",
+            "-0",
+            "-1",
+            "1.5",
+            "1e3",
+            "1E-3",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "123456789012345678901234567890",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "+1",
+            "1e999",
+            "0.1e-400",
+            " [1, 2 ,3 ] ",
+            "[]",
+            "{}",
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":{"b":[true,false,null]},"c":"x"}"#,
+            r#""\u00e9\n\"""#,
+            r#""\ud800""#,
+            r#""\ud83d\ude00""#,
+            "\"tab\there\"",
+            r#"{"k\u0041":1,"kA":2}"#,
+            "[1,]",
+            "[1 2]",
+            r#"{"a" 1}"#,
+            "nul",
+            "truex",
+            "[1] x",
+            "\u{feff}[]",
+            "",
+            r#"{"é":"ü","t":"08:00:00"}"#,
+            "[1.0, 2.50, -0.0, 1e-7, 123456.789e3]",
+        ] {
+            let (serde, doc) = parse_both(text);
+            assert_eq!(serde, doc, "{text:?}");
+            if let (Some(a), Some(b)) = (&serde, &doc) {
+                assert_eq!(a.to_string(), b.to_string(), "{text:?}");
+            }
+        }
+        let wide: Vec<String> = (0..20).map(|k| format!(r#""k{k}":{k}"#)).collect();
+        for text in [
+            format!("{{{}}}", wide.join(",")),
+            format!(r#"{{{},"k3":0}}"#, wide.join(",")),
+            format!(r#"[{{"a":1,"b":2,"a":3}},{{{}}}]"#, wide[..16].join(",")),
+        ] {
+            let (serde, doc) = parse_both(&text);
+            assert_eq!(serde, doc, "{text:?}");
+            // Duplicate keys are left to `serde_json` (first place, last value).
+            assert_eq!(
+                Doc::parse(text.clone()).is_ok(),
+                !text.contains(r#""k3":0"#) && !text.contains(r#""a":3"#),
+                "{text}"
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        let (serde, doc) = parse_both(&deep);
+        assert_eq!(serde, doc);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        json_files(&root.join("tests"), &mut files);
+        assert!(files.len() > 20, "{files:?}");
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            let (serde, doc) = parse_both(&text);
+            assert_eq!(serde, doc, "{}", file.display());
+        }
+    }
+
+    /// Every provider method against every recording, through `Value` and through
+    /// documents: the same entries, errors, schema verdicts and XML.
+    #[test]
+    fn documents_map_as_values_do() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut recordings = Vec::new();
+        json_files(&root.join("tests/recordings"), &mut recordings);
+        json_files(&root.join("tests/fixtures"), &mut recordings);
+        let mut providers = Vec::new();
+        for entry in std::fs::read_dir(root.join("providers")).unwrap().flatten() {
+            let provider = crate::provider::load(&entry.path(), &Default::default())
+                .unwrap_or_else(|d| panic!("{d}"));
+            providers.push(provider);
+        }
+        let texts: Vec<String> = recordings
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .filter(|t| Doc::parse(t.clone()).is_ok())
+            .collect();
+        let mut compared_entries = 0;
+        for provider in &providers {
+            for method in provider.methods.values() {
+                for i in 0..texts.len() {
+                    // One answer, and two answers (pages) in a row.
+                    for pages in [vec![i], vec![i, (i + 1) % texts.len()]] {
+                        for (layout, system) in [
+                            (Layout::Mapped, UnitSystem::Metric),
+                            (Layout::Both, UnitSystem::Us),
+                        ] {
+                            let values = pages
+                                .iter()
+                                .map(|&p| Answer::Value(serde_json::from_str(&texts[p]).unwrap()))
+                                .collect();
+                            let docs = pages
+                                .iter()
+                                .map(|&p| Answer::Doc(Doc::parse(texts[p].clone()).unwrap()))
+                                .collect();
+                            let by_value = map_method(method, values, layout, system);
+                            let by_doc = map_method(method, docs, layout, system);
+                            let label = format!("{} {} {i} {layout:?}", provider.name, method.name);
+                            match (by_value, by_doc) {
+                                (Ok(a), Ok(b)) => {
+                                    let mut ta = Sensors::default();
+                                    ta.merge(a.mapped);
+                                    let mut tb = Sensors::default();
+                                    tb.merge(b.mapped);
+                                    assert_eq!(ta.to_value(), tb.to_value(), "{label}");
+                                    assert_eq!(a.raw, b.raw, "{label}");
+                                    compared_entries += ta
+                                        .outputs
+                                        .values()
+                                        .map(|n| match n {
+                                            Node::List(s) => s.iter().map(Segment::len).sum(),
+                                            Node::Value(_) => 1,
+                                        })
+                                        .sum::<usize>();
+                                    tb.add_raw(b.raw);
+                                    let value = tb.to_value();
+                                    assert_eq!(
+                                        crate::schema::validate_sensors(&tb),
+                                        crate::schema::validate_tree(&value),
+                                        "{label}"
+                                    );
+                                    let mut xml = Vec::new();
+                                    crate::xml::write_sensors_xml(&mut xml, "jack", &tb).unwrap();
+                                    assert_eq!(
+                                        String::from_utf8(xml).unwrap(),
+                                        crate::xml::to_igor_xml("jack", &value),
+                                        "{label}"
+                                    );
+                                }
+                                (a, b) => assert_eq!(a.err(), b.err(), "{label}"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared_entries > 100, "{compared_entries}");
     }
 }

@@ -30,6 +30,10 @@
 //!   with an (even empty) text node as `<v></v>`. Hence `{}` -> `<v/>` but `null` ->
 //!   `<v></v>`.
 //!
+//! [`write_sensors_xml`] writes a compact sensor tree (`transform::Sensors`) exactly as
+//! [`write_igor_xml`] writes its `Value` form, streaming to an `io::Write`: table rows go
+//! out as they are formatted, through a small buffer.
+//!
 //! # Reading (`igor_xml_to_value`, `igor_xml_to_value_verbatim`)
 //!
 //! The XML is parsed the way minidom (expat) does: line ends and attribute whitespace
@@ -46,9 +50,12 @@
 //! back as in Igor's `.VARIANT=raw`.
 
 use std::fmt::{self, Write as _};
+use std::io;
 
 use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Number, Value};
+
+use crate::transform::{Cell, Node, Segment, Sensors, Table};
 
 /// Why a conversion failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +131,122 @@ pub fn to_igor_xml(tag: &str, value: &Value) -> String {
 /// `<_e _e="@name">`, a non-string `#text` item is written like a plain value.
 pub fn write_igor_xml(out: &mut String, tag: &str, value: &Value) {
     write_element(out, ElementName::new(tag), value);
+}
+
+/// Writes the element Igor stores for a sensor tree under `tag` to `out`: the same
+/// bytes as [`write_igor_xml`] of `tree.to_value()` (same precondition), without
+/// building that `Value` or the whole text. Nothing follows the element (no newline).
+///
+/// # Errors
+///
+/// Those of `out`.
+pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) -> io::Result<()> {
+    /// Buffered text is handed to `out` in pieces of about this size.
+    const CHUNK: usize = 1 << 16;
+    let mut buffer = String::with_capacity(CHUNK + 4096);
+    let mut flush = |buffer: &mut String, force: bool| -> io::Result<()> {
+        if force || buffer.len() >= CHUNK {
+            out.write_all(buffer.as_bytes())?;
+            buffer.clear();
+        }
+        Ok(())
+    };
+    let name = ElementName::new(tag);
+    name.push_open(&mut buffer);
+    let mut has_child_nodes = false;
+    for (key, node) in &tree.outputs {
+        match node {
+            Node::Value(value) => write_member(&mut buffer, key, value, &mut has_child_nodes),
+            // `#text` lists are text nodes, not elements: as `Value`s, like the rest.
+            Node::List(_) if key == "#text" => {
+                write_member(&mut buffer, key, &node.to_value(), &mut has_child_nodes);
+            }
+            Node::List(segments) => {
+                let child_name = ElementName::new(key);
+                for segment in segments {
+                    match segment {
+                        Segment::Values(items) => {
+                            for item in items {
+                                open_content(&mut buffer, &mut has_child_nodes);
+                                write_element(&mut buffer, child_name, item);
+                                flush(&mut buffer, false)?;
+                            }
+                        }
+                        Segment::Table(table) => {
+                            let columns: Vec<ElementName<'_>> = table
+                                .columns()
+                                .iter()
+                                .map(|c| ElementName::new(c))
+                                .collect();
+                            for row in 0..table.len() {
+                                open_content(&mut buffer, &mut has_child_nodes);
+                                write_row(&mut buffer, child_name, table, &columns, row);
+                                flush(&mut buffer, false)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        flush(&mut buffer, false)?;
+    }
+    if has_child_nodes {
+        name.push_close(&mut buffer);
+    } else {
+        buffer.push_str("/>");
+    }
+    flush(&mut buffer, true)
+}
+
+/// Row `row` of a table as [`write_element`] writes its entry object.
+fn write_row(
+    out: &mut String,
+    name: ElementName<'_>,
+    table: &Table,
+    columns: &[ElementName<'_>],
+    row: usize,
+) {
+    name.push_open(out);
+    let mut has_child_nodes = false;
+    for (column, cell) in columns.iter().zip(table.row(row)) {
+        match cell {
+            Cell::Absent => {}
+            _ if column.tag == "#text" || matches!(cell, Cell::Other(_)) => {
+                if let Some(value) = table.cell_value(cell) {
+                    write_member(out, column.tag, &value, &mut has_child_nodes);
+                }
+            }
+            Cell::Str(a, b) => {
+                open_content(out, &mut has_child_nodes);
+                column.push_open(out);
+                out.push('>');
+                push_escaped(out, table.text(*a, *b), Illegal::Remove);
+                column.push_close(out);
+            }
+            Cell::Num(number) => {
+                open_content(out, &mut has_child_nodes);
+                column.push_open(out);
+                out.push('>');
+                push_python_number(out, number);
+                column.push_close(out);
+            }
+            Cell::Bool(b) => {
+                open_content(out, &mut has_child_nodes);
+                column.push_open(out);
+                out.push('>');
+                if *b {
+                    out.push_str("true");
+                }
+                column.push_close(out);
+            }
+            Cell::Other(_) => {}
+        }
+    }
+    if has_child_nodes {
+        name.push_close(out);
+    } else {
+        out.push_str("/>");
+    }
 }
 
 /// Like [`to_igor_xml`], but fails where Igor fails.
@@ -234,31 +357,37 @@ fn write_element(out: &mut String, name: ElementName<'_>, value: &Value) {
     // minidom prints `<v/>` when the element got no child node at all.
     let mut has_child_nodes = false;
     for (key, child) in map {
-        let items = match child {
-            Value::Array(items) => items.as_slice(),
-            single => std::slice::from_ref(single),
-        };
-        if key == "#text" {
-            for item in items {
-                open_content(out, &mut has_child_nodes);
-                match item {
-                    Value::String(text) => push_escaped(out, text, Illegal::Keep),
-                    // Outside the precondition (Igor: TypeError); see write_igor_xml.
-                    other => push_plain_text(out, other),
-                }
-            }
-        } else {
-            let child_name = ElementName::new(key);
-            for item in items {
-                open_content(out, &mut has_child_nodes);
-                write_element(out, child_name, item);
-            }
-        }
+        write_member(out, key, child, &mut has_child_nodes);
     }
     if has_child_nodes {
         name.push_close(out);
     } else {
         out.push_str("/>");
+    }
+}
+
+/// The child nodes of one member of an object: an element per item of a list (or the
+/// one value), or text nodes for `#text`.
+fn write_member(out: &mut String, key: &str, child: &Value, has_child_nodes: &mut bool) {
+    let items = match child {
+        Value::Array(items) => items.as_slice(),
+        single => std::slice::from_ref(single),
+    };
+    if key == "#text" {
+        for item in items {
+            open_content(out, has_child_nodes);
+            match item {
+                Value::String(text) => push_escaped(out, text, Illegal::Keep),
+                // Outside the precondition (Igor: TypeError); see write_igor_xml.
+                other => push_plain_text(out, other),
+            }
+        }
+    } else {
+        let child_name = ElementName::new(key);
+        for item in items {
+            open_content(out, has_child_nodes);
+            write_element(out, child_name, item);
+        }
     }
 }
 

@@ -5,15 +5,23 @@
 //! `$.value` or `$.sampleTime.civilTime['date']`; those are walked directly instead
 //! of going through the general query engine. Every path is still parsed by
 //! `serde_json_path` first, so both forms accept exactly RFC 9535.
+//!
+//! A plain path may also hold wildcards (`$.dataPoints[*].weight`); [`Selector::steps`]
+//! hands the steps to code that walks other representations of an answer (the compact
+//! document of `transform`).
 
 use serde_json::{Map, Value};
 use serde_json_path::JsonPath;
 
 /// One step of a plain path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
+pub enum Step {
+    /// `.name`, `['name']`: the member of an object.
     Member(String),
+    /// `[N]`: an array item, counted from the end when negative.
     Index(i64),
+    /// `[*]`, `.*`: every item of an array or member value of an object, in order.
+    Wildcard,
 }
 
 /// A parsed JSONPath.
@@ -40,10 +48,24 @@ impl Selector {
         &self.text
     }
 
+    /// The steps of a plain path (members, indexes and wildcards only), `None` for a
+    /// path that needs the general query engine (filters, slices, descendants ...).
+    pub fn steps(&self) -> Option<&[Step]> {
+        self.plain.as_deref()
+    }
+
     /// The first node the path selects.
     pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
         match &self.plain {
-            Some(steps) => walk(value, steps),
+            Some(steps) if !steps.contains(&Step::Wildcard) => walk(value, steps),
+            Some(steps) => {
+                let mut found = None;
+                walk_all(value, steps, &mut |v| {
+                    found = Some(v);
+                    false
+                });
+                found
+            }
             None => self.query.query(value).first(),
         }
     }
@@ -51,9 +73,40 @@ impl Selector {
     /// Every node the path selects, in document order.
     pub fn all<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
         match &self.plain {
-            Some(steps) => walk(value, steps).into_iter().collect(),
+            Some(steps) if !steps.contains(&Step::Wildcard) => {
+                walk(value, steps).into_iter().collect()
+            }
+            Some(steps) => {
+                let mut found = Vec::new();
+                walk_all(value, steps, &mut |v| {
+                    found.push(v);
+                    true
+                });
+                found
+            }
             None => self.query.query(value).all(),
         }
+    }
+}
+
+/// Calls `found` with every node `steps` select under `value`, in document order, until
+/// it returns `false`; returns `false` when it was stopped.
+fn walk_all<'a>(
+    value: &'a Value,
+    steps: &[Step],
+    found: &mut dyn FnMut(&'a Value) -> bool,
+) -> bool {
+    let Some((step, rest)) = steps.split_first() else {
+        return found(value);
+    };
+    match (step, value) {
+        (Step::Wildcard, Value::Array(items)) => items.iter().all(|v| walk_all(v, rest, found)),
+        (Step::Wildcard, Value::Object(map)) => map.values().all(|v| walk_all(v, rest, found)),
+        (Step::Wildcard, _) => true,
+        _ => match walk(value, std::slice::from_ref(step)) {
+            Some(next) => walk_all(next, rest, found),
+            None => true,
+        },
     }
 }
 
@@ -61,6 +114,7 @@ fn walk<'a>(mut value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
     for step in steps {
         value = match (step, value) {
             (Step::Member(name), Value::Object(map)) => member(map, name)?,
+            (Step::Wildcard, _) => return None,
             (Step::Index(i), Value::Array(items)) => {
                 let idx = if *i < 0 {
                     items.len().checked_sub(i.unsigned_abs() as usize)?
@@ -88,12 +142,16 @@ fn member<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     }
 }
 
-/// Recognises `$` followed by `.name`, `['name']`, `["name"]` and `[N]` only.
+/// Recognises `$` followed by `.name`, `['name']`, `["name"]`, `[N]`, `[*]` and `.*`
+/// only.
 fn plain_steps(text: &str) -> Option<Vec<Step>> {
     let mut rest = text.strip_prefix('$')?;
     let mut steps = Vec::new();
     while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix('.') {
+        if let Some(r) = rest.strip_prefix(".*").or_else(|| rest.strip_prefix("[*]")) {
+            steps.push(Step::Wildcard);
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('.') {
             let end = r
                 .find(|c: char| !(c.is_alphanumeric() || c == '_'))
                 .unwrap_or(r.len());
@@ -141,6 +199,21 @@ mod tests {
         ] {
             let s = Selector::parse(path).unwrap();
             assert!(s.plain.is_some(), "{path} should take the fast path");
+            assert_eq!(s.first(&doc), s.query.query(&doc).first(), "{path}");
+        }
+        for path in [
+            "$.xs[*].t",
+            "$.xs.*",
+            "$.a.*",
+            "$.a.*[*]",
+            "$.a['b-c'][*].d",
+            "$[*][*]",
+            "$.a[*].nope",
+            "$.xs[0].*",
+        ] {
+            let s = Selector::parse(path).unwrap();
+            assert!(s.plain.is_some(), "{path} should take the fast path");
+            assert_eq!(s.all(&doc), s.query.query(&doc).all(), "{path}");
             assert_eq!(s.first(&doc), s.query.query(&doc).first(), "{path}");
         }
         let s = Selector::parse("$.xs[?@.t > 1]").unwrap();

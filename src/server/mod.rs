@@ -350,7 +350,10 @@ pub async fn fetch_user(
             },
         }));
     }
-    let app_data = store.get(&paths::app(plugin)).await?.unwrap_or(Value::Null);
+    // The leaf only: `plugindata/<plugin>` also holds every user's status.
+    let client_id = store
+        .get(&format!("{}/client_id", paths::app(plugin)))
+        .await?;
     let now = state.rt.clock.now();
     let plan = FetchPlan {
         methods,
@@ -362,7 +365,7 @@ pub async fn fetch_user(
             system: settings
                 .system
                 .unwrap_or_else(|| provider.api.default_system.clone()),
-            client_id: live::leaf_text(app_data.get("client_id")),
+            client_id: live::leaf_text(client_id.as_ref()),
             provider_user_id: None,
             now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         },

@@ -1494,11 +1494,15 @@ async fn setup_page_in_headless_chromium() {
         .click(&browser.find("#system option[value='en_GB']").await)
         .await;
     browser.click(&browser.find("#save-app").await).await;
-    browser
+    let source = browser
         .wait_for_source("the secret is stored", |s| {
             s.contains("client secret is set")
         })
         .await;
+    assert!(
+        !source.contains(&config.client_secret),
+        "the secret is never shown back"
+    );
     assert_eq!(browser.url().await, setup_url, "back on the setup page");
     assert_eq!(
         browser

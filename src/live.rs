@@ -155,9 +155,9 @@ pub async fn app_credentials(
     store: &dyn Store,
     plugin: &str,
 ) -> Result<Option<AppCredentials>, crate::store::StoreError> {
-    let app = store.get(&paths::app(plugin)).await?.unwrap_or(Value::Null);
-    let id = leaf_text(app.get("client_id"));
-    let secret = leaf_text(app.get("client_secret"));
+    let base = paths::app(plugin);
+    let id = leaf_text(store.get(&format!("{base}/client_id")).await?.as_ref());
+    let secret = leaf_text(store.get(&format!("{base}/client_secret")).await?.as_ref());
     Ok(match (id, secret) {
         (Some(client_id), Some(secret)) => Some(AppCredentials {
             client_id,
@@ -686,7 +686,7 @@ pub async fn user_settings(
     plugin: &str,
     user: &str,
 ) -> Result<UserSettings, crate::store::StoreError> {
-    let app = store.get(&paths::app(plugin)).await?.unwrap_or(Value::Null);
+    let system = store.get(&format!("{}/system", paths::app(plugin))).await?;
     let data = store
         .get(&paths::user(plugin, user))
         .await?
@@ -709,7 +709,7 @@ pub async fn user_settings(
     Ok(UserSettings {
         defaults,
         methods,
-        system: leaf_text(app.get("system")),
+        system: leaf_text(system.as_ref()),
     })
 }
 

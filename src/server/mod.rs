@@ -252,6 +252,19 @@ async fn index(State(state): State<Arc<AppState>>) -> Response {
     Html(body).into_response()
 }
 
+/// Query or form parameters, in order.
+type Params = Vec<(String, String)>;
+
+/// The plugin's provider (404 when unknown) and the query's parameters.
+fn plugin_query(
+    state: &AppState,
+    plugin: &str,
+    query: Option<String>,
+) -> Result<(Arc<Provider>, Params), Response> {
+    let provider = state.provider(plugin)?;
+    Ok((provider, pairs(query.as_deref().unwrap_or(""))))
+}
+
 /// `GET /plugin/<plugin>?user=U[&methods=a,b][&k=v...]`: fetch, store, answer with it.
 async fn fetch_now(
     State(state): State<Arc<AppState>>,
@@ -259,11 +272,10 @@ async fn fetch_now(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let provider = match state.provider(&plugin) {
-        Ok(p) => p,
+    let (provider, pairs) = match plugin_query(&state, &plugin, query) {
+        Ok(found) => found,
         Err(r) => return r,
     };
-    let pairs = pairs(query.as_deref().unwrap_or(""));
     let Some(user) = get_param(&pairs, "user").map(str::to_owned) else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -420,11 +432,10 @@ async fn auth1(
     Path(plugin): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let provider = match state.provider(&plugin) {
-        Ok(p) => p,
+    let (provider, pairs) = match plugin_query(&state, &plugin, query) {
+        Ok(found) => found,
         Err(r) => return r,
     };
-    let pairs = pairs(query.as_deref().unwrap_or(""));
     let Some(user) = get_param(&pairs, "user") else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -466,11 +477,10 @@ async fn auth2(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let provider = match state.provider(&plugin) {
-        Ok(p) => p,
+    let (provider, pairs) = match plugin_query(&state, &plugin, query) {
+        Ok(found) => found,
         Err(r) => return r,
     };
-    let pairs = pairs(query.as_deref().unwrap_or(""));
     if let Some(err) = get_param(&pairs, "error") {
         return text(
             StatusCode::BAD_REQUEST,

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use crate::app;
 use crate::config::Config;
 use crate::engine::{self, FetchPlan, ReplayCaller};
-use crate::live::{self, Clock, UserSettings};
+use crate::live::{self, Clock};
 use crate::oauth;
 use crate::provider::{self, Diagnostics, UrlOverrides};
-use crate::request::{CallContext, HttpRequest};
+use crate::request::HttpRequest;
+use crate::settings::UserSettings;
 use crate::transform::Layout;
+use crate::user::UserName;
 use crate::xml;
 
 /// healthpull: collects personal health data from OAuth2 cloud APIs into Igor's database.
@@ -74,7 +76,7 @@ pub enum Command {
         plugin: String,
         /// The Igor user.
         #[arg(long)]
-        user: String,
+        user: UserName,
         /// Loopback port to listen on (0: any free port).
         #[arg(long, default_value_t = 0)]
         port: u16,
@@ -105,7 +107,7 @@ pub enum Command {
         plugin: String,
         /// The Igor user.
         #[arg(long)]
-        user: String,
+        user: UserName,
         /// Store a default keyword argument (`methods=get_bodyweight,get_bodyfat`, `period=1m`), repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
@@ -138,7 +140,7 @@ pub enum Command {
         plugin: String,
         /// Users to fetch for (one action each).
         #[arg(long = "user", required = true)]
-        users: Vec<String>,
+        users: Vec<UserName>,
         /// This server's URL as Igor reaches it (default: public_url, else the listen address).
         #[arg(long)]
         server_url: Option<String>,
@@ -160,7 +162,7 @@ pub struct FetchArgs {
     pub plugin: String,
     /// The Igor user.
     #[arg(long)]
-    pub user: String,
+    pub user: UserName,
     /// Comma-separated methods (default: the user's stored `methods`, else the provider's defaults).
     #[arg(long)]
     pub methods: Option<String>,
@@ -357,7 +359,7 @@ struct Stored {
     client_id: Option<String>,
 }
 
-async fn stored(config: &Config, plugin: &str, user: &str, create: bool) -> Result<Stored> {
+async fn stored(config: &Config, plugin: &str, user: &UserName, create: bool) -> Result<Stored> {
     let store = if create {
         Some(app::open_store(config)?)
     } else {
@@ -377,51 +379,27 @@ async fn stored(config: &Config, plugin: &str, user: &str, create: bool) -> Resu
     })
 }
 
-/// Splits a comma-separated method list.
-pub fn split_methods(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 fn fetch_plan(
     provider: &provider::Provider,
     args: &FetchArgs,
     now: DateTime<Utc>,
     stored: &Stored,
 ) -> Result<FetchPlan> {
-    let settings = stored.settings.as_ref();
-    let methods: Vec<String> = match (&args.methods, settings.and_then(|s| s.methods.as_ref())) {
-        (Some(m), _) | (None, Some(m)) => split_methods(m),
-        (None, None) => provider.default_methods.clone(),
-    };
-    if methods.is_empty() {
-        bail!(
-            "no methods given and provider `{}` has no default_methods: use --methods",
-            provider.name
-        );
-    }
     let layout = Layout::parse(&args.layout)
         .with_context(|| format!("--layout `{}`: use mapped, raw or both", args.layout))?;
-    Ok(FetchPlan {
-        methods,
+    let asked = crate::settings::Asked {
+        methods: args.methods.clone(),
         explicit: explicit_args(&args.set)?,
-        stored: settings.map(|s| s.defaults.clone()).unwrap_or_default(),
+        system: args.system.clone(),
         layout,
-        today: now.date_naive(),
-        call: CallContext {
-            system: args
-                .system
-                .clone()
-                .or_else(|| settings.and_then(|s| s.system.clone()))
-                .unwrap_or_else(|| provider.api.default_system.clone()),
-            client_id: stored.client_id.clone(),
-            provider_user_id: None,
-            now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        },
-    })
+    };
+    Ok(crate::settings::plan(
+        provider,
+        asked,
+        stored.settings.as_ref(),
+        stored.client_id.clone(),
+        now,
+    )?)
 }
 
 /// The JSON line `plan` prints for a request; the credentials are shown redacted.
@@ -527,6 +505,9 @@ async fn settings(
     system: Option<String>,
 ) -> Result<i32> {
     config.load_plugin(plugin)?;
+    if let Some(s) = system.as_deref().filter(|s| !s.is_empty()) {
+        crate::settings::check_system(s)?;
+    }
     let store = app::open_store(config)?;
     let base = live::paths::app(plugin);
     for (key, value) in [
@@ -558,18 +539,19 @@ async fn settings(
 async fn user_command(
     config: &Config,
     plugin: &str,
-    user: &str,
+    user: &UserName,
     set: &[String],
     unset: &[String],
     delete_token: bool,
 ) -> Result<i32> {
-    config.load_plugin(plugin)?;
+    let provider = config.load_plugin(plugin)?;
+    let set = explicit_args(set)?;
+    for (k, v) in &set {
+        crate::settings::check_user_default(&provider, k, v)?;
+    }
     let store = app::open_store(config)?;
     let base = live::paths::user(plugin, user);
-    for (k, v) in explicit_args(set)? {
-        if k == "token" {
-            bail!("`token` is written by the OAuth flow, not by hand");
-        }
+    for (k, v) in set {
         store.put(&format!("{base}/{k}"), &Value::String(v)).await?;
     }
     for k in unset {

@@ -19,6 +19,7 @@ use crate::oauth::{self, TokenError};
 use crate::provider::Provider;
 use crate::secret::Secret;
 use crate::store::Store;
+use crate::user::UserName;
 
 /// How long a consent may take.
 pub const STATE_TTL_SECONDS: f64 = 600.0;
@@ -54,7 +55,7 @@ pub async fn begin(
     store: &dyn Store,
     provider: &Provider,
     plugin: &str,
-    user: &str,
+    user: &UserName,
     redirect_uri: &str,
     clock: Clock,
 ) -> Result<Url, ConsentError> {
@@ -63,7 +64,7 @@ pub async fn begin(
         .ok_or(ConsentError::NoApp)?;
     let consent = oauth::consent(provider, &app.client_id, redirect_uri);
     let record = json!({
-        "user": user,
+        "user": user.as_str(),
         "verifier": consent.verifier.as_ref().map(|v| v.expose().to_owned()),
         "redirect_uri": redirect_uri,
         "created": clock.epoch(),
@@ -83,7 +84,7 @@ pub async fn complete(
     code: &str,
     state: &str,
     clock: Clock,
-) -> Result<String, ConsentError> {
+) -> Result<UserName, ConsentError> {
     let key = oauth::state_key(state);
     let path = paths::pending(plugin, &key);
     let record = store.get(&path).await?.ok_or(ConsentError::UnknownState)?;
@@ -105,7 +106,9 @@ pub async fn complete(
     if clock.epoch() - created > STATE_TTL_SECONDS {
         return Err(ConsentError::Expired);
     }
-    let user = live::leaf_text(record.get("user")).ok_or(ConsentError::UnknownState)?;
+    let user = live::leaf_text(record.get("user"))
+        .and_then(|u| UserName::parse(&u).ok())
+        .ok_or(ConsentError::UnknownState)?;
     let redirect_uri = live::leaf_text(record.get("redirect_uri")).unwrap_or_default();
     let verifier = live::leaf_text(record.get("verifier")).map(Secret::new);
     let app = live::app_credentials(store, plugin)
@@ -135,7 +138,7 @@ pub async fn complete(
 pub async fn terminal_auth(
     config: &Config,
     plugin: &str,
-    user: &str,
+    user: &UserName,
     port: u16,
     timeout: u64,
     clock: Clock,

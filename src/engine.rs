@@ -578,3 +578,12 @@ impl Caller for ReplayCaller<'_> {
         self.decode(&text, status, &path).map(Answer::Value)
     }
 }
+
+/// Splits a comma-separated method list.
+pub fn split_methods(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -26,7 +26,7 @@ pub struct Install {
     /// Plugin name.
     pub plugin: String,
     /// Users to fetch for.
-    pub users: Vec<String>,
+    pub users: Vec<crate::user::UserName>,
     /// This server's URL as Igor reaches it.
     pub server_url: String,
     /// Seconds between fetches.

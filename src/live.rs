@@ -25,28 +25,32 @@ use crate::provider::Provider;
 use crate::provider::raw::{BudgetScope, ErrorKind, ResetUnit, Verb};
 use crate::request::{HttpRequest, RequestBody};
 use crate::secret::{Secret, redact};
+use crate::settings::{SettingError, UserSettings};
 use crate::store::Store;
+use crate::user::UserName;
 
 /// Paths of the Igor tree, the old plugin's layout.
 pub mod paths {
+    use crate::user::UserName;
+
     /// `plugindata/<plugin>`: client id, secret, system.
     pub fn app(plugin: &str) -> String {
         format!("plugindata/{plugin}")
     }
     /// `identities/<user>/plugindata/<plugin>`: token and per-user defaults.
-    pub fn user(plugin: &str, user: &str) -> String {
+    pub fn user(plugin: &str, user: &UserName) -> String {
         format!("identities/{user}/plugindata/{plugin}")
     }
     /// The user's token.
-    pub fn token(plugin: &str, user: &str) -> String {
+    pub fn token(plugin: &str, user: &UserName) -> String {
         format!("identities/{user}/plugindata/{plugin}/token")
     }
     /// The user's sensor data.
-    pub fn sensors(plugin: &str, user: &str) -> String {
+    pub fn sensors(plugin: &str, user: &UserName) -> String {
         format!("sensors/{plugin}/{user}")
     }
     /// healthpull's status of a user (last success, last error, consent, rate limit).
-    pub fn status(plugin: &str, user: &str) -> String {
+    pub fn status(plugin: &str, user: &UserName) -> String {
         format!("plugindata/{plugin}/status/{user}")
     }
     /// A pending consent, by the hash of its state.
@@ -171,7 +175,7 @@ pub async fn app_credentials(
 pub async fn stored_token(
     store: &dyn Store,
     plugin: &str,
-    user: &str,
+    user: &UserName,
 ) -> Result<Option<Token>, crate::store::StoreError> {
     Ok(store
         .get(&paths::token(plugin, user))
@@ -184,7 +188,7 @@ pub async fn stored_token(
 pub async fn persist_token(
     store: &dyn Store,
     plugin: &str,
-    user: &str,
+    user: &UserName,
     token: &Token,
 ) -> Result<(), crate::store::StoreError> {
     if let Some(current) = stored_token(store, plugin, user).await? {
@@ -213,7 +217,7 @@ pub async fn remove(store: &dyn Store, path: &str) -> Result<(), crate::store::S
 }
 
 /// Merges fields into the user's status record.
-pub async fn update_status(store: &dyn Store, plugin: &str, user: &str, fields: Value) {
+pub async fn update_status(store: &dyn Store, plugin: &str, user: &UserName, fields: Value) {
     let path = paths::status(plugin, user);
     let mut current = match store.get(&path).await {
         Ok(Some(Value::Object(m))) => m,
@@ -225,7 +229,7 @@ pub async fn update_status(store: &dyn Store, plugin: &str, user: &str, fields: 
         }
     }
     if let Err(e) = store.put(&path, &Value::Object(current)).await {
-        tracing::warn!(plugin, user, error = %e, "Cannot record the user's status");
+        tracing::warn!(plugin, user = %user, error = %e, "Cannot record the user's status");
     }
 }
 
@@ -233,7 +237,7 @@ pub async fn update_status(store: &dyn Store, plugin: &str, user: &str, fields: 
 pub struct LiveCaller {
     provider: Arc<Provider>,
     plugin: String,
-    user: String,
+    user: UserName,
     rt: Runtime,
     app: AppCredentials,
     token: tokio::sync::Mutex<Option<Token>>,
@@ -245,7 +249,7 @@ impl LiveCaller {
     pub fn new(
         provider: Arc<Provider>,
         plugin: &str,
-        user: &str,
+        user: &UserName,
         rt: Runtime,
         app: AppCredentials,
     ) -> LiveCaller {
@@ -253,7 +257,7 @@ impl LiveCaller {
         LiveCaller {
             provider,
             plugin: plugin.to_owned(),
-            user: user.to_owned(),
+            user: user.clone(),
             rt,
             app,
             token: tokio::sync::Mutex::new(None),
@@ -668,23 +672,16 @@ pub enum FetchError {
     /// The engine failed (provider, method and status named).
     #[error(transparent)]
     Engine(#[from] EngineError),
-}
-
-/// Per-user settings relevant to a fetch: stored defaults and the unit system.
-pub struct UserSettings {
-    /// Stored keyword defaults (every key but `token` and `methods`).
-    pub defaults: IndexMap<String, String>,
-    /// Stored `methods`.
-    pub methods: Option<String>,
-    /// `plugindata/<plugin>/system`.
-    pub system: Option<String>,
+    /// The fetch asked for or stored something that cannot work.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
 }
 
 /// Reads the settings a fetch needs.
 pub async fn user_settings(
     store: &dyn Store,
     plugin: &str,
-    user: &str,
+    user: &UserName,
 ) -> Result<UserSettings, crate::store::StoreError> {
     let system = store.get(&format!("{}/system", paths::app(plugin))).await?;
     let data = store
@@ -719,7 +716,7 @@ pub async fn user_settings(
 pub async fn fetch(
     provider: Arc<Provider>,
     plugin: &str,
-    user: &str,
+    user: &UserName,
     rt: &Runtime,
     plan: &FetchPlan,
     dry_run: bool,
@@ -733,7 +730,7 @@ pub async fn fetch(
     if stored_token(store, plugin, user).await?.is_none() {
         return Err(FetchError::NoToken {
             plugin: plugin.to_owned(),
-            user: user.to_owned(),
+            user: user.to_string(),
         });
     }
     let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app);

@@ -32,7 +32,14 @@ fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(code.clamp(1, 255) as u8),
         Err(e) => {
             eprintln!("error: {}", healthpull::secret::redact(&format!("{e:#}")));
-            std::process::ExitCode::FAILURE
+            // Input that can never work (a refused setting) is a usage error, as clap's are.
+            if e.downcast_ref::<healthpull::settings::SettingError>()
+                .is_some()
+            {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

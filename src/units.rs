@@ -18,14 +18,34 @@ pub enum UnitSystem {
 }
 
 impl UnitSystem {
-    /// The system a `system` setting means.
-    pub fn from_setting(system: &str) -> UnitSystem {
-        match system.trim() {
-            "en_US" | "us" | "US" => UnitSystem::Us,
-            "en_GB" | "uk" | "UK" => UnitSystem::Uk,
-            _ => UnitSystem::Metric,
+    /// The system a `system` setting names: `en_US`/`us` (US units), `en_GB`/`uk` (UK
+    /// units), `metric`, or any other locale `ll_CC` (metric, as Fitbit read its
+    /// `Accept-Language`). None for anything else (`imperial`, typos).
+    pub fn parse(system: &str) -> Option<UnitSystem> {
+        let system = system.trim();
+        match system {
+            "en_US" | "us" | "US" => Some(UnitSystem::Us),
+            "en_GB" | "uk" | "UK" => Some(UnitSystem::Uk),
+            s if s.eq_ignore_ascii_case("metric") => Some(UnitSystem::Metric),
+            s if is_locale(s) => Some(UnitSystem::Metric),
+            _ => None,
         }
     }
+
+    /// The system of a setting already checked with [`UnitSystem::parse`] (when it was
+    /// stored or planned); metric for anything else.
+    pub fn from_setting(system: &str) -> UnitSystem {
+        UnitSystem::parse(system).unwrap_or(UnitSystem::Metric)
+    }
+}
+
+/// `ll_CC`: two lowercase letters, `_`, two uppercase letters.
+fn is_locale(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 5
+        && b[..2].iter().all(u8::is_ascii_lowercase)
+        && b[2] == b'_'
+        && b[3..].iter().all(u8::is_ascii_uppercase)
 }
 
 /// Factor from `unit` to the base unit of `quantity` (kg, km, cm), None when the unit does not measure it.

@@ -24,13 +24,13 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Config;
 use crate::consent::{self, ConsentError};
-use crate::engine::{EngineError, FetchPlan};
+use crate::engine::EngineError;
 use crate::live::{self, FetchError, Runtime, paths};
 use crate::provider::Provider;
 use crate::provider::raw::ErrorKind;
-use crate::request::CallContext;
 use crate::secret::redact;
 use crate::transform::Layout;
+use crate::user::UserName;
 use crate::xml;
 
 pub use access::Access;
@@ -276,11 +276,9 @@ async fn fetch_now(
         Ok(found) => found,
         Err(r) => return r,
     };
-    let Some(user) = get_param(&pairs, "user").map(str::to_owned) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("400 {plugin}: the user argument is required"),
-        );
+    let user = match user_param(&plugin, &pairs) {
+        Ok(u) => u,
+        Err(r) => return r,
     };
     let json_wanted = wants_json(&headers, &pairs);
     let mut explicit = IndexMap::new();
@@ -336,7 +334,7 @@ pub async fn fetch_user(
     state: &AppState,
     plugin: &str,
     provider: Arc<Provider>,
-    user: &str,
+    user: &UserName,
     methods: Option<String>,
     explicit: IndexMap<String, String>,
     layout: Layout,
@@ -345,54 +343,41 @@ pub async fn fetch_user(
     let _running = lock.lock().await;
     let store = state.rt.store.as_ref();
     let settings = live::user_settings(store, plugin, user).await?;
-    let methods = methods
-        .or(settings.methods.clone())
-        .map(|m| crate::cli::split_methods(&m))
-        .unwrap_or_else(|| provider.default_methods.clone());
-    if methods.is_empty() {
-        // Fetching nothing would replace the stored sensor data with an empty tree.
-        return Err(FetchError::Engine(EngineError::Params {
-            provider: provider.name.clone(),
-            cause: crate::params::ParamError::Invalid {
-                method: "methods".into(),
-                message: format!(
-                    "no methods given and provider `{}` has no default_methods: pass methods=a,b or store the user's `methods` (userSettings)",
-                    provider.name
-                ),
-            },
-        }));
-    }
     // The leaf only: `plugindata/<plugin>` also holds every user's status.
     let client_id = store
         .get(&format!("{}/client_id", paths::app(plugin)))
         .await?;
-    let now = state.rt.clock.now();
-    let plan = FetchPlan {
+    let asked = crate::settings::Asked {
         methods,
         explicit,
-        stored: settings.defaults,
+        system: None,
         layout,
-        today: now.date_naive(),
-        call: CallContext {
-            system: settings
-                .system
-                .unwrap_or_else(|| provider.api.default_system.clone()),
-            client_id: live::leaf_text(client_id.as_ref()),
-            provider_user_id: None,
-            now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        },
     };
+    let plan = crate::settings::plan(
+        &provider,
+        asked,
+        Some(&settings),
+        live::leaf_text(client_id.as_ref()),
+        state.rt.clock.now(),
+    )?;
     let result = live::fetch(provider, plugin, user, &state.rt, &plan, false).await;
     state.metrics.count(result.is_ok(), plugin, user);
     result
 }
 
-fn fetch_error_response(state: &AppState, plugin: &str, user: &str, e: FetchError) -> Response {
+fn fetch_error_response(
+    state: &AppState,
+    plugin: &str,
+    user: &UserName,
+    e: FetchError,
+) -> Response {
     let message = e.to_string();
     let status = match &e {
         FetchError::NoApp { .. } | FetchError::NoToken { .. } => StatusCode::FORBIDDEN,
         FetchError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        FetchError::Engine(EngineError::Params { .. }) => StatusCode::BAD_REQUEST,
+        FetchError::Engine(EngineError::Params { .. }) | FetchError::Setting(_) => {
+            StatusCode::BAD_REQUEST
+        }
         FetchError::Engine(engine) => match engine.kind() {
             Some(ErrorKind::ConsentNeeded) => StatusCode::CONFLICT,
             Some(ErrorKind::RateLimited) if engine.status().is_none() => {
@@ -409,7 +394,7 @@ fn fetch_error_response(state: &AppState, plugin: &str, user: &str, e: FetchErro
     } else {
         message
     };
-    tracing::warn!(plugin, user, status = status.as_u16(), error = %redact(&message), "Fetch failed");
+    tracing::warn!(plugin, user = %user, status = status.as_u16(), error = %redact(&message), "Fetch failed");
     text(status, format!("{} {message}", status.as_u16()))
 }
 
@@ -436,24 +421,16 @@ async fn auth1(
         Ok(found) => found,
         Err(r) => return r,
     };
-    let Some(user) = get_param(&pairs, "user") else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("400 {plugin}: the user argument is required"),
-        );
+    let user = match user_param(&plugin, &pairs) {
+        Ok(u) => u,
+        Err(r) => return r,
     };
-    if !valid_name(user) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("400 invalid user name {user:?}"),
-        );
-    }
     let callback = state.callback_url(&plugin);
     match consent::begin(
         state.rt.store.as_ref(),
         &provider,
         &plugin,
-        user,
+        &user,
         &callback,
         state.rt.clock,
     )
@@ -533,11 +510,60 @@ fn params_of(method: &Method, query: Option<String>, body: &Bytes) -> Vec<(Strin
     pairs(query.as_deref().unwrap_or(""))
 }
 
-/// Whether a user or key name can be an element of Igor's tree.
-fn valid_name(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+/// The `user` parameter as a [`UserName`]: 400 when it is missing or not a valid name.
+fn user_param(plugin: &str, pairs: &[(String, String)]) -> Result<UserName, Response> {
+    let Some(text) = get_param(pairs, "user") else {
+        return Err(self::text(
+            StatusCode::BAD_REQUEST,
+            format!("400 {plugin}: the user argument is required"),
+        ));
+    };
+    UserName::parse(text).map_err(|e| {
+        self::text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "400 {plugin}: invalid user name {:?}: {e}",
+                text.escape_debug().to_string()
+            ),
+        )
+    })
+}
+
+/// The user settings a `userSettings` request writes: every parameter that is not one
+/// of the request's own, and `_newName=_newValue`.
+fn user_fields(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "user" | "delete" | "deleteToken" | "returnTo" | "_newName" | "_newValue" | "_csrf"
+            )
+        })
+        .cloned()
+        .collect();
+    if let (Some(n), Some(v)) = (get_param(pairs, "_newName"), get_param(pairs, "_newValue")) {
+        fields.push((n.to_owned(), v.to_owned()));
+    }
+    fields
+}
+
+/// A refused setting: for a form posted from the setup page (it names `returnTo`), the
+/// page again with the error beside the field; else a 400 text.
+async fn refused(
+    state: &AppState,
+    plugin: &str,
+    pairs: &[(String, String)],
+    e: crate::settings::SettingError,
+) -> Response {
+    if get_param(pairs, "returnTo").is_some() {
+        let error = page::FieldError {
+            field: e.field().to_owned(),
+            message: e.to_string(),
+        };
+        return page::render(state, plugin, get_param(pairs, "user"), Some(&error)).await;
+    }
+    text(StatusCode::BAD_REQUEST, format!("400 {plugin}: {e}"))
 }
 
 /// Only paths on this server may be returned to (no open redirect).
@@ -602,6 +628,11 @@ async fn settings(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Some(system) = get_param(&pairs, "system") {
+        if let Err(e) = crate::settings::check_system(system) {
+            return refused(&state, &plugin, &pairs, e).await;
+        }
+    }
     let store = state.rt.store.as_ref();
     let mut last = None;
     for key in ["client_id", "client_secret", "system"] {
@@ -639,17 +670,19 @@ async fn user_settings(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let Some(user) = get_param(&pairs, "user").map(str::to_owned) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("400 {plugin}: the user argument is required"),
-        );
+    let user = match user_param(&plugin, &pairs) {
+        Ok(u) => u,
+        Err(r) => return r,
     };
-    if !valid_name(&user) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("400 invalid user name {user:?}"),
-        );
+    let provider = match state.provider(&plugin) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let fields = user_fields(&pairs);
+    for (k, v) in &fields {
+        if let Err(e) = crate::settings::check_user_default(&provider, k, v) {
+            return refused(&state, &plugin, &pairs, e).await;
+        }
     }
     let store = state.rt.store.as_ref();
     let base = paths::user(&plugin, &user);
@@ -664,33 +697,7 @@ async fn user_settings(
             if get_param(&pairs, "deleteToken") == Some("1") {
                 live::remove(store, &paths::token(&plugin, &user)).await?;
             }
-            let mut fields: Vec<(String, String)> = pairs
-                .iter()
-                .filter(|(k, _)| {
-                    !matches!(
-                        k.as_str(),
-                        "user"
-                            | "delete"
-                            | "deleteToken"
-                            | "returnTo"
-                            | "_newName"
-                            | "_newValue"
-                            | "_csrf"
-                            | "token"
-                    )
-                })
-                .cloned()
-                .collect();
-            if let (Some(n), Some(v)) = (
-                get_param(&pairs, "_newName"),
-                get_param(&pairs, "_newValue"),
-            ) {
-                fields.push((n.to_owned(), v.to_owned()));
-            }
             for (k, v) in fields {
-                if k == "token" || !valid_name(&k) {
-                    continue;
-                }
                 let path = format!("{base}/{k}");
                 if v.is_empty() {
                     live::remove(store, &path).await?;
@@ -723,7 +730,12 @@ pub async fn plugin_status(
     let now = state.rt.clock.epoch();
     let mut users = Map::new();
     if let Value::Object(m) = all {
-        for (user, st) in m {
+        for (key, st) in m {
+            // Names in the store are parsed like any other: a key that is not a user
+            // name (written by hand into Igor) is not a user.
+            let Ok(user) = UserName::parse(&key) else {
+                continue;
+            };
             let token = live::stored_token(store, plugin, &user).await?;
             let mut budget = Map::new();
             for b in &provider.api.config.rate_limit.budgets {
@@ -749,7 +761,7 @@ pub async fn plugin_status(
                     || st.get(k).and_then(|v| v.as_str()) == Some("true")
             };
             users.insert(
-                user.clone(),
+                user.to_string(),
                 json!({
                     "granted": token.is_some(),
                     "token_expires_at": token.as_ref().and_then(|t| t.expires_at),

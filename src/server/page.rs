@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{AppState, RawQuery, get_param, pairs, plugin_status, text};
 use crate::consent::html_escape as esc;
 use crate::live::{self, paths};
+use crate::user::UserName;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}\
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}\
@@ -18,26 +19,62 @@ label{display:block;margin:.4rem 0}input,select{font:inherit;padding:.2rem .4rem
 code{background:#f3f3f3;padding:.1rem .3rem}table{border-collapse:collapse}td,th{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #eee}\
 .ok{color:#176d1a}.bad{color:#a01010}.note{background:#fff6d6;padding:.5rem 1rem}button{font:inherit}";
 
+/// A refused form field, shown beside it.
+#[derive(Debug, Clone)]
+pub struct FieldError {
+    /// The field's name (`system`, a user setting's key).
+    pub field: String,
+    /// Why it was refused.
+    pub message: String,
+}
+
 /// Renders the setup page, for `?user=U` including that user's section.
 pub async fn setup(
     State(state): State<Arc<AppState>>,
     Path(plugin): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let provider = match state.provider(&plugin) {
+    let pairs = pairs(query.as_deref().unwrap_or(""));
+    render(&state, &plugin, get_param(&pairs, "user"), None).await
+}
+
+/// The setup page for `plugin` (and the user named `typed`), with `error` shown beside
+/// its field; answered with 400 when anything was refused.
+pub async fn render(
+    state: &AppState,
+    plugin: &str,
+    typed: Option<&str>,
+    error: Option<&FieldError>,
+) -> Response {
+    let provider = match state.provider(plugin) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let pairs = pairs(query.as_deref().unwrap_or(""));
-    let user = get_param(&pairs, "user").map(str::to_owned);
+    // A name that is not a user name is shown back with the reason beside the field.
+    let (user, user_error) = match typed.map(UserName::parse) {
+        None => (None, None),
+        Some(Ok(u)) => (Some(u), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
+    let typed = typed.unwrap_or("").to_owned();
+    let field_error = |field: &str| -> String {
+        match error {
+            Some(e) if e.field == field => format!(
+                " <span class=\"bad field-error\" id=\"error-{f}\">{}</span>",
+                esc(&e.message),
+                f = esc(field)
+            ),
+            _ => String::new(),
+        }
+    };
     let store = state.rt.store.as_ref();
-    let app = match store.get(&paths::app(&plugin)).await {
+    let app = match store.get(&paths::app(plugin)).await {
         Ok(v) => v.unwrap_or(Value::Null),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}")),
     };
-    let status = plugin_status(&state, &plugin).await.unwrap_or(Value::Null);
-    let csrf = super::access::form_token(&state, &plugin);
-    let p = esc(&plugin);
+    let status = plugin_status(state, plugin).await.unwrap_or(Value::Null);
+    let csrf = super::access::form_token(state, plugin);
+    let p = esc(plugin);
     let self_url = match &user {
         Some(u) => format!("/plugin/{plugin}/page/setup.html?user={}", urlencode(u)),
         None => format!("/plugin/{plugin}/page/setup.html"),
@@ -72,19 +109,20 @@ pub async fn setup(
     h.push_str("<h2>App registration</h2>");
     h.push_str(&format!(
         "<p>Register this server as an app with the provider. The callback (redirect) URL to register is:<br><code id=\"callback\">{}</code></p>",
-        esc(&state.callback_url(&plugin))
+        esc(&state.callback_url(plugin))
     ));
     h.push_str(&format!(
         "<form id=\"app-form\" method=\"post\" action=\"/plugin/{p}/settings\">\
 <input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"returnTo\" value=\"{ret}\">\
 <label>Client id <input name=\"client_id\" id=\"client_id\" value=\"{cid}\" size=\"40\"></label>\
 <label>Client secret <input name=\"client_secret\" id=\"client_secret\" type=\"password\" autocomplete=\"off\" placeholder=\"{ph}\" size=\"40\"></label>\
-<label>Unit system <select name=\"system\" id=\"system\">{opts}</select></label>\
+<label>Unit system <select name=\"system\" id=\"system\">{opts}</select>{system_error}</label>\
 <button type=\"submit\" id=\"save-app\">Save</button> <span id=\"secret-state\">{state_text}</span></form>",
         ret = esc(&self_url),
         cid = esc(&client_id),
         ph = if has_secret { "stored; leave empty to keep" } else { "not set" },
-        opts = system_options(&system),
+        opts = system_options(&system, &provider.api.default_system),
+        system_error = field_error("system"),
         state_text = if has_secret { "client secret is set" } else { "client secret is not set" },
     ));
 
@@ -110,25 +148,36 @@ pub async fn setup(
         _ => h.push_str("<p>No users yet.</p>"),
     }
     h.push_str(&format!(
-        "<form id=\"user-pick\" method=\"get\" action=\"/plugin/{p}/page/setup.html\"><label>Show or add user <input name=\"user\" id=\"pick-user\" value=\"{}\"></label><button type=\"submit\" id=\"show-user\">Show</button></form>",
-        esc(user.as_deref().unwrap_or(""))
+        "<form id=\"user-pick\" method=\"get\" action=\"/plugin/{p}/page/setup.html\"><label>Show or add user <input name=\"user\" id=\"pick-user\" value=\"{}\"></label><button type=\"submit\" id=\"show-user\">Show</button>{}</form>",
+        esc(&typed),
+        user_error
+            .as_ref()
+            .map(|e| format!(" <span class=\"bad\" id=\"user-error\">{}</span>", esc(&e.to_string())))
+            .unwrap_or_default()
     ));
 
     if let Some(u) = &user {
         h.push_str(
             &user_section(
-                &state,
-                &plugin,
+                state,
+                plugin,
                 u,
                 &csrf,
                 &self_url,
-                users.and_then(|m| m.get(u)),
+                users.and_then(|m| m.get(u.as_str())),
+                &field_error,
+                error,
             )
             .await,
         );
     }
     h.push_str("</body></html>");
-    Html(h).into_response()
+    let status = if user_error.is_some() || error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (status, Html(h)).into_response()
 }
 
 fn grant_text(s: &Value) -> String {
@@ -149,10 +198,12 @@ fn grant_text(s: &Value) -> String {
 async fn user_section(
     state: &AppState,
     plugin: &str,
-    user: &str,
+    user: &UserName,
     csrf: &str,
     self_url: &str,
     status: Option<&Value>,
+    field_error: &(dyn Fn(&str) -> String + Sync),
+    error: Option<&FieldError>,
 ) -> String {
     let store = state.rt.store.as_ref();
     let data = store.get(&paths::user(plugin, user)).await.ok().flatten();
@@ -247,23 +298,44 @@ async fn user_section(
             }
             let val = live::leaf_text(Some(v)).unwrap_or_default();
             h.push_str(&format!(
-                "<tr><td><label for=\"set-{k}\">{k}</label></td><td><input id=\"set-{k}\" name=\"{k}\" value=\"{}\"></td></tr>",
+                "<tr><td><label for=\"set-{k}\">{k}</label></td><td><input id=\"set-{k}\" name=\"{k}\" value=\"{}\">{}</td></tr>",
                 esc(&val),
+                field_error(k),
                 k = esc(k)
             ));
         }
     }
-    h.push_str(
-        "<tr><td><input name=\"_newName\" id=\"new-name\" placeholder=\"new setting, e.g. methods\"></td><td><input name=\"_newValue\" id=\"new-value\" placeholder=\"value, e.g. get_bodyweight,get_bodyfat\"></td></tr></table>\
+    let existing = |k: &str| matches!(&data, Value::Object(m) if m.contains_key(k));
+    let declared = crate::settings::declared_keys(&state.plugins[plugin]);
+    // An error about a key without a row of its own is shown beside the new-setting row.
+    let new_error = match error {
+        Some(e) if e.field != "system" && !existing(&e.field) => format!(
+            " <span class=\"bad field-error\" id=\"error-new\">{}</span>",
+            esc(&e.message)
+        ),
+        _ => String::new(),
+    };
+    h.push_str(&format!(
+        "<tr><td><input name=\"_newName\" id=\"new-name\" placeholder=\"new setting, e.g. methods\"></td><td><input name=\"_newValue\" id=\"new-value\" placeholder=\"value, e.g. get_bodyweight,get_bodyfat\">{new_error}</td></tr></table>\
+<p class=\"hint\">Settings this provider takes: {}.</p>\
 <button type=\"submit\" id=\"save-user\">Save settings</button></form>",
-    );
+        esc(&declared.join(", "))
+    ));
     h
 }
 
-fn system_options(current: &str) -> String {
+fn system_options(current: &str, provider_default: &str) -> String {
     let mut out = String::new();
+    let default_label = format!(
+        "provider default: {}",
+        match crate::units::UnitSystem::from_setting(provider_default) {
+            crate::units::UnitSystem::Us => "US (pounds, miles)",
+            crate::units::UnitSystem::Uk => "UK (stone, miles)",
+            crate::units::UnitSystem::Metric => "metric (kilograms, kilometres)",
+        }
+    );
     let choices = [
-        ("", "provider default"),
+        ("", default_label.as_str()),
         ("en_US", "US (pounds, miles)"),
         ("en_GB", "UK (stone, miles)"),
         ("metric", "metric (kilograms, kilometres)"),
@@ -276,7 +348,10 @@ fn system_options(current: &str) -> String {
         } else {
             ""
         };
-        out.push_str(&format!("<option value=\"{v}\"{sel}>{label}</option>"));
+        out.push_str(&format!(
+            "<option value=\"{v}\"{sel}>{}</option>",
+            esc(label)
+        ));
     }
     if !found {
         out.push_str(&format!(

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use super::{AppState, fetch_user, plugin_status};
 use crate::config::ScheduleConfig;
 use crate::transform::Layout;
+use crate::user::UserName;
 
 /// Runs until `stop` turns true, then waits for running fetches.
 pub async fn run(state: Arc<AppState>, config: ScheduleConfig, mut stop: watch::Receiver<bool>) {
@@ -35,6 +36,9 @@ pub async fn run(state: Arc<AppState>, config: ScheduleConfig, mut stop: watch::
                 continue;
             };
             for (user, s) in users {
+                let Ok(user) = UserName::parse(user) else {
+                    continue;
+                };
                 let key = format!("{plugin}\u{0}{user}");
                 let granted = s["granted"].as_bool().unwrap_or(false);
                 let consent = s["consent_needed"].as_bool().unwrap_or(false);

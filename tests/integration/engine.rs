@@ -1,9 +1,8 @@
 //! Tests: engine.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use crate::support::env::{healthpull_bin, root};
+use crate::support::env::{Sandbox, root};
 
 /// `schemas/provider.schema.json` is what the Rust types generate; regenerate it with
 /// `HEALTHPULL_WRITE_SCHEMA=1 cargo test --test integration provider_schema`.
@@ -24,9 +23,9 @@ fn provider_schema_is_in_sync_with_the_rust_types() {
 /// Runs the binary with arguments and optional stdin; returns (exit code, stdout, stderr).
 pub fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     use std::io::Write;
-    let mut cmd = Command::new(healthpull_bin());
+    let sandbox = Sandbox::new();
+    let mut cmd = sandbox.command();
     cmd.args(args)
-        .current_dir(root())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -49,7 +48,12 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new("tests/fixtures/check").join(name)
+    root().join("tests/fixtures/check").join(name)
+}
+
+/// Error text with the repository's location left out, so it reads the same everywhere.
+fn relative(text: &str) -> String {
+    text.replace(&format!("{}/", root().display()), "")
 }
 
 #[test]
@@ -65,7 +69,7 @@ fn check_reports_every_error_of_every_file_with_positions() {
         None,
     );
     assert_eq!(code, 1, "stdout: {stdout}");
-    insta::assert_snapshot!(stderr);
+    insta::assert_snapshot!(relative(&stderr));
 }
 
 #[test]

@@ -537,21 +537,20 @@ fn header(headers: &Value, name: &str) -> Option<String> {
 
 /// Where `plan` finds its settings: a temporary config and store.
 struct Setup {
-    _dir: tempfile::TempDir,
+    sandbox: env::Sandbox,
     args: Vec<String>,
 }
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().expect("temp dir");
         Setup {
-            _dir: dir,
+            sandbox: env::Sandbox::new(),
             args: Vec::new(),
         }
     }
 
     fn plan(&self, case: &Case) -> Output {
-        let mut cmd = Command::new(env::healthpull_bin());
+        let mut cmd = self.sandbox.command();
         cmd.args(&self.args).args([
             "plan",
             "fitbit",
@@ -563,7 +562,7 @@ impl Setup {
         for kv in case.set {
             cmd.arg("--set").arg(kv);
         }
-        cmd.args(["--now", NOW]).current_dir(env::root());
+        cmd.args(["--now", NOW]);
         cmd.output().expect("run healthpull plan")
     }
 }

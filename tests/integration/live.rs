@@ -56,6 +56,11 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The Igor user everything is fetched for.
 const USER: &str = "jack";
+
+/// The test user as the live path takes it.
+fn user() -> healthpull::user::UserName {
+    healthpull::user::UserName::parse(USER).expect("a valid user name")
+}
 /// The fake provider's id of that user in the tests that seed tokens directly.
 const FAKE_USER: &str = "7JACK7";
 /// Environment variables the binary reads the client secret and the Igor password from.
@@ -289,11 +294,11 @@ impl Live {
     }
 
     fn token_path(&self) -> String {
-        paths::token(&self.plugin, USER)
+        paths::token(&self.plugin, &user())
     }
 
     fn sensors_path(&self) -> String {
-        paths::sensors(&self.plugin, USER)
+        paths::sensors(&self.plugin, &user())
     }
 
     fn client_secret(&self) -> String {
@@ -483,7 +488,7 @@ impl Live {
 
     async fn status(&self) -> Value {
         self.store()
-            .get(&paths::status(&self.plugin, USER))
+            .get(&paths::status(&self.plugin, &user()))
             .await
             .expect("read the status")
             .unwrap_or(Value::Null)
@@ -495,7 +500,7 @@ impl Live {
         if let Some(map) = status.as_object_mut() {
             map.remove("rate_limited_until");
             self.store()
-                .put(&paths::status(&self.plugin, USER), &status)
+                .put(&paths::status(&self.plugin, &user()), &status)
                 .await
                 .expect("rewrite the status");
         }
@@ -558,7 +563,7 @@ impl Live {
         let rt = self.runtime();
         let tree = bounded(
             "a dry-run fetch",
-            live::fetch(provider, &self.plugin, USER, &rt, &plan, true),
+            live::fetch(provider, &self.plugin, &user(), &rt, &plan, true),
         )
         .await
         .unwrap_or_else(|e| panic!("dry-run fetch: {e}"));
@@ -1269,7 +1274,7 @@ async fn twenty_concurrent_fetches_refresh_once(kind: Kind) {
                 live.plugin.clone(),
             );
             tokio::spawn(async move {
-                live::fetch(provider, &plugin, USER, &rt, &plan, false)
+                live::fetch(provider, &plugin, &user(), &rt, &plan, false)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -1714,14 +1719,14 @@ async fn fitbit_hourly_budget_stops_early(kind: Kind) {
     for i in 0..150 {
         bounded(
             "a fetch",
-            live::fetch(provider.clone(), &live.plugin, USER, &rt, &plan, true),
+            live::fetch(provider.clone(), &live.plugin, &user(), &rt, &plan, true),
         )
         .await
         .unwrap_or_else(|e| panic!("fetch {i}: {e}"));
     }
     let error = bounded(
         "a fetch",
-        live::fetch(provider.clone(), &live.plugin, USER, &rt, &plan, true),
+        live::fetch(provider.clone(), &live.plugin, &user(), &rt, &plan, true),
     )
     .await
     .expect_err("the 151st call in an hour is refused")

@@ -10,4 +10,5 @@ mod live;
 mod providers;
 mod server;
 mod store;
+mod tidy;
 mod xml;

@@ -9,9 +9,9 @@
 //! `docs/PROVIDER_FORMAT.md` defines for each request.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::support::env::{healthpull_bin, root};
+use crate::support::env::{Sandbox, root};
 
 /// The clock every case runs at.
 const NOW: &str = "2026-11-24T09:00:00Z";
@@ -48,18 +48,18 @@ impl Case {
             self.name,
             dir.display()
         );
-        let mut cmd = Command::new(healthpull_bin());
-        cmd.current_dir(root())
-            .args([
-                "fetch",
-                self.provider,
-                "--user",
-                "jack",
-                "--methods",
-                self.methods,
-            ])
-            .args(["--now", NOW, "--dry-run", "--replay"])
-            .arg(&dir);
+        let sandbox = Sandbox::new();
+        let mut cmd = sandbox.command();
+        cmd.args([
+            "fetch",
+            self.provider,
+            "--user",
+            "jack",
+            "--methods",
+            self.methods,
+        ])
+        .args(["--now", NOW, "--dry-run", "--replay"])
+        .arg(&dir);
         for kv in self.set {
             cmd.args(["--set", kv]);
         }

@@ -1131,14 +1131,24 @@ async fn settings_and_user_settings_keep_the_old_parameters() {
     assert_eq!(world.stored(&base).await, Some(json!({})));
     let reply = world
         .get(&format!(
-            "{user_settings}?user={USER}&methods=get_bodyweight&period=1w&_newName=base_date&_newValue={DAY}&token=stolen"
+            "{user_settings}?user={USER}&methods=get_bodyweight&period=1w&token=stolen"
+        ))
+        .await;
+    assert_eq!(reply.status, 400, "`token` cannot be written: {reply:?}");
+    assert_eq!(
+        world.stored(&base).await,
+        Some(json!({})),
+        "nothing changed"
+    );
+    let reply = world
+        .get(&format!(
+            "{user_settings}?user={USER}&methods=get_bodyweight&period=1w&_newName=base_date&_newValue={DAY}"
         ))
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(
         world.stored(&base).await,
         Some(json!({"methods": "get_bodyweight", "period": "1w", "base_date": DAY})),
-        "`token` cannot be written through userSettings"
     );
     let reply = world
         .get(&format!(

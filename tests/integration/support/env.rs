@@ -22,3 +22,45 @@ pub fn venv_python() -> PathBuf {
 pub fn healthpull_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_healthpull"))
 }
+
+/// A temporary directory to run the binary in, with a config naming the repository's
+/// provider files and a store inside the directory. The repository's own
+/// `healthpull.yaml` and `healthpull.db` (left by running the server) are never seen, and
+/// nothing is written outside the directory.
+pub struct Sandbox {
+    /// The directory; removed when the sandbox is dropped.
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// A new, empty sandbox.
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = format!(
+            "providers_dir: {}\nstore: {{kind: embedded, path: healthpull.db}}\n",
+            serde_json::to_string(&root().join("providers")).expect("a path as JSON")
+        );
+        std::fs::write(dir.path().join("healthpull.yaml"), config).expect("write the config");
+        Sandbox { dir }
+    }
+
+    /// The sandbox's config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("healthpull.yaml")
+    }
+
+    /// The binary, run in the sandbox with its config.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(healthpull_bin());
+        cmd.current_dir(self.dir.path())
+            .arg("--config")
+            .arg(self.config());
+        cmd
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}

@@ -6,6 +6,7 @@ mod engine;
 mod fake_provider_selftest;
 mod fitbit_parity;
 mod igor_converter;
+mod input;
 mod live;
 mod providers;
 mod server;

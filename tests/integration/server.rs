@@ -1988,3 +1988,192 @@ async fn concurrent_fetches_for_fifty_users_refresh_once_each() {
     }
     eprintln!("{REQUESTS} concurrent fetches for {USERS} users: {elapsed:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// User names and settings checked at every entry point
+// ---------------------------------------------------------------------------------------
+
+/// A user name that is not an Igor element name without `/` is refused with 400 at every
+/// entry point that takes one, before anything is read or written; `jack/body-weight`
+/// can no longer reach into jack's tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_that_are_not_element_names_are_refused_everywhere() {
+    let world = World::start(Setup::default()).await;
+    world.register_app().await;
+    world.seed_data();
+    world.grant(USER).await;
+    let reply = world
+        .get(&format!(
+            "/plugin/{PLUGIN}?user={USER}&base_date={DAY}&period=1d"
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let before = world.stored(&format!("sensors/{PLUGIN}/{USER}")).await;
+    assert!(before.is_some(), "jack's data is stored");
+    let status_before = world.stored(&format!("plugindata/{PLUGIN}/status")).await;
+
+    let long = "a".repeat(65);
+    for bad in [
+        "jack%2Fbody-weight",
+        "..%2Fx",
+        "1abc",
+        "ja%00ck",
+        "_e",
+        "j%C3%A4ck",
+        long.as_str(),
+    ] {
+        for path in [
+            format!("/plugin/{PLUGIN}?user={bad}&methods=get_bodyweight"),
+            format!("/plugin/{PLUGIN}/auth1?user={bad}"),
+            format!("/plugin/{PLUGIN}/userSettings?user={bad}&period=7d"),
+            format!("/plugin/{PLUGIN}/userSettings?user={bad}&deleteToken=1"),
+        ] {
+            let reply = world.get(&path).await;
+            assert_eq!(reply.status, 400, "{path}: {reply:?}");
+            assert!(reply.body.contains("user name"), "{path}: {reply:?}");
+        }
+        let page = world
+            .get(&format!("/plugin/{PLUGIN}/page/setup.html?user={bad}"))
+            .await;
+        assert_eq!(page.status, 400, "setup page for {bad}: {page:?}");
+        assert!(page.body.contains("id=\"user-error\""), "{}", page.body);
+    }
+    assert_eq!(
+        world.stored(&format!("sensors/{PLUGIN}/{USER}")).await,
+        before,
+        "jack's data is untouched"
+    );
+    assert_eq!(
+        world.stored(&format!("plugindata/{PLUGIN}/status")).await,
+        status_before,
+        "no status was written for a refused name"
+    );
+    assert!(
+        world
+            .stored(&format!("plugindata/{PLUGIN}/pending"))
+            .await
+            .and_then(|p| p.as_object().map(|m| m.len()))
+            .unwrap_or(0)
+            == 0,
+        "no consent was started for a refused name"
+    );
+}
+
+/// `system` and a user's stored defaults are checked when written, through the entry
+/// points and the setup page, and refused with the accepted values listed; on the page
+/// the error stands beside the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_refuse_unknown_systems_and_undeclared_defaults() {
+    let world = World::start(Setup::default()).await;
+    let app = format!("plugindata/{PLUGIN}");
+    let reply = world
+        .get(&format!("/plugin/{PLUGIN}/settings?system=imperial"))
+        .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    for accepted in ["en_US", "en_GB", "metric"] {
+        assert!(reply.body.contains(accepted), "{reply:?}");
+    }
+    assert_eq!(world.stored(&format!("{app}/system")).await, None);
+    let reply = world
+        .get(&format!("/plugin/{PLUGIN}/settings?system=nl_NL"))
+        .await;
+    assert_eq!(reply.status, 200, "a locale means metric: {reply:?}");
+
+    let user_settings = format!("/plugin/{PLUGIN}/userSettings?user={USER}");
+    let reply = world.get(&format!("{user_settings}&perod=7d")).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(
+        reply.body.contains("perod") && reply.body.contains("period"),
+        "the declared keys are listed: {reply:?}"
+    );
+    let reply = world
+        .get(&format!("{user_settings}&methods=get_weight"))
+        .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(reply.body.contains("get_bodyweight"), "{reply:?}");
+    let reply = world.get(&format!("{user_settings}&period=7x")).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(
+        world
+            .stored(&format!("identities/{USER}/plugindata/{PLUGIN}"))
+            .await,
+        None,
+        "nothing was written"
+    );
+
+    // The page's forms: the page again, with the error beside the field.
+    let token = world.csrf(&[]).await;
+    let page_path = format!("/plugin/{PLUGIN}/page/setup.html?user={USER}");
+    let reply = world
+        .post_form(
+            &format!("/plugin/{PLUGIN}/settings"),
+            &[
+                ("system", "imperial"),
+                ("_csrf", &token),
+                ("returnTo", &page_path),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(reply.content_type.starts_with("text/html"), "{reply:?}");
+    let beside = reply
+        .body
+        .split("id=\"system\"")
+        .nth(1)
+        .expect("the system field is on the page");
+    assert!(
+        beside
+            .split("</label>")
+            .next()
+            .unwrap_or("")
+            .contains("id=\"error-system\""),
+        "the error is inside the system field's label: {}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("provider default: US (pounds, miles)"),
+        "the page says what the provider default means: {}",
+        reply.body
+    );
+    let reply = world
+        .post_form(
+            &format!("/plugin/{PLUGIN}/userSettings"),
+            &[("user", USER), ("_csrf", &token), ("returnTo", &page_path)],
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 303, "the user is created: {reply:?}");
+    let reply = world
+        .post_form(
+            &format!("/plugin/{PLUGIN}/userSettings"),
+            &[
+                ("user", USER),
+                ("_newName", "perod"),
+                ("_newValue", "7d"),
+                ("_csrf", &token),
+                ("returnTo", &page_path),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    let row = reply
+        .body
+        .split("id=\"new-value\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or("");
+    assert!(
+        row.contains("id=\"error-new\"") && row.contains("perod"),
+        "the error is beside the new setting: {}",
+        reply.body
+    );
+    assert_eq!(
+        world
+            .stored(&format!("identities/{USER}/plugindata/{PLUGIN}"))
+            .await,
+        Some(json!({})),
+        "nothing but the user was written"
+    );
+}

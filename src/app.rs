@@ -15,9 +15,8 @@ use crate::store::{IgorStore, IgorStoreConfig, SealedStore, SqliteStore, Store, 
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     let key = match config.store.key_env() {
         Some(var) => {
-            let text = std::env::var(var).with_context(|| {
-                format!("store.key_env names ${var}, which is not set")
-            })?;
+            let text = std::env::var(var)
+                .with_context(|| format!("store.key_env names ${var}, which is not set"))?;
             crate::secret::register(text.trim());
             Some(StoreKey::parse(&text).with_context(|| format!("${var}"))?)
         }

@@ -443,7 +443,11 @@ mod tests {
         for _ in 0..100 {
             let _ = registry.redactor().redact("nothing to see here");
         }
-        assert_eq!(registry.read().builds, builds, "redaction rebuilt the automaton");
+        assert_eq!(
+            registry.read().builds,
+            builds,
+            "redaction rebuilt the automaton"
+        );
         let state = registry.read();
         let dead = state.entries.values().filter(|e| e.dead()).count();
         assert!(dead <= 2 * DEAD_KEPT, "{dead} dead secrets kept");

@@ -26,8 +26,22 @@ use super::{Store, StoreError, StorePath};
 
 /// The tree positions of secret leaves; `*` stands for any one step.
 pub const SEALED: &[&[&str]] = &[
-    &["identities", "*", "plugindata", "*", "token", "access_token"],
-    &["identities", "*", "plugindata", "*", "token", "refresh_token"],
+    &[
+        "identities",
+        "*",
+        "plugindata",
+        "*",
+        "token",
+        "access_token",
+    ],
+    &[
+        "identities",
+        "*",
+        "plugindata",
+        "*",
+        "token",
+        "refresh_token",
+    ],
     &["plugindata", "*", "pending", "*", "verifier"],
     &["plugindata", "*", "client_secret"],
 ];
@@ -276,8 +290,11 @@ mod tests {
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
         assert!(
-            key.open("identities/jack/plugindata/p/token/refresh_token", &tampered)
-                .is_err()
+            key.open(
+                "identities/jack/plugindata/p/token/refresh_token",
+                &tampered
+            )
+            .is_err()
         );
     }
 

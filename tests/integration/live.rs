@@ -375,7 +375,12 @@ impl Live {
         if let Some((_, password)) = &self.igor_login {
             command.env(IGOR_PASSWORD_ENV, password);
         }
-        if let Some(key) = self.store_key.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(key) = self
+            .store_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             command.env(STORE_KEY_ENV, key);
         }
         command
@@ -1966,8 +1971,8 @@ fn sent_forms(value: &str) -> Vec<String> {
 /// Every form of the client secret, the refresh token and the Basic credential.
 fn odd_secret_forms(client_id: &str) -> Vec<(String, String)> {
     use base64::Engine as _;
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{ODD_CLIENT_SECRET}"));
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{client_id}:{ODD_CLIENT_SECRET}"));
     let mut all = Vec::new();
     for (what, value) in [
         ("client secret", ODD_CLIENT_SECRET.to_owned()),
@@ -2041,10 +2046,16 @@ async fn echoed_secrets_are_redacted_in_every_form(dialect: Dialect) {
         ("the log", &log),
         ("export", &export.stdout),
     ] {
-        assert!(text.contains("You sent"), "{what} lacks the provider's text:\n{text}");
+        assert!(
+            text.contains("You sent"),
+            "{what} lacks the provider's text:\n{text}"
+        );
     }
     assert_eq!(page_status, 200, "{page}");
-    assert!(page.contains("You sent"), "the setup page lacks the last error:\n{page}");
+    assert!(
+        page.contains("You sent"),
+        "the setup page lacks the last error:\n{page}"
+    );
 
     let forms = odd_secret_forms(&live.fake.config().client_id);
     assert_no_form_in("the HTTP answer", &answer, &forms);
@@ -2069,7 +2080,13 @@ async fn echoed_secrets_are_redacted_in_every_form_google() {
 /// Issue 7, item 12: `export` shows no PKCE verifier of a pending consent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_redacts_pending_consent_verifiers() {
-    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "fitbit-pending", Tuning::Fast).await;
+    let live = Live::start(
+        Kind::Embedded,
+        Dialect::Fitbit,
+        "fitbit-pending",
+        Tuning::Fast,
+    )
+    .await;
     live.settings().await;
     let store = live.store();
     healthpull::consent::begin(
@@ -2106,7 +2123,10 @@ async fn export_redacts_pending_consent_verifiers() {
             "{}",
             out.stdout
         );
-        assert!(out.stdout.contains("<client_secret>[redacted]</client_secret>"));
+        assert!(
+            out.stdout
+                .contains("<client_secret>[redacted]</client_secret>")
+        );
         assert!(out.stdout.contains(&format!("<user>{USER}</user>")));
     }
 }
@@ -2173,7 +2193,13 @@ async fn embedded_store_keeps_no_old_tokens() {
 /// write; without the key an encrypted token is a clear error, not a missing token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_encrypts_secrets_with_key_env() {
-    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "fitbit-sealed", Tuning::Fast).await;
+    let live = Live::start(
+        Kind::Embedded,
+        Dialect::Fitbit,
+        "fitbit-sealed",
+        Tuning::Fast,
+    )
+    .await;
     seed_fitbit(&live.fake, FAKE_USER);
     // Before the key: plain text.
     live.settings().await;
@@ -2185,7 +2211,9 @@ async fn embedded_store_encrypts_secrets_with_key_env() {
     // With the key: plain tokens still work, and the next writes seal.
     live.use_store_key(Some(STORE_KEY));
     live.settings().await;
-    live.fetch().await.assert_ok("fetch with the key, plain token");
+    live.fetch()
+        .await
+        .assert_ok("fetch with the key, plain token");
     live.expire_stored_token().await;
     live.fetch().await.assert_ok("fetch that refreshes");
     let sealed = live.token().await;
@@ -2199,7 +2227,10 @@ async fn embedded_store_encrypts_secrets_with_key_env() {
         .await
         .expect("read")
         .expect("stored");
-    assert!(secret.as_str().is_some_and(|s| s.starts_with("enc:v1:")), "{secret}");
+    assert!(
+        secret.as_str().is_some_and(|s| s.starts_with("enc:v1:")),
+        "{secret}"
+    );
     let files = store_bytes(&live.db_path);
     assert!(!files.is_empty());
     let mut secrets = vec![live.client_secret()];
@@ -2320,7 +2351,10 @@ async fn delete_token_revokes_at_the_provider(dialect: Dialect) {
     );
     assert_eq!(live.fake.revocations().len(), 2);
     let stored = live.store().get(&live.token_path()).await.expect("read");
-    assert_eq!(stored, None, "the token is deleted although revocation failed");
+    assert_eq!(
+        stored, None,
+        "the token is deleted although revocation failed"
+    );
     live.assert_no_secrets();
 }
 
@@ -2364,25 +2398,40 @@ async fn delete_token_without_revocation_endpoint_just_deletes() {
 /// failed revocation answers 502 and the token is deleted all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_delete_token_revokes_at_the_provider() {
-    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "fitbit-srevoke", Tuning::Fast).await;
+    let live = Live::start(
+        Kind::Embedded,
+        Dialect::Fitbit,
+        "fitbit-srevoke",
+        Tuning::Fast,
+    )
+    .await;
     live.settings().await;
     let grant = live.seed_token(false).await;
     let serve = Serve::start(&live).await;
-    let target = format!("/plugin/{}/userSettings?user={USER}&deleteToken=1", live.plugin);
+    let target = format!(
+        "/plugin/{}/userSettings?user={USER}&deleteToken=1",
+        live.plugin
+    );
     let (status, body) = serve.get(&target).await;
     assert_eq!(status, 200, "{body}");
     let calls = live.fake.revocations();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].token, grant.refresh_token);
     assert!(calls[0].client_authenticated);
-    assert_eq!(live.store().get(&live.token_path()).await.expect("read"), None);
+    assert_eq!(
+        live.store().get(&live.token_path()).await.expect("read"),
+        None
+    );
 
     live.seed_token(false).await;
     live.fake.fail_revocations(Some(400));
     let (status, body) = serve.get(&target).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("did not confirm the revocation"), "{body}");
-    assert_eq!(live.store().get(&live.token_path()).await.expect("read"), None);
+    assert_eq!(
+        live.store().get(&live.token_path()).await.expect("read"),
+        None
+    );
     serve.stop(&live).await;
     live.assert_no_secrets();
 }

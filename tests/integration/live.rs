@@ -17,7 +17,13 @@
 //! * faults (5xx, slow answers, invalid JSON, 429 short and long, rate budgets, 410) leave
 //!   stored data and tokens exactly as they were;
 //! * no secret in any captured output (every binary run logs with `HEALTHPULL_LOG=debug`);
-//! * the embedded store file is readable by its owner only.
+//! * the embedded store file is readable by its owner only;
+//! * issue 7 ("safe to expose"): a token endpoint that echoes the request leaks no secret in
+//!   any encoding (HTTP answer, log, stored status, status JSON, setup page, `export`);
+//!   `export` hides pending consents' PKCE verifiers; no replaced token stays in the
+//!   embedded store's files; `store.key_env` leaves only ciphertext in the SQLite files and
+//!   in Igor; deleting a token revokes it at the provider (CLI and server), failures
+//!   reported and the token deleted all the same.
 //!
 //! Tests that use the real plugin names (`fitbit`, `google-health`, `withings`) on Igor get
 //! an Igor of their own; the others share one and use plugin names of their own.

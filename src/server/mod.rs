@@ -656,6 +656,14 @@ async fn user_settings(
     let mut revocation_failed = None;
     let result: Result<(), crate::store::StoreError> = async {
         if get_param(&pairs, "delete") == Some("1") {
+            // A deleted user's grant ends at the provider too.
+            if let Some(provider) = state.plugins.get(&plugin) {
+                if let live::TokenDeletion::RevocationFailed(why) =
+                    live::delete_token(&state.rt, provider, &plugin, &user).await?
+                {
+                    revocation_failed = Some(why);
+                }
+            }
             live::remove(store, &base).await?;
             live::remove(store, &paths::status(&plugin, &user)).await?;
         } else {

@@ -2400,8 +2400,8 @@ async fn delete_token_without_revocation_endpoint_just_deletes() {
     assert_eq!(stored, None);
 }
 
-/// Issue 7, item 14: `userSettings?deleteToken=1` revokes through the same code path; a
-/// failed revocation answers 502 and the token is deleted all the same.
+/// Issue 7, item 14: `userSettings?deleteToken=1` (and `delete=1`) revokes through the same
+/// code path; a failed revocation answers 502 and the token is deleted all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_delete_token_revokes_at_the_provider() {
     let live = Live::start(
@@ -2434,6 +2434,25 @@ async fn server_delete_token_revokes_at_the_provider() {
     let (status, body) = serve.get(&target).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("did not confirm the revocation"), "{body}");
+    assert_eq!(
+        live.store().get(&live.token_path()).await.expect("read"),
+        None
+    );
+
+    // Deleting the whole user ends the grant at the provider too.
+    live.fake.fail_revocations(None);
+    let grant = live.seed_token(false).await;
+    let (status, body) = serve
+        .get(&format!(
+            "/plugin/{}/userSettings?user={USER}&delete=1",
+            live.plugin
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let calls = live.fake.revocations();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[2].token, grant.refresh_token);
+    assert_eq!(calls[2].revoked_user.as_deref(), Some(FAKE_USER));
     assert_eq!(
         live.store().get(&live.token_path()).await.expect("read"),
         None

@@ -9,12 +9,25 @@ use anyhow::{Context, Result};
 use crate::config::{Config, StoreConfig};
 use crate::live::{Budgets, Clock, Runtime};
 use crate::lock::LockDir;
-use crate::store::{IgorStore, IgorStoreConfig, SqliteStore, Store};
+use crate::store::{IgorStore, IgorStoreConfig, SealedStore, SqliteStore, Store, StoreKey};
 
-/// Opens the configured store.
+/// Opens the configured store; with `store.key_env`, secrets are encrypted at rest.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+    let key = match config.store.key_env() {
+        Some(var) => {
+            let text = std::env::var(var)
+                .with_context(|| format!("store.key_env names ${var}, which is not set"))?;
+            crate::secret::register(text.trim());
+            Some(StoreKey::parse(&text).with_context(|| format!("${var}"))?)
+        }
+        None => None,
+    };
+    Ok(Arc::new(SealedStore::new(open_backend(config)?, key)))
+}
+
+fn open_backend(config: &Config) -> Result<Arc<dyn Store>> {
     Ok(match &config.store {
-        StoreConfig::Embedded { path } => {
+        StoreConfig::Embedded { path, .. } => {
             let path = config.resolve_path(path);
             Arc::new(
                 SqliteStore::open(&path)
@@ -25,6 +38,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
             url,
             username,
             password_env,
+            ..
         } => {
             let password = std::env::var(password_env).with_context(|| {
                 format!("the Igor password is read from ${password_env}, which is not set")
@@ -43,7 +57,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
 /// Opens the store only if it already exists (commands that must write nothing).
 pub fn open_existing_store(config: &Config) -> Result<Option<Arc<dyn Store>>> {
     match &config.store {
-        StoreConfig::Embedded { path } if !config.resolve_path(path).exists() => Ok(None),
+        StoreConfig::Embedded { path, .. } if !config.resolve_path(path).exists() => Ok(None),
         _ => open_store(config).map(Some),
     }
 }
@@ -54,7 +68,7 @@ pub fn lock_dir(config: &Config) -> PathBuf {
         return config.resolve_path(dir);
     }
     match &config.store {
-        StoreConfig::Embedded { path } => {
+        StoreConfig::Embedded { path, .. } => {
             let db = config.resolve_path(path);
             let mut name = db.file_name().unwrap_or_default().to_os_string();
             name.push(".locks");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::app;
 use crate::config::Config;
 use crate::engine::{self, FetchPlan, ReplayCaller};
-use crate::live::{self, Clock};
+use crate::live::{self, Clock, TokenDeletion};
 use crate::oauth;
 use crate::provider::{self, Diagnostics, UrlOverrides};
 use crate::request::HttpRequest;
@@ -557,8 +557,21 @@ async fn user_command(
     for k in unset {
         live::remove(store.as_ref(), &format!("{base}/{k}")).await?;
     }
+    let mut revocation_failed = None;
     if delete_token {
-        live::remove(store.as_ref(), &live::paths::token(plugin, user)).await?;
+        let rt = app::runtime(config, store.clone(), Clock::default());
+        match live::delete_token(&rt, &provider, plugin, user).await? {
+            TokenDeletion::NoToken => eprintln!("no token was stored for `{user}`"),
+            TokenDeletion::NotRevocable => eprintln!(
+                "deleted the token of `{user}` (provider `{}` has no revocation endpoint: the grant ends when the user removes it at the provider)",
+                provider.name
+            ),
+            TokenDeletion::Revoked => eprintln!(
+                "revoked the grant of `{user}` at provider `{}` and deleted the token",
+                provider.name
+            ),
+            TokenDeletion::RevocationFailed(why) => revocation_failed = Some(why),
+        }
     }
     store.save().await?;
     let data = store.get(&base).await?.unwrap_or(Value::Null);
@@ -579,6 +592,15 @@ async fn user_command(
         },
     );
     println!("{}", serde_json::to_string_pretty(&Value::Object(shown))?);
+    if let Some(why) = revocation_failed {
+        // The token is gone here, but the grant may live on at the provider: say so with
+        // a failing exit code, so that scripts notice.
+        eprintln!(
+            "error: the token of `{user}` is deleted here, but provider `{}` did not confirm the revocation ({why}); the grant may still be valid there: remove the app's access in the provider's account settings",
+            provider.name
+        );
+        return Ok(1);
+    }
     Ok(0)
 }
 
@@ -593,7 +615,7 @@ async fn export(config: &Config, path: Option<&str>) -> Result<i32> {
     for p in &paths {
         if let Some(xml_text) = store.export_xml(p).await? {
             found = true;
-            let xml_text = redact_tokens_in_export(&xml_text);
+            let xml_text = redact_export(&xml_text)?;
             out.write_all(xml_text.as_bytes())?;
             if !xml_text.ends_with('\n') {
                 out.write_all(b"\n")?;
@@ -606,29 +628,52 @@ async fn export(config: &Config, path: Option<&str>) -> Result<i32> {
     Ok(0)
 }
 
-/// Exports never show secrets: tokens and the client secret are redacted.
-fn redact_tokens_in_export(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = ["<access_token>", "<refresh_token>", "<client_secret>"]
-        .iter()
-        .filter_map(|t| rest.find(t).map(|i| (i, *t)))
-        .min()
-    {
-        let (i, open) = start;
-        let close = format!("</{}", &open[1..]);
-        out.push_str(&rest[..i + open.len()]);
-        rest = &rest[i + open.len()..];
-        match rest.find(&close) {
-            Some(j) => {
-                out.push_str(crate::secret::REDACTED);
-                rest = &rest[j..];
+/// Fields whose values are secret wherever they sit in the tree: tokens, the client
+/// secret, a pending consent's PKCE verifier.
+const SECRET_FIELDS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "verifier",
+    "code_verifier",
+];
+
+/// Exports never show secrets. The exported element is read back as a tree; every
+/// secret field is replaced by `[redacted]` (structurally, sealed or not), its value is
+/// registered, and then every other text is redacted by value, which catches a secret
+/// quoted in a stored message.
+fn redact_export(xml_text: &str) -> Result<String> {
+    let (tag, mut value) = xml::igor_xml_to_value_verbatim(xml_text)
+        .map_err(|e| anyhow::anyhow!("cannot read the stored XML back: {e}"))?;
+    let mut held = Vec::new();
+    redact_secret_fields(&mut value, &mut held);
+    crate::secret::redact_json(&mut value);
+    drop(held);
+    Ok(xml::to_igor_xml(&tag, &value))
+}
+
+fn redact_secret_fields(value: &mut Value, held: &mut Vec<crate::secret::Secret>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if SECRET_FIELDS.contains(&key.as_str()) {
+                    if let Value::String(text) = child {
+                        if !text.starts_with(crate::store::SEALED_PREFIX) {
+                            held.push(crate::secret::Secret::new(text.trim()));
+                        }
+                    }
+                    *child = Value::String(crate::secret::REDACTED.to_owned());
+                } else {
+                    redact_secret_fields(child, held);
+                }
             }
-            None => break,
         }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| redact_secret_fields(item, held)),
+        _ => {}
     }
-    out.push_str(rest);
-    out
 }
 
 async fn serve(config: Config, listen: Option<String>, clock: Clock) -> Result<i32> {

@@ -53,6 +53,10 @@ pub enum StoreConfig {
         /// Path of the database file.
         #[serde(default = "default_db")]
         path: PathBuf,
+        /// Environment variable holding the key (32 bytes, base64 or hex) that encrypts
+        /// tokens, PKCE verifiers and client secrets at rest; unset: stored in plain text.
+        #[serde(default)]
+        key_env: Option<String>,
     },
     /// A running Igor.
     Igor {
@@ -63,12 +67,30 @@ pub enum StoreConfig {
         /// Environment variable holding the password.
         #[serde(default = "default_password_env")]
         password_env: String,
+        /// Environment variable holding the key (32 bytes, base64 or hex) that encrypts
+        /// tokens, PKCE verifiers and client secrets at rest; unset: stored in plain text.
+        #[serde(default)]
+        key_env: Option<String>,
     },
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig::Embedded { path: default_db() }
+        StoreConfig::Embedded {
+            path: default_db(),
+            key_env: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The environment variable holding the at-rest key, when one is configured.
+    pub fn key_env(&self) -> Option<&str> {
+        match self {
+            StoreConfig::Embedded { key_env, .. } | StoreConfig::Igor { key_env, .. } => {
+                key_env.as_deref()
+            }
+        }
     }
 }
 

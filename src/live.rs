@@ -163,10 +163,9 @@ pub async fn app_credentials(
     let id = leaf_text(store.get(&format!("{base}/client_id")).await?.as_ref());
     let secret = leaf_text(store.get(&format!("{base}/client_secret")).await?.as_ref());
     Ok(match (id, secret) {
-        (Some(client_id), Some(secret)) => Some(AppCredentials {
-            client_id,
-            client_secret: Secret::new(secret),
-        }),
+        (Some(client_id), Some(secret)) => {
+            Some(AppCredentials::new(client_id, Secret::new(secret)))
+        }
         _ => None,
     })
 }
@@ -216,8 +215,73 @@ pub async fn remove(store: &dyn Store, path: &str) -> Result<(), crate::store::S
     }
 }
 
-/// Merges fields into the user's status record.
-pub async fn update_status(store: &dyn Store, plugin: &str, user: &UserName, fields: Value) {
+/// What deleting a user's token did at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenDeletion {
+    /// No token was stored.
+    NoToken,
+    /// The provider has no `auth.revoke_url`: the token was only deleted here.
+    NotRevocable,
+    /// The provider revoked the grant, then the token was deleted here.
+    Revoked,
+    /// The provider did not confirm the revocation (the grant may still be valid there);
+    /// the token was deleted here all the same.
+    RevocationFailed(String),
+}
+
+/// Deletes the user's token, revoking it at the provider first where the provider file
+/// says how (`auth.revoke_url`). The local token is deleted whatever the provider says;
+/// only a store failure is an error. Holds the refresh lock, so a refresh running at the
+/// same time cannot write the token back.
+pub async fn delete_token(
+    rt: &Runtime,
+    provider: &Provider,
+    plugin: &str,
+    user: &UserName,
+) -> Result<TokenDeletion, crate::store::StoreError> {
+    let store = rt.store.as_ref();
+    let _guard = rt.locks.lock(&format!("{plugin}--{user}")).await;
+    let outcome = match stored_token(store, plugin, user).await {
+        Ok(None) => TokenDeletion::NoToken,
+        Ok(Some(_)) if provider.auth.revoke_url.is_none() => TokenDeletion::NotRevocable,
+        Ok(Some(token)) => match app_credentials(store, plugin).await {
+            Ok(Some(app)) => match oauth::revoke(provider, &app, &token).await {
+                Ok(oauth::Revocation::Revoked) => TokenDeletion::Revoked,
+                Ok(oauth::Revocation::NotSupported) => TokenDeletion::NotRevocable,
+                Err(e) => TokenDeletion::RevocationFailed(redact(&e.to_string())),
+            },
+            Ok(None) => TokenDeletion::RevocationFailed(
+                "the app registration (client id and secret) is missing".to_owned(),
+            ),
+            Err(e) => TokenDeletion::RevocationFailed(redact(&format!(
+                "the app registration cannot be read: {e}"
+            ))),
+        },
+        Err(e) if provider.auth.revoke_url.is_none() => {
+            tracing::warn!(plugin, user = %user, error = %redact(&e.to_string()), "Deleting a token that cannot be read");
+            TokenDeletion::NotRevocable
+        }
+        Err(e) => TokenDeletion::RevocationFailed(redact(&format!(
+            "the stored token cannot be read: {e}"
+        ))),
+    };
+    if let TokenDeletion::RevocationFailed(why) = &outcome {
+        tracing::warn!(plugin, user = %user, error = %why, "The provider did not revoke the token; deleting it here anyway");
+    }
+    remove(store, &paths::token(plugin, user)).await?;
+    store.save().await?;
+    Ok(outcome)
+}
+
+/// Merges fields into the user's status record. String values are redacted before they
+/// are stored: provider text in `last_error` never reaches the store with a secret in it.
+pub async fn update_status(
+    store: &dyn Store,
+    plugin: &str,
+    user: &UserName,
+    mut fields: Value,
+) {
+    crate::secret::redact_json(&mut fields);
     let path = paths::status(plugin, user);
     let mut current = match store.get(&path).await {
         Ok(Some(Value::Object(m))) => m,

@@ -1,5 +1,5 @@
 //! OAuth2 as the provider file describes it: consent URLs with state and PKCE, code
-//! exchange, refresh, and the stored token.
+//! exchange, refresh, revocation (RFC 7009), and the stored token.
 //!
 //! The stored token keeps the old plugin's layout (`access_token`, `refresh_token`,
 //! `expires_in`, `expires_at`, `scope`, `token_type`, `user_id`, ...) plus `issued_at`,
@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -26,6 +26,21 @@ pub struct AppCredentials {
     pub client_id: String,
     /// Client secret (may be empty for public clients).
     pub client_secret: Secret,
+    /// `base64(client_id:client_secret)` as sent with `client_auth: basic`, registered
+    /// for redaction like the secret itself.
+    basic: Secret,
+}
+
+impl AppCredentials {
+    /// The registration of `client_id` with its secret.
+    pub fn new(client_id: String, client_secret: Secret) -> AppCredentials {
+        let basic = crate::secret::basic_credential(&client_id, &client_secret);
+        AppCredentials {
+            client_id,
+            client_secret,
+            basic,
+        }
+    }
 }
 
 /// A token as stored.
@@ -269,6 +284,105 @@ fn carries(body: &Value, code: &str) -> bool {
     }
 }
 
+/// Adds the client authentication `auth.client_auth` asks for: HTTP Basic, or the
+/// client id (and secret) in the form.
+fn authenticate_client(
+    provider: &Provider,
+    app: &AppCredentials,
+    request: reqwest::RequestBuilder,
+    form: &mut Vec<(String, String)>,
+) -> reqwest::RequestBuilder {
+    match provider.auth.config.client_auth {
+        ClientAuth::Basic => {
+            request.header("Authorization", format!("Basic {}", app.basic.expose()))
+        }
+        ClientAuth::Body => {
+            form.push(("client_id".into(), app.client_id.clone()));
+            form.push((
+                "client_secret".into(),
+                app.client_secret.expose().to_owned(),
+            ));
+            request
+        }
+        ClientAuth::None => {
+            form.push(("client_id".into(), app.client_id.clone()));
+            request
+        }
+    }
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The provider confirmed it (HTTP 2xx).
+    Revoked,
+    /// The provider file has no `auth.revoke_url`.
+    NotSupported,
+}
+
+/// Why the provider did not confirm a revocation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    /// The request failed or the provider failed temporarily.
+    #[error("revocation endpoint unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused the request.
+    #[error("the provider refused the revocation: {0}")]
+    Refused(String),
+}
+
+/// Revokes a token at the provider (RFC 7009): a form POST of the refresh token (the
+/// access token when there is none) with its `token_type_hint`, authenticated like the
+/// token endpoint. One attempt; the caller decides what a failure means.
+pub async fn revoke(
+    provider: &Provider,
+    app: &AppCredentials,
+    token: &Token,
+) -> Result<Revocation, RevokeError> {
+    let Some(url) = provider.auth.revoke_url.clone() else {
+        return Ok(Revocation::NotSupported);
+    };
+    let (value, hint) = match &token.refresh {
+        Some(refresh) => (refresh, "refresh_token"),
+        None => (&token.access, "access_token"),
+    };
+    let mut form = vec![
+        ("token".to_owned(), value.expose().to_owned()),
+        ("token_type_hint".to_owned(), hint.to_owned()),
+    ];
+    let client = http::client(Duration::from_secs(provider.api.config.timeout_seconds));
+    let request = client.post(url).header("Accept", "application/json");
+    let request = authenticate_client(provider, app, request, &mut form);
+    let response = request
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| RevokeError::Unavailable(redact(&http::describe(&e))))?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(Revocation::Revoked);
+    }
+    let body = http::read_limited(response, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let detail = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|j| {
+            j.get("error_description")
+                .or_else(|| j.pointer("/errors/0/message"))
+                .or_else(|| j.get("error"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .map(|m| format!("HTTP {status}: {}", redact(&m)))
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    if status >= 500 || status == 429 {
+        Err(RevokeError::Unavailable(detail))
+    } else {
+        Err(RevokeError::Refused(detail))
+    }
+}
+
 async fn token_call(
     provider: &Provider,
     app: &AppCredentials,
@@ -277,26 +391,9 @@ async fn token_call(
     previous: Option<&Token>,
     now: f64,
 ) -> Result<Token, TokenError> {
-    let a = &provider.auth.config;
     let client = http::client(Duration::from_secs(provider.api.config.timeout_seconds));
-    let mut request = client.post(url).header("Accept", "application/json");
-    match a.client_auth {
-        ClientAuth::Basic => {
-            let credentials = format!("{}:{}", app.client_id, app.client_secret.expose());
-            request = request.header(
-                "Authorization",
-                format!("Basic {}", STANDARD.encode(credentials)),
-            );
-        }
-        ClientAuth::Body => {
-            form.push(("client_id".into(), app.client_id.clone()));
-            form.push((
-                "client_secret".into(),
-                app.client_secret.expose().to_owned(),
-            ));
-        }
-        ClientAuth::None => form.push(("client_id".into(), app.client_id.clone())),
-    }
+    let request = client.post(url).header("Accept", "application/json");
+    let request = authenticate_client(provider, app, request, &mut form);
     let response = request
         .form(&form)
         .send()

@@ -1,28 +1,69 @@
-//! Secrets: a type that never prints its value, and redaction of known secret values.
+//! Secrets: a type that never prints its value, and redaction of known secret values in
+//! every form in which they are sent.
 //!
 //! Client secrets and tokens live in [`Secret`]; its `Debug` and `Display` print
-//! `[redacted]`. Providers sometimes echo a token in an error body (Fitbit does), so
-//! every secret the process handles is also registered here, and text that may carry
-//! provider content (error messages, log lines) passes through [`redact`].
+//! `[redacted]`. Providers sometimes echo a token in an error body (Fitbit does), and a
+//! token endpoint that echoes the whole request shows secrets as they were sent: inside
+//! the Basic credential (`base64(client_id:client_secret)`), percent- or form-encoded
+//! (`%2F`, `+` for a space), or JSON-escaped (`\/`). So every secret the process handles
+//! is registered here, each registered value is expanded into those encodings, and text
+//! that may carry provider content (error messages, log lines, stored statuses) passes
+//! through [`redact`].
+//!
+//! Cost: the encodings of every registered value are compiled into one Aho-Corasick
+//! automaton (leftmost-longest, so a secret containing another is removed whole), rebuilt
+//! only when the set of values changes; a redaction is one scan of the text. Values are
+//! interned: every [`Secret`] of one value shares one allocation, so the registry knows
+//! which values are still held. Values no [`Secret`] holds any more stay registered for a
+//! while (a late echo of a rotated token is still caught); beyond [`DEAD_KEPT`] of them the
+//! oldest are forgotten. Values registered with [`register`] (passwords and client secrets
+//! read from the environment or a form) are kept for the life of the process.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
 
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
-/// A secret string: client secret, access or refresh token.
+/// Values shorter than this are never registered (they would blank out ordinary words).
+pub const MIN_LEN: usize = 6;
+
+/// How many values that no [`Secret`] holds any more stay registered.
+pub const DEAD_KEPT: usize = 256;
+
+/// What JavaScript's `encodeURIComponent` leaves alone; clients that build query strings
+/// by hand often encode like this.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// A secret string: client secret, access or refresh token, PKCE verifier.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Arc<str>);
 
 impl Secret {
     /// Wraps a value and registers it for redaction.
     pub fn new(value: impl Into<String>) -> Secret {
         let value = value.into();
-        register(&value);
-        Secret(value)
+        if value.len() < MIN_LEN {
+            return Secret(Arc::from(value));
+        }
+        Secret(global().intern(&value))
     }
 
     /// The value, for the one place that must send it.
@@ -48,42 +89,253 @@ impl fmt::Display for Secret {
     }
 }
 
-fn registry() -> &'static RwLock<BTreeSet<String>> {
-    static SECRETS: OnceLock<RwLock<BTreeSet<String>>> = OnceLock::new();
-    SECRETS.get_or_init(|| RwLock::new(BTreeSet::new()))
-}
-
-/// Remembers a value so [`redact`] removes it from text. Values shorter than 6
-/// characters are not registered (they would blank out ordinary words).
+/// Remembers a value for the life of the process so [`redact`] removes it from text.
+/// Values shorter than [`MIN_LEN`] are not registered.
 pub fn register(value: &str) {
-    if value.len() < 6 {
-        return;
-    }
-    if let Ok(read) = registry().read() {
-        if read.contains(value) {
-            return;
-        }
-    }
-    if let Ok(mut write) = registry().write() {
-        write.insert(value.to_owned());
+    if value.len() >= MIN_LEN {
+        global().pin(value);
     }
 }
 
-/// Replaces every registered secret in `text` with `[redacted]`.
+/// The HTTP Basic credential for a client, as sent (`base64(client_id:client_secret)`),
+/// registered for redaction in all its forms.
+pub fn basic_credential(client_id: &str, client_secret: &Secret) -> Secret {
+    Secret::new(STANDARD.encode(format!("{client_id}:{}", client_secret.expose())))
+}
+
+/// Replaces every registered secret, in every form it is sent in, with `[redacted]`.
 pub fn redact(text: &str) -> String {
-    let Ok(secrets) = registry().read() else {
-        return text.to_owned();
-    };
-    let mut out = text.to_owned();
-    // Longest first, so a secret containing another is removed whole.
-    let mut ordered: Vec<&String> = secrets.iter().collect();
-    ordered.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in ordered {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), REDACTED);
+    global().redactor().redact(text)
+}
+
+/// Redacts every string (and every object key) inside a JSON value.
+pub fn redact_json(value: &mut Value) {
+    let redactor = global().redactor();
+    redactor.redact_value(value);
+}
+
+/// The forms in which `value` may appear in text that went over HTTP or through JSON:
+/// as is, form-encoded (`+` for a space), percent-encoded (upper- and lower-case hex,
+/// everything or only what `encodeURIComponent` encodes), JSON-escaped, and JSON-escaped
+/// with `\/` (PHP's default).
+pub fn encoded_forms(value: &str) -> Vec<String> {
+    let mut forms = vec![value.to_owned()];
+    let form: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    let percent = utf8_percent_encode(value, NON_ALPHANUMERIC).to_string();
+    let component = utf8_percent_encode(value, URI_COMPONENT).to_string();
+    for encoded in [form, percent, component] {
+        forms.push(lowercase_hex(&encoded));
+        forms.push(encoded);
+    }
+    if let Ok(quoted) = serde_json::to_string(value) {
+        let escaped = quoted[1..quoted.len() - 1].to_owned();
+        forms.push(escaped.replace('/', "\\/"));
+        forms.push(escaped);
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// `%2F` -> `%2f`.
+fn lowercase_hex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut after_percent = 0;
+    for c in text.chars() {
+        if c == '%' {
+            after_percent = 2;
+            out.push(c);
+        } else if after_percent > 0 {
+            after_percent -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
         }
     }
     out
+}
+
+/// A registered value.
+struct Entry {
+    /// The interned allocation while some [`Secret`] holds it.
+    live: Option<Weak<str>>,
+    /// Registered with [`register`]: kept for the life of the process.
+    pinned: bool,
+    /// When it was last registered or interned (for forgetting the oldest dead ones).
+    seq: u64,
+}
+
+impl Entry {
+    fn dead(&self) -> bool {
+        !self.pinned && self.upgrade().is_none()
+    }
+
+    fn upgrade(&self) -> Option<Arc<str>> {
+        self.live.as_ref().and_then(Weak::upgrade)
+    }
+}
+
+/// The registered values and the automaton compiled from them.
+#[derive(Default)]
+struct Registry {
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    next_seq: u64,
+    /// Prune dead entries when the registry reaches this size.
+    prune_at: usize,
+    /// `None` when the entries changed since it was built.
+    redactor: Option<Arc<Redactor>>,
+    /// How often the automaton was built (tests check that redaction does not rebuild).
+    builds: u64,
+}
+
+impl State {
+    fn touch(&mut self, value: &str, pinned: bool) -> &mut Entry {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        if !self.entries.contains_key(value) {
+            if self.entries.len() >= self.prune_at.max(2 * DEAD_KEPT) {
+                self.prune();
+            }
+            self.redactor = None;
+        }
+        let entry = self.entries.entry(value.to_owned()).or_insert(Entry {
+            live: None,
+            pinned,
+            seq,
+        });
+        entry.pinned |= pinned;
+        entry.seq = seq;
+        entry
+    }
+
+    /// Forgets the oldest values no [`Secret`] holds, keeping [`DEAD_KEPT`] of them.
+    fn prune(&mut self) {
+        let mut dead: Vec<(u64, String)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.dead())
+            .map(|(k, e)| (e.seq, k.clone()))
+            .collect();
+        if dead.len() > DEAD_KEPT {
+            dead.sort_unstable();
+            for (_, key) in &dead[..dead.len() - DEAD_KEPT] {
+                self.entries.remove(key);
+            }
+            self.redactor = None;
+        }
+        self.prune_at = self.entries.len() + DEAD_KEPT;
+    }
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn intern(&self, value: &str) -> Arc<str> {
+        if let Some(live) = self.read().entries.get(value).and_then(Entry::upgrade) {
+            return live;
+        }
+        let mut state = self.write();
+        let entry = state.touch(value, false);
+        if let Some(live) = entry.upgrade() {
+            return live;
+        }
+        let live: Arc<str> = Arc::from(value);
+        entry.live = Some(Arc::downgrade(&live));
+        live
+    }
+
+    fn pin(&self, value: &str) {
+        if self.read().entries.get(value).is_some_and(|e| e.pinned) {
+            return;
+        }
+        self.write().touch(value, true);
+    }
+
+    fn redactor(&self) -> Arc<Redactor> {
+        if let Some(redactor) = &self.read().redactor {
+            return redactor.clone();
+        }
+        let mut state = self.write();
+        if let Some(redactor) = &state.redactor {
+            return redactor.clone();
+        }
+        let redactor = Arc::new(Redactor::build(state.entries.keys()));
+        state.builds += 1;
+        state.redactor = Some(redactor.clone());
+        redactor
+    }
+}
+
+fn global() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+/// The compiled automaton over every form of every registered value.
+struct Redactor {
+    matcher: Option<AhoCorasick>,
+}
+
+impl Redactor {
+    fn build<'a>(values: impl Iterator<Item = &'a String>) -> Redactor {
+        let mut patterns: Vec<String> = values.flat_map(|v| encoded_forms(v)).collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        if patterns.is_empty() {
+            return Redactor { matcher: None };
+        }
+        let matcher = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .ok();
+        Redactor { matcher }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let Some(matcher) = &self.matcher else {
+            return text.to_owned();
+        };
+        let mut out = String::with_capacity(text.len());
+        matcher.replace_all_with(text, &mut out, |_, _, dst| {
+            dst.push_str(REDACTED);
+            true
+        });
+        out
+    }
+
+    fn redact_value(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => {
+                let redacted = self.redact(s);
+                if redacted != *s {
+                    *s = redacted;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| self.redact_value(i)),
+            Value::Object(map) => {
+                let keys_leak = map.keys().any(|k| self.redact(k) != *k);
+                if keys_leak {
+                    let old = std::mem::take(map);
+                    for (k, v) in old {
+                        map.insert(self.redact(&k), v);
+                    }
+                }
+                map.values_mut().for_each(|v| self.redact_value(v));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A log writer that redacts registered secrets from each line before it reaches stderr.
@@ -135,5 +387,82 @@ mod tests {
         );
         register("abc");
         assert_eq!(redact("abc"), "abc");
+    }
+
+    // Issue 7, item 3: secrets in the forms they were sent in.
+    #[test]
+    fn encoded_forms_of_a_secret_are_redacted() {
+        let secret = Secret::new("s3/cr+et= with space");
+        let forms = [
+            "s3/cr+et= with space",
+            "s3%2Fcr%2Bet%3D+with+space",
+            "s3%2fcr%2bet%3d+with+space",
+            "s3%2Fcr%2Bet%3D%20with%20space",
+            "s3\\/cr+et= with space",
+        ];
+        for form in forms {
+            assert_eq!(redact(&format!("<{form}>")), "<[redacted]>", "{form}");
+        }
+        let basic = basic_credential("23FAKE", &secret);
+        let header = format!("Authorization: Basic {}", basic.expose());
+        assert_eq!(redact(&header), "Authorization: Basic [redacted]");
+        let escaped = basic.expose().replace('/', "\\/");
+        assert_eq!(redact(&escaped), "[redacted]", "{escaped}");
+    }
+
+    #[test]
+    fn a_secret_containing_another_is_removed_whole() {
+        let _short = Secret::new("inner-secret");
+        let _long = Secret::new("outer-inner-secret-tail");
+        assert_eq!(redact("x outer-inner-secret-tail y"), "x [redacted] y");
+        assert_eq!(redact("x inner-secret y"), "x [redacted] y");
+    }
+
+    #[test]
+    fn strings_and_keys_inside_json_are_redacted() {
+        let _s = Secret::new("json-secret-value");
+        let mut v = serde_json::json!({"a": ["json-secret-value"], "json-secret-value": 1});
+        redact_json(&mut v);
+        assert_eq!(v, serde_json::json!({"a": ["[redacted]"], "[redacted]": 1}));
+    }
+
+    // Issue 8: redaction cost must not grow with every secret ever seen.
+    #[test]
+    fn redaction_does_not_rebuild_and_dead_secrets_are_bounded() {
+        let registry = Registry::default();
+        let pinned = "pinned-password-value";
+        registry.pin(pinned);
+        let held: Vec<Arc<str>> = (0..5)
+            .map(|i| registry.intern(&format!("held-token-{i:04}")))
+            .collect();
+        for i in 0..(4 * DEAD_KEPT) {
+            drop(registry.intern(&format!("dead-token-{i:06}")));
+        }
+        let redactor = registry.redactor();
+        let builds = registry.read().builds;
+        for _ in 0..100 {
+            let _ = registry.redactor().redact("nothing to see here");
+        }
+        assert_eq!(
+            registry.read().builds,
+            builds,
+            "redaction rebuilt the automaton"
+        );
+        let state = registry.read();
+        let dead = state.entries.values().filter(|e| e.dead()).count();
+        assert!(dead <= 2 * DEAD_KEPT, "{dead} dead secrets kept");
+        assert!(state.entries.contains_key(pinned));
+        drop(state);
+        for h in &held {
+            assert_eq!(redactor.redact(h), REDACTED, "{h} is still held");
+        }
+        assert_eq!(redactor.redact(pinned), REDACTED);
+        let newest = format!("dead-token-{:06}", 4 * DEAD_KEPT - 1);
+        assert_eq!(redactor.redact(&newest), REDACTED, "recent dead ones stay");
+        assert_eq!(
+            redactor.redact("dead-token-000000"),
+            "dead-token-000000",
+            "the oldest dead ones are forgotten"
+        );
     }
 }

@@ -686,8 +686,17 @@ async fn user_settings(
     }
     let store = state.rt.store.as_ref();
     let base = paths::user(&plugin, &user);
+    let mut revocation_failed = None;
     let result: Result<(), crate::store::StoreError> = async {
         if get_param(&pairs, "delete") == Some("1") {
+            // A deleted user's grant ends at the provider too.
+            if let Some(provider) = state.plugins.get(&plugin) {
+                if let live::TokenDeletion::RevocationFailed(why) =
+                    live::delete_token(&state.rt, provider, &plugin, &user).await?
+                {
+                    revocation_failed = Some(why);
+                }
+            }
             live::remove(store, &base).await?;
             live::remove(store, &paths::status(&plugin, &user)).await?;
         } else {
@@ -695,7 +704,16 @@ async fn user_settings(
                 store.put(&base, &json!({})).await?;
             }
             if get_param(&pairs, "deleteToken") == Some("1") {
-                live::remove(store, &paths::token(&plugin, &user)).await?;
+                let provider = state.plugins.get(&plugin);
+                if let Some(provider) = provider {
+                    if let live::TokenDeletion::RevocationFailed(why) =
+                        live::delete_token(&state.rt, provider, &plugin, &user).await?
+                    {
+                        revocation_failed = Some(why);
+                    }
+                } else {
+                    live::remove(store, &paths::token(&plugin, &user)).await?;
+                }
             }
             for (k, v) in fields {
                 let path = format!("{base}/{k}");
@@ -712,6 +730,14 @@ async fn user_settings(
     .await;
     if let Err(e) = result {
         return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
+    }
+    if let Some(why) = revocation_failed {
+        return text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "502 the token of {user} is deleted here, but the provider did not confirm the revocation ({why}); the grant may still be valid there"
+            ),
+        );
     }
     done(&pairs, format!("/data/{base}"))
 }

@@ -5,8 +5,11 @@
 //! Paths are Igor's, relative to its `/data` root and slash-separated
 //! (`identities/jack/plugindata/fitbit/token`); every step must be a plain element name
 //! (`^[a-zA-Z_][-_.a-zA-Z0-9]*$`), which keeps paths free of XPath syntax.
+//!
+//! [`SealedStore`] wraps either backend and encrypts secret leaves at rest.
 
 mod igor;
+mod sealed;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 pub use self::igor::{IgorStore, IgorStoreConfig};
+pub use self::sealed::{KeyError, SEALED, SEALED_PREFIX, SealedStore, StoreKey};
 pub use self::sqlite::SqliteStore;
 
 /// A tree of JSON values addressed by Igor paths.
@@ -40,7 +44,9 @@ pub trait Store: Send + Sync + 'static {
     async fn export_xml(&self, path: &str) -> Result<Option<String>, StoreError>;
 
     /// Makes earlier writes durable now. Igor saves its database lazily, so callers
-    /// invoke this after writing tokens; the embedded store's writes are durable already.
+    /// invoke this after writing tokens; the embedded store's writes are durable already,
+    /// and it checkpoints and empties its write-ahead log here, so that old copies of a
+    /// token do not linger in the `-wal` file.
     async fn save(&self) -> Result<(), StoreError>;
 
     /// A short name for messages (`"embedded"`, `"igor"`).
@@ -158,6 +164,15 @@ pub enum StoreError {
         /// What Igor's conversion rejects.
         #[source]
         source: crate::xml::XmlError,
+    },
+
+    /// A secret leaf is encrypted and cannot be opened.
+    #[error("cannot read {path}: {detail}")]
+    Sealed {
+        /// The leaf's path.
+        path: String,
+        /// Why it cannot be opened.
+        detail: String,
     },
 
     /// The Igor store configuration is unusable.

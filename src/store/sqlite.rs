@@ -1,7 +1,9 @@
 //! The embedded store: Igor's tree in one SQLite file, so healthpull works with no
 //! other server while staying durable (every write is one transaction in WAL mode),
 //! safe when `serve` and a cron `fetch` share the file (busy timeout, `BEGIN
-//! IMMEDIATE` for writes) and private (file, `-wal` and `-shm` are mode 0600).
+//! IMMEDIATE` for writes) and private (file, `-wal` and `-shm` are mode 0600;
+//! `secure_delete` zeroes removed rows; [`Store::save`] checkpoints and truncates the
+//! write-ahead log, which callers do after every token write).
 //!
 //! Layout: one row per element. Objects are stored as container rows (no value) with
 //! one row per key below them; every other JSON value (string, number, boolean, null,
@@ -138,6 +140,10 @@ impl SqliteStore {
         connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(sqlite_error("set synchronous mode"))?;
+        // Deleted and overwritten rows (old tokens) are zeroed, not left in free pages.
+        connection
+            .pragma_update(None, "secure_delete", "ON")
+            .map_err(sqlite_error("turn on secure delete"))?;
         initialise_schema(&mut connection, &file)?;
 
         for suffix in ["-wal", "-shm"] {
@@ -244,8 +250,25 @@ impl Store for SqliteStore {
         Ok(value.map(|value| crate::xml::to_igor_xml(parsed.last(), &value)))
     }
 
+    /// Writes are durable already; this moves the write-ahead log into the database and
+    /// truncates it, so that the `-wal` file keeps no copies of replaced tokens. Another
+    /// connection reading at the same moment can keep the log from being emptied; the
+    /// next save empties it then.
     async fn save(&self) -> Result<(), StoreError> {
-        Ok(())
+        let path = StorePath {
+            text: String::new(),
+            steps: Vec::new(),
+        };
+        self.run(&path, |connection, file| {
+            let busy: i64 = connection
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+                .map_err(sqlite_error(file, "checkpoint the write-ahead log", ""))?;
+            if busy != 0 {
+                tracing::debug!(file = %file.display(), "The write-ahead log is in use; it is emptied on a later save");
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn kind(&self) -> &'static str {

@@ -17,7 +17,13 @@
 //! * faults (5xx, slow answers, invalid JSON, 429 short and long, rate budgets, 410) leave
 //!   stored data and tokens exactly as they were;
 //! * no secret in any captured output (every binary run logs with `HEALTHPULL_LOG=debug`);
-//! * the embedded store file is readable by its owner only.
+//! * the embedded store file is readable by its owner only;
+//! * issue 7 ("safe to expose"): a token endpoint that echoes the request leaks no secret in
+//!   any encoding (HTTP answer, log, stored status, status JSON, setup page, `export`);
+//!   `export` hides pending consents' PKCE verifiers; no replaced token stays in the
+//!   embedded store's files; `store.key_env` leaves only ciphertext in the SQLite files and
+//!   in Igor; deleting a token revokes it at the provider (CLI and server), failures
+//!   reported and the token deleted all the same.
 //!
 //! Tests that use the real plugin names (`fitbit`, `google-health`, `withings`) on Igor get
 //! an Igor of their own; the others share one and use plugin names of their own.
@@ -66,6 +72,8 @@ const FAKE_USER: &str = "7JACK7";
 /// Environment variables the binary reads the client secret and the Igor password from.
 const SECRET_ENV: &str = "HP_LIVE_CLIENT_SECRET";
 const IGOR_PASSWORD_ENV: &str = "HP_LIVE_IGOR_PASSWORD";
+/// The environment variable `store.key_env` names in the tests that encrypt at rest.
+const STORE_KEY_ENV: &str = "HP_LIVE_STORE_KEY";
 /// The Fitbit methods and arguments of most tests.
 const FITBIT_METHODS: &str = "get_bodyweight,get_bodyfat";
 const FITBIT_DAY: &str = "2024-01-15";
@@ -191,13 +199,30 @@ struct Live {
     igor_login: Option<(String, String)>,
     store: OnceLock<Arc<dyn Store>>,
     outputs: Mutex<Vec<String>>,
+    /// The config file without and with `store.key_env`.
+    config_text: (String, String),
+    /// The at-rest key the binary gets in [`STORE_KEY_ENV`], when the config names it.
+    store_key: Mutex<Option<String>>,
 }
 
 impl Live {
     /// Starts the fake and, for Igor, a server with a service identity for `plugin`; writes
     /// the config. With the provider's own name as `plugin`, Igor is a dedicated server.
     async fn start(kind: Kind, dialect: Dialect, plugin: &str, tuning: Tuning) -> Live {
-        let fake = FakeProvider::start(FakeConfig::for_dialect(dialect)).await;
+        Live::start_with(kind, FakeConfig::for_dialect(dialect), plugin, tuning, None).await
+    }
+
+    /// As [`Live::start`], with the fake configured by `fake_config` and, with `store_key`,
+    /// secrets encrypted at rest.
+    async fn start_with(
+        kind: Kind,
+        fake_config: FakeConfig,
+        plugin: &str,
+        tuning: Tuning,
+        store_key: Option<&str>,
+    ) -> Live {
+        let dialect = fake_config.dialect;
+        let fake = FakeProvider::start(fake_config).await;
         let dir = tempfile::Builder::new()
             .prefix("healthpull-live-")
             .tempdir()
@@ -240,9 +265,13 @@ impl Live {
                 (Some(handle), Some((user, password)), yaml)
             }
         };
-        let config = format!(
-            "providers_dir: {providers}\n{store_yaml}lock_dir: {locks}\nplugins:\n  {name}:\n    provider: {provider}\n    authorize_url: {authorize}\n    token_url: {token}\n    base_url: {base}\n",
-            providers = quoted(providers_dir.to_str().expect("UTF-8 path")),
+        // Withings has no revocation endpoint; the others revoke at the fake.
+        let revoke = match dialect {
+            Dialect::Withings => String::new(),
+            _ => format!("    revoke_url: {}\n", quoted(&fake.revoke_url())),
+        };
+        let rest = format!(
+            "lock_dir: {locks}\nplugins:\n  {name}:\n    provider: {provider}\n    authorize_url: {authorize}\n    token_url: {token}\n    base_url: {base}\n{revoke}",
             locks = quoted(dir.path().join("locks").to_str().expect("UTF-8 path")),
             name = quoted(plugin),
             provider = quoted(provider_name(dialect)),
@@ -250,7 +279,19 @@ impl Live {
             token = quoted(&fake.token_url()),
             base = quoted(&fake.base_url()),
         );
+        let providers = format!(
+            "providers_dir: {}\n",
+            quoted(providers_dir.to_str().expect("UTF-8 path"))
+        );
+        let config_text = (
+            format!("{providers}{store_yaml}{rest}"),
+            format!("{providers}{store_yaml}  key_env: {STORE_KEY_ENV}\n{rest}"),
+        );
         let config_path = dir.path().join("healthpull.yaml");
+        let config = match store_key {
+            Some(_) => &config_text.1,
+            None => &config_text.0,
+        };
         std::fs::write(&config_path, config).expect("write the config file");
         Live {
             kind,
@@ -263,7 +304,19 @@ impl Live {
             igor_login,
             store: OnceLock::new(),
             outputs: Mutex::new(Vec::new()),
+            config_text,
+            store_key: Mutex::new(store_key.map(str::to_owned)),
         }
+    }
+
+    /// Rewrites the config with or without `store.key_env` (and gives the binary the key).
+    fn use_store_key(&self, key: Option<&str>) {
+        let text = match key {
+            Some(_) => &self.config_text.1,
+            None => &self.config_text.0,
+        };
+        std::fs::write(&self.config_path, text).expect("rewrite the config file");
+        *self.store_key.lock().unwrap_or_else(|e| e.into_inner()) = key.map(str::to_owned);
     }
 
     fn igor(&self) -> &Igor {
@@ -332,6 +385,14 @@ impl Live {
             .kill_on_drop(true);
         if let Some((_, password)) = &self.igor_login {
             command.env(IGOR_PASSWORD_ENV, password);
+        }
+        if let Some(key) = self
+            .store_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            command.env(STORE_KEY_ENV, key);
         }
         command
     }
@@ -1815,5 +1876,592 @@ async fn auth_refuses_loopback_where_the_provider_forbids_it() {
         None,
         "no token"
     );
+    live.assert_no_secrets();
+}
+
+// ===================================================================================== issue 7
+// "Safe to expose": secrets in every encoding, the export of pending consents, secrets at
+// rest (WAL, encryption with `store.key_env`), revocation when a token is deleted.
+
+/// A client secret, access and refresh token with `/`, `+`, `=` and spaces: their
+/// percent, form, JSON and base64 forms all differ from the raw value.
+const ODD_CLIENT_SECRET: &str = "cs/Qm+Rt= s3cr3t/Tail+==";
+const ODD_ACCESS_TOKEN: &str = "ya29.a0+AT/odd= access token/x";
+const ODD_REFRESH_TOKEN: &str = "1//0gRt+Ab= cD/eF+gH== refresh";
+/// A 32-byte key as hex, for `store.key_env`.
+const STORE_KEY: &str = "8f0e2a7c4b19d35e60f7a1c2b3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6";
+
+/// A running `healthpull serve` of a [`Live`] world, with its stderr collected.
+struct Serve {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
+    client: reqwest::Client,
+}
+
+impl Serve {
+    async fn start(live: &Live) -> Serve {
+        let mut command = live.command(&["serve", "--listen", "127.0.0.1:0"]);
+        command.env("NO_COLOR", "1");
+        let mut child = command.spawn().expect("start healthpull serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let reader = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut tx = Some(tx);
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(url) = line.strip_prefix("healthpull listening on ") {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(url.trim().to_owned());
+                        }
+                    }
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let url = tokio::time::timeout(WAIT_TIMEOUT, rx)
+            .await
+            .expect("serve listens in time")
+            .unwrap_or_else(|_| panic!("serve exited: {}", log.lock().expect("log")));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Serve {
+            child,
+            url,
+            log,
+            reader,
+            client,
+        }
+    }
+
+    /// `GET` of a path on the server: status and body.
+    async fn get(&self, path: &str) -> (u16, String) {
+        let answer = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = answer.status().as_u16();
+        (status, answer.text().await.expect("answer body"))
+    }
+
+    /// Stops the server; returns everything it logged.
+    async fn stop(mut self, live: &Live) -> String {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(WAIT_TIMEOUT, self.child.wait()).await;
+        let _ = tokio::time::timeout(WAIT_TIMEOUT, &mut self.reader).await;
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        live.capture(format!("$ healthpull serve\n{log}"));
+        log
+    }
+}
+
+/// The forms in which a value goes over the wire or into JSON: as is, form-encoded (`+`
+/// for a space), percent-encoded (`%20`), JSON with `\/`.
+fn sent_forms(value: &str) -> Vec<String> {
+    let form: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    let percent = form.replace('+', "%20");
+    let json = serde_json::to_string(value).expect("JSON");
+    let json = json[1..json.len() - 1].replace('/', "\\/");
+    let mut forms = vec![value.to_owned(), form, percent, json];
+    forms.dedup();
+    forms
+}
+
+/// Every form of the client secret, the refresh token and the Basic credential.
+fn odd_secret_forms(client_id: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{client_id}:{ODD_CLIENT_SECRET}"));
+    let mut all = Vec::new();
+    for (what, value) in [
+        ("client secret", ODD_CLIENT_SECRET.to_owned()),
+        ("refresh token", ODD_REFRESH_TOKEN.to_owned()),
+        ("access token", ODD_ACCESS_TOKEN.to_owned()),
+        ("basic credential", basic),
+    ] {
+        for form in sent_forms(&value) {
+            all.push((format!("{what} as {form:?}"), form));
+        }
+    }
+    all
+}
+
+fn assert_no_form_in(what: &str, text: &str, forms: &[(String, String)]) {
+    for (name, form) in forms {
+        assert!(
+            !text.contains(form.as_str()),
+            "{what} shows the {name}:\n{}",
+            text.replace(form.as_str(), "<<SECRET>>")
+        );
+    }
+}
+
+/// Issue 7, item 3: a token endpoint that echoes the request leaks nothing, in no encoding,
+/// through the HTTP answer, the log, the stored status, the status JSON, the setup page or
+/// `export`.
+async fn echoed_secrets_are_redacted_in_every_form(dialect: Dialect) {
+    let mut fake_config = FakeConfig::for_dialect(dialect);
+    fake_config.client_secret = ODD_CLIENT_SECRET.to_owned();
+    let plugin = format!("{}-echo", provider_name(dialect));
+    let live = Live::start_with(Kind::Embedded, fake_config, &plugin, Tuning::Fast, None).await;
+    live.settings().await;
+    live.put_token(&json!({
+        "access_token": ODD_ACCESS_TOKEN,
+        "refresh_token": ODD_REFRESH_TOKEN,
+        "expires_at": Utc::now().timestamp() - 60,
+        "scope": "weight",
+        "token_type": "Bearer",
+        "user_id": FAKE_USER,
+        "issued_at": Utc::now().timestamp() - 3600,
+    }))
+    .await;
+    live.fake.set_echo_token_requests(true);
+
+    let serve = Serve::start(&live).await;
+    let (status, answer) = serve.get(&format!("/plugin/{plugin}?user={USER}")).await;
+    let (_, status_json) = serve.get(&format!("/plugin/{plugin}/status")).await;
+    let (page_status, page) = serve
+        .get(&format!("/plugin/{plugin}/page/setup.html?user={USER}"))
+        .await;
+    let log = serve.stop(&live).await;
+    let stored = live.status().await;
+    let last_error = text_of(&stored, "last_error");
+    let export = live.run(&["export"]).await;
+    export.assert_ok("export");
+
+    // The echo happened and its text reached every place checked below.
+    let token_calls = live.fake.requests_to(dialect.token_path());
+    assert!(!token_calls.is_empty(), "the token endpoint was called");
+    assert!(
+        token_calls[0].body.contains("refresh_token="),
+        "{:?}",
+        token_calls[0].body
+    );
+    assert_eq!(status, 502, "{answer}");
+    for (what, text) in [
+        ("the HTTP answer", &answer),
+        ("the stored last_error", &last_error),
+        ("the status JSON", &status_json),
+        ("the log", &log),
+        ("export", &export.stdout),
+    ] {
+        assert!(
+            text.contains("You sent"),
+            "{what} lacks the provider's text:\n{text}"
+        );
+    }
+    assert_eq!(page_status, 200, "{page}");
+    assert!(
+        page.contains("You sent"),
+        "the setup page lacks the last error:\n{page}"
+    );
+
+    let forms = odd_secret_forms(&live.fake.config().client_id);
+    assert_no_form_in("the HTTP answer", &answer, &forms);
+    assert_no_form_in("the server's log", &log, &forms);
+    assert_no_form_in("the stored last_error", &last_error, &forms);
+    assert_no_form_in("the status JSON", &status_json, &forms);
+    assert_no_form_in("the setup page", &page, &forms);
+    assert_no_form_in("export", &export.stdout, &forms);
+    assert_no_form_in("export's stderr", &export.stderr, &forms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_secrets_are_redacted_in_every_form_fitbit() {
+    echoed_secrets_are_redacted_in_every_form(Dialect::Fitbit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_secrets_are_redacted_in_every_form_google() {
+    echoed_secrets_are_redacted_in_every_form(Dialect::Google).await;
+}
+
+/// Issue 7, item 12: `export` shows no PKCE verifier of a pending consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_redacts_pending_consent_verifiers() {
+    let live = Live::start(
+        Kind::Embedded,
+        Dialect::Fitbit,
+        "fitbit-pending",
+        Tuning::Fast,
+    )
+    .await;
+    live.settings().await;
+    let store = live.store();
+    healthpull::consent::begin(
+        store.as_ref(),
+        &live.provider(),
+        &live.plugin,
+        &user(),
+        "http://127.0.0.1:9/callback",
+        Clock::default(),
+    )
+    .await
+    .expect("begin a consent");
+    let pending = store
+        .get(&format!("plugindata/{}/pending", live.plugin))
+        .await
+        .expect("read pending")
+        .expect("a pending consent");
+    let record = pending
+        .as_object()
+        .and_then(|m| m.values().next())
+        .expect("one record");
+    let verifier = text_of(record, "verifier");
+    assert!(verifier.len() >= 43, "{verifier}");
+    for args in [vec!["export"], vec!["export", "plugindata"]] {
+        let out = live.run(&args).await;
+        out.assert_ok("export");
+        assert!(
+            !out.stdout.contains(&verifier),
+            "export shows the verifier:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("<verifier>[redacted]</verifier>"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("<client_secret>[redacted]</client_secret>")
+        );
+        assert!(out.stdout.contains(&format!("<user>{USER}</user>")));
+    }
+}
+
+/// The bytes of the embedded store's files (database, `-wal`, `-shm`).
+fn store_bytes(db: &Path) -> Vec<(String, Vec<u8>)> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            std::fs::read(&name)
+                .ok()
+                .map(|bytes| (PathBuf::from(name).display().to_string(), bytes))
+        })
+        .collect()
+}
+
+fn files_containing(files: &[(String, Vec<u8>)], needle: &str) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(_, bytes)| {
+            bytes
+                .windows(needle.len())
+                .any(|window| window == needle.as_bytes())
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Issue 7, item 13: after token refreshes, no replaced token is left in the embedded
+/// store's files (the write-ahead log is checkpointed and emptied, deleted rows zeroed);
+/// without a key the current token is stored in plain text, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_keeps_no_old_tokens() {
+    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "fitbit-wal", Tuning::Fast).await;
+    seed_fitbit(&live.fake, FAKE_USER);
+    live.settings().await;
+    live.seed_token(true).await;
+    for round in 0..3 {
+        live.fetch().await.assert_ok(&format!("fetch {round}"));
+        live.expire_stored_token().await;
+    }
+    live.fetch().await.assert_ok("the last fetch");
+    let issued = live.fake.issued_tokens(FAKE_USER);
+    assert!(issued.len() >= 4, "{} pairs issued", issued.len());
+    let current = live.token().await;
+    let files = store_bytes(&live.db_path);
+    let (old, newest) = issued.split_at(issued.len() - 1);
+    for pair in old {
+        for token in std::iter::once(&pair.access_token).chain(pair.refresh_token.as_ref()) {
+            let found = files_containing(&files, token);
+            assert!(found.is_empty(), "a replaced token is still in {found:?}");
+        }
+    }
+    // Without store.key_env the token is plain text, as it always was.
+    assert_eq!(text_of(&current, "access_token"), newest[0].access_token);
+    assert!(!files_containing(&files, &newest[0].access_token).is_empty());
+    live.assert_no_secrets();
+}
+
+/// Issue 7, item 13: with `store.key_env`, the embedded store's files hold no token and
+/// no client secret; plain tokens from before the key are read and sealed by the next
+/// write; without the key an encrypted token is a clear error, not a missing token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_encrypts_secrets_with_key_env() {
+    let live = Live::start(
+        Kind::Embedded,
+        Dialect::Fitbit,
+        "fitbit-sealed",
+        Tuning::Fast,
+    )
+    .await;
+    seed_fitbit(&live.fake, FAKE_USER);
+    // Before the key: plain text.
+    live.settings().await;
+    auth(&live).await.assert_ok("auth");
+    let before = live.token().await;
+    let first = live.fake.issued_tokens(&live.fake.config().default_user);
+    assert_eq!(text_of(&before, "access_token"), first[0].access_token);
+
+    // With the key: plain tokens still work, and the next writes seal.
+    live.use_store_key(Some(STORE_KEY));
+    live.settings().await;
+    live.fetch()
+        .await
+        .assert_ok("fetch with the key, plain token");
+    live.expire_stored_token().await;
+    live.fetch().await.assert_ok("fetch that refreshes");
+    let sealed = live.token().await;
+    for field in ["access_token", "refresh_token"] {
+        let value = text_of(&sealed, field);
+        assert!(value.starts_with("enc:v1:"), "{field} is {value}");
+    }
+    let secret = live
+        .store()
+        .get(&format!("plugindata/{}/client_secret", live.plugin))
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(
+        secret.as_str().is_some_and(|s| s.starts_with("enc:v1:")),
+        "{secret}"
+    );
+    let files = store_bytes(&live.db_path);
+    assert!(!files.is_empty());
+    let mut secrets = vec![live.client_secret()];
+    for user in live.fake.users() {
+        for pair in live.fake.issued_tokens(&user) {
+            secrets.push(pair.access_token);
+            secrets.extend(pair.refresh_token);
+        }
+    }
+    assert!(secrets.len() >= 5, "{} secrets", secrets.len());
+    for secret in &secrets {
+        let found = files_containing(&files, secret);
+        assert!(found.is_empty(), "a secret is readable in {found:?}");
+    }
+    let out = live.run(&["user", &live.plugin, "--user", USER]).await;
+    out.assert_ok("user");
+    assert!(out.stdout.contains("\"granted\": true"), "{}", out.stdout);
+
+    // Without the key: a clear error, and the token stays as it was.
+    live.use_store_key(None);
+    let out = live.fetch().await;
+    out.assert_failed("fetch without the key");
+    let error = out.error_line();
+    assert!(
+        error.contains("encrypted") && error.contains("store.key_env"),
+        "{error}"
+    );
+    assert_eq!(live.token().await, sealed);
+    live.assert_no_secrets();
+}
+
+/// Issue 7, item 13: with `store.key_env` on the Igor store, Igor's database holds only
+/// ciphertext for tokens and the client secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn igor_store_encrypts_secrets_with_key_env() {
+    let plugin = format!("fitbit-sealed-{}", Kind::Igor.tag());
+    let live = Live::start_with(
+        Kind::Igor,
+        FakeConfig::for_dialect(Dialect::Fitbit),
+        &plugin,
+        Tuning::Fast,
+        Some(STORE_KEY),
+    )
+    .await;
+    seed_fitbit(&live.fake, FAKE_USER);
+    live.settings().await;
+    auth(&live).await.assert_ok("auth");
+    live.fetch().await.assert_ok("fetch");
+    live.expire_stored_token().await;
+    live.fetch().await.assert_ok("fetch that refreshes");
+    let token = live
+        .igor()
+        .admin_get_ok(
+            &format!("/data/identities/{USER}/plugindata/{plugin}/token"),
+            "application/xml",
+        )
+        .await;
+    let app = live
+        .igor()
+        .admin_get_ok(&format!("/data/plugindata/{plugin}"), "application/xml")
+        .await;
+    assert!(token.contains("<access_token>enc:v1:"), "{token}");
+    assert!(token.contains("<refresh_token>enc:v1:"), "{token}");
+    assert!(app.contains("<client_secret>enc:v1:"), "{app}");
+    let mut secrets = vec![live.client_secret()];
+    for user in live.fake.users() {
+        for pair in live.fake.issued_tokens(&user) {
+            secrets.push(pair.access_token);
+            secrets.extend(pair.refresh_token);
+        }
+    }
+    assert!(secrets.len() >= 3);
+    assert_free_of(&[token, app], &secrets);
+    live.assert_no_secrets();
+}
+
+/// Issue 7, item 14: `user --delete-token` revokes at the provider (RFC 7009, the
+/// provider's client authentication), deletes the token, and reports a failed revocation
+/// with exit code 1 after deleting the token all the same.
+async fn delete_token_revokes_at_the_provider(dialect: Dialect) {
+    let plugin = format!("{}-revoke", provider_name(dialect));
+    let live = Live::start_with(
+        Kind::Embedded,
+        FakeConfig::for_dialect(dialect),
+        &plugin,
+        Tuning::Fast,
+        None,
+    )
+    .await;
+    live.settings().await;
+    let grant = live.seed_token(false).await;
+    let out = live
+        .run(&["user", &plugin, "--user", USER, "--delete-token"])
+        .await;
+    out.assert_ok("user --delete-token");
+    assert!(out.stderr.contains("revoked the grant"), "{}", out.stderr);
+    assert!(out.stdout.contains("\"granted\": false"), "{}", out.stdout);
+    let calls = live.fake.revocations();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].token, grant.refresh_token);
+    assert_eq!(calls[0].token_type_hint.as_deref(), Some("refresh_token"));
+    assert!(calls[0].client_authenticated, "{calls:?}");
+    assert_eq!(calls[0].revoked_user.as_deref(), Some(FAKE_USER));
+    let stored = live.store().get(&live.token_path()).await.expect("read");
+    assert_eq!(stored, None, "the token is deleted");
+
+    // The provider fails: the token is deleted here anyway, and the command says so.
+    live.seed_token(false).await;
+    live.fake.fail_revocations(Some(503));
+    let out = live
+        .run(&["user", &plugin, "--user", USER, "--delete-token"])
+        .await;
+    out.assert_failed("user --delete-token when the provider fails");
+    let error = out.error_line();
+    assert!(
+        error.contains("is deleted here") && error.contains("did not confirm the revocation"),
+        "{error}"
+    );
+    assert_eq!(live.fake.revocations().len(), 2);
+    let stored = live.store().get(&live.token_path()).await.expect("read");
+    assert_eq!(
+        stored, None,
+        "the token is deleted although revocation failed"
+    );
+    live.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_token_revokes_at_the_provider_fitbit() {
+    delete_token_revokes_at_the_provider(Dialect::Fitbit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_token_revokes_at_the_provider_google() {
+    delete_token_revokes_at_the_provider(Dialect::Google).await;
+}
+
+/// Issue 7, item 14: a provider without `auth.revoke_url` (Withings): the token is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_token_without_revocation_endpoint_just_deletes() {
+    let live = Live::start(
+        Kind::Embedded,
+        Dialect::Withings,
+        "withings-revoke",
+        Tuning::Fast,
+    )
+    .await;
+    live.settings().await;
+    live.seed_token(false).await;
+    let out = live
+        .run(&["user", &live.plugin, "--user", USER, "--delete-token"])
+        .await;
+    out.assert_ok("user --delete-token");
+    assert!(
+        out.stderr.contains("has no revocation endpoint"),
+        "{}",
+        out.stderr
+    );
+    assert!(live.fake.revocations().is_empty());
+    let stored = live.store().get(&live.token_path()).await.expect("read");
+    assert_eq!(stored, None);
+}
+
+/// Issue 7, item 14: `userSettings?deleteToken=1` (and `delete=1`) revokes through the same
+/// code path; a failed revocation answers 502 and the token is deleted all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_delete_token_revokes_at_the_provider() {
+    let live = Live::start(
+        Kind::Embedded,
+        Dialect::Fitbit,
+        "fitbit-srevoke",
+        Tuning::Fast,
+    )
+    .await;
+    live.settings().await;
+    let grant = live.seed_token(false).await;
+    let serve = Serve::start(&live).await;
+    let target = format!(
+        "/plugin/{}/userSettings?user={USER}&deleteToken=1",
+        live.plugin
+    );
+    let (status, body) = serve.get(&target).await;
+    assert_eq!(status, 200, "{body}");
+    let calls = live.fake.revocations();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].token, grant.refresh_token);
+    assert!(calls[0].client_authenticated);
+    assert_eq!(
+        live.store().get(&live.token_path()).await.expect("read"),
+        None
+    );
+
+    live.seed_token(false).await;
+    live.fake.fail_revocations(Some(400));
+    let (status, body) = serve.get(&target).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("did not confirm the revocation"), "{body}");
+    assert_eq!(
+        live.store().get(&live.token_path()).await.expect("read"),
+        None
+    );
+
+    // Deleting the whole user ends the grant at the provider too.
+    live.fake.fail_revocations(None);
+    let grant = live.seed_token(false).await;
+    let (status, body) = serve
+        .get(&format!(
+            "/plugin/{}/userSettings?user={USER}&delete=1",
+            live.plugin
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let calls = live.fake.revocations();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[2].token, grant.refresh_token);
+    assert_eq!(calls[2].revoked_user.as_deref(), Some(FAKE_USER));
+    assert_eq!(
+        live.store().get(&live.token_path()).await.expect("read"),
+        None
+    );
+    serve.stop(&live).await;
     live.assert_no_secrets();
 }

@@ -269,12 +269,13 @@ impl World {
             String::new()
         };
         let config = format!(
-            "providers_dir: {providers}\n{store}lock_dir: {locks}\n{access}plugins:\n  {PLUGIN}:\n    provider: fitbit\n    authorize_url: {authorize}\n    token_url: {token}\n    base_url: {base}\n",
+            "providers_dir: {providers}\n{store}lock_dir: {locks}\n{access}plugins:\n  {PLUGIN}:\n    provider: fitbit\n    authorize_url: {authorize}\n    token_url: {token}\n    base_url: {base}\n    revoke_url: {revoke}\n",
             providers = quoted(providers.to_str().expect("UTF-8 path")),
             locks = quoted(dir.path().join("locks").to_str().expect("UTF-8 path")),
             authorize = quoted(&fake.authorize_url()),
             token = quoted(&fake.token_url()),
             base = quoted(&fake.base_url()),
+            revoke = quoted(&fake.revoke_url()),
         );
         let config_path = dir.path().join("healthpull.yaml");
         std::fs::write(&config_path, config).expect("write the config file");

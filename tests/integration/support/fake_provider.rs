@@ -15,6 +15,10 @@
 //! * data endpoints with deterministic, invented default data per user (or seeded data):
 //!   Fitbit weight / fat logs and heart rate, Google `dataPoints` lists with `pageToken`
 //!   pagination and AIP-160 filters, Withings `getmeas` with `more`/`offset` paging;
+//! * token revocation (RFC 7009) at `POST /revoke` with the dialect's client authentication,
+//!   recorded and, on request, failing;
+//! * a token endpoint that echoes the request (headers and body) in its error answer, the way
+//!   some providers' error pages do, to check that our side redacts secrets as sent;
 //! * introspection for assertions: every request as received (secrets included, so tests can
 //!   check that our side never leaks them), refresh counts, issued tokens.
 //!
@@ -304,6 +308,19 @@ pub enum Fault {
     DropAfterHandling,
 }
 
+/// One call of the revocation endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationRequest {
+    /// The `token` field.
+    pub token: String,
+    /// The `token_type_hint` field.
+    pub token_type_hint: Option<String>,
+    /// Whether the client authenticated correctly (the dialect's way).
+    pub client_authenticated: bool,
+    /// The user whose tokens were revoked, when the token was known and the call succeeded.
+    pub revoked_user: Option<String>,
+}
+
 /// One request as the fake received it.
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
@@ -570,6 +587,28 @@ impl FakeProvider {
                 record.state = RefreshState::Revoked;
             }
         }
+    }
+
+    /// The RFC 7009 revocation endpoint.
+    pub fn revoke_url(&self) -> String {
+        format!("{}/revoke", self.base_url())
+    }
+
+    /// Every call of the revocation endpoint, in order.
+    pub fn revocations(&self) -> Vec<RevocationRequest> {
+        self.shared.lock().revocations.clone()
+    }
+
+    /// Makes the revocation endpoint answer this status (and revoke nothing); `None` heals it.
+    pub fn fail_revocations(&self, status: Option<u16>) {
+        self.shared.lock().revocation_failure = status;
+    }
+
+    /// Makes the token endpoint answer every request with an error (400, the dialect's shape)
+    /// whose message echoes the request: its headers, its raw body, the body re-encoded as a
+    /// query string (`%20` for a space), and its form fields as PHP-style JSON (`\/` for `/`).
+    pub fn set_echo_token_requests(&self, echo: bool) {
+        self.shared.lock().echo_token_requests = echo;
     }
 
     /// Switches the retired mode (410 Gone on every endpoint).
@@ -926,6 +965,9 @@ struct FakeState {
     refresh_requests_by_token: HashMap<String, usize>,
     global_bodies: HashMap<String, Value>,
     page_tokens: HashMap<String, PageCursor>,
+    echo_token_requests: bool,
+    revocations: Vec<RevocationRequest>,
+    revocation_failure: Option<u16>,
 }
 
 struct FaultRule {
@@ -1022,6 +1064,9 @@ impl FakeState {
             refresh_requests_by_token: HashMap::new(),
             global_bodies: HashMap::new(),
             page_tokens: HashMap::new(),
+            echo_token_requests: false,
+            revocations: Vec::new(),
+            revocation_failure: None,
         }
     }
 
@@ -1174,6 +1219,12 @@ impl FakeState {
                 return (StatusCode::METHOD_NOT_ALLOWED.into_response(), None);
             }
             return self.token(request);
+        }
+        if path == "/revoke" {
+            if request.method != Method::POST {
+                return (StatusCode::METHOD_NOT_ALLOWED.into_response(), None);
+            }
+            return self.revoke_endpoint(request);
         }
         match dialect {
             Dialect::Fitbit => self.fitbit_api(request),
@@ -1379,6 +1430,9 @@ impl FakeState {
     // Token endpoint.
 
     fn token(&mut self, request: &Incoming) -> (Response, Option<String>) {
+        if self.echo_token_requests {
+            return (self.echo(request), None);
+        }
         if self.dialect() == Dialect::Withings
             && request.form_param("action") != Some("requesttoken")
         {
@@ -1406,6 +1460,72 @@ impl FakeState {
                 None,
             ),
         }
+    }
+
+    /// A 400 whose message is the request as received.
+    fn echo(&self, request: &Incoming) -> Response {
+        let headers: Vec<String> = request
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())))
+            .collect();
+        let form: serde_json::Map<String, Value> = request
+            .form
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let form_json = Value::Object(form).to_string().replace('/', "\\/");
+        let message = format!(
+            "Bad request. You sent: {} {} | headers: {} | body: {} | as query: ?{} | fields: {form_json}",
+            request.method,
+            request.path,
+            headers.join("; "),
+            request.body,
+            request.body.replace('+', "%20"),
+        );
+        self.oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &message)
+    }
+
+    /// `POST /revoke` (RFC 7009): revokes every token of the token's user and answers 200
+    /// (also for an unknown token, as the RFC says), unless told to fail.
+    fn revoke_endpoint(&mut self, request: &Incoming) -> (Response, Option<String>) {
+        let token = request.form_param("token").unwrap_or_default().to_owned();
+        let token_type_hint = request.form_param("token_type_hint").map(str::to_owned);
+        let authenticated = self.authenticate_client(request);
+        let mut record = RevocationRequest {
+            token: token.clone(),
+            token_type_hint,
+            client_authenticated: authenticated.is_ok(),
+            revoked_user: None,
+        };
+        if let Some(code) = self.revocation_failure {
+            self.revocations.push(record);
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (
+                self.oauth_error(status, "server_error", "Revocation is not available"),
+                None,
+            );
+        }
+        if let Err(response) = authenticated {
+            self.revocations.push(record);
+            return (*response, None);
+        }
+        let user = self
+            .refresh
+            .get(&token)
+            .map(|r| r.user.clone())
+            .or_else(|| self.access.get(&token).map(|r| r.user.clone()));
+        if let Some(user) = &user {
+            self.access.retain(|_, r| r.user != *user);
+            for r in self.refresh.values_mut() {
+                if r.user == *user {
+                    r.state = RefreshState::Revoked;
+                }
+            }
+        }
+        record.revoked_user = user.clone();
+        self.revocations.push(record);
+        (StatusCode::OK.into_response(), user)
     }
 
     fn authenticate_client(&self, request: &Incoming) -> Result<(), Box<Response>> {

@@ -183,15 +183,16 @@ pub async fn host_guard(
     }
 }
 
-/// Whether a browser sent the request from another site or another origin. Requests
-/// without `Sec-Fetch-Site` and `Origin` (Igor's actions, curl) are not cross-site.
+/// Whether a browser sent the request from another site or another origin.
+///
+/// `Sec-Fetch-Site` decides when present (`same-origin` and `none`, a typed address or
+/// bookmark, pass); browsers without it are judged by `Origin`, which must be one of the
+/// configured origins. `Origin` cannot decide for browsers that send both: under our
+/// `Referrer-Policy: no-referrer` they send `Origin: null` even for our own forms.
+/// Requests with neither header (Igor's actions, curl) are not cross-site.
 pub fn cross_site(hosts: &Hosts, headers: &HeaderMap) -> bool {
-    let site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if matches!(site, "cross-site" | "same-site") {
-        return true;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.to_str(), Ok("same-origin" | "none"));
     }
     match headers.get(header::ORIGIN) {
         Some(origin) => !origin.to_str().is_ok_and(|o| hosts.allows_origin(o)),

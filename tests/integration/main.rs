@@ -9,5 +9,6 @@ mod igor_converter;
 mod live;
 mod providers;
 mod server;
+mod server_hardening;
 mod store;
 mod xml;

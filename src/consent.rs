@@ -4,7 +4,9 @@
 //! under the hash of the state together with the plugin (by its path) and the user.
 //! The callback must bring that state back within 10 minutes; the record is deleted
 //! before the code is exchanged, so a state works once. A wrong, used or expired
-//! state never touches stored tokens.
+//! state never touches stored tokens. Starting a consent removes the plugin's expired
+//! records first, and the number in progress is bounded per user and per plugin, so
+//! repeated `auth1` calls cannot fill the store.
 
 use std::sync::Arc;
 use std::time::Duration;

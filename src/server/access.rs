@@ -266,3 +266,98 @@ pub fn check_csrf(
 pub fn form_token(state: &AppState, plugin: &str) -> String {
     state.csrf_token(plugin)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> Hosts {
+        Hosts::new(
+            "https://health.example.com/",
+            8099,
+            &["igor.local".to_owned(), "192.168.1.20:9000".to_owned()],
+        )
+        .expect("valid hosts")
+    }
+
+    #[test]
+    fn host_names() {
+        let hosts = hosts();
+        let check = |host: &str, expected: bool| {
+            assert_eq!(hosts.allows_host(host), expected, "{host}");
+        };
+        check("health.example.com", true);
+        check("health.example.com:443", true);
+        check("HEALTH.example.com", true);
+        check("health.example.com:8099", false);
+        check("127.0.0.1:8099", true);
+        check("localhost:8099", true);
+        check("[::1]:8099", true);
+        check("127.0.0.1", false);
+        check("localhost:8100", false);
+        check("igor.local", true);
+        check("igor.local:8099", true);
+        check("igor.local:80", false);
+        check("192.168.1.20:9000", true);
+        check("192.168.1.20", false);
+        check("192.168.1.20:8099", false);
+        check("evil.example:8099", false);
+        check("", false);
+    }
+
+    #[test]
+    fn origins() {
+        let hosts = hosts();
+        let check = |origin: &str, expected: bool| {
+            assert_eq!(hosts.allows_origin(origin), expected, "{origin}");
+        };
+        check("https://health.example.com", true);
+        check("https://health.example.com:443", true);
+        check("http://health.example.com", false);
+        check("http://127.0.0.1:8099", true);
+        check("http://localhost:8099", true);
+        check("http://[::1]:8099", true);
+        check("http://localhost:8100", false);
+        check("http://igor.local", true);
+        check("https://igor.local:8099", true);
+        check("http://192.168.1.20:9000", true);
+        check("http://evil.example:8099", false);
+        check("null", false);
+        check("not a url", false);
+    }
+
+    #[test]
+    fn bad_entries_are_refused() {
+        for entry in ["user@igor.local", "igor.local/path", "", "igor local"] {
+            assert!(
+                Hosts::new("http://127.0.0.1:8099", 8099, &[entry.to_owned()]).is_err(),
+                "{entry:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cross_site_requests() {
+        let hosts = hosts();
+        let check = |pairs: &[(&'static str, &'static str)], expected: bool| {
+            let mut headers = HeaderMap::new();
+            for (k, v) in pairs {
+                headers.insert(*k, v.parse().expect("a header value"));
+            }
+            assert_eq!(cross_site(&hosts, &headers), expected, "{pairs:?}");
+        };
+        check(&[], false);
+        check(&[("sec-fetch-site", "same-origin")], false);
+        check(&[("sec-fetch-site", "none")], false);
+        check(
+            &[("sec-fetch-site", "same-origin"), ("origin", "null")],
+            false,
+        );
+        check(&[("sec-fetch-site", "same-site")], true);
+        check(&[("sec-fetch-site", "cross-site")], true);
+        check(&[("sec-fetch-site", "something-new")], true);
+        check(&[("origin", "http://localhost:8099")], false);
+        check(&[("origin", "http://evil.example")], true);
+        check(&[("origin", "null")], true);
+    }
+}

@@ -52,8 +52,9 @@ pub struct AppState {
     pub limits: ServerConfig,
     /// Key for CSRF tokens (random per process).
     csrf_key: [u8; 32],
-    /// One fetch at a time per (plugin, user).
-    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One fetch at a time per (plugin, user): the lock and how many runs hold or wait
+    /// for it.
+    user_locks: Mutex<HashMap<String, RunLock>>,
     /// Counters for /metrics.
     pub metrics: Metrics,
 }
@@ -82,8 +83,12 @@ impl Metrics {
     }
 }
 
-/// The per-user run lock held by a fetch; its map entry goes when nobody holds or waits
-/// for it, so names that are asked for once leave nothing behind.
+/// A per-user run lock and the number of claims on it.
+type RunLock = (Arc<tokio::sync::Mutex<()>>, usize);
+
+/// A fetch's claim on its per-user run lock, waiting or holding; the map entry goes with
+/// the last claim (a cancelled wait included), so names that are asked for once leave
+/// nothing behind.
 struct UserRun<'a> {
     state: &'a AppState,
     key: String,
@@ -98,9 +103,11 @@ impl Drop for UserRun<'_> {
             .user_locks
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        // Waiters clone the entry under this map lock, so a count of one means nobody.
-        if m.get(&self.key).is_some_and(|l| Arc::strong_count(l) == 1) {
-            m.remove(&self.key);
+        if let Some((_, claims)) = m.get_mut(&self.key) {
+            *claims -= 1;
+            if *claims == 0 {
+                m.remove(&self.key);
+            }
         }
     }
 }
@@ -150,14 +157,18 @@ impl AppState {
         let key = format!("{plugin}\u{0}{user}");
         let lock = {
             let mut m = self.user_locks.lock().unwrap_or_else(|e| e.into_inner());
-            m.entry(key.clone()).or_default().clone()
+            let (lock, claims) = m.entry(key.clone()).or_default();
+            *claims += 1;
+            lock.clone()
         };
-        let guard = lock.lock_owned().await;
-        UserRun {
+        // The claim exists before the wait, so a cancelled wait gives it back too.
+        let mut run = UserRun {
             state: self,
             key,
-            guard: Some(guard),
-        }
+            guard: None,
+        };
+        run.guard = Some(lock.lock_owned().await);
+        run
     }
 
     /// The callback URL to register with the provider.

@@ -530,7 +530,7 @@ async fn settings(
         "client_id": live::leaf_text(app_data.get("client_id")),
         "client_secret": if live::leaf_text(app_data.get("client_secret")).is_some() { "set" } else { "not set" },
         "system": live::leaf_text(app_data.get("system")),
-        "callback_url": config.public_url.as_ref().map(|u| format!("{}/plugin/{plugin}/auth2", u.trim_end_matches('/'))),
+        "callback_url": crate::consent::callback_url(config, plugin),
     });
     println!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(0)
@@ -696,22 +696,41 @@ async fn serve(config: Config, listen: Option<String>, clock: Clock) -> Result<i
         },
     };
     let address = listen.unwrap_or_else(|| config.listen.clone());
-    let listener = tokio::net::TcpListener::bind(&address)
+    // Decided before binding: a refused address is never listened on, not even briefly.
+    let addresses: Vec<std::net::SocketAddr> = match address.parse() {
+        Ok(one) => vec![one],
+        Err(_) => tokio::net::lookup_host(&address)
+            .await
+            .with_context(|| format!("cannot resolve {address}"))?
+            .collect(),
+    };
+    if addresses.is_empty() {
+        bail!("{address} resolves to no address");
+    }
+    if !access.configured() {
+        if let Some(beyond) = addresses.iter().find(|a| !a.ip().is_loopback()) {
+            bail!(
+                "refusing to listen on {address} ({}) beyond loopback without credentials: set access.admin_token_env or access.basic_user/basic_password_env",
+                beyond.ip()
+            );
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(addresses.as_slice())
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
-    if !bound.ip().is_loopback() && !access.configured() {
-        bail!(
-            "refusing to listen on {bound} beyond loopback without credentials: set access.admin_token_env or access.basic_user/basic_password_env"
-        );
-    }
     let mut config = config;
     if config.public_url.is_none() {
         config.public_url = Some(format!("http://{bound}"));
     }
     let store = app::open_store(&config)?;
     let rt = app::runtime(&config, store, clock);
-    let state = Arc::new(crate::server::AppState::new(&config, rt, access)?);
+    let state = Arc::new(crate::server::AppState::new(
+        &config,
+        rt,
+        access,
+        bound.port(),
+    )?);
     eprintln!("healthpull listening on http://{bound}");
     for name in state.plugins.keys() {
         eprintln!("  setup page: http://{bound}/plugin/{name}/page/setup.html");

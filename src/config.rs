@@ -27,6 +27,13 @@ pub struct Config {
     /// The URL people and providers reach this server at (OAuth callbacks).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Further `Host` names `serve` answers for (`name` or `name:port`), beside the host
+    /// of `public_url` and the loopback names with the listening port.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Connection limits and timeouts of `serve`.
+    #[serde(default)]
+    pub server: ServerConfig,
     /// Directory for lock files (default: beside the embedded store, or `.healthpull-locks`).
     #[serde(default)]
     pub lock_dir: Option<PathBuf>,
@@ -142,6 +149,33 @@ pub struct AccessConfig {
     pub basic_password_env: Option<String>,
 }
 
+/// Connection limits and timeouts of `serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Seconds a client has to send a request's whole header once the server waits for
+    /// one (a new connection, or a kept-alive one between requests).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+    /// Seconds a connection may make no progress (no request body bytes, no answer bytes
+    /// taken) before it is closed; a request being handled is never cut.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    /// Connections served at once; further ones wait in the listen queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_timeout_seconds: default_header_timeout(),
+            idle_timeout_seconds: default_idle_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
 /// The built-in schedule.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,6 +212,15 @@ fn default_listen() -> String {
 }
 fn default_password_env() -> String {
     "HEALTHPULL_IGOR_PASSWORD".to_owned()
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    256
 }
 fn default_interval() -> u64 {
     36000
@@ -266,6 +309,8 @@ impl Config {
             store: StoreConfig::default(),
             listen: default_listen(),
             public_url: None,
+            allowed_hosts: Vec::new(),
+            server: ServerConfig::default(),
             lock_dir: None,
             plugins: IndexMap::new(),
             access: AccessConfig::default(),

@@ -4,7 +4,9 @@
 //! under the hash of the state together with the plugin (by its path) and the user.
 //! The callback must bring that state back within 10 minutes; the record is deleted
 //! before the code is exchanged, so a state works once. A wrong, used or expired
-//! state never touches stored tokens.
+//! state never touches stored tokens. Starting a consent removes the plugin's expired
+//! records first, and the number in progress is bounded per user and per plugin, so
+//! repeated `auth1` calls cannot fill the store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,35 @@ use crate::user::UserName;
 
 /// How long a consent may take.
 pub const STATE_TTL_SECONDS: f64 = 600.0;
+/// Consents one user of a plugin may have in progress; starting one more drops the oldest.
+pub const MAX_PENDING_PER_USER: usize = 3;
+/// Consents in progress per plugin; beyond this, new ones are refused until some finish
+/// or expire.
+pub const MAX_PENDING_PER_PLUGIN: usize = 100;
+
+/// Starting consents one at a time in the process, so that the limits above hold.
+static BEGIN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The URL people and providers reach the server at, without a trailing slash:
+/// `public_url`, else `http://<listen>`.
+pub fn public_url(config: &Config) -> String {
+    config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The callback (redirect) URL of `plugin` on a server reached at `public_url`.
+pub fn callback_url_at(public_url: &str, plugin: &str) -> String {
+    format!("{}/plugin/{plugin}/auth2", public_url.trim_end_matches('/'))
+}
+
+/// The callback URL of `plugin` to register with the provider, from the config.
+pub fn callback_url(config: &Config, plugin: &str) -> String {
+    callback_url_at(&public_url(config), plugin)
+}
 
 /// Why a callback was refused.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +67,9 @@ pub enum ConsentError {
     /// Too late.
     #[error("the consent took longer than 10 minutes: start again from auth1")]
     Expired,
+    /// Too many consents of the plugin are in progress.
+    #[error("too many consents are in progress: finish one or try again in 10 minutes")]
+    TooMany,
     /// The provider refused the code.
     #[error("the provider refused the code: {0}")]
     Exchange(TokenError),
@@ -62,6 +96,23 @@ pub async fn begin(
     let app = live::app_credentials(store, plugin)
         .await?
         .ok_or(ConsentError::NoApp)?;
+    let _one_at_a_time = BEGIN.lock().await;
+    let mut pending = purge_expired(store, plugin, clock).await?;
+    let mut mine: Vec<&Pending> = pending.iter().filter(|p| p.user == user.as_str()).collect();
+    mine.sort_by(|a, b| a.created.total_cmp(&b.created));
+    let dropped: Vec<String> = mine
+        .iter()
+        .take((mine.len() + 1).saturating_sub(MAX_PENDING_PER_USER))
+        .map(|p| p.key.clone())
+        .collect();
+    for key in &dropped {
+        live::remove(store, &paths::pending(plugin, key)).await?;
+    }
+    pending.retain(|p| !dropped.contains(&p.key));
+    if pending.len() >= MAX_PENDING_PER_PLUGIN {
+        store.save().await?;
+        return Err(ConsentError::TooMany);
+    }
     let consent = oauth::consent(provider, &app.client_id, redirect_uri);
     let record = json!({
         "user": user.as_str(),
@@ -73,6 +124,86 @@ pub async fn begin(
     store.put(&paths::pending(plugin, &key), &record).await?;
     store.save().await?;
     Ok(consent.url)
+}
+
+/// A consent in progress.
+struct Pending {
+    key: String,
+    user: String,
+    created: f64,
+}
+
+/// When a pending record was created (0 when unreadable: expired).
+fn created(record: &Value) -> f64 {
+    match record.get("created").or_else(|| record.get("used")) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .unwrap_or(0.0)
+}
+
+/// Removes the plugin's expired consents and used states; returns the ones in progress.
+async fn purge_expired(
+    store: &dyn Store,
+    plugin: &str,
+    clock: Clock,
+) -> Result<Vec<Pending>, ConsentError> {
+    let all = store
+        .get(&format!("{}/pending", paths::app(plugin)))
+        .await?;
+    let Some(Value::Object(records)) = all else {
+        return Ok(Vec::new());
+    };
+    let now = clock.epoch();
+    let mut live_ones = Vec::new();
+    for (key, record) in records {
+        let user = live::leaf_text(record.get("user"));
+        let gone = matches!(&record, Value::Object(m) if m.is_empty())
+            || matches!(&record, Value::String(s) if s.is_empty());
+        match user {
+            Some(user)
+                if record.get("used").is_none() && now - created(&record) <= STATE_TTL_SECONDS =>
+            {
+                live_ones.push(Pending {
+                    created: created(&record),
+                    key,
+                    user,
+                });
+            }
+            // Emptied records are what a store without delete rights leaves behind.
+            _ if gone => {}
+            _ if now - created(&record) > STATE_TTL_SECONDS => {
+                if let Err(e) = live::remove(store, &paths::pending(plugin, &key)).await {
+                    tracing::warn!(plugin, error = %e, "Cannot remove an expired consent");
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(live_ones)
+}
+
+/// The user a consent in progress is for, without using it up.
+pub async fn pending_user(store: &dyn Store, plugin: &str, state: &str) -> Option<String> {
+    let record = store
+        .get(&paths::pending(plugin, &oauth::state_key(state)))
+        .await
+        .ok()
+        .flatten()?;
+    live::leaf_text(record.get("user"))
+}
+
+/// Ends a consent the provider reported as refused: the state is used up. Returns the
+/// user it was for.
+pub async fn abandon(store: &dyn Store, plugin: &str, state: &str) -> Option<String> {
+    let user = pending_user(store, plugin, state).await?;
+    let path = paths::pending(plugin, &oauth::state_key(state));
+    if let Err(e) = live::remove(store, &path).await {
+        tracing::warn!(plugin, error = %e, "Cannot remove a refused consent");
+    }
+    let _ = store.save().await;
+    Some(user)
 }
 
 /// Completes a consent: checks the state, exchanges the code, stores the token.
@@ -97,13 +228,7 @@ pub async fn complete(
     if store.delete(&path).await.is_err() {
         store.put(&path, &json!({"used": clock.epoch()})).await?;
     }
-    let created = match record.get("created") {
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .unwrap_or(0.0);
-    if clock.epoch() - created > STATE_TTL_SECONDS {
+    if clock.epoch() - created(&record) > STATE_TTL_SECONDS {
         return Err(ConsentError::Expired);
     }
     let user = live::leaf_text(record.get("user"))
@@ -145,11 +270,7 @@ pub async fn terminal_auth(
 ) -> Result<i32> {
     let provider = Arc::new(config.load_plugin(plugin)?);
     if !provider.auth.config.allow_loopback_redirect {
-        let callback = config
-            .public_url
-            .as_ref()
-            .map(|u| format!("{}/plugin/{plugin}/auth2", u.trim_end_matches('/')))
-            .unwrap_or_else(|| format!("https://<your server>/plugin/{plugin}/auth2"));
+        let callback = callback_url(config, plugin);
         bail!(
             "provider `{}` does not accept loopback redirect URIs: register {callback} with the provider and grant access through `healthpull serve` (/plugin/{plugin}/auth1?user={user})",
             provider.name

@@ -774,6 +774,39 @@ pub async fn user_settings(
     })
 }
 
+/// Replaces `sensors/<plugin>/<user>` with `tree`, except that a tree holding no value
+/// (a method that maps nothing, a day without data) never replaces stored values.
+/// Returns whether it wrote.
+pub async fn store_sensors(
+    store: &dyn Store,
+    plugin: &str,
+    user: &UserName,
+    tree: &Map<String, Value>,
+) -> Result<bool, crate::store::StoreError> {
+    let path = paths::sensors(plugin, user);
+    if tree.values().all(holds_nothing) {
+        if let Some(stored) = store.get(&path).await? {
+            if !holds_nothing(&stored) {
+                tracing::info!(plugin, user = %user, "Fetch found nothing; the stored data is kept");
+                return Ok(false);
+            }
+        }
+    }
+    store.put(&path, &Value::Object(tree.clone())).await?;
+    Ok(true)
+}
+
+/// Whether a stored tree holds no value: only empty objects, empty lists and nulls.
+fn holds_nothing(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.values().all(holds_nothing),
+        Value::Array(a) => a.iter().all(holds_nothing),
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
 /// Fetches live for one user and, unless `dry_run`, replaces `sensors/<plugin>/<user>`
 /// only after every method succeeded. Token rotation is persisted even in a dry run:
 /// a single-use refresh token that is not kept would lose the user's access.
@@ -803,9 +836,7 @@ pub async fn fetch(
     match result {
         Ok(tree) => {
             if !dry_run {
-                store
-                    .put(&paths::sensors(plugin, user), &Value::Object(tree.clone()))
-                    .await?;
+                store_sensors(store, plugin, user, &tree).await?;
                 update_status(
                     store,
                     plugin,

@@ -1,14 +1,22 @@
-//! Who may call the server, and protection of its forms against cross-site requests.
+//! Who may call the server, for which host names, and protection against cross-site
+//! requests.
 //!
-//! Credentials (an admin bearer token or HTTP Basic) are required on every entry point
-//! but `auth2` (the provider's redirect) whenever any are configured, and the server
-//! refuses to listen beyond loopback without them. State-changing requests from a
-//! browser must come from this site: `Sec-Fetch-Site` or `Origin` say where a request
-//! comes from, and form posts carry a token only our own pages know.
+//! Every request must name, in `Host`, one of the names the server answers for: the
+//! host of `public_url`, the loopback names with the listening port, or a name listed
+//! in `allowed_hosts`; any other is refused before a handler runs, which defeats DNS
+//! rebinding. Credentials (an admin bearer token or HTTP Basic) are required on every
+//! entry point but `auth2` (the provider's redirect) whenever any are configured, and
+//! the server refuses to listen beyond loopback without them. Requests that fetch, write
+//! or start a consent are refused when a browser sends them from another site:
+//! `Sec-Fetch-Site` or `Origin` (compared with the configured origins, never with the
+//! request's own `Host`) say where a request comes from, and form posts carry a token
+//! only our own pages know.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -54,6 +62,155 @@ impl Access {
     }
 }
 
+/// The host names the server answers for and the browser origins that count as its own.
+#[derive(Debug, Clone, Default)]
+pub struct Hosts {
+    /// Accepted `Host` values, lowercase `host` or `host:port`.
+    authorities: HashSet<String>,
+    /// Accepted `Origin` values, serialized (`scheme://host[:port]`, default port omitted).
+    origins: HashSet<String>,
+}
+
+/// The loopback names, as they appear in `Host`.
+const LOOPBACK_NAMES: [&str; 3] = ["127.0.0.1", "localhost", "[::1]"];
+
+impl Hosts {
+    /// The host of `public_url`, the loopback names with `port` (the listening port), and
+    /// every `allowed` entry (`name` — with the listening port or none — or `name:port`).
+    pub fn new(public_url: &str, port: u16, allowed: &[String]) -> Result<Hosts, String> {
+        let mut hosts = Hosts::default();
+        let public = url::Url::parse(public_url)
+            .map_err(|e| format!("public_url {public_url:?} is not a URL: {e}"))?;
+        let Some(host) = public.host_str() else {
+            return Err(format!("public_url {public_url:?} has no host"));
+        };
+        let host = host.to_ascii_lowercase();
+        match public.port() {
+            Some(p) => hosts.add_authority(&format!("{host}:{p}")),
+            None => {
+                hosts.add_authority(&host);
+                if let Some(p) = public.port_or_known_default() {
+                    hosts.add_authority(&format!("{host}:{p}"));
+                }
+            }
+        }
+        hosts.origins.insert(public.origin().ascii_serialization());
+        for name in LOOPBACK_NAMES {
+            hosts.add_authority(&format!("{name}:{port}"));
+            hosts.add_origin(&format!("http://{name}:{port}"));
+        }
+        for entry in allowed {
+            let parsed: Authority = entry
+                .parse()
+                .map_err(|_| format!("allowed_hosts: {entry:?} is not a host name or host:port"))?;
+            if entry.contains('@') || entry.contains('/') {
+                return Err(format!(
+                    "allowed_hosts: {entry:?} is not a host name or host:port"
+                ));
+            }
+            let name = parsed.host().to_ascii_lowercase();
+            let forms = match parsed.port_u16() {
+                Some(p) => vec![format!("{name}:{p}")],
+                None => vec![name.clone(), format!("{name}:{port}")],
+            };
+            for form in forms {
+                hosts.add_authority(&form);
+                hosts.add_origin(&format!("http://{form}"));
+                hosts.add_origin(&format!("https://{form}"));
+            }
+        }
+        Ok(hosts)
+    }
+
+    fn add_authority(&mut self, authority: &str) {
+        self.authorities.insert(authority.to_ascii_lowercase());
+    }
+
+    fn add_origin(&mut self, origin: &str) {
+        if let Ok(u) = url::Url::parse(origin) {
+            self.origins.insert(u.origin().ascii_serialization());
+        }
+    }
+
+    /// Whether `host` (a `Host` header or a request target's authority) is ours.
+    pub fn allows_host(&self, host: &str) -> bool {
+        self.authorities.contains(&host.to_ascii_lowercase())
+    }
+
+    /// Whether `origin` (an `Origin` header) is one of our own origins.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        if origin == "null" {
+            return false;
+        }
+        url::Url::parse(origin)
+            .is_ok_and(|u| self.origins.contains(&u.origin().ascii_serialization()))
+    }
+}
+
+/// Middleware, outermost but for the request log: refuses a request whose `Host` (or
+/// absolute request target) is not one of ours.
+pub async fn host_guard(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let named = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+    match named {
+        Some(host) if state.hosts.allows_host(&host) => next.run(request).await,
+        Some(host) => {
+            tracing::warn!(host = %host, "Refused a request for an unknown host");
+            text(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "421 this server does not answer for host {host:?}: reach it at its public_url, or list the name in allowed_hosts"
+                ),
+            )
+        }
+        None => text(
+            StatusCode::BAD_REQUEST,
+            "400 the Host header is required".into(),
+        ),
+    }
+}
+
+/// Whether a browser sent the request from another site or another origin.
+///
+/// `Sec-Fetch-Site` decides when present (`same-origin` and `none`, a typed address or
+/// bookmark, pass); browsers without it are judged by `Origin`, which must be one of the
+/// configured origins. `Origin` cannot decide for browsers that send both: under our
+/// `Referrer-Policy: no-referrer` they send `Origin: null` even for our own forms.
+/// Requests with neither header (Igor's actions, curl) are not cross-site.
+pub fn cross_site(hosts: &Hosts, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.to_str(), Ok("same-origin" | "none"));
+    }
+    match headers.get(header::ORIGIN) {
+        Some(origin) => !origin.to_str().is_ok_and(|o| hosts.allows_origin(o)),
+        None => false,
+    }
+}
+
+/// Refuses a cross-site browser request (see [`cross_site`]).
+pub fn refuse_cross_site(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    if cross_site(&state.hosts, headers) {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "403 cross-site request refused".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -87,32 +244,7 @@ pub fn check_csrf(
     headers: &HeaderMap,
     pairs: &[(String, String)],
 ) -> Result<(), Response> {
-    let site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if matches!(site, "cross-site" | "same-site") {
-        return Err(text(
-            StatusCode::FORBIDDEN,
-            "403 cross-site request refused".into(),
-        ));
-    }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let origin_host = origin
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .unwrap_or(origin);
-        if origin == "null" || origin_host != host {
-            return Err(text(
-                StatusCode::FORBIDDEN,
-                "403 cross-site request refused".into(),
-            ));
-        }
-    }
+    refuse_cross_site(state, headers)?;
     if *method == Method::POST {
         let given = pairs
             .iter()
@@ -133,4 +265,99 @@ pub fn check_csrf(
 /// The token the setup page puts in its forms.
 pub fn form_token(state: &AppState, plugin: &str) -> String {
     state.csrf_token(plugin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> Hosts {
+        Hosts::new(
+            "https://health.example.com/",
+            8099,
+            &["igor.local".to_owned(), "192.168.1.20:9000".to_owned()],
+        )
+        .expect("valid hosts")
+    }
+
+    #[test]
+    fn host_names() {
+        let hosts = hosts();
+        let check = |host: &str, expected: bool| {
+            assert_eq!(hosts.allows_host(host), expected, "{host}");
+        };
+        check("health.example.com", true);
+        check("health.example.com:443", true);
+        check("HEALTH.example.com", true);
+        check("health.example.com:8099", false);
+        check("127.0.0.1:8099", true);
+        check("localhost:8099", true);
+        check("[::1]:8099", true);
+        check("127.0.0.1", false);
+        check("localhost:8100", false);
+        check("igor.local", true);
+        check("igor.local:8099", true);
+        check("igor.local:80", false);
+        check("192.168.1.20:9000", true);
+        check("192.168.1.20", false);
+        check("192.168.1.20:8099", false);
+        check("evil.example:8099", false);
+        check("", false);
+    }
+
+    #[test]
+    fn origins() {
+        let hosts = hosts();
+        let check = |origin: &str, expected: bool| {
+            assert_eq!(hosts.allows_origin(origin), expected, "{origin}");
+        };
+        check("https://health.example.com", true);
+        check("https://health.example.com:443", true);
+        check("http://health.example.com", false);
+        check("http://127.0.0.1:8099", true);
+        check("http://localhost:8099", true);
+        check("http://[::1]:8099", true);
+        check("http://localhost:8100", false);
+        check("http://igor.local", true);
+        check("https://igor.local:8099", true);
+        check("http://192.168.1.20:9000", true);
+        check("http://evil.example:8099", false);
+        check("null", false);
+        check("not a url", false);
+    }
+
+    #[test]
+    fn bad_entries_are_refused() {
+        for entry in ["user@igor.local", "igor.local/path", "", "igor local"] {
+            assert!(
+                Hosts::new("http://127.0.0.1:8099", 8099, &[entry.to_owned()]).is_err(),
+                "{entry:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cross_site_requests() {
+        let hosts = hosts();
+        let check = |pairs: &[(&'static str, &'static str)], expected: bool| {
+            let mut headers = HeaderMap::new();
+            for (k, v) in pairs {
+                headers.insert(*k, v.parse().expect("a header value"));
+            }
+            assert_eq!(cross_site(&hosts, &headers), expected, "{pairs:?}");
+        };
+        check(&[], false);
+        check(&[("sec-fetch-site", "same-origin")], false);
+        check(&[("sec-fetch-site", "none")], false);
+        check(
+            &[("sec-fetch-site", "same-origin"), ("origin", "null")],
+            false,
+        );
+        check(&[("sec-fetch-site", "same-site")], true);
+        check(&[("sec-fetch-site", "cross-site")], true);
+        check(&[("sec-fetch-site", "something-new")], true);
+        check(&[("origin", "http://localhost:8099")], false);
+        check(&[("origin", "http://evil.example")], true);
+        check(&[("origin", "null")], true);
+    }
 }

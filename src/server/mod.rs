@@ -5,6 +5,7 @@
 //! until the shutdown future resolves, then lets running requests and fetches finish.
 
 mod access;
+mod conn;
 mod page;
 mod schedule;
 
@@ -22,7 +23,7 @@ use axum::routing::get;
 use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::consent::{self, ConsentError};
 use crate::engine::EngineError;
 use crate::live::{self, FetchError, Runtime, paths};
@@ -33,7 +34,7 @@ use crate::transform::Layout;
 use crate::user::UserName;
 use crate::xml;
 
-pub use access::Access;
+pub use access::{Access, Hosts};
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -45,48 +46,88 @@ pub struct AppState {
     pub public_url: String,
     /// Who may call.
     pub access: Access,
+    /// The host names the server answers for, and its own origins.
+    pub hosts: Hosts,
+    /// Connection limits and timeouts.
+    pub limits: ServerConfig,
     /// Key for CSRF tokens (random per process).
     csrf_key: [u8; 32],
-    /// One fetch at a time per (plugin, user).
-    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One fetch at a time per (plugin, user): the lock and how many runs hold or wait
+    /// for it.
+    user_locks: Mutex<HashMap<String, RunLock>>,
     /// Counters for /metrics.
     pub metrics: Metrics,
 }
 
-/// Counters exposed at `/metrics`.
+/// Counters exposed at `/metrics`. Fetches are counted per user only for users with
+/// stored data (a bounded set); fetches for unknown names count per plugin.
 #[derive(Debug, Default)]
 pub struct Metrics {
     fetch_ok: Mutex<HashMap<String, u64>>,
     fetch_failed: Mutex<HashMap<String, u64>>,
+    unknown_ok: Mutex<HashMap<String, u64>>,
+    unknown_failed: Mutex<HashMap<String, u64>>,
     requests: AtomicU64,
 }
 
 impl Metrics {
-    fn count(&self, ok: bool, plugin: &str, user: &str) {
-        let map = if ok {
-            &self.fetch_ok
-        } else {
-            &self.fetch_failed
+    fn count(&self, ok: bool, plugin: &str, user: Option<&str>) {
+        let (map, key) = match (user, ok) {
+            (Some(user), true) => (&self.fetch_ok, format!("{plugin}\u{0}{user}")),
+            (Some(user), false) => (&self.fetch_failed, format!("{plugin}\u{0}{user}")),
+            (None, true) => (&self.unknown_ok, plugin.to_owned()),
+            (None, false) => (&self.unknown_failed, plugin.to_owned()),
         };
         let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(format!("{plugin}\u{0}{user}")).or_default() += 1;
+        *m.entry(key).or_default() += 1;
+    }
+}
+
+/// A per-user run lock and the number of claims on it.
+type RunLock = (Arc<tokio::sync::Mutex<()>>, usize);
+
+/// A fetch's claim on its per-user run lock, waiting or holding; the map entry goes with
+/// the last claim (a cancelled wait included), so names that are asked for once leave
+/// nothing behind.
+struct UserRun<'a> {
+    state: &'a AppState,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for UserRun<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut m = self
+            .state
+            .user_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, claims)) = m.get_mut(&self.key) {
+            *claims -= 1;
+            if *claims == 0 {
+                m.remove(&self.key);
+            }
+        }
     }
 }
 
 impl AppState {
-    /// Builds the state for `config`, loading every plugin's provider.
-    pub fn new(config: &Config, rt: Runtime, access: Access) -> anyhow::Result<AppState> {
+    /// Builds the state for `config` served on `port`, loading every plugin's provider.
+    pub fn new(
+        config: &Config,
+        rt: Runtime,
+        access: Access,
+        port: u16,
+    ) -> anyhow::Result<AppState> {
         let mut plugins = IndexMap::new();
         for name in config.plugin_names() {
             let provider = config.load_plugin(&name)?;
             plugins.insert(name, Arc::new(provider));
         }
-        let public_url = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", config.listen))
-            .trim_end_matches('/')
-            .to_owned();
+        let public_url = consent::public_url(config);
+        let hosts =
+            Hosts::new(&public_url, port, &config.allowed_hosts).map_err(anyhow::Error::msg)?;
         let mut csrf_key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut csrf_key);
         Ok(AppState {
@@ -94,6 +135,8 @@ impl AppState {
             rt,
             public_url,
             access,
+            hosts,
+            limits: config.server.clone(),
             csrf_key,
             user_locks: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -109,14 +152,28 @@ impl AppState {
         })
     }
 
-    fn user_lock(&self, plugin: &str, user: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.user_locks.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(format!("{plugin}\u{0}{user}")).or_default().clone()
+    /// Waits for the per-(plugin, user) run lock.
+    async fn user_run(&self, plugin: &str, user: &UserName) -> UserRun<'_> {
+        let key = format!("{plugin}\u{0}{user}");
+        let lock = {
+            let mut m = self.user_locks.lock().unwrap_or_else(|e| e.into_inner());
+            let (lock, claims) = m.entry(key.clone()).or_default();
+            *claims += 1;
+            lock.clone()
+        };
+        // The claim exists before the wait, so a cancelled wait gives it back too.
+        let mut run = UserRun {
+            state: self,
+            key,
+            guard: None,
+        };
+        run.guard = Some(lock.lock_owned().await);
+        run
     }
 
     /// The callback URL to register with the provider.
     pub fn callback_url(&self, plugin: &str) -> String {
-        format!("{}/plugin/{plugin}/auth2", self.public_url)
+        consent::callback_url_at(&self.public_url, plugin)
     }
 
     fn csrf_token(&self, plugin: &str) -> String {
@@ -146,6 +203,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/plugin/{plugin}/page/setup.html", get(page::setup))
         .route("/plugin/{plugin}/status", get(status))
         .layer(middleware::from_fn_with_state(state.clone(), access::guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::host_guard,
+        ))
+        .layer(middleware::from_fn(page::security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), request_log))
         .with_state(state)
 }
@@ -162,12 +224,12 @@ pub async fn run(
     let scheduler = schedule
         .filter(|s| s.enabled)
         .map(|s| tokio::spawn(schedule::run(state.clone(), s, stop_rx)));
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let limits = state.limits.clone();
+    let result = conn::serve(listener, app(state), &limits, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
     if let Some(task) = scheduler {
         let _ = task.await;
     }
@@ -276,6 +338,9 @@ async fn fetch_now(
         Ok(found) => found,
         Err(r) => return r,
     };
+    if let Err(r) = access::refuse_cross_site(&state, &headers) {
+        return r;
+    }
     let user = match user_param(&plugin, &pairs) {
         Ok(u) => u,
         Err(r) => return r,
@@ -339,8 +404,7 @@ pub async fn fetch_user(
     explicit: IndexMap<String, String>,
     layout: Layout,
 ) -> Result<Map<String, Value>, FetchError> {
-    let lock = state.user_lock(plugin, user);
-    let _running = lock.lock().await;
+    let _running = state.user_run(plugin, user).await;
     let store = state.rt.store.as_ref();
     let settings = live::user_settings(store, plugin, user).await?;
     // The leaf only: `plugindata/<plugin>` also holds every user's status.
@@ -361,7 +425,10 @@ pub async fn fetch_user(
         state.rt.clock.now(),
     )?;
     let result = live::fetch(provider, plugin, user, &state.rt, &plan, false).await;
-    state.metrics.count(result.is_ok(), plugin, user);
+    let known = matches!(store.get(&paths::user(plugin, user)).await, Ok(Some(_)));
+    state
+        .metrics
+        .count(result.is_ok(), plugin, known.then_some(user));
     result
 }
 
@@ -415,15 +482,39 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RawQuery {
 async fn auth1(
     State(state): State<Arc<AppState>>,
     Path(plugin): Path<String>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let (provider, pairs) = match plugin_query(&state, &plugin, query) {
         Ok(found) => found,
         Err(r) => return r,
     };
-    let user = match user_param(&plugin, &pairs) {
-        Ok(u) => u,
-        Err(r) => return r,
+    let parsed = get_param(&pairs, "user").map(UserName::parse);
+    let known = match &parsed {
+        Some(Ok(u)) => Some(u.as_str()),
+        _ => None,
+    };
+    let fail = |status: StatusCode, message: String| {
+        consent_failure(&headers, &plugin, known, status, message)
+    };
+    if access::cross_site(&state.hosts, &headers) {
+        return fail(StatusCode::FORBIDDEN, "cross-site request refused".into());
+    }
+    let user = match &parsed {
+        None => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("{plugin}: the user argument is required"),
+            );
+        }
+        Some(Err(e)) => {
+            let given = get_param(&pairs, "user").unwrap_or_default();
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("{plugin}: invalid user name {given:?}: {e}"),
+            );
+        }
+        Some(Ok(u)) => u.clone(),
     };
     let callback = state.callback_url(&plugin);
     match consent::begin(
@@ -437,13 +528,14 @@ async fn auth1(
     .await
     {
         Ok(url) => Redirect::to(url.as_str()).into_response(),
-        Err(ConsentError::NoApp) => text(
+        Err(ConsentError::NoApp) => fail(
             StatusCode::FORBIDDEN,
             format!(
-                "403 {plugin}: the app is not registered (client_id and client_secret in plugindata/{plugin})"
+                "{plugin}: the app is not registered (client_id and client_secret in plugindata/{plugin})"
             ),
         ),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}")),
+        Err(e @ ConsentError::TooMany) => fail(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -458,47 +550,74 @@ async fn auth2(
         Ok(found) => found,
         Err(r) => return r,
     };
+    let store = state.rt.store.as_ref();
+    let st = get_param(&pairs, "state");
     if let Some(err) = get_param(&pairs, "error") {
-        return text(
+        let user = match st {
+            Some(st) => consent::abandon(store, &plugin, st).await,
+            None => None,
+        };
+        return consent_failure(
+            &headers,
+            &plugin,
+            user.as_deref(),
             StatusCode::BAD_REQUEST,
-            format!("400 the provider did not grant access: {err}"),
+            format!("the provider did not grant access: {err}"),
         );
     }
-    let (Some(code), Some(st)) = (get_param(&pairs, "code"), get_param(&pairs, "state")) else {
-        return text(
+    let (Some(code), Some(st)) = (get_param(&pairs, "code"), st) else {
+        return consent_failure(
+            &headers,
+            &plugin,
+            None,
             StatusCode::BAD_REQUEST,
-            "400 auth2 needs the code and state arguments".into(),
+            "auth2 needs the code and state arguments".into(),
         );
     };
-    let browser = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
-    match consent::complete(
-        state.rt.store.as_ref(),
-        &provider,
-        &plugin,
-        code,
-        st,
-        state.rt.clock,
-    )
-    .await
-    {
+    let user = consent::pending_user(store, &plugin, st).await;
+    let fail = |status: StatusCode, message: String| {
+        consent_failure(&headers, &plugin, user.as_deref(), status, message)
+    };
+    match consent::complete(store, &provider, &plugin, code, st, state.rt.clock).await {
         Ok(user) => {
-            if browser {
+            if browser(&headers) {
                 Html(page::granted_page(&plugin, &user)).into_response()
             } else {
                 text(StatusCode::OK, "ok".into())
             }
         }
-        Err(e @ (ConsentError::UnknownState | ConsentError::Expired)) => {
-            text(StatusCode::FORBIDDEN, format!("403 {e}"))
+        Err(e @ (ConsentError::UnknownState | ConsentError::Expired | ConsentError::NoApp)) => {
+            fail(StatusCode::FORBIDDEN, e.to_string())
         }
-        Err(ConsentError::NoApp) => text(
-            StatusCode::FORBIDDEN,
-            format!("403 {}", ConsentError::NoApp),
-        ),
-        Err(e) => text(StatusCode::BAD_GATEWAY, format!("502 {e}")),
+        Err(e) => fail(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+/// Whether the client is a browser (asks for HTML).
+fn browser(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// A refused consent step: for browsers a page with the error and a way back to the setup
+/// page (the user's section when the user is known), for other clients `"<status> text"`.
+fn consent_failure(
+    headers: &HeaderMap,
+    plugin: &str,
+    user: Option<&str>,
+    status: StatusCode,
+    message: String,
+) -> Response {
+    if browser(headers) {
+        (
+            status,
+            Html(page::error_page(status, &redact(&message), plugin, user)),
+        )
+            .into_response()
+    } else {
+        text(status, format!("{} {message}", status.as_u16()))
     }
 }
 
@@ -851,6 +970,21 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 "healthpull_fetches_total{{plugin=\"{}\",user=\"{}\",result=\"{result}\"}} {n}\n",
                 label(plugin),
                 label(user)
+            ));
+        }
+    }
+    out.push_str("# HELP healthpull_unknown_user_fetches_total Fetches for names without stored data, by result.\n# TYPE healthpull_unknown_user_fetches_total counter\n");
+    for (result, map) in [
+        ("ok", &state.metrics.unknown_ok),
+        ("error", &state.metrics.unknown_failed),
+    ] {
+        let m = map.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut keys: Vec<_> = m.into_iter().collect();
+        keys.sort();
+        for (plugin, n) in keys {
+            out.push_str(&format!(
+                "healthpull_unknown_user_fetches_total{{plugin=\"{}\",result=\"{result}\"}} {n}\n",
+                label(&plugin)
             ));
         }
     }

@@ -1,12 +1,19 @@
 //! The setup page (`/plugin/<plugin>/page/setup.html`): everything a person needs to
-//! register the app, add users and grant access, rendered on the server.
+//! register the app, add users and grant access, rendered on the server; the pages of
+//! the consent round trip; and the headers that keep every answer out of frames.
+//!
+//! Pages have no script and one inline style sheet, [`STYLE`], which the
+//! Content-Security-Policy allows by its hash; forms post only to this server.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use base64::Engine as _;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::{AppState, RawQuery, get_param, pairs, plugin_status, text};
 use crate::consent::html_escape as esc;
@@ -18,6 +25,36 @@ h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid
 label{display:block;margin:.4rem 0}input,select{font:inherit;padding:.2rem .4rem}\
 code{background:#f3f3f3;padding:.1rem .3rem}table{border-collapse:collapse}td,th{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #eee}\
 .ok{color:#176d1a}.bad{color:#a01010}.note{background:#fff6d6;padding:.5rem 1rem}button{font:inherit}";
+
+/// The Content-Security-Policy of every answer: nothing but [`STYLE`], same-origin
+/// images and forms, never inside a frame.
+static CONTENT_SECURITY_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
+    HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ))
+    .expect("the policy is a valid header value")
+});
+
+/// Middleware: on every answer, a Content-Security-Policy, no framing, no type sniffing,
+/// and no `Referer` (the callback URL carries the authorization code).
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        CONTENT_SECURITY_POLICY.clone(),
+    );
+    let fixed: [(HeaderName, &str); 3] = [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
 
 /// A refused form field, shown beside it.
 #[derive(Debug, Clone)]
@@ -364,6 +401,27 @@ fn system_options(current: &str, provider_default: &str) -> String {
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The page shown when a consent step fails: the error and a link back to the setup
+/// page (the user's section when the user is known).
+pub fn error_page(status: StatusCode, message: &str, plugin: &str, user: Option<&str>) -> String {
+    let back = match user {
+        Some(u) => format!(
+            "/plugin/{}/page/setup.html?user={}",
+            urlencode(plugin),
+            urlencode(u)
+        ),
+        None => format!("/plugin/{}/page/setup.html", urlencode(plugin)),
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Access not granted</title><style>{STYLE}</style></head><body>\
+<h1 id=\"failed\">Access not granted</h1><p class=\"bad\" id=\"error\">{code} {m}</p>\
+<p><a id=\"back\" href=\"{b}\">Back to the setup page</a></p></body></html>",
+        code = status.as_u16(),
+        m = esc(message),
+        b = esc(&back)
+    )
 }
 
 /// The page shown after a successful consent.

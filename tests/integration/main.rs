@@ -10,6 +10,7 @@ mod input;
 mod live;
 mod providers;
 mod server;
+mod server_hardening;
 mod store;
 mod tidy;
 mod xml;

@@ -46,13 +46,13 @@ use crate::support::fake_provider::{FakeConfig, FakeProvider, Fault, IssueKind};
 use crate::support::igor::{Igor, IgorOptions};
 
 /// The longest the server may take to start or stop, and any other single wait.
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 /// The plugin every test serves.
-const PLUGIN: &str = "fitbit";
+pub(crate) const PLUGIN: &str = "fitbit";
 /// The Igor user most tests fetch for.
-const USER: &str = "jack";
+pub(crate) const USER: &str = "jack";
 /// The day the seeded Fitbit data is on.
-const DAY: &str = "2024-01-15";
+pub(crate) const DAY: &str = "2024-01-15";
 /// Environment variables the server reads secrets from.
 const ADMIN_TOKEN_ENV: &str = "HP_SRV_ADMIN_TOKEN";
 const BASIC_PASSWORD_ENV: &str = "HP_SRV_BASIC_PASSWORD";
@@ -63,7 +63,7 @@ const ADMIN_TOKEN: &str = "srv-admin-token-4f1c9a7e2b";
 const BASIC_USER: &str = "keeper";
 const BASIC_PASSWORD: &str = "srv-basic-password-93d1";
 
-fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     serde_json::to_string(text).expect("a string is JSON")
 }
 
@@ -72,10 +72,10 @@ fn quoted(text: &str) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// A running `healthpull serve`; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
-    url: String,
+    pub(crate) url: String,
     log: Arc<Mutex<String>>,
     reader: Option<tokio::task::JoinHandle<()>>,
 }
@@ -83,12 +83,29 @@ struct Server {
 impl Server {
     /// Runs `healthpull [global...] serve --listen 127.0.0.1:0` and waits (bounded) for
     /// the address it prints.
-    async fn start(config: &Path, cwd: &Path, env: &[(String, String)], global: &[&str]) -> Server {
+    pub(crate) async fn start(
+        config: &Path,
+        cwd: &Path,
+        env: &[(String, String)],
+        global: &[&str],
+    ) -> Server {
+        let mut args = global.to_vec();
+        args.extend(["serve", "--listen", "127.0.0.1:0"]);
+        Server::start_with(config, cwd, env, &args).await
+    }
+
+    /// Runs `healthpull --config CONFIG ARGS...` and waits (bounded) for the address the
+    /// server prints.
+    pub(crate) async fn start_with(
+        config: &Path,
+        cwd: &Path,
+        env: &[(String, String)],
+        args: &[&str],
+    ) -> Server {
         let mut child = Command::new(healthpull_bin())
             .arg("--config")
             .arg(config)
-            .args(global)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .current_dir(cwd)
             .env("HEALTHPULL_LOG", "debug")
             .env("NO_COLOR", "1")
@@ -146,7 +163,7 @@ impl Server {
     }
 
     /// Everything the server wrote to stderr so far.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -161,7 +178,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code.
-    async fn terminate(&mut self) -> Option<i32> {
+    pub(crate) async fn terminate(&mut self) -> Option<i32> {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
@@ -182,38 +199,42 @@ impl Server {
 
 /// How to set a world up.
 #[derive(Default)]
-struct Setup {
+pub(crate) struct Setup {
     /// The fake's configuration (Fitbit defaults when `None`).
-    fake: Option<FakeConfig>,
+    pub(crate) fake: Option<FakeConfig>,
     /// Require credentials (admin token and Basic).
-    access: bool,
+    pub(crate) access: bool,
     /// Use this Igor (URL, service user, password) instead of the embedded store.
-    igor: Option<(String, String, String)>,
+    pub(crate) igor: Option<(String, String, String)>,
     /// Serve a copy of `providers/fitbit.yaml` with this text replaced.
-    patch: Option<(&'static str, &'static str)>,
+    pub(crate) patch: Option<(&'static str, &'static str)>,
+    /// More top-level config keys (YAML), appended to the config file.
+    pub(crate) extra_config: String,
 }
 
 /// An answer, read in full.
 #[derive(Debug, Clone)]
-struct Reply {
-    status: u16,
-    content_type: String,
-    location: Option<String>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) location: Option<String>,
     www_authenticate: Option<String>,
-    body: String,
+    /// Every header, for the header checks.
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: String,
 }
 
-struct World {
-    fake: FakeProvider,
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
+pub(crate) struct World {
+    pub(crate) fake: FakeProvider,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config_path: PathBuf,
     db_path: PathBuf,
-    env: Vec<(String, String)>,
-    server: Server,
-    http: reqwest::Client,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) server: Server,
+    pub(crate) http: reqwest::Client,
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -224,7 +245,7 @@ fn client() -> reqwest::Client {
 }
 
 impl World {
-    async fn start(setup: Setup) -> World {
+    pub(crate) async fn start(setup: Setup) -> World {
         let fake = FakeProvider::start(setup.fake.clone().unwrap_or_else(FakeConfig::fitbit)).await;
         let dir = tempfile::Builder::new()
             .prefix("healthpull-serve-")
@@ -276,7 +297,7 @@ impl World {
             token = quoted(&fake.token_url()),
             base = quoted(&fake.base_url()),
             revoke = quoted(&fake.revoke_url()),
-        );
+        ) + &setup.extra_config;
         let config_path = dir.path().join("healthpull.yaml");
         std::fs::write(&config_path, config).expect("write the config file");
         let server = Server::start(&config_path, dir.path(), &env, &[]).await;
@@ -292,15 +313,15 @@ impl World {
     }
 
     /// Another server on the same config and store, with extra global arguments.
-    async fn second_server(&self, global: &[&str]) -> Server {
+    pub(crate) async fn second_server(&self, global: &[&str]) -> Server {
         Server::start(&self.config_path, self.dir.path(), &self.env, global).await
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.url)
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("send a request to the server");
         let header = |name: reqwest::header::HeaderName| {
             response
@@ -312,6 +333,7 @@ impl World {
         let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
         let location = header(reqwest::header::LOCATION);
         let www_authenticate = header(reqwest::header::WWW_AUTHENTICATE);
+        let headers = response.headers().clone();
         let status = response.status().as_u16();
         let body = response.text().await.expect("read the answer");
         Reply {
@@ -319,15 +341,16 @@ impl World {
             content_type,
             location,
             www_authenticate,
+            headers,
             body,
         }
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.get_with(path, &[]).await
     }
 
-    async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         let mut request = self.http.get(self.url(path));
         for (k, v) in headers {
             request = request.header(*k, *v);
@@ -335,7 +358,7 @@ impl World {
         self.send(request).await
     }
 
-    async fn post_form(
+    pub(crate) async fn post_form(
         &self,
         path: &str,
         form: &[(&str, &str)],
@@ -356,21 +379,21 @@ impl World {
     }
 
     /// The embedded store, opened beside the server (SQLite in WAL mode allows that).
-    fn store(&self) -> SqliteStore {
+    pub(crate) fn store(&self) -> SqliteStore {
         SqliteStore::open(&self.db_path).expect("open the embedded store")
     }
 
-    async fn stored(&self, path: &str) -> Option<Value> {
+    pub(crate) async fn stored(&self, path: &str) -> Option<Value> {
         self.store().get(path).await.expect("read the store")
     }
 
-    async fn token(&self, user: &str) -> Option<Value> {
+    pub(crate) async fn token(&self, user: &str) -> Option<Value> {
         self.stored(&format!("identities/{user}/plugindata/{PLUGIN}/token"))
             .await
     }
 
     /// The app registration through the old `settings` entry point (GET, like Igor's page).
-    async fn register_app(&self) {
+    pub(crate) async fn register_app(&self) {
         let config = self.fake.config();
         let path = format!(
             "/plugin/{PLUGIN}/settings?client_id={}&client_secret={}",
@@ -382,7 +405,7 @@ impl World {
 
     /// A consent for `user` through `auth1`, the fake (which consents at once) and
     /// `auth2`; returns the `auth2` target the provider redirected to.
-    async fn grant(&self, user: &str) -> String {
+    pub(crate) async fn grant(&self, user: &str) -> String {
         let reply = self
             .get(&format!("/plugin/{PLUGIN}/auth1?user={user}"))
             .await;
@@ -402,7 +425,7 @@ impl World {
     }
 
     /// The form token of the setup page.
-    async fn csrf(&self, headers: &[(&str, &str)]) -> String {
+    pub(crate) async fn csrf(&self, headers: &[(&str, &str)]) -> String {
         let page = self
             .get_with(&format!("/plugin/{PLUGIN}/page/setup.html"), headers)
             .await;
@@ -411,7 +434,7 @@ impl World {
     }
 
     /// Seeds the Fitbit weight and fat logs of the fake's default user on [`DAY`].
-    fn seed_data(&self) {
+    pub(crate) fn seed_data(&self) {
         let user = self.fake.config().default_user;
         self.fake.seed_fitbit_weight(
             &user,
@@ -452,7 +475,7 @@ impl World {
         }
     }
 
-    fn assert_no_secrets(&self) {
+    pub(crate) fn assert_no_secrets(&self) {
         let log = self.server.log();
         assert!(log.contains("Answered"), "the request log is on:\n{log}");
         self.assert_no_secrets_in("the server log", &log);
@@ -460,7 +483,7 @@ impl World {
 }
 
 /// The value of the first `_csrf` hidden input of a page.
-fn form_token(page: &str) -> String {
+pub(crate) fn form_token(page: &str) -> String {
     let marker = "name=\"_csrf\" value=\"";
     let start = page.find(marker).expect("the page has a form token") + marker.len();
     let end = page[start..].find('"').expect("a closed attribute") + start;
@@ -483,7 +506,7 @@ fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// Waits until `check` holds, polling every 100 ms, for at most `limit`.
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+pub(crate) async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -496,7 +519,7 @@ where
 }
 
 /// The value of a Prometheus sample line `name{labels} value`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|line| {
         line.strip_prefix(series)
             .and_then(|rest| rest.strip_prefix(' '))
@@ -743,7 +766,19 @@ async fn fetch_answers_and_every_error_status() {
             &metrics,
             &format!("healthpull_fetches_total{{{labels},result=\"error\"}}")
         ),
-        Some(4.0),
+        Some(2.0),
+        "{metrics}"
+    );
+    // The two fetches before `jack` had any stored data count without a user label
+    // (issue 7: names nobody stored must not become series).
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!(
+                "healthpull_unknown_user_fetches_total{{plugin=\"{PLUGIN}\",result=\"error\"}}"
+            )
+        ),
+        Some(2.0),
         "{metrics}"
     );
     assert_eq!(

@@ -278,6 +278,18 @@ impl Browser {
         .await
     }
 
+    /// The computed value of a CSS property of an element (`font-size` as `24px`).
+    pub async fn css(&self, element: &Element, name: &str) -> String {
+        let value = self
+            .call(
+                reqwest::Method::GET,
+                &self.session_path(&format!("/element/{}/css/{name}", element.0)),
+                None,
+            )
+            .await;
+        value.as_str().unwrap_or_default().to_owned()
+    }
+
     /// Waits (bounded) until the page source satisfies `check`; returns it.
     pub async fn wait_for_source(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + COMMAND_TIMEOUT;

@@ -275,12 +275,7 @@ pub async fn delete_token(
 
 /// Merges fields into the user's status record. String values are redacted before they
 /// are stored: provider text in `last_error` never reaches the store with a secret in it.
-pub async fn update_status(
-    store: &dyn Store,
-    plugin: &str,
-    user: &UserName,
-    mut fields: Value,
-) {
+pub async fn update_status(store: &dyn Store, plugin: &str, user: &UserName, mut fields: Value) {
     crate::secret::redact_json(&mut fields);
     let path = paths::status(plugin, user);
     let mut current = match store.get(&path).await {

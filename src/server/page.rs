@@ -94,16 +94,6 @@ pub async fn render(
         Some(Err(e)) => (None, Some(e)),
     };
     let typed = typed.unwrap_or("").to_owned();
-    let field_error = |field: &str| -> String {
-        match error {
-            Some(e) if e.field == field => format!(
-                " <span class=\"bad field-error\" id=\"error-{f}\">{}</span>",
-                esc(&e.message),
-                f = esc(field)
-            ),
-            _ => String::new(),
-        }
-    };
     let store = state.rt.store.as_ref();
     let app = match store.get(&paths::app(plugin)).await {
         Ok(v) => v.unwrap_or(Value::Null),
@@ -159,7 +149,7 @@ pub async fn render(
         cid = esc(&client_id),
         ph = if has_secret { "stored; leave empty to keep" } else { "not set" },
         opts = system_options(&system, &provider.api.default_system),
-        system_error = field_error("system"),
+        system_error = field_error(error, "system"),
         state_text = if has_secret { "client secret is set" } else { "client secret is not set" },
     ));
 
@@ -202,7 +192,6 @@ pub async fn render(
                 &csrf,
                 &self_url,
                 users.and_then(|m| m.get(u.as_str())),
-                &field_error,
                 error,
             )
             .await,
@@ -215,6 +204,18 @@ pub async fn render(
         StatusCode::OK
     };
     (status, Html(h)).into_response()
+}
+
+/// The error about `field`, if `error` is about it, to stand beside the field.
+fn field_error(error: Option<&FieldError>, field: &str) -> String {
+    match error {
+        Some(e) if e.field == field => format!(
+            " <span class=\"bad field-error\" id=\"error-{f}\">{}</span>",
+            esc(&e.message),
+            f = esc(field)
+        ),
+        _ => String::new(),
+    }
 }
 
 fn grant_text(s: &Value) -> String {
@@ -239,7 +240,6 @@ async fn user_section(
     csrf: &str,
     self_url: &str,
     status: Option<&Value>,
-    field_error: &(dyn Fn(&str) -> String + Sync),
     error: Option<&FieldError>,
 ) -> String {
     let store = state.rt.store.as_ref();
@@ -337,7 +337,7 @@ async fn user_section(
             h.push_str(&format!(
                 "<tr><td><label for=\"set-{k}\">{k}</label></td><td><input id=\"set-{k}\" name=\"{k}\" value=\"{}\">{}</td></tr>",
                 esc(&val),
-                field_error(k),
+                field_error(error, k),
                 k = esc(k)
             ));
         }

@@ -495,6 +495,87 @@ pub fn recording_name(request: &HttpRequest) -> String {
     slug
 }
 
+/// Why a recorded file cannot be read; always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    /// A FIFO, a device, a directory ...: reading it could block or never end.
+    #[error("{} is {kind}, not a regular file", .path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead (`a FIFO`).
+        kind: &'static str,
+    },
+    /// Reading failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Reads a recorded file; `None` when it does not exist. Only regular files are read:
+/// the type is checked before opening, the file is opened without blocking (a FIFO put
+/// in its place meanwhile cannot stall the open) and checked again once open.
+pub fn read_recording(path: &Path) -> Result<Option<String>, RecordingError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source: std::io::Error| RecordingError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let check = |meta: &std::fs::Metadata| {
+        if meta.is_file() {
+            Ok(())
+        } else {
+            Err(RecordingError::NotRegular {
+                path: path.to_owned(),
+                kind: file_kind(&meta.file_type()),
+            })
+        }
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) => check(&meta)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    check(&file.metadata().map_err(io)?)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io)?;
+    Ok(Some(text))
+}
+
+fn file_kind(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+/// An HTTP status as a `.status` recording holds it: 100 to 599, surrounding
+/// whitespace allowed.
+fn parse_status(text: &str) -> Option<u16> {
+    text.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|status| (100..=599).contains(status))
+}
+
 /// Answers requests from recorded files; sends nothing.
 pub struct ReplayCaller<'p> {
     dir: PathBuf,
@@ -514,25 +595,40 @@ impl<'p> ReplayCaller<'p> {
 impl ReplayCaller<'_> {
     /// The recording's text and HTTP status.
     fn read(&self, request: &HttpRequest) -> Result<(String, u16, PathBuf), CallError> {
-        let name = recording_name(request);
-        let path = self.dir.join(&name);
-        let text = std::fs::read_to_string(&path).map_err(|e| CallError {
+        let fatal = |message: String| CallError {
             kind: ErrorKind::Fatal,
             status: None,
-            message: format!(
-                "no recording for {} (looked for {}: {e})",
-                request.describe(),
-                path.display()
-            ),
-        })?;
+            message,
+        };
+        let name = recording_name(request);
+        let path = self.dir.join(&name);
+        let text = match read_recording(&path) {
+            Ok(Some(text)) => text,
+            Ok(None) => {
+                return Err(fatal(format!(
+                    "no recording for {} (looked for {}: no such file)",
+                    request.describe(),
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(fatal(format!(
+                    "cannot read the recording for {}: {e}",
+                    request.describe()
+                )));
+            }
+        };
         let status_path = self.dir.join(format!("{name}.status"));
-        let status = match std::fs::read_to_string(&status_path) {
-            Ok(s) => s.trim().parse::<u16>().map_err(|_| CallError {
-                kind: ErrorKind::Fatal,
-                status: None,
-                message: format!("{} does not hold an HTTP status", status_path.display()),
+        let status = match read_recording(&status_path) {
+            Ok(Some(text)) => parse_status(&text).ok_or_else(|| {
+                fatal(format!(
+                    "{} holds `{}`, not an HTTP status (100 to 599)",
+                    status_path.display(),
+                    text.trim().escape_debug()
+                ))
             })?,
-            Err(_) => 200,
+            Ok(None) => 200,
+            Err(e) => return Err(fatal(format!("cannot read the recorded status: {e}"))),
         };
         Ok((text, status, path))
     }

@@ -5,8 +5,15 @@
 //! into a plain JSON value plus a map from JSON Pointer to source position; structural
 //! checks (JSON Schema) and semantic checks then run over the value and look up
 //! positions for their messages.
+//!
+//! This is the one route by which YAML is read (provider files and `healthpull.yaml`),
+//! so its limits hold for every file: at most [`MAX_FILE_BYTES`], and aliases may not
+//! expand into more nodes than the file could hold itself ([`alias_budget`]), which
+//! keeps "billion laughs" files from taking the process's memory.
 
 use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::Path;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -64,19 +71,71 @@ impl Document {
     }
 }
 
+/// The largest YAML file healthpull reads, in bytes (the shipped providers have a few
+/// dozen kilobytes).
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// Nodes aliases may add in every file, however small.
+const MIN_ALIAS_BUDGET: usize = 10_000;
+
+/// How many nodes all aliases of a document of `source_len` bytes may expand into,
+/// together: as many as the file has bytes, and at least 10,000. A node an alias
+/// repeats counts each time it is repeated, also through aliases inside anchors.
+pub fn alias_budget(source_len: usize) -> usize {
+    source_len.max(MIN_ALIAS_BUDGET)
+}
+
+/// Why a YAML file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file system said no (missing, unreadable, not UTF-8 ...).
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    #[error("the file is larger than {MAX_FILE_BYTES} bytes, the limit for YAML files")]
+    TooLarge,
+}
+
+/// Reads the text of a YAML file, refusing files larger than [`MAX_FILE_BYTES`] (by
+/// their size, and while reading, for files that do not know their size).
+pub fn read_file(path: &Path) -> Result<String, ReadError> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if usize::try_from(size).map_or(true, |size| size > MAX_FILE_BYTES) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    if text.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(text)
+}
+
 /// Escapes one JSON Pointer reference token.
 pub fn pointer_token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
 /// Reads a YAML document. Duplicate keys are collected in [`Document::problems`];
-/// a syntax error ends the reading and is returned with those found before it.
+/// a syntax error, a text over [`MAX_FILE_BYTES`] or aliases beyond the
+/// [`alias_budget`] end the reading and are returned with the problems found before.
 pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
+    if source.len() > MAX_FILE_BYTES {
+        return Err(vec![Located {
+            loc: Loc { line: 1, col: 1 },
+            message: ReadError::TooLarge.to_string(),
+        }]);
+    }
     let mut reader = Reader {
         events: Parser::new_from_str(source),
         doc: Document::default(),
         anchors: HashMap::new(),
         problems: Vec::new(),
+        alias_budget: alias_budget(source.len()),
+        alias_nodes: 0,
+        keep_positions: true,
     };
     let result = reader.document();
     let mut problems = reader.problems;
@@ -97,8 +156,15 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
 struct Reader<'a> {
     events: Parser<'a, saphyr_parser::StrInput<'a>>,
     doc: Document,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their node counts.
+    anchors: HashMap<usize, (Value, usize)>,
     problems: Vec<Located>,
+    /// Nodes all aliases may expand into.
+    alias_budget: usize,
+    /// Nodes aliases expanded into so far.
+    alias_nodes: usize,
+    /// Off while the value of a duplicate key is read (and dropped).
+    keep_positions: bool,
 }
 
 fn loc(span: &Span) -> Loc {
@@ -142,7 +208,7 @@ impl<'a> Reader<'a> {
             }
         }
         let (ev, span) = self.next()?;
-        let value = self.node(ev, span, String::new())?;
+        let (value, _) = self.node(ev, span, String::new())?;
         let (ev, span) = self.next()?;
         match ev {
             Event::DocumentEnd | Event::StreamEnd => {}
@@ -162,9 +228,18 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
-    fn node(&mut self, ev: Event<'a>, span: Span, pointer: String) -> Result<Value, Located> {
-        self.doc.values.insert(pointer.clone(), loc(&span));
-        let (value, anchor) = match ev {
+    /// Reads one node and returns it with its number of nodes (itself and everything
+    /// below it, aliases expanded).
+    fn node(
+        &mut self,
+        ev: Event<'a>,
+        span: Span,
+        pointer: String,
+    ) -> Result<(Value, usize), Located> {
+        if self.keep_positions {
+            self.doc.values.insert(pointer.clone(), loc(&span));
+        }
+        let (value, nodes, anchor) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let forced_string = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let value = if style == ScalarStyle::Plain && !forced_string {
@@ -172,22 +247,26 @@ impl<'a> Reader<'a> {
                 } else {
                     Value::String(text.into_owned())
                 };
-                (value, anchor)
+                (value, 1, anchor)
             }
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
+                let mut nodes = 1;
                 loop {
                     let (ev, span) = self.next()?;
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
                     let child = format!("{pointer}/{}", items.len());
-                    items.push(self.node(ev, span, child)?);
+                    let (item, item_nodes) = self.node(ev, span, child)?;
+                    items.push(item);
+                    nodes += item_nodes;
                 }
-                (Value::Array(items), anchor)
+                (Value::Array(items), nodes, anchor)
             }
             Event::MappingStart(anchor, _) => {
                 let mut map = Map::new();
+                let mut nodes = 1;
                 loop {
                     let (ev, key_span) = self.next()?;
                     if matches!(ev, Event::MappingEnd) {
@@ -210,26 +289,41 @@ impl<'a> Reader<'a> {
                             message: format!("duplicate key `{key}`"),
                         });
                         // Read and drop the duplicate's value, keeping the first one's positions.
-                        let saved = (self.doc.values.clone(), self.doc.keys.clone());
-                        self.node(ev, span, child)?;
-                        (self.doc.values, self.doc.keys) = saved;
+                        let keep = std::mem::replace(&mut self.keep_positions, false);
+                        let read = self.node(ev, span, child);
+                        self.keep_positions = keep;
+                        read?;
                         continue;
                     }
-                    self.doc.keys.insert(child.clone(), loc(&key_span));
-                    let value = self.node(ev, span, child)?;
+                    if self.keep_positions {
+                        self.doc.keys.insert(child.clone(), loc(&key_span));
+                    }
+                    let (value, value_nodes) = self.node(ev, span, child)?;
                     map.insert(key, value);
+                    nodes += value_nodes;
                 }
-                (Value::Object(map), anchor)
+                (Value::Object(map), nodes, anchor)
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(v) => (v.clone(), 0),
-                None => {
+            Event::Alias(id) => {
+                let Some((value, nodes)) = self.anchors.get(&id) else {
                     return Err(Located {
                         loc: loc(&span),
                         message: "unknown alias".to_owned(),
                     });
+                };
+                self.alias_nodes = self.alias_nodes.saturating_add(*nodes);
+                if self.alias_nodes > self.alias_budget {
+                    return Err(Located {
+                        loc: loc(&span),
+                        message: format!(
+                            "aliases expand into more than {} nodes, the limit for this \
+                             file (an alias repeats its anchor's nodes every time)",
+                            self.alias_budget
+                        ),
+                    });
                 }
-            },
+                (value.clone(), *nodes, 0)
+            }
             _ => {
                 return Err(Located {
                     loc: loc(&span),
@@ -238,9 +332,9 @@ impl<'a> Reader<'a> {
             }
         };
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), nodes));
         }
-        Ok(value)
+        Ok((value, nodes))
     }
 }
 
@@ -277,6 +371,10 @@ fn resolve_plain(text: &str) -> Value {
             }
             if let Ok(n) = text.parse::<u64>() {
                 return Value::Number(n.into());
+            }
+            // Beyond 64 bits: every digit kept (a canonical JSON integer).
+            if let Ok(n) = text.strip_prefix('+').unwrap_or(text).parse::<Number>() {
+                return Value::Number(n);
             }
         }
         let float_like = text

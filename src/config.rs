@@ -208,7 +208,15 @@ pub enum ConfigError {
 fn yaml_problems(path: &Path, problems: &[provider::yaml::Located]) -> String {
     problems
         .iter()
-        .map(|p| format!("{}:{}:{}: {}", path.display(), p.loc.line, p.loc.col, p.message))
+        .map(|p| {
+            format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                p.loc.line,
+                p.loc.col,
+                p.message
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -348,7 +348,8 @@ impl Rules {
             // An integer literal, of any size (numbers keep their text).
             Some(t) => {
                 t & T_NUMBER != 0
-                    || (t & T_INTEGER != 0 && crate::transform::integer_magnitude(n.as_str()).is_some())
+                    || (t & T_INTEGER != 0
+                        && crate::transform::integer_magnitude(n.as_str()).is_some())
             }
         }
     }

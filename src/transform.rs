@@ -449,9 +449,9 @@ impl Table {
             _ => None,
         };
         match (a, b) {
-            (Cell::Num(_) | Cell::Int(_), Cell::Num(_) | Cell::Int(_)) => number(a)
-                .partial_cmp(&number(b))
-                .unwrap_or(Ordering::Equal),
+            (Cell::Num(_) | Cell::Int(_), Cell::Num(_) | Cell::Int(_)) => {
+                number(a).partial_cmp(&number(b)).unwrap_or(Ordering::Equal)
+            }
             (Cell::Str(a0, a1), Cell::Str(b0, b1)) => self.text[*a0..*a1].cmp(&self.text[*b0..*b1]),
             (Cell::Absent, Cell::Absent) => Ordering::Equal,
             (Cell::Absent, _) => Ordering::Less,

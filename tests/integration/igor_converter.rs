@@ -161,8 +161,8 @@ fn compare_reading(xml: &str, reading: &Value) -> Result<(), String> {
     let back = reading
         .get("back")
         .ok_or_else(|| format!("Igor cannot read our {xml:?}: {reading}"))?;
-    let (tag, value) = igor_xml_to_value(xml)
-        .map_err(|error| format!("we cannot read our {xml:?}: {error}"))?;
+    let (tag, value) =
+        igor_xml_to_value(xml).map_err(|error| format!("we cannot read our {xml:?}: {error}"))?;
     let ours = serde_json::to_string(&json!([tag, value])).map_err(|e| e.to_string())?;
     let igor = serde_json::to_string(&exact_floats(back)?).map_err(|e| e.to_string())?;
     if ours != igor {
@@ -563,7 +563,10 @@ fn big_integers_stay_exact_like_igor() {
         serde_json::to_string(&back).unwrap(),
         serde_json::to_string(&igor_back).unwrap()
     );
-    assert_eq!(back["weight"][0]["logId"].to_string(), "18446744073709551616");
+    assert_eq!(
+        back["weight"][0]["logId"].to_string(),
+        "18446744073709551616"
+    );
 
     // Both mapping routes: decoded answers (live) and indexed text (replay), the raw
     // layout (the answer unchanged) and the mapped one (`logId` has `type: integer`).
@@ -637,7 +640,11 @@ fn big_integers_stay_exact_like_igor() {
             serde_json::to_string(&stored).unwrap(),
             serde_json::to_string(&answer).unwrap()
         );
-        let xml = store.export_xml("sensors/fitbit/jack").await.unwrap().unwrap();
+        let xml = store
+            .export_xml("sensors/fitbit/jack")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(xml, igor_xml);
     });
 }

@@ -43,6 +43,8 @@ pub struct Document {
     pub value: Value,
     /// Problems that did not stop the reading (duplicate keys).
     pub problems: Vec<Located>,
+    /// Nodes the aliases expanded into, together (see [`alias_budget`]).
+    pub alias_nodes: usize,
     values: HashMap<String, Loc>,
     keys: HashMap<String, Loc>,
 }
@@ -144,6 +146,7 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
             let mut doc = reader.doc;
             doc.value = value;
             doc.problems = problems;
+            doc.alias_nodes = reader.alias_nodes;
             Ok(doc)
         }
         Err(e) => {
@@ -421,6 +424,54 @@ mod tests {
                 (3, "duplicate key `x`".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn aliases_count_every_repeated_node() {
+        let doc = parse("a: &a [1, {b: 2}]\nc: *a\nd: &d [*a, *a]\ne: *d\n").unwrap();
+        // `*a` is 4 nodes; `d` holds two (8), `*d` repeats 1 + 8 = 9.
+        assert_eq!(doc.alias_nodes, 4 + 8 + 9);
+        assert_eq!(
+            doc.value["e"],
+            serde_json::json!([[1, {"b": 2}], [1, {"b": 2}]])
+        );
+    }
+
+    #[test]
+    fn alias_bomb_stops_at_the_alias_over_the_budget() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (name, below) in [("b", "a"), ("c", "b"), ("d", "c"), ("e", "d"), ("f", "e")] {
+            text.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{below}"); 10].join(", ")
+            ));
+        }
+        let errors = parse(&text).unwrap_err();
+        // `b` adds 110 nodes, `c` 1,110; each `*c` adds 1,111: the eighth crosses 10,000.
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].loc, Loc { line: 4, col: 36 });
+        assert!(
+            errors[0].message.contains("more than 10000 nodes"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_providers_are_far_below_the_alias_budget() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("providers");
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let text = read_file(&entry.path()).unwrap();
+            let doc = parse(&text).unwrap();
+            assert!(
+                doc.alias_nodes * 10 < alias_budget(text.len()),
+                "{}: {} nodes from aliases",
+                entry.path().display(),
+                doc.alias_nodes
+            );
+            files += 1;
+        }
+        assert!(files >= 3);
     }
 
     #[test]

@@ -497,7 +497,7 @@ pub fn recording_name(request: &HttpRequest) -> String {
 
 /// Why a recorded file cannot be read; always names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordingError {
+enum RecordingError {
     /// A FIFO, a device, a directory ...: reading it could block or never end.
     #[error("{} is {kind}, not a regular file", .path.display())]
     NotRegular {
@@ -519,7 +519,7 @@ pub enum RecordingError {
 /// Reads a recorded file; `None` when it does not exist. Only regular files are read:
 /// the type is checked before opening, the file is opened without blocking (a FIFO put
 /// in its place meanwhile cannot stall the open) and checked again once open.
-pub fn read_recording(path: &Path) -> Result<Option<String>, RecordingError> {
+fn read_recording(path: &Path) -> Result<Option<String>, RecordingError> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |source: std::io::Error| RecordingError::Io {
@@ -621,10 +621,11 @@ impl ReplayCaller<'_> {
         let status_path = self.dir.join(format!("{name}.status"));
         let status = match read_recording(&status_path) {
             Ok(Some(text)) => parse_status(&text).ok_or_else(|| {
+                let shown: String = text.trim().chars().take(40).collect();
                 fatal(format!(
                     "{} holds `{}`, not an HTTP status (100 to 599)",
                     status_path.display(),
-                    text.trim().escape_debug()
+                    shown.escape_debug()
                 ))
             })?,
             Ok(None) => 200,

@@ -80,6 +80,10 @@ pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// Nodes aliases may add in every file, however small.
 const MIN_ALIAS_BUDGET: usize = 10_000;
 
+/// How deep values may nest, aliases expanded (the shipped providers need 10 levels;
+/// `serde_json` reads at most 128).
+pub const MAX_DEPTH: usize = 64;
+
 /// How many nodes all aliases of a document of `source_len` bytes may expand into,
 /// together: as many as the file has bytes, and at least 10,000. A node an alias
 /// repeats counts each time it is repeated, also through aliases inside anchors.
@@ -159,8 +163,8 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
 struct Reader<'a> {
     events: Parser<'a, saphyr_parser::StrInput<'a>>,
     doc: Document,
-    /// Anchored values with their node counts.
-    anchors: HashMap<usize, (Value, usize)>,
+    /// Anchored values with their sizes.
+    anchors: HashMap<usize, (Value, Size)>,
     problems: Vec<Located>,
     /// Nodes all aliases may expand into.
     alias_budget: usize,
@@ -168,6 +172,28 @@ struct Reader<'a> {
     alias_nodes: usize,
     /// Off while the value of a duplicate key is read (and dropped).
     keep_positions: bool,
+}
+
+/// How large a node is, aliases expanded.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    /// The node and everything below it.
+    nodes: usize,
+    /// Levels: 1 for a scalar or an empty collection.
+    height: usize,
+}
+
+impl Size {
+    const LEAF: Size = Size {
+        nodes: 1,
+        height: 1,
+    };
+
+    /// Adds a child of a collection.
+    fn add(&mut self, child: Size) {
+        self.nodes = self.nodes.saturating_add(child.nodes);
+        self.height = self.height.max(child.height + 1);
+    }
 }
 
 fn loc(span: &Span) -> Loc {
@@ -211,7 +237,7 @@ impl<'a> Reader<'a> {
             }
         }
         let (ev, span) = self.next()?;
-        let (value, _) = self.node(ev, span, String::new())?;
+        let (value, _) = self.node(ev, span, String::new(), 1)?;
         let (ev, span) = self.next()?;
         match ev {
             Event::DocumentEnd | Event::StreamEnd => {}
@@ -231,18 +257,25 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
-    /// Reads one node and returns it with its number of nodes (itself and everything
-    /// below it, aliases expanded).
+    /// Reads one node at nesting level `depth` (the document is at 1) and returns it
+    /// with its size.
     fn node(
         &mut self,
         ev: Event<'a>,
         span: Span,
         pointer: String,
-    ) -> Result<(Value, usize), Located> {
+        depth: usize,
+    ) -> Result<(Value, Size), Located> {
+        if depth > MAX_DEPTH {
+            return Err(Located {
+                loc: loc(&span),
+                message: format!("values nest deeper than {MAX_DEPTH} levels"),
+            });
+        }
         if self.keep_positions {
             self.doc.values.insert(pointer.clone(), loc(&span));
         }
-        let (value, nodes, anchor) = match ev {
+        let (value, size, anchor) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let forced_string = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let value = if style == ScalarStyle::Plain && !forced_string {
@@ -250,26 +283,26 @@ impl<'a> Reader<'a> {
                 } else {
                     Value::String(text.into_owned())
                 };
-                (value, 1, anchor)
+                (value, Size::LEAF, anchor)
             }
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
-                let mut nodes = 1;
+                let mut size = Size::LEAF;
                 loop {
                     let (ev, span) = self.next()?;
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
                     let child = format!("{pointer}/{}", items.len());
-                    let (item, item_nodes) = self.node(ev, span, child)?;
+                    let (item, item_size) = self.node(ev, span, child, depth + 1)?;
                     items.push(item);
-                    nodes += item_nodes;
+                    size.add(item_size);
                 }
-                (Value::Array(items), nodes, anchor)
+                (Value::Array(items), size, anchor)
             }
             Event::MappingStart(anchor, _) => {
                 let mut map = Map::new();
-                let mut nodes = 1;
+                let mut size = Size::LEAF;
                 loop {
                     let (ev, key_span) = self.next()?;
                     if matches!(ev, Event::MappingEnd) {
@@ -293,7 +326,7 @@ impl<'a> Reader<'a> {
                         });
                         // Read and drop the duplicate's value, keeping the first one's positions.
                         let keep = std::mem::replace(&mut self.keep_positions, false);
-                        let read = self.node(ev, span, child);
+                        let read = self.node(ev, span, child, depth + 1);
                         self.keep_positions = keep;
                         read?;
                         continue;
@@ -301,20 +334,28 @@ impl<'a> Reader<'a> {
                     if self.keep_positions {
                         self.doc.keys.insert(child.clone(), loc(&key_span));
                     }
-                    let (value, value_nodes) = self.node(ev, span, child)?;
+                    let (value, value_size) = self.node(ev, span, child, depth + 1)?;
                     map.insert(key, value);
-                    nodes += value_nodes;
+                    size.add(value_size);
                 }
-                (Value::Object(map), nodes, anchor)
+                (Value::Object(map), size, anchor)
             }
             Event::Alias(id) => {
-                let Some((value, nodes)) = self.anchors.get(&id) else {
+                let Some((value, size)) = self.anchors.get(&id) else {
                     return Err(Located {
                         loc: loc(&span),
                         message: "unknown alias".to_owned(),
                     });
                 };
-                self.alias_nodes = self.alias_nodes.saturating_add(*nodes);
+                if depth - 1 + size.height > MAX_DEPTH {
+                    return Err(Located {
+                        loc: loc(&span),
+                        message: format!(
+                            "this alias makes values nest deeper than {MAX_DEPTH} levels"
+                        ),
+                    });
+                }
+                self.alias_nodes = self.alias_nodes.saturating_add(size.nodes);
                 if self.alias_nodes > self.alias_budget {
                     return Err(Located {
                         loc: loc(&span),
@@ -325,7 +366,7 @@ impl<'a> Reader<'a> {
                         ),
                     });
                 }
-                (value.clone(), *nodes, 0)
+                (value.clone(), *size, 0)
             }
             _ => {
                 return Err(Located {
@@ -335,9 +376,9 @@ impl<'a> Reader<'a> {
             }
         };
         if anchor > 0 {
-            self.anchors.insert(anchor, (value.clone(), nodes));
+            self.anchors.insert(anchor, (value.clone(), size));
         }
-        Ok((value, nodes))
+        Ok((value, size))
     }
 }
 
@@ -472,6 +513,33 @@ mod tests {
             files += 1;
         }
         assert!(files >= 3);
+    }
+
+    #[test]
+    fn nesting_is_bounded_with_and_without_aliases() {
+        let mut block = String::new();
+        for level in 0..MAX_DEPTH {
+            block.push_str(&format!("{}a:\n", " ".repeat(level)));
+        }
+        let errors = parse(&block).unwrap_err();
+        assert_eq!(errors[0].loc.line, MAX_DEPTH, "{errors:?}");
+        assert!(
+            errors[0].message.contains("nest deeper than 64"),
+            "{errors:?}"
+        );
+        let ok = &block[..block.rfind(" a:").unwrap()];
+        assert!(parse(ok).is_ok());
+
+        let mut chain = String::from("a0: &a0 [x]\n");
+        for level in 1..MAX_DEPTH {
+            chain.push_str(&format!("a{level}: &a{level} [*a{}]\n", level - 1));
+        }
+        let errors = parse(&chain).unwrap_err();
+        assert_eq!(errors[0].loc.line, MAX_DEPTH - 1, "{errors:?}");
+        assert!(
+            errors[0].message.contains("this alias makes values nest"),
+            "{errors:?}"
+        );
     }
 
     #[test]

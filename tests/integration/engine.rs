@@ -91,6 +91,19 @@ fn check_never_panics_on_garbage() {
             &format!("name: {}1{}\n", "[".repeat(200), "]".repeat(200)),
         ),
         ("binary.yaml", "\u{0}\u{1}\u{2}name: \u{7f}\n"),
+        // Issue 7: block nesting that overflowed the stack, and the same through aliases.
+        (
+            "deep-block.yaml",
+            &(0..1400)
+                .map(|n| format!("{}a:\n", " ".repeat(n)))
+                .collect::<String>(),
+        ),
+        (
+            "deep-aliases.yaml",
+            &(1..5000).fold(String::from("a0: &a0 [x]\n"), |text, n| {
+                format!("{text}a{n}: &a{n} [*a{}]\n", n - 1)
+            }),
+        ),
     ];
     for (name, text) in cases {
         let path = dir.path().join(name);

@@ -516,7 +516,7 @@ impl Rules {
                         .is_none_or(|p| p.is_match(table.text(*a, *b)))
             }
             Cell::Num(n) => Self::number_ok(rule.types, n),
-            Cell::Int(_) => Self::type_ok(rule.types, T_NUMBER | T_INTEGER),
+            Cell::Int(_) | Cell::UInt(_) => Self::type_ok(rule.types, T_NUMBER | T_INTEGER),
             Cell::Bool(_) => Self::type_ok(rule.types, T_BOOL),
             Cell::Other(v) => return self.value_ok(r, v, depth),
         };

@@ -360,9 +360,12 @@ pub enum Cell {
     Str(usize, usize),
     /// A number.
     Num(Number),
-    /// An integer token of a document that fits 64 bits, held without a `Number`
-    /// (which keeps its text, see `arbitrary_precision` in docs/ARCHITECTURE.md).
-    Int(i128),
+    /// A negative integer token of a document that fits 64 bits, held without a
+    /// `Number` (which keeps its text, see `arbitrary_precision` in
+    /// docs/ARCHITECTURE.md; a cell stays 24 bytes).
+    Int(i64),
+    /// A non-negative integer token of a document that fits 64 bits.
+    UInt(u64),
     /// A boolean.
     Bool(bool),
     /// Anything else (objects, lists).
@@ -409,7 +412,8 @@ impl Table {
             Cell::Absent => None,
             Cell::Str(a, b) => Some(Value::String(self.text[*a..*b].to_owned())),
             Cell::Num(n) => Some(Value::Number(n.clone())),
-            Cell::Int(i) => Number::from_i128(*i).map(Value::Number),
+            Cell::Int(i) => Some(Value::Number((*i).into())),
+            Cell::UInt(u) => Some(Value::Number((*u).into())),
             Cell::Bool(b) => Some(Value::Bool(*b)),
             Cell::Other(v) => Some((**v).clone()),
         }
@@ -446,10 +450,12 @@ impl Table {
         let number = |cell: &Cell| match cell {
             Cell::Num(n) => n.as_f64(),
             Cell::Int(i) => Some(*i as f64),
+            Cell::UInt(u) => Some(*u as f64),
             _ => None,
         };
+        let numeric = |cell: &Cell| matches!(cell, Cell::Num(_) | Cell::Int(_) | Cell::UInt(_));
         match (a, b) {
-            (Cell::Num(_) | Cell::Int(_), Cell::Num(_) | Cell::Int(_)) => {
+            _ if numeric(a) && numeric(b) => {
                 number(a).partial_cmp(&number(b)).unwrap_or(Ordering::Equal)
             }
             (Cell::Str(a0, a1), Cell::Str(b0, b1)) => self.text[*a0..*a1].cmp(&self.text[*b0..*b1]),
@@ -663,8 +669,8 @@ fn doc_field(
                 return Ok(match tape {
                     Tape::Str(..) | Tape::Esc(..) => table.push_text(doc.str_of(tape)),
                     Tape::Bool(b) => Cell::Bool(b),
-                    Tape::U(u) => Cell::Int(i128::from(u)),
-                    Tape::I(i) => Cell::Int(i128::from(i)),
+                    Tape::U(u) => Cell::UInt(u),
+                    Tape::I(i) => Cell::Int(i),
                     Tape::Num(..) => Cell::Num(doc.number_of(tape)),
                     _ => Cell::Other(Box::new(doc.value_at(node))),
                 });
@@ -675,8 +681,8 @@ fn doc_field(
             ) => {
                 if !has_arithmetic(field) {
                     match tape {
-                        Tape::U(u) => return Ok(Cell::Int(i128::from(u))),
-                        Tape::I(i) => return Ok(Cell::Int(i128::from(i))),
+                        Tape::U(u) => return Ok(Cell::UInt(u)),
+                        Tape::I(i) => return Ok(Cell::Int(i)),
                         _ => {}
                     }
                 }

@@ -239,7 +239,17 @@ fn write_row(
                 open_content(out, &mut has_child_nodes);
                 column.push_open(out);
                 out.push('>');
-                push_python_integer(out, *integer);
+                if *integer < 0 {
+                    out.push('-');
+                }
+                push_decimal(out, integer.unsigned_abs());
+                column.push_close(out);
+            }
+            Cell::UInt(integer) => {
+                open_content(out, &mut has_child_nodes);
+                column.push_open(out);
+                out.push('>');
+                push_decimal(out, *integer);
                 column.push_close(out);
             }
             Cell::Bool(b) => {
@@ -507,20 +517,6 @@ fn push_python_number(out: &mut String, number: &Number) {
         } else {
             // A literal beyond the doubles (`1e999`): Python's float is infinite.
             out.push_str(if float < 0.0 { "-inf" } else { "inf" });
-        }
-    }
-}
-
-/// Appends an integer held outside a `Number` (a table cell) as Python prints it.
-fn push_python_integer(out: &mut String, integer: i128) {
-    if integer < 0 {
-        out.push('-');
-    }
-    let magnitude = integer.unsigned_abs();
-    match u64::try_from(magnitude) {
-        Ok(magnitude) => push_decimal(out, magnitude),
-        Err(_) => {
-            let _ = write!(out, "{magnitude}");
         }
     }
 }

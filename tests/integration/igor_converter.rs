@@ -648,3 +648,42 @@ fn big_integers_stay_exact_like_igor() {
         assert_eq!(xml, igor_xml);
     });
 }
+
+/// Issue 7, item 10: the Igor store writes big integers with every digit, so a real
+/// Igor holds exactly what its own converter would, and reads them back verbatim.
+#[tokio::test]
+async fn big_integers_reach_a_real_igor_exactly() {
+    use healthpull::store::{IgorStore, IgorStoreConfig, Store as _};
+
+    let igor = crate::support::igor::Igor::shared(crate::support::igor::IgorOptions {
+        capabilities: true,
+    });
+    let plugin = "hpbig";
+    let (user, password) = igor.service_identity(plugin, &["jack"]).await;
+    let store = IgorStore::new(IgorStoreConfig {
+        url: igor.url.clone(),
+        username: user,
+        password: secrecy::SecretString::from(password),
+        timeout: std::time::Duration::from_secs(20),
+    })
+    .unwrap();
+    let value = big_integer(
+        r#"{"weight":[{"logId":18446744073709551616,"weight":79.85},{"logId":-9223372036854775809}],"ids":[1000000000000000000000000000000,[9007199254740993]]}"#,
+    );
+    let path = format!("sensors/{plugin}/jack");
+    store.put(&path, &value).await.unwrap();
+    let expected = &run_igor(&[("jack".to_owned(), value.clone())])[0]["xml"];
+    let stored = igor
+        .admin_get_ok(&format!("/data/{path}"), "application/xml")
+        .await;
+    assert_eq!(stored, format!("{}\n", expected.as_str().unwrap()));
+    let back = store.get(&path).await.unwrap().unwrap();
+    assert_eq!(
+        back,
+        json!({
+            "weight": [{"logId": "18446744073709551616", "weight": "79.85"},
+                       {"logId": "-9223372036854775809"}],
+            "ids": ["1000000000000000000000000000000", "[9007199254740993]"]
+        })
+    );
+}

@@ -239,12 +239,12 @@ impl Config {
             Err(provider::yaml::ReadError::Io(source)) => {
                 return Err(ConfigError::Read { path, source });
             }
-            Err(too_large @ provider::yaml::ReadError::TooLarge) => {
+            Err(refused) => {
                 return Err(ConfigError::Yaml {
                     path,
                     problems: vec![provider::yaml::Located {
                         loc: provider::yaml::Loc { line: 1, col: 1 },
-                        message: too_large.to_string(),
+                        message: format!("the file {refused}"),
                     }],
                 });
             }

@@ -495,78 +495,6 @@ pub fn recording_name(request: &HttpRequest) -> String {
     slug
 }
 
-/// Why a recorded file cannot be read; always names the file.
-#[derive(Debug, thiserror::Error)]
-enum RecordingError {
-    /// A FIFO, a device, a directory ...: reading it could block or never end.
-    #[error("{} is {kind}, not a regular file", .path.display())]
-    NotRegular {
-        /// The file.
-        path: PathBuf,
-        /// What it is instead (`a FIFO`).
-        kind: &'static str,
-    },
-    /// Reading failed.
-    #[error("{}: {source}", .path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
-
-/// Reads a recorded file; `None` when it does not exist. Only regular files are read:
-/// the type is checked before opening, the file is opened without blocking (a FIFO put
-/// in its place meanwhile cannot stall the open) and checked again once open.
-fn read_recording(path: &Path) -> Result<Option<String>, RecordingError> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |source: std::io::Error| RecordingError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let check = |meta: &std::fs::Metadata| {
-        if meta.is_file() {
-            Ok(())
-        } else {
-            Err(RecordingError::NotRegular {
-                path: path.to_owned(),
-                kind: file_kind(&meta.file_type()),
-            })
-        }
-    };
-    match std::fs::metadata(path) {
-        Ok(meta) => check(&meta)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e)),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io)?;
-    check(&file.metadata().map_err(io)?)?;
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(io)?;
-    Ok(Some(text))
-}
-
-fn file_kind(file_type: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_char_device() || file_type.is_block_device() {
-        "a device"
-    } else {
-        "a special file"
-    }
-}
-
 /// An HTTP status as a `.status` recording holds it: 100 to 599, surrounding
 /// whitespace allowed.
 fn parse_status(text: &str) -> Option<u16> {
@@ -602,25 +530,28 @@ impl ReplayCaller<'_> {
         };
         let name = recording_name(request);
         let path = self.dir.join(&name);
-        let text = match read_recording(&path) {
-            Ok(Some(text)) => text,
-            Ok(None) => {
-                return Err(fatal(format!(
-                    "no recording for {} (looked for {}: no such file)",
+        // Regular files only, no larger than a live answer may be.
+        let limit =
+            usize::try_from(self.provider.api.config.max_response_bytes).unwrap_or(usize::MAX);
+        let read = |path: &Path| {
+            crate::regular_file::read(path, limit).map_err(|e| {
+                fatal(format!(
+                    "cannot replay {}: {} {e}",
                     request.describe(),
                     path.display()
-                )));
-            }
-            Err(e) => {
-                return Err(fatal(format!(
-                    "cannot read the recording for {}: {e}",
-                    request.describe()
-                )));
-            }
+                ))
+            })
+        };
+        let Some(text) = read(&path)? else {
+            return Err(fatal(format!(
+                "no recording for {} (looked for {}: no such file)",
+                request.describe(),
+                path.display()
+            )));
         };
         let status_path = self.dir.join(format!("{name}.status"));
-        let status = match read_recording(&status_path) {
-            Ok(Some(text)) => parse_status(&text).ok_or_else(|| {
+        let status = match read(&status_path)? {
+            Some(text) => parse_status(&text).ok_or_else(|| {
                 let shown: String = text.trim().chars().take(40).collect();
                 fatal(format!(
                     "{} holds `{}`, not an HTTP status (100 to 599)",
@@ -628,8 +559,7 @@ impl ReplayCaller<'_> {
                     shown.escape_debug()
                 ))
             })?,
-            Ok(None) => 200,
-            Err(e) => return Err(fatal(format!("cannot read the recorded status: {e}"))),
+            None => 200,
         };
         Ok((text, status, path))
     }

@@ -393,7 +393,7 @@ pub fn load(path: &Path, overrides: &UrlOverrides) -> Result<Provider, Diagnosti
             file: path.to_owned(),
             line: 1,
             col: 1,
-            message: e.to_string(),
+            message: format!("the file {e}"),
         }])
     })?;
     compile::compile_source(path, &source, overrides)

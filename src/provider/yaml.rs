@@ -12,7 +12,6 @@
 //! keeps "billion laughs" files from taking the process's memory.
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::Path;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
@@ -91,32 +90,14 @@ pub fn alias_budget(source_len: usize) -> usize {
     source_len.max(MIN_ALIAS_BUDGET)
 }
 
-/// Why a YAML file could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// The file system said no (missing, unreadable, not UTF-8 ...).
-    #[error("cannot read the file: {0}")]
-    Io(#[from] std::io::Error),
-    /// The file is larger than [`MAX_FILE_BYTES`].
-    #[error("the file is larger than {MAX_FILE_BYTES} bytes, the limit for YAML files")]
-    TooLarge,
-}
+/// Why a YAML file could not be read (each message reads after the file's name).
+pub type ReadError = crate::regular_file::Error;
 
-/// Reads the text of a YAML file, refusing files larger than [`MAX_FILE_BYTES`] (by
-/// their size, and while reading, for files that do not know their size).
+/// Reads the text of a YAML file: a regular file of at most [`MAX_FILE_BYTES`]
+/// (see [`crate::regular_file`]).
 pub fn read_file(path: &Path) -> Result<String, ReadError> {
-    let file = std::fs::File::open(path)?;
-    let size = file.metadata()?.len();
-    if usize::try_from(size).map_or(true, |size| size > MAX_FILE_BYTES) {
-        return Err(ReadError::TooLarge);
-    }
-    let mut text = String::new();
-    file.take(MAX_FILE_BYTES as u64 + 1)
-        .read_to_string(&mut text)?;
-    if text.len() > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge);
-    }
-    Ok(text)
+    crate::regular_file::read(path, MAX_FILE_BYTES)?
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound).into())
 }
 
 /// Escapes one JSON Pointer reference token.
@@ -131,7 +112,7 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
     if source.len() > MAX_FILE_BYTES {
         return Err(vec![Located {
             loc: Loc { line: 1, col: 1 },
-            message: ReadError::TooLarge.to_string(),
+            message: format!("the file {}", ReadError::TooLarge(MAX_FILE_BYTES)),
         }]);
     }
     let mut reader = Reader {

@@ -241,12 +241,32 @@ const BODY_RECORDING: &str = "GET__1_user_-_body_date_2026-10-30.json.json";
 /// `fetch --dry-run --replay DIR` of the Fitbit `body` method, stopped (and failed)
 /// should it hang.
 fn replay_body(dir: &Path) -> (i32, String, String) {
+    let dir = dir.to_str().unwrap();
+    run_or_fail_on_hang(&[
+        "fetch",
+        "fitbit",
+        "--user",
+        "jack",
+        "--methods",
+        "body",
+        "--set",
+        "date=2026-10-30",
+        "--layout",
+        "raw",
+        "--now",
+        "2026-11-24T09:00:00Z",
+        "--dry-run",
+        "--replay",
+        dir,
+    ])
+}
+
+/// Runs the binary without stdin; a run that does not end within a minute is stopped
+/// and fails the test (what a blocking read of a FIFO would do).
+fn run_or_fail_on_hang(args: &[&str]) -> (i32, String, String) {
     let mut child = Command::new(healthpull_bin())
         .current_dir(root())
-        .args(["fetch", "fitbit", "--user", "jack", "--methods", "body"])
-        .args(["--set", "date=2026-10-30", "--layout", "raw"])
-        .args(["--now", "2026-11-24T09:00:00Z", "--dry-run", "--replay"])
-        .arg(dir)
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -257,7 +277,7 @@ fn replay_body(dir: &Path) -> (i32, String, String) {
         if std::time::Instant::now() > deadline {
             child.kill().expect("stopping healthpull");
             child.wait().expect("reaping healthpull");
-            panic!("fetch --replay hangs on {}", dir.display());
+            panic!("healthpull {args:?} hangs");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -309,6 +329,23 @@ fn replay_refuses_a_fifo_recording() {
         stderr.contains("is a directory, not a regular file"),
         "{stderr}"
     );
+}
+
+/// Issue 7, items 8 and 11: provider and config files are read by the same rule, so a
+/// FIFO in their place is refused too.
+#[test]
+fn yaml_files_must_be_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap();
+    let (code, _, stderr) = run_or_fail_on_hang(&["check", fifo]);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!("{fifo}:1:1: the file is a FIFO, not a regular file");
+    assert!(stderr.contains(&expected), "{stderr}");
+    let (code, _, stderr) = run_or_fail_on_hang(&["--config", fifo, "check"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
 }
 
 /// Issue 7, item 11: a `.status` recording holds an HTTP status, 100 to 599.

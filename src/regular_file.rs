@@ -73,3 +73,22 @@ fn kind(file_type: &FileType) -> &'static str {
         "a special file"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.yaml");
+        std::fs::write(&file, "12345").unwrap();
+        assert_eq!(read(&file, 5).unwrap().as_deref(), Some("12345"));
+        assert!(matches!(read(&file, 4), Err(Error::TooLarge(4))));
+        assert!(read(&dir.path().join("missing"), 5).unwrap().is_none());
+        let refused = read(dir.path(), 5).unwrap_err();
+        assert_eq!(refused.to_string(), "is a directory, not a regular file");
+        std::fs::write(&file, [0xff, 0xfe]).unwrap();
+        assert!(matches!(read(&file, 5), Err(Error::Io(_))));
+    }
+}

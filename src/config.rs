@@ -240,7 +240,15 @@ pub enum ConfigError {
         /// Cause.
         source: std::io::Error,
     },
-    /// Bad YAML or unknown keys.
+    /// Bad YAML: every problem found, each with its line and column.
+    #[error("{}", yaml_problems(.path, .problems))]
+    Yaml {
+        /// File.
+        path: PathBuf,
+        /// What is wrong where.
+        problems: Vec<provider::yaml::Located>,
+    },
+    /// Unknown keys or wrong types.
     #[error("{path}: {message}")]
     Parse {
         /// File.
@@ -261,6 +269,23 @@ pub enum ConfigError {
     Provider(#[from] Diagnostics),
 }
 
+/// One `file:line:col: message` line per problem.
+fn yaml_problems(path: &Path, problems: &[provider::yaml::Located]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                p.loc.line,
+                p.loc.col,
+                p.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Config {
     /// Reads `path`, or the defaults when `path` is None and `healthpull.yaml` does not exist.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -268,27 +293,37 @@ impl Config {
             Some(p) => (p.to_owned(), true),
             None => (PathBuf::from("healthpull.yaml"), false),
         };
-        let text = match std::fs::read_to_string(&path) {
+        // The same route and limits as provider files (`provider::yaml`).
+        let text = match provider::yaml::read_file(&path) {
             Ok(t) => t,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            Err(provider::yaml::ReadError::Io(e))
+                if !required && e.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Ok(Config::defaults(PathBuf::from(".")));
             }
-            Err(source) => return Err(ConfigError::Read { path, source }),
+            Err(provider::yaml::ReadError::Io(source)) => {
+                return Err(ConfigError::Read { path, source });
+            }
+            Err(refused) => {
+                return Err(ConfigError::Yaml {
+                    path,
+                    problems: vec![provider::yaml::Located {
+                        loc: provider::yaml::Loc { line: 1, col: 1 },
+                        message: format!("the file {refused}"),
+                    }],
+                });
+            }
         };
-        let doc = provider::yaml::parse(&text).map_err(|problems| ConfigError::Parse {
-            path: path.clone(),
-            message: problems
-                .iter()
-                .map(|p| format!("{}:{}: {}", p.loc.line, p.loc.col, p.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
-        if let Some(p) = doc.problems.first() {
-            return Err(ConfigError::Parse {
-                path: path.clone(),
-                message: format!("{}:{}: {}", p.loc.line, p.loc.col, p.message),
-            });
-        }
+        let doc = match provider::yaml::parse(&text) {
+            Ok(doc) if doc.problems.is_empty() => doc,
+            Ok(doc) => {
+                return Err(ConfigError::Yaml {
+                    path,
+                    problems: doc.problems,
+                });
+            }
+            Err(problems) => return Err(ConfigError::Yaml { path, problems }),
+        };
         let mut config: Config =
             serde_json::from_value(doc.value).map_err(|e| ConfigError::Parse {
                 path: path.clone(),

@@ -495,6 +495,15 @@ pub fn recording_name(request: &HttpRequest) -> String {
     slug
 }
 
+/// An HTTP status as a `.status` recording holds it: 100 to 599, surrounding
+/// whitespace allowed.
+fn parse_status(text: &str) -> Option<u16> {
+    text.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|status| (100..=599).contains(status))
+}
+
 /// Answers requests from recorded files; sends nothing.
 pub struct ReplayCaller<'p> {
     dir: PathBuf,
@@ -514,25 +523,43 @@ impl<'p> ReplayCaller<'p> {
 impl ReplayCaller<'_> {
     /// The recording's text and HTTP status.
     fn read(&self, request: &HttpRequest) -> Result<(String, u16, PathBuf), CallError> {
-        let name = recording_name(request);
-        let path = self.dir.join(&name);
-        let text = std::fs::read_to_string(&path).map_err(|e| CallError {
+        let fatal = |message: String| CallError {
             kind: ErrorKind::Fatal,
             status: None,
-            message: format!(
-                "no recording for {} (looked for {}: {e})",
+            message,
+        };
+        let name = recording_name(request);
+        let path = self.dir.join(&name);
+        // Regular files only, no larger than a live answer may be.
+        let limit =
+            usize::try_from(self.provider.api.config.max_response_bytes).unwrap_or(usize::MAX);
+        let read = |path: &Path| {
+            crate::regular_file::read(path, limit).map_err(|e| {
+                fatal(format!(
+                    "cannot replay {}: {} {e}",
+                    request.describe(),
+                    path.display()
+                ))
+            })
+        };
+        let Some(text) = read(&path)? else {
+            return Err(fatal(format!(
+                "no recording for {} (looked for {}: no such file)",
                 request.describe(),
                 path.display()
-            ),
-        })?;
+            )));
+        };
         let status_path = self.dir.join(format!("{name}.status"));
-        let status = match std::fs::read_to_string(&status_path) {
-            Ok(s) => s.trim().parse::<u16>().map_err(|_| CallError {
-                kind: ErrorKind::Fatal,
-                status: None,
-                message: format!("{} does not hold an HTTP status", status_path.display()),
+        let status = match read(&status_path)? {
+            Some(text) => parse_status(&text).ok_or_else(|| {
+                let shown: String = text.trim().chars().take(40).collect();
+                fatal(format!(
+                    "{} holds `{}`, not an HTTP status (100 to 599)",
+                    status_path.display(),
+                    shown.escape_debug()
+                ))
             })?,
-            Err(_) => 200,
+            None => 200,
         };
         Ok((text, status, path))
     }

@@ -12,7 +12,7 @@
 //! - [`store`]: the Igor tree, embedded (SQLite) or a running Igor; [`lock`] serialises refreshes;
 //! - [`oauth`], [`live`], [`http`], [`secret`]: the live path: tokens, resilient calls, redaction;
 //! - [`server`], [`igor_install`]: `serve` (the old plugin's entry points, setup page, schedule) and Igor wiring;
-//! - [`config`], [`cli`]: the config file and the command line.
+//! - [`config`], [`cli`]: the config file and the command line ([`regular_file`] reads files safely).
 
 pub mod app;
 pub mod cli;
@@ -26,6 +26,7 @@ pub mod lock;
 pub mod oauth;
 pub mod params;
 pub mod provider;
+pub mod regular_file;
 pub mod request;
 pub mod schema;
 pub mod secret;

@@ -345,7 +345,12 @@ impl Rules {
     fn number_ok(types: Option<u8>, n: &Number) -> bool {
         match types {
             None => true,
-            Some(t) => t & T_NUMBER != 0 || (t & T_INTEGER != 0 && (n.is_u64() || n.is_i64())),
+            // An integer literal, of any size (numbers keep their text).
+            Some(t) => {
+                t & T_NUMBER != 0
+                    || (t & T_INTEGER != 0
+                        && crate::transform::integer_magnitude(n.as_str()).is_some())
+            }
         }
     }
 
@@ -511,6 +516,7 @@ impl Rules {
                         .is_none_or(|p| p.is_match(table.text(*a, *b)))
             }
             Cell::Num(n) => Self::number_ok(rule.types, n),
+            Cell::Int(_) | Cell::UInt(_) => Self::type_ok(rule.types, T_NUMBER | T_INTEGER),
             Cell::Bool(_) => Self::type_ok(rule.types, T_BOOL),
             Cell::Other(v) => return self.value_ok(r, v, depth),
         };

@@ -360,6 +360,12 @@ pub enum Cell {
     Str(usize, usize),
     /// A number.
     Num(Number),
+    /// A negative integer token of a document that fits 64 bits, held without a
+    /// `Number` (which keeps its text, see `arbitrary_precision` in
+    /// docs/ARCHITECTURE.md; a cell stays 24 bytes).
+    Int(i64),
+    /// A non-negative integer token of a document that fits 64 bits.
+    UInt(u64),
     /// A boolean.
     Bool(bool),
     /// Anything else (objects, lists).
@@ -406,6 +412,8 @@ impl Table {
             Cell::Absent => None,
             Cell::Str(a, b) => Some(Value::String(self.text[*a..*b].to_owned())),
             Cell::Num(n) => Some(Value::Number(n.clone())),
+            Cell::Int(i) => Some(Value::Number((*i).into())),
+            Cell::UInt(u) => Some(Value::Number((*u).into())),
             Cell::Bool(b) => Some(Value::Bool(*b)),
             Cell::Other(v) => Some((**v).clone()),
         }
@@ -439,11 +447,17 @@ impl Table {
     }
 
     fn compare_cells(&self, a: &Cell, b: &Cell) -> Ordering {
+        let number = |cell: &Cell| match cell {
+            Cell::Num(n) => n.as_f64(),
+            Cell::Int(i) => Some(*i as f64),
+            Cell::UInt(u) => Some(*u as f64),
+            _ => None,
+        };
+        let numeric = |cell: &Cell| matches!(cell, Cell::Num(_) | Cell::Int(_) | Cell::UInt(_));
         match (a, b) {
-            (Cell::Num(x), Cell::Num(y)) => x
-                .as_f64()
-                .partial_cmp(&y.as_f64())
-                .unwrap_or(Ordering::Equal),
+            _ if numeric(a) && numeric(b) => {
+                number(a).partial_cmp(&number(b)).unwrap_or(Ordering::Equal)
+            }
             (Cell::Str(a0, a1), Cell::Str(b0, b1)) => self.text[*a0..*a1].cmp(&self.text[*b0..*b1]),
             (Cell::Absent, Cell::Absent) => Ordering::Equal,
             (Cell::Absent, _) => Ordering::Less,
@@ -655,14 +669,23 @@ fn doc_field(
                 return Ok(match tape {
                     Tape::Str(..) | Tape::Esc(..) => table.push_text(doc.str_of(tape)),
                     Tape::Bool(b) => Cell::Bool(b),
-                    Tape::U(_) | Tape::I(_) | Tape::F(_) => Cell::Num(doc.number_of(tape)),
+                    Tape::U(u) => Cell::UInt(u),
+                    Tape::I(i) => Cell::Int(i),
+                    Tape::Num(..) => Cell::Num(doc.number_of(tape)),
                     _ => Cell::Other(Box::new(doc.value_at(node))),
                 });
             }
             (
                 FieldType::Auto | FieldType::Number | FieldType::Integer,
-                Tape::U(_) | Tape::I(_) | Tape::F(_),
+                Tape::U(_) | Tape::I(_) | Tape::Num(..),
             ) => {
+                if !has_arithmetic(field) {
+                    match tape {
+                        Tape::U(u) => return Ok(Cell::UInt(u)),
+                        Tape::I(i) => return Ok(Cell::Int(i)),
+                        _ => {}
+                    }
+                }
                 let n = doc.number_of(tape);
                 let n = if has_arithmetic(field) {
                     arithmetic(field, n, &row_for(field, doc, row), system)?
@@ -670,10 +693,7 @@ fn doc_field(
                     n
                 };
                 if field.kind == FieldType::Integer {
-                    let i = n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64));
-                    return i
-                        .map(|i| Cell::Num(i.into()))
-                        .ok_or_else(|| "number out of range".to_owned());
+                    return integer(n).map(Cell::Num);
                 }
                 return Ok(Cell::Num(n));
             }
@@ -720,9 +740,12 @@ pub struct Doc {
 enum Tape {
     Null,
     Bool(bool),
+    /// An integer token in its simplest form (what `serde_json` prints for a `u64`).
     U(u64),
+    /// A negative integer token in its simplest form.
     I(i64),
-    F(f64),
+    /// Any other number token: byte range in the text, decoded as `serde_json` does.
+    Num(u32, u32),
     /// A string without escapes: byte range in the text.
     Str(u32, u32),
     /// A string with escapes: byte range in the decoded text.
@@ -773,7 +796,7 @@ impl Doc {
         match self.tape[i] {
             Tape::Null => Value::Null,
             Tape::Bool(b) => Value::Bool(b),
-            t @ (Tape::U(_) | Tape::I(_) | Tape::F(_)) => Value::Number(self.number_of(t)),
+            t @ (Tape::U(_) | Tape::I(_) | Tape::Num(..)) => Value::Number(self.number_of(t)),
             t @ (Tape::Str(..) | Tape::Esc(..)) => Value::String(self.str_of(t).to_owned()),
             Tape::Array(_) => Value::Array(self.children(i).map(|c| self.value_at(c)).collect()),
             Tape::Object(_) => {
@@ -801,7 +824,10 @@ impl Doc {
         match t {
             Tape::U(u) => u.into(),
             Tape::I(i) => i.into(),
-            Tape::F(f) => Number::from_f64(f).unwrap_or_else(|| 0.into()),
+            // Checked by `serde_json` when the document was indexed.
+            Tape::Num(a, b) => self.text[a as usize..b as usize]
+                .parse()
+                .unwrap_or_else(|_| 0.into()),
             _ => 0.into(),
         }
     }
@@ -1121,15 +1147,14 @@ impl Parser<'_> {
                 return Some(());
             }
         }
-        let token = std::str::from_utf8(token).ok()?;
-        let number: Number = serde_json::from_str(token).ok()?;
-        self.tape.push(if let Some(u) = number.as_u64() {
-            Tape::U(u)
-        } else if let Some(i) = number.as_i64() {
-            Tape::I(i)
-        } else {
-            Tape::F(number.as_f64()?)
-        });
+        // Floats, `-0`, integers beyond 64 bits: `serde_json` judges and decodes them
+        // (keeping their text), here and in `Doc::number_of`.
+        let text = std::str::from_utf8(token).ok()?;
+        text.parse::<Number>().ok()?;
+        self.tape.push(Tape::Num(
+            u32::try_from(start).ok()?,
+            u32::try_from(i).ok()?,
+        ));
         Some(())
     }
 }
@@ -1238,12 +1263,34 @@ fn number_of(v: &Value) -> Option<Number> {
             let s = s.trim();
             if let Ok(i) = s.parse::<i64>() {
                 Some(i.into())
+            } else if integer_magnitude(s).is_some() {
+                // Beyond 64 bits: all the digits.
+                s.parse::<Number>().ok()
             } else {
                 s.parse::<f64>().ok().and_then(Number::from_f64)
             }
         }
         _ => None,
     }
+}
+
+/// The digits of an integer literal (an optional `-`, then decimal digits), without
+/// the sign: how a `Number` that is an integer of any size reads.
+pub fn integer_magnitude(text: &str) -> Option<&str> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}
+
+/// A number as an integer: integers unchanged (exact at any size), others rounded
+/// (to the exact integer of the rounded double beyond 64 bits).
+fn integer(n: Number) -> Result<Number, String> {
+    if integer_magnitude(n.as_str()).is_some() {
+        return Ok(n);
+    }
+    let rounded = n.as_f64().ok_or("number out of range")?.round();
+    format!("{rounded:.0}")
+        .parse()
+        .map_err(|_| "number out of range".to_owned())
 }
 
 /// Removes binary noise from arithmetic (`81.35000000000001` -> `81.35`).
@@ -1261,10 +1308,7 @@ fn convert(field: &Field, v: &Value, row: &Value, system: UnitSystem) -> Result<
             let n = number_of(v).ok_or_else(|| format!("`{}` is not a number", short(v)))?;
             let n = arithmetic(field, n, row, system)?;
             if field.kind == FieldType::Integer {
-                let i = n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64));
-                return i
-                    .map(|i| Value::Number(i.into()))
-                    .ok_or_else(|| "number out of range".to_owned());
+                return integer(n).map(Value::Number);
             }
             Ok(Value::Number(n))
         }

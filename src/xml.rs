@@ -20,11 +20,16 @@
 //!   (`[1, 'a', None, {'k': True}]`). Characters Igor considers illegal in XML 1.0
 //!   (C0 controls except tab and newline, so carriage return too; `U+007F`-`U+0084`,
 //!   `U+0086`-`U+009F`, `U+FDD0`-`U+FDDF`, `U+FFFE`, `U+FFFF`) are deleted from these
-//!   texts only.
+//!   texts.
 //! * An object: each key in order; a list value gives one repeated child per item (an
-//!   empty list gives nothing); `#text` gives text node(s) written verbatim (no
-//!   character removal); `@name` is an error in Igor (HTTP 500), as is a `#text` that is
-//!   not a string or a list of strings.
+//!   empty list gives nothing); `#text` gives text node(s) written as they are;
+//!   `@name` is an error in Igor (HTTP 500), as is a `#text` that is not a string or a
+//!   list of strings.
+//! * The one deviation: Igor deletes illegal characters from plain values only and
+//!   writes them unchanged into `#text` nodes and `_e` attribute values
+//!   (`{"a\u0007b": 1}` -> `<_e _e="a\x07b">`), which no XML parser, Igor's own
+//!   included, reads back. healthpull deletes them there too, so everything it writes is
+//!   well-formed XML 1.0; such a key reads back without the deleted characters.
 //! * Serialisation is minidom's: `&`, `<`, `>` and `"` are escaped in text and in the
 //!   `_e` attribute, `'` is not; an element with no child nodes prints as `<v/>`, one
 //!   with an (even empty) text node as `<v></v>`. Hence `{}` -> `<v/>` but `null` ->
@@ -55,7 +60,7 @@ use std::io;
 use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Number, Value};
 
-use crate::transform::{Cell, Node, Segment, Sensors, Table};
+use crate::transform::{Cell, Node, Segment, Sensors, Table, integer_magnitude};
 
 /// Why a conversion failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -220,7 +225,7 @@ fn write_row(
                 open_content(out, &mut has_child_nodes);
                 column.push_open(out);
                 out.push('>');
-                push_escaped(out, table.text(*a, *b), Illegal::Remove);
+                push_escaped(out, table.text(*a, *b));
                 column.push_close(out);
             }
             Cell::Num(number) => {
@@ -228,6 +233,23 @@ fn write_row(
                 column.push_open(out);
                 out.push('>');
                 push_python_number(out, number);
+                column.push_close(out);
+            }
+            Cell::Int(integer) => {
+                open_content(out, &mut has_child_nodes);
+                column.push_open(out);
+                out.push('>');
+                if *integer < 0 {
+                    out.push('-');
+                }
+                push_decimal(out, integer.unsigned_abs());
+                column.push_close(out);
+            }
+            Cell::UInt(integer) => {
+                open_content(out, &mut has_child_nodes);
+                column.push_open(out);
+                out.push('>');
+                push_decimal(out, *integer);
                 column.push_close(out);
             }
             Cell::Bool(b) => {
@@ -266,11 +288,10 @@ pub fn try_to_igor_xml(tag: &str, value: &Value) -> Result<String, XmlError> {
 /// JSON interface returns for it (`GET` with `Accept: application/json` is
 /// `{name: value}`), with Igor's typing of leaf texts.
 ///
-/// Deviations, both where Igor's answer is not representable in `serde_json::Value`:
-/// a text that Python's `float()` turns into NaN or an infinity (`"NaN"`, `"-inf"`,
-/// `"1e999"`) stays a string (Igor emits the bare tokens `NaN`/`Infinity`, invalid
-/// JSON); an integer beyond the 64-bit range becomes the nearest `f64` (Igor prints
-/// its exact digits, which a `serde_json::Value` cannot hold either).
+/// Integers keep all their digits at any size, as Python's `int()` does. One deviation,
+/// where Igor's answer is not representable in `serde_json::Value`: a text that
+/// Python's `float()` turns into NaN or an infinity (`"NaN"`, `"-inf"`, `"1e999"`)
+/// stays a string (Igor emits the bare tokens `NaN`/`Infinity`, invalid JSON).
 ///
 /// # Errors
 ///
@@ -316,7 +337,7 @@ impl<'a> ElementName<'a> {
     fn push_open(self, out: &mut String) {
         if self.escaped {
             out.push_str("<_e _e=\"");
-            push_escaped(out, self.tag, Illegal::Keep);
+            push_escaped(out, self.tag);
             out.push('"');
         } else {
             out.push('<');
@@ -377,7 +398,7 @@ fn write_member(out: &mut String, key: &str, child: &Value, has_child_nodes: &mu
         for item in items {
             open_content(out, has_child_nodes);
             match item {
-                Value::String(text) => push_escaped(out, text, Illegal::Keep),
+                Value::String(text) => push_escaped(out, text),
                 // Outside the precondition (Igor: TypeError); see write_igor_xml.
                 other => push_plain_text(out, other),
             }
@@ -406,36 +427,26 @@ fn push_plain_text(out: &mut String, value: &Value) {
         Value::Bool(true) => out.push_str("true"),
         // Digits, signs, '.', 'e' and '+' need neither escaping nor removal.
         Value::Number(number) => push_python_number(out, number),
-        Value::String(text) => push_escaped(out, text, Illegal::Remove),
+        Value::String(text) => push_escaped(out, text),
         Value::Array(_) | Value::Object(_) => {
             let mut repr = String::new();
             push_python_repr(&mut repr, value);
-            push_escaped(out, &repr, Illegal::Remove);
+            push_escaped(out, &repr);
         }
     }
 }
 
-/// Whether [`push_escaped`] deletes the characters Igor's `ILLEGAL_XML_CHARACTERS_PATTERN`
-/// matches (it does so for plain values only, not for `#text` or names).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Illegal {
-    Remove,
-    Keep,
-}
-
 /// Appends `text` escaped like minidom's `_write_data` (`&`, `<`, `"`, `>`), in one pass
-/// over the bytes, optionally deleting Igor's illegal characters on the way.
-fn push_escaped(out: &mut String, text: &str, illegal: Illegal) {
-    let (remove, attention) = match illegal {
-        Illegal::Remove => (true, &REMOVE_ATTENTION),
-        Illegal::Keep => (false, &KEEP_ATTENTION),
-    };
+/// over the bytes, deleting the characters Igor's `ILLEGAL_XML_CHARACTERS_PATTERN`
+/// matches on the way. Igor deletes them from plain values only; healthpull also from
+/// `#text` and the `_e` attribute, so that every element it writes is well-formed.
+fn push_escaped(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut copied_up_to = 0;
     let mut index = 0;
     while let Some(offset) = bytes[index..]
         .iter()
-        .position(|&byte| attention[usize::from(byte)])
+        .position(|&byte| ATTENTION[usize::from(byte)])
     {
         index += offset;
         let (replacement, width) = match bytes[index] {
@@ -444,7 +455,7 @@ fn push_escaped(out: &mut String, text: &str, illegal: Illegal) {
             b'>' => ("&gt;", 1),
             b'"' => ("&quot;", 1),
             // Other ASCII bytes are flagged only when they are illegal controls.
-            0x00..=0x7F if remove => ("", 1),
+            0x00..=0x7F => ("", 1),
             // U+0080..U+0084 and U+0086..U+009F are C2 80..84 / C2 86..9F in UTF-8.
             0xC2 if matches!(bytes.get(index + 1), Some(0x80..=0x84 | 0x86..=0x9F)) => ("", 2),
             // U+FDD0..U+FDDF are EF B7 90..9F, U+FFFE/U+FFFF are EF BF BE/BF.
@@ -469,37 +480,44 @@ fn push_escaped(out: &mut String, text: &str, illegal: Illegal) {
     out.push_str(&text[copied_up_to..]);
 }
 
-/// Bytes [`push_escaped`] must look at when it keeps illegal characters: markup only.
-static KEEP_ATTENTION: [bool; 256] = attention_table(false);
-/// Bytes [`push_escaped`] must look at when it removes illegal characters: markup, the
-/// illegal ASCII controls, and the lead bytes of the illegal non-ASCII characters.
-static REMOVE_ATTENTION: [bool; 256] = attention_table(true);
-
-const fn attention_table(remove: bool) -> [bool; 256] {
+/// Bytes [`push_escaped`] must look at: markup, the illegal ASCII controls, and the
+/// lead bytes of the illegal non-ASCII characters.
+static ATTENTION: [bool; 256] = {
     let mut table = [false; 256];
     let mut byte = 0;
     while byte < 256 {
-        table[byte] = match byte as u8 {
-            b'&' | b'<' | b'>' | b'"' => true,
-            0x00..=0x08 | 0x0B..=0x1F | 0x7F | 0xC2 | 0xEF => remove,
-            _ => false,
-        };
+        table[byte] = matches!(
+            byte as u8,
+            b'&' | b'<' | b'>' | b'"' | 0x00..=0x08 | 0x0B..=0x1F | 0x7F | 0xC2 | 0xEF
+        );
         byte += 1;
     }
     table
-}
+};
 
-/// Python's `str()` of a JSON number: an integer as an `int`, anything else as a
-/// `float` (`json.loads` makes `1.0` and `1e5` floats, as `serde_json` does).
+/// Python's `str()` of a JSON number: an integer as an `int`, exact at any size,
+/// anything else as a `float` (`json.loads` makes `1.0` and `1e5` floats; serde_json
+/// keeps every number's text, see `arbitrary_precision` in docs/ARCHITECTURE.md).
 fn push_python_number(out: &mut String, number: &Number) {
-    if let Some(integer) = number.as_u64() {
-        push_decimal(out, integer);
-    } else if let Some(integer) = number.as_i64() {
-        // Not a u64, so negative.
-        out.push('-');
-        push_decimal(out, integer.unsigned_abs());
-    } else if let Some(float) = number.as_f64() {
-        push_python_float(out, float);
+    let text = number.as_str();
+    if let Some(magnitude) = integer_magnitude(text) {
+        let significant = magnitude.trim_start_matches('0');
+        if significant.is_empty() {
+            // `-0` is the int 0 in Python.
+            out.push('0');
+        } else {
+            if text.starts_with('-') {
+                out.push('-');
+            }
+            out.push_str(significant);
+        }
+    } else if let Ok(float) = text.parse::<f64>() {
+        if float.is_finite() {
+            push_python_float(out, float);
+        } else {
+            // A literal beyond the doubles (`1e999`): Python's float is infinite.
+            out.push_str(if float < 0.0 { "-inf" } else { "inf" });
+        }
     }
 }
 
@@ -1103,7 +1121,7 @@ fn python_typed(text: &str) -> Value {
 }
 
 /// Python's `int(text)` (base 10): a sign, then decimal digits of any script with
-/// single underscores between them. Beyond 64 bits the nearest `f64`.
+/// single underscores between them. Exact at any size, as Python's `int`.
 fn python_int(text: &str) -> Option<Number> {
     let (negative, body) = split_sign(text);
     let mut rest = body;
@@ -1111,16 +1129,13 @@ fn python_int(text: &str) -> Option<Number> {
     if !python_digit_part(&mut rest, &mut digits) || !rest.is_empty() {
         return None;
     }
-    if let Ok(magnitude) = digits.parse::<u64>() {
-        if !negative {
-            return Some(Number::from(magnitude));
-        }
-        if let Some(integer) = 0i64.checked_sub_unsigned(magnitude) {
-            return Some(Number::from(integer));
-        }
+    let significant = digits.trim_start_matches('0');
+    if significant.is_empty() {
+        return Some(Number::from(0u8));
     }
-    let magnitude = digits.parse::<f64>().ok()?;
-    Number::from_f64(if negative { -magnitude } else { magnitude })
+    let sign = if negative { "-" } else { "" };
+    // Canonical JSON integer text: `Number` keeps it as it is.
+    format!("{sign}{significant}").parse().ok()
 }
 
 /// Python's `float(text)`: `[sign] (digitpart ["."] | [digitpart] "." digitpart)
@@ -1463,8 +1478,13 @@ mod tests {
             ("-9223372036854775808", Some("-9223372036854775808")),
             (
                 "123456789012345678901234567890",
-                Some("1.2345678901234568e+29"),
+                Some("123456789012345678901234567890"),
             ),
+            (
+                "-000123456789012345678901234567890",
+                Some("-123456789012345678901234567890"),
+            ),
+            ("-0000", Some("0")),
             ("1__0", None),
             ("_1", None),
             ("1_", None),

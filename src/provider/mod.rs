@@ -388,12 +388,12 @@ pub fn provider_schema_text() -> String {
 
 /// Loads and compiles one provider file.
 pub fn load(path: &Path, overrides: &UrlOverrides) -> Result<Provider, Diagnostics> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
+    let source = yaml::read_file(path).map_err(|e| {
         Diagnostics(vec![Diagnostic {
             file: path.to_owned(),
             line: 1,
             col: 1,
-            message: format!("cannot read the file: {e}"),
+            message: format!("the file {e}"),
         }])
     })?;
     compile::compile_source(path, &source, overrides)

@@ -5,8 +5,14 @@
 //! into a plain JSON value plus a map from JSON Pointer to source position; structural
 //! checks (JSON Schema) and semantic checks then run over the value and look up
 //! positions for their messages.
+//!
+//! This is the one route by which YAML is read (provider files and `healthpull.yaml`),
+//! so its limits hold for every file: at most [`MAX_FILE_BYTES`], and aliases may not
+//! expand into more nodes than the file could hold itself ([`alias_budget`]), which
+//! keeps "billion laughs" files from taking the process's memory.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -36,6 +42,8 @@ pub struct Document {
     pub value: Value,
     /// Problems that did not stop the reading (duplicate keys).
     pub problems: Vec<Located>,
+    /// Nodes the aliases expanded into, together (see [`alias_budget`]).
+    pub alias_nodes: usize,
     values: HashMap<String, Loc>,
     keys: HashMap<String, Loc>,
 }
@@ -64,19 +72,57 @@ impl Document {
     }
 }
 
+/// The largest YAML file healthpull reads, in bytes (the shipped providers have a few
+/// dozen kilobytes).
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// Nodes aliases may add in every file, however small.
+const MIN_ALIAS_BUDGET: usize = 10_000;
+
+/// How deep values may nest, aliases expanded (the shipped providers need 10 levels;
+/// `serde_json` reads at most 128).
+pub const MAX_DEPTH: usize = 64;
+
+/// How many nodes all aliases of a document of `source_len` bytes may expand into,
+/// together: as many as the file has bytes, and at least 10,000. A node an alias
+/// repeats counts each time it is repeated, also through aliases inside anchors.
+pub fn alias_budget(source_len: usize) -> usize {
+    source_len.max(MIN_ALIAS_BUDGET)
+}
+
+/// Why a YAML file could not be read (each message reads after the file's name).
+pub type ReadError = crate::regular_file::Error;
+
+/// Reads the text of a YAML file: a regular file of at most [`MAX_FILE_BYTES`]
+/// (see [`crate::regular_file`]).
+pub fn read_file(path: &Path) -> Result<String, ReadError> {
+    crate::regular_file::read(path, MAX_FILE_BYTES)?
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound).into())
+}
+
 /// Escapes one JSON Pointer reference token.
 pub fn pointer_token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
 /// Reads a YAML document. Duplicate keys are collected in [`Document::problems`];
-/// a syntax error ends the reading and is returned with those found before it.
+/// a syntax error, a text over [`MAX_FILE_BYTES`] or aliases beyond the
+/// [`alias_budget`] end the reading and are returned with the problems found before.
 pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
+    if source.len() > MAX_FILE_BYTES {
+        return Err(vec![Located {
+            loc: Loc { line: 1, col: 1 },
+            message: format!("the file {}", ReadError::TooLarge(MAX_FILE_BYTES)),
+        }]);
+    }
     let mut reader = Reader {
         events: Parser::new_from_str(source),
         doc: Document::default(),
         anchors: HashMap::new(),
         problems: Vec::new(),
+        alias_budget: alias_budget(source.len()),
+        alias_nodes: 0,
+        keep_positions: true,
     };
     let result = reader.document();
     let mut problems = reader.problems;
@@ -85,6 +131,7 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
             let mut doc = reader.doc;
             doc.value = value;
             doc.problems = problems;
+            doc.alias_nodes = reader.alias_nodes;
             Ok(doc)
         }
         Err(e) => {
@@ -97,8 +144,37 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
 struct Reader<'a> {
     events: Parser<'a, saphyr_parser::StrInput<'a>>,
     doc: Document,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their sizes.
+    anchors: HashMap<usize, (Value, Size)>,
     problems: Vec<Located>,
+    /// Nodes all aliases may expand into.
+    alias_budget: usize,
+    /// Nodes aliases expanded into so far.
+    alias_nodes: usize,
+    /// Off while the value of a duplicate key is read (and dropped).
+    keep_positions: bool,
+}
+
+/// How large a node is, aliases expanded.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    /// The node and everything below it.
+    nodes: usize,
+    /// Levels: 1 for a scalar or an empty collection.
+    height: usize,
+}
+
+impl Size {
+    const LEAF: Size = Size {
+        nodes: 1,
+        height: 1,
+    };
+
+    /// Adds a child of a collection.
+    fn add(&mut self, child: Size) {
+        self.nodes = self.nodes.saturating_add(child.nodes);
+        self.height = self.height.max(child.height + 1);
+    }
 }
 
 fn loc(span: &Span) -> Loc {
@@ -142,7 +218,7 @@ impl<'a> Reader<'a> {
             }
         }
         let (ev, span) = self.next()?;
-        let value = self.node(ev, span, String::new())?;
+        let (value, _) = self.node(ev, span, String::new(), 1)?;
         let (ev, span) = self.next()?;
         match ev {
             Event::DocumentEnd | Event::StreamEnd => {}
@@ -162,9 +238,25 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
-    fn node(&mut self, ev: Event<'a>, span: Span, pointer: String) -> Result<Value, Located> {
-        self.doc.values.insert(pointer.clone(), loc(&span));
-        let (value, anchor) = match ev {
+    /// Reads one node at nesting level `depth` (the document is at 1) and returns it
+    /// with its size.
+    fn node(
+        &mut self,
+        ev: Event<'a>,
+        span: Span,
+        pointer: String,
+        depth: usize,
+    ) -> Result<(Value, Size), Located> {
+        if depth > MAX_DEPTH {
+            return Err(Located {
+                loc: loc(&span),
+                message: format!("values nest deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        if self.keep_positions {
+            self.doc.values.insert(pointer.clone(), loc(&span));
+        }
+        let (value, size, anchor) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let forced_string = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let value = if style == ScalarStyle::Plain && !forced_string {
@@ -172,22 +264,26 @@ impl<'a> Reader<'a> {
                 } else {
                     Value::String(text.into_owned())
                 };
-                (value, anchor)
+                (value, Size::LEAF, anchor)
             }
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
+                let mut size = Size::LEAF;
                 loop {
                     let (ev, span) = self.next()?;
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
                     let child = format!("{pointer}/{}", items.len());
-                    items.push(self.node(ev, span, child)?);
+                    let (item, item_size) = self.node(ev, span, child, depth + 1)?;
+                    items.push(item);
+                    size.add(item_size);
                 }
-                (Value::Array(items), anchor)
+                (Value::Array(items), size, anchor)
             }
             Event::MappingStart(anchor, _) => {
                 let mut map = Map::new();
+                let mut size = Size::LEAF;
                 loop {
                     let (ev, key_span) = self.next()?;
                     if matches!(ev, Event::MappingEnd) {
@@ -210,26 +306,49 @@ impl<'a> Reader<'a> {
                             message: format!("duplicate key `{key}`"),
                         });
                         // Read and drop the duplicate's value, keeping the first one's positions.
-                        let saved = (self.doc.values.clone(), self.doc.keys.clone());
-                        self.node(ev, span, child)?;
-                        (self.doc.values, self.doc.keys) = saved;
+                        let keep = std::mem::replace(&mut self.keep_positions, false);
+                        let read = self.node(ev, span, child, depth + 1);
+                        self.keep_positions = keep;
+                        read?;
                         continue;
                     }
-                    self.doc.keys.insert(child.clone(), loc(&key_span));
-                    let value = self.node(ev, span, child)?;
+                    if self.keep_positions {
+                        self.doc.keys.insert(child.clone(), loc(&key_span));
+                    }
+                    let (value, value_size) = self.node(ev, span, child, depth + 1)?;
                     map.insert(key, value);
+                    size.add(value_size);
                 }
-                (Value::Object(map), anchor)
+                (Value::Object(map), size, anchor)
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(v) => (v.clone(), 0),
-                None => {
+            Event::Alias(id) => {
+                let Some((value, size)) = self.anchors.get(&id) else {
                     return Err(Located {
                         loc: loc(&span),
                         message: "unknown alias".to_owned(),
                     });
+                };
+                if depth - 1 + size.height > MAX_DEPTH {
+                    return Err(Located {
+                        loc: loc(&span),
+                        message: format!(
+                            "this alias makes values nest deeper than {MAX_DEPTH} levels"
+                        ),
+                    });
                 }
-            },
+                self.alias_nodes = self.alias_nodes.saturating_add(size.nodes);
+                if self.alias_nodes > self.alias_budget {
+                    return Err(Located {
+                        loc: loc(&span),
+                        message: format!(
+                            "aliases expand into more than {} nodes, the limit for this \
+                             file (an alias repeats its anchor's nodes every time)",
+                            self.alias_budget
+                        ),
+                    });
+                }
+                (value.clone(), *size, 0)
+            }
             _ => {
                 return Err(Located {
                     loc: loc(&span),
@@ -238,9 +357,9 @@ impl<'a> Reader<'a> {
             }
         };
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), size));
         }
-        Ok(value)
+        Ok((value, size))
     }
 }
 
@@ -277,6 +396,10 @@ fn resolve_plain(text: &str) -> Value {
             }
             if let Ok(n) = text.parse::<u64>() {
                 return Value::Number(n.into());
+            }
+            // Beyond 64 bits: every digit kept (a canonical JSON integer).
+            if let Ok(n) = text.strip_prefix('+').unwrap_or(text).parse::<Number>() {
+                return Value::Number(n);
             }
         }
         let float_like = text
@@ -322,6 +445,81 @@ mod tests {
                 (2, "duplicate key `a`".to_owned()),
                 (3, "duplicate key `x`".to_owned())
             ]
+        );
+    }
+
+    #[test]
+    fn aliases_count_every_repeated_node() {
+        let doc = parse("a: &a [1, {b: 2}]\nc: *a\nd: &d [*a, *a]\ne: *d\n").unwrap();
+        // `*a` is 4 nodes; `d` holds two (8), `*d` repeats 1 + 8 = 9.
+        assert_eq!(doc.alias_nodes, 4 + 8 + 9);
+        assert_eq!(
+            doc.value["e"],
+            serde_json::json!([[1, {"b": 2}], [1, {"b": 2}]])
+        );
+    }
+
+    #[test]
+    fn alias_bomb_stops_at_the_alias_over_the_budget() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (name, below) in [("b", "a"), ("c", "b"), ("d", "c"), ("e", "d"), ("f", "e")] {
+            text.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{below}"); 10].join(", ")
+            ));
+        }
+        let errors = parse(&text).unwrap_err();
+        // `b` adds 110 nodes, `c` 1,110; each `*c` adds 1,111: the eighth crosses 10,000.
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].loc, Loc { line: 4, col: 36 });
+        assert!(
+            errors[0].message.contains("more than 10000 nodes"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_providers_are_far_below_the_alias_budget() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("providers");
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let text = read_file(&entry.path()).unwrap();
+            let doc = parse(&text).unwrap();
+            assert!(
+                doc.alias_nodes * 10 < alias_budget(text.len()),
+                "{}: {} nodes from aliases",
+                entry.path().display(),
+                doc.alias_nodes
+            );
+            files += 1;
+        }
+        assert!(files >= 3);
+    }
+
+    #[test]
+    fn nesting_is_bounded_with_and_without_aliases() {
+        let mut block = String::new();
+        for level in 0..MAX_DEPTH {
+            block.push_str(&format!("{}a:\n", " ".repeat(level)));
+        }
+        let errors = parse(&block).unwrap_err();
+        assert_eq!(errors[0].loc.line, MAX_DEPTH, "{errors:?}");
+        assert!(
+            errors[0].message.contains("nest deeper than 64"),
+            "{errors:?}"
+        );
+        let ok = &block[..block.rfind(" a:").unwrap()];
+        assert!(parse(ok).is_ok());
+
+        let mut chain = String::from("a0: &a0 [x]\n");
+        for level in 1..MAX_DEPTH {
+            chain.push_str(&format!("a{level}: &a{level} [*a{}]\n", level - 1));
+        }
+        let errors = parse(&chain).unwrap_err();
+        assert_eq!(errors[0].loc.line, MAX_DEPTH - 1, "{errors:?}");
+        assert!(
+            errors[0].message.contains("this alias makes values nest"),
+            "{errors:?}"
         );
     }
 

@@ -95,6 +95,19 @@ fn check_never_panics_on_garbage() {
             &format!("name: {}1{}\n", "[".repeat(200), "]".repeat(200)),
         ),
         ("binary.yaml", "\u{0}\u{1}\u{2}name: \u{7f}\n"),
+        // Issue 7: block nesting that overflowed the stack, and the same through aliases.
+        (
+            "deep-block.yaml",
+            &(0..1400)
+                .map(|n| format!("{}a:\n", " ".repeat(n)))
+                .collect::<String>(),
+        ),
+        (
+            "deep-aliases.yaml",
+            &(1..5000).fold(String::from("a0: &a0 [x]\n"), |text, n| {
+                format!("{text}a{n}: &a{n} [*a{}]\n", n - 1)
+            }),
+        ),
     ];
     for (name, text) in cases {
         let path = dir.path().join(name);
@@ -121,4 +134,259 @@ fn to_xml_prints_what_igor_stores() {
     let (code, _, stderr) = run(&["to-xml", "--tag", "x"], Some("{not json"));
     assert_eq!(code, 1);
     assert!(stderr.contains("not JSON"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 7 ("Safe to expose"): hostile provider, config and recording files.
+// ---------------------------------------------------------------------------------------
+
+/// A "billion laughs" file: nine aliases per level, nine levels (9^9 strings, gigabytes
+/// once expanded), in 340 bytes.
+fn alias_bomb() -> String {
+    let mut text = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for (level, below) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+    {
+        let aliases = vec![format!("*{below}"); 9].join(",");
+        text.push_str(&format!("{level}: &{level} [{aliases}]\n"));
+    }
+    text
+}
+
+/// Issue 7, item 8: a provider file whose aliases expand without bound is refused at
+/// the alias that crosses the budget, with file, line and column, before it allocates.
+#[test]
+fn check_refuses_an_alias_bomb_at_the_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = alias_bomb();
+    assert!(bomb.len() < 400, "{}", bomb.len());
+    let path = dir.path().join("bomb.yaml");
+    std::fs::write(&path, &bomb).unwrap();
+    let (code, stdout, stderr) = run(&["check", path.to_str().unwrap()], None);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    // Levels a-d hold 8289 nodes from aliases; the first `*d` of line 5 (column 8) crosses 10,000.
+    let expected = format!(
+        "{}:5:8: aliases expand into more than 10000 nodes",
+        path.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("memory allocation"), "{stderr}");
+}
+
+/// Issue 7, item 8: the config file is read by the same route, with the same limits.
+#[test]
+fn config_refuses_an_alias_bomb_at_the_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("healthpull.yaml");
+    std::fs::write(&path, format!("{}listen: 127.0.0.1:1\n", alias_bomb())).unwrap();
+    let (code, stdout, stderr) = run(&["--config", path.to_str().unwrap(), "check"], None);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    let expected = format!(
+        "{}:5:8: aliases expand into more than 10000 nodes",
+        path.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+/// Issue 7, item 8: aliases within the budget still work, in both kinds of file (the
+/// shipped Fitbit provider uses them for shared parameters).
+#[test]
+fn aliases_within_the_budget_are_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("providers")).unwrap();
+    std::fs::copy(
+        root().join("providers/fitbit.yaml"),
+        dir.path().join("providers/fitbit.yaml"),
+    )
+    .unwrap();
+    let path = dir.path().join("healthpull.yaml");
+    std::fs::write(
+        &path,
+        "providers_dir: &dir providers\nschedule: {enabled: false, interval_seconds: 60}\n\
+         plugins:\n  fitbit: &plugin {provider: fitbit}\n  fitbit2: *plugin\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["--config", path.to_str().unwrap(), "check"], None);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("1 provider file(s) ok"), "{stdout}");
+}
+
+/// Issue 7, item 8: files over the size limit are refused before they are parsed.
+#[test]
+fn yaml_files_over_the_size_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = healthpull::provider::yaml::MAX_FILE_BYTES;
+    let big = format!("name: big\n#{}\n", "x".repeat(limit));
+    let provider = dir.path().join("big.yaml");
+    std::fs::write(&provider, &big).unwrap();
+    let (code, _, stderr) = run(&["check", provider.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "{}:1:1: the file is larger than {limit} bytes",
+        provider.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    let config = dir.path().join("healthpull.yaml");
+    std::fs::write(&config, &big).unwrap();
+    let (code, _, stderr) = run(&["--config", config.to_str().unwrap(), "check"], None);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "{}:1:1: the file is larger than {limit} bytes",
+        config.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+/// The recording `fetch fitbit --methods body --set date=2026-10-30` reads.
+const BODY_RECORDING: &str = "GET__1_user_-_body_date_2026-10-30.json.json";
+
+/// `fetch --dry-run --replay DIR` of the Fitbit `body` method, stopped (and failed)
+/// should it hang.
+fn replay_body(dir: &Path) -> (i32, String, String) {
+    let dir = dir.to_str().unwrap();
+    run_or_fail_on_hang(&[
+        "fetch",
+        "fitbit",
+        "--user",
+        "jack",
+        "--methods",
+        "body",
+        "--set",
+        "date=2026-10-30",
+        "--layout",
+        "raw",
+        "--now",
+        "2026-11-24T09:00:00Z",
+        "--dry-run",
+        "--replay",
+        dir,
+    ])
+}
+
+/// Runs the binary without stdin; a run that does not end within a minute is stopped
+/// and fails the test (what a blocking read of a FIFO would do).
+fn run_or_fail_on_hang(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(healthpull_bin())
+        .current_dir(root())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the healthpull binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("waiting for healthpull").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("stopping healthpull");
+            child.wait().expect("reaping healthpull");
+            panic!("healthpull {args:?} hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("healthpull's output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo (coreutils) runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Issue 7, item 11: a FIFO in place of a recording (or of its status) is refused,
+/// naming the file, instead of blocking the process forever.
+#[test]
+fn replay_refuses_a_fifo_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join(BODY_RECORDING);
+    mkfifo(&recording);
+    let (code, stdout, stderr) = replay_body(dir.path());
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    let expected = format!("{} is a FIFO, not a regular file", recording.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = root()
+        .join("tests/recordings/fitbit/body")
+        .join(BODY_RECORDING);
+    std::fs::copy(source, dir.path().join(BODY_RECORDING)).unwrap();
+    let status = dir.path().join(format!("{BODY_RECORDING}.status"));
+    mkfifo(&status);
+    let (code, _, stderr) = replay_body(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!("{} is a FIFO, not a regular file", status.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(BODY_RECORDING)).unwrap();
+    let (code, _, stderr) = replay_body(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("is a directory, not a regular file"),
+        "{stderr}"
+    );
+}
+
+/// Issue 7, items 8 and 11: provider and config files are read by the same rule, so a
+/// FIFO in their place is refused too.
+#[test]
+fn yaml_files_must_be_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap();
+    let (code, _, stderr) = run_or_fail_on_hang(&["check", fifo]);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!("{fifo}:1:1: the file is a FIFO, not a regular file");
+    assert!(stderr.contains(&expected), "{stderr}");
+    let (code, _, stderr) = run_or_fail_on_hang(&["--config", fifo, "check"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+/// Issue 7, item 11: a `.status` recording holds an HTTP status, 100 to 599.
+#[test]
+fn replay_accepts_only_http_statuses() {
+    let source = root()
+        .join("tests/recordings/fitbit/body")
+        .join(BODY_RECORDING);
+    for (text, accepted) in [
+        ("0", false),
+        ("99", false),
+        ("600", false),
+        ("65535", false),
+        ("-200", false),
+        ("2OO", false),
+        ("", false),
+        ("100\n", true),
+        ("200", true),
+        (" 404 \n", true),
+        ("599", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&source, dir.path().join(BODY_RECORDING)).unwrap();
+        let status = dir.path().join(format!("{BODY_RECORDING}.status"));
+        std::fs::write(&status, text).unwrap();
+        let (code, stdout, stderr) = replay_body(dir.path());
+        let refused = format!(
+            "{} holds `{}`, not an HTTP status (100 to 599)",
+            status.display(),
+            text.trim()
+        );
+        assert_eq!(
+            stderr.contains(&refused),
+            !accepted,
+            "{text:?}: code {code}\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        let succeeded = text.trim() == "200";
+        assert_eq!(code == 0, succeeded, "{text:?}: {stderr}");
+    }
 }

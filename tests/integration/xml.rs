@@ -498,3 +498,64 @@ fn only_key(object: &Value) -> &str {
     assert_eq!(map.len(), 1, "fixture: expected one key in {object}");
     map.keys().next().map(String::as_str).unwrap_or_default()
 }
+
+/// Issue 7, item 9: characters illegal in XML 1.0 never reach the XML, wherever they
+/// are: Igor deletes them from plain values only and writes `#text` and `_e` attribute
+/// values with them (`{"a\u0007b":1}` -> `<_e _e="a\x07b">`), which no parser reads.
+/// We delete them there too (the one deviation from Igor, docs/ARCHITECTURE.md), so the
+/// output is well-formed, and keep every other byte as Igor writes it.
+#[test]
+fn illegal_characters_never_reach_the_xml() {
+    let cases = [
+        (json!({"a\u{7}b": 1}), r#"<v><_e _e="ab">1</_e></v>"#),
+        (
+            json!({"\u{0}\u{1b}x\u{fffe}\u{ffff}\u{fdd0}\u{80}": [true, "\u{1}"]}),
+            r#"<v><_e _e="x">true</_e><_e _e="x"></_e></v>"#,
+        ),
+        (json!({"#text": "a\u{8}b\r\n\t"}), "<v>ab\n\t</v>"),
+        (
+            json!({"k": {"#text": ["\u{1f}1", "\u{85}2\u{9f}"], "c": "3\u{b}"}}),
+            "<v><k>1\u{85}2<c>3</c></k></v>",
+        ),
+        (
+            json!({"a&\"<\u{2}>": "\u{c}x"}),
+            r#"<v><_e _e="a&amp;&quot;&lt;&gt;">x</_e></v>"#,
+        ),
+    ];
+    for (value, expected) in cases {
+        let xml = try_to_igor_xml("v", &value).unwrap();
+        assert_eq!(xml, expected, "{value}");
+        assert_eq!(to_igor_xml("v", &value), expected, "{value}");
+        // Well-formed: our reader (expat's rules, XML 1.0 characters) and quick-xml.
+        igor_xml_to_value(&xml).unwrap_or_else(|e| panic!("{xml:?}: {e}"));
+        let mut reader = quick_xml::Reader::from_str(&xml);
+        loop {
+            match reader.read_event() {
+                Ok(quick_xml::events::Event::Eof) => break,
+                Ok(
+                    quick_xml::events::Event::Start(start) | quick_xml::events::Event::Empty(start),
+                ) => {
+                    for attribute in start.attributes() {
+                        let attribute = attribute.unwrap_or_else(|e| panic!("{xml:?}: {e}"));
+                        let text = attribute.unescape_value().unwrap();
+                        assert!(text.chars().all(is_xml_char), "{xml:?}");
+                    }
+                }
+                Ok(quick_xml::events::Event::Text(text)) => {
+                    let text = text.decode().unwrap();
+                    assert!(text.chars().all(is_xml_char), "{xml:?}");
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{xml:?}: {e}"),
+            }
+        }
+    }
+    // The key reads back without the deleted characters.
+    let (_, back) = igor_xml_to_value(r#"<v><_e _e="ab">1</_e></v>"#).unwrap();
+    assert_eq!(back, json!({"ab": {"@_e": "ab", "#text": "1"}}));
+}
+
+/// XML 1.0's `Char` production.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+}

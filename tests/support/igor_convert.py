@@ -13,10 +13,12 @@ Protocol, one JSON document per line (UTF-8):
           {"xml": "<...>", "back": ["tag", <value>]}  the element as Igor serialises it
               (minidom toxml()) and what tagAndDictFromElement makes of that text, or
           {"xml": "<...>", "back_error": "..."}  when minidom cannot parse that text.
+  stdin:  {"read": "<...>"}  XML written by healthpull
+  stdout: {"back": ["tag", <value>]} or {"back_error": "..."}  Igor reading it.
 The XML travels as a JSON string, so newlines in it stay on one line. In "back", every
-float (and every int beyond 64 bits, which a JSON reader holds as a float) is sent as
-{"$float": repr(float(x))}: Rust's serde_json does not parse all float texts to the
-nearest double, so the exact text lets the test compare the doubles themselves.
+float is sent as {"$float": repr(x)}: Rust's serde_json does not parse all float texts
+to the nearest double, so the exact text lets the test compare the doubles themselves.
+Integers are sent with all their digits, as json.dumps prints them.
 """
 
 import json
@@ -29,13 +31,11 @@ from igor import xmlDatabase
 
 
 def exact_floats(value):
-    """value with floats and out-of-range ints replaced by {"$float": repr}."""
+    """value with floats replaced by {"$float": repr}."""
     if isinstance(value, bool):
         return value
     if isinstance(value, float):
         return {"$float": repr(value)}
-    if isinstance(value, int) and not -(2**63) <= value < 2**64:
-        return {"$float": repr(float(value))}
     if isinstance(value, list):
         return [exact_floats(item) for item in value]
     if isinstance(value, dict):
@@ -50,12 +50,17 @@ def convert(database, request):
     except Exception as error:  # Igor lets these through as HTTP 500
         return {"error": "%s: %s" % (type(error).__name__, error)}
     text = element.toxml()
+    return dict(xml=text, **read(database, text))
+
+
+def read(database, text):
+    """What Igor's JSON interface makes of the XML text, or why minidom refuses it."""
     try:
         parsed = xml.dom.minidom.parseString(text)
     except Exception as error:
-        return {"xml": text, "back_error": "%s: %s" % (type(error).__name__, error)}
+        return {"back_error": "%s: %s" % (type(error).__name__, error)}
     tag, value = database.tagAndDictFromElement(parsed.documentElement)
-    return {"xml": text, "back": [tag, exact_floats(value)]}
+    return {"back": [tag, exact_floats(value)]}
 
 
 def main():
@@ -67,7 +72,11 @@ def main():
         for line in sys.stdin.buffer:
             if not line.strip():
                 continue
-            reply = convert(database, json.loads(line))
+            request = json.loads(line)
+            if "read" in request:
+                reply = read(database, request["read"])
+            else:
+                reply = convert(database, request)
             # allow_nan=False: a NaN/Infinity reply would not be JSON; fail loudly.
             sys.stdout.write(json.dumps(reply, allow_nan=False) + "\n")
     sys.stdout.flush()

@@ -1,6 +1,7 @@
 //! Tests: engine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::support::env::{Sandbox, root};
 
@@ -268,8 +269,9 @@ fn replay_body(dir: &Path) -> (i32, String, String) {
 /// Runs the binary without stdin; a run that does not end within a minute is stopped
 /// and fails the test (what a blocking read of a FIFO would do).
 fn run_or_fail_on_hang(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(healthpull_bin())
-        .current_dir(root())
+    let sandbox = Sandbox::new();
+    let mut child = sandbox
+        .command()
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -25,7 +25,11 @@ fn provider_schema_is_in_sync_with_the_rust_types() {
 pub fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     use std::io::Write;
     let sandbox = Sandbox::new();
-    let mut cmd = sandbox.command();
+    let mut cmd = if args.contains(&"--config") {
+        sandbox.command_without_config()
+    } else {
+        sandbox.command()
+    };
     cmd.args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -270,14 +274,17 @@ fn replay_body(dir: &Path) -> (i32, String, String) {
 /// and fails the test (what a blocking read of a FIFO would do).
 fn run_or_fail_on_hang(args: &[&str]) -> (i32, String, String) {
     let sandbox = Sandbox::new();
-    let mut child = sandbox
-        .command()
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the healthpull binary runs");
+    let mut child = if args.contains(&"--config") {
+        sandbox.command_without_config()
+    } else {
+        sandbox.command()
+    }
+    .args(args)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("the healthpull binary runs");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while child.try_wait().expect("waiting for healthpull").is_none() {
         if std::time::Instant::now() > deadline {

@@ -51,10 +51,15 @@ impl Sandbox {
 
     /// The binary, run in the sandbox with its config.
     pub fn command(&self) -> std::process::Command {
+        let mut cmd = self.command_without_config();
+        cmd.arg("--config").arg(self.config());
+        cmd
+    }
+
+    /// The binary, run in the sandbox, for arguments that name a config of their own.
+    pub fn command_without_config(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(healthpull_bin());
-        cmd.current_dir(self.dir.path())
-            .arg("--config")
-            .arg(self.config());
+        cmd.current_dir(self.dir.path());
         cmd
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::config::{Config, StoreConfig};
+use crate::http::HttpTransport;
 use crate::live::{Budgets, Clock, Runtime};
 use crate::lock::LockDir;
 use crate::store::{IgorStore, IgorStoreConfig, SealedStore, SqliteStore, Store, StoreKey};
@@ -44,12 +45,15 @@ fn open_backend(config: &Config) -> Result<Arc<dyn Store>> {
                 format!("the Igor password is read from ${password_env}, which is not set")
             })?;
             crate::secret::register(&password);
-            Arc::new(IgorStore::new(IgorStoreConfig {
-                url: url.clone(),
-                username: username.clone(),
-                password: password.into(),
-                timeout: Duration::from_secs(30),
-            })?)
+            Arc::new(IgorStore::new(
+                IgorStoreConfig {
+                    url: url.clone(),
+                    username: username.clone(),
+                    password: password.into(),
+                    timeout: Duration::from_secs(30),
+                },
+                HttpTransport::shared(),
+            )?)
         }
     })
 }
@@ -78,12 +82,13 @@ pub fn lock_dir(config: &Config) -> PathBuf {
     }
 }
 
-/// The shared parts of live calls.
+/// The shared parts of live calls, with the process's one HTTP transport.
 pub fn runtime(config: &Config, store: Arc<dyn Store>, clock: Clock) -> Runtime {
     Runtime {
         store,
         locks: Arc::new(LockDir::new(lock_dir(config))),
         clock,
         budgets: Arc::new(Budgets::default()),
+        transport: HttpTransport::shared(),
     }
 }

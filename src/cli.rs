@@ -268,15 +268,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let server = server_url
                 .or_else(|| config.public_url.clone())
                 .unwrap_or_else(|| format!("http://{}", config.listen));
-            crate::igor_install::install(&crate::igor_install::Install {
-                igor_url,
-                user: igor_user,
-                password: crate::secret::Secret::new(password),
-                plugin,
-                users,
-                server_url: server,
-                interval,
-            })
+            crate::igor_install::install(
+                &crate::igor_install::Install {
+                    igor_url,
+                    user: igor_user,
+                    password: crate::secret::Secret::new(password),
+                    plugin,
+                    users,
+                    server_url: server,
+                    interval,
+                },
+                crate::http::HttpTransport::shared().as_ref(),
+            )
             .await?;
             Ok(0)
         }

@@ -210,6 +210,7 @@ pub async fn abandon(store: &dyn Store, plugin: &str, state: &str) -> Option<Str
 /// Returns the user it was for.
 pub async fn complete(
     store: &dyn Store,
+    transport: &dyn crate::http::Transport,
     provider: &Provider,
     plugin: &str,
     code: &str,
@@ -240,6 +241,7 @@ pub async fn complete(
         .await?
         .ok_or(ConsentError::NoApp)?;
     let token = oauth::exchange_code(
+        transport,
         provider,
         &app,
         code,
@@ -334,7 +336,16 @@ pub async fn terminal_auth(
     if code.is_empty() {
         bail!("the provider refused: {state}");
     }
-    let user_done = complete(store.as_ref(), &provider, plugin, &code, &state, clock).await?;
+    let user_done = complete(
+        store.as_ref(),
+        crate::http::HttpTransport::shared().as_ref(),
+        &provider,
+        plugin,
+        &code,
+        &state,
+        clock,
+    )
+    .await?;
     println!("Access granted for `{user_done}`; the token is stored.");
     Ok(0)
 }

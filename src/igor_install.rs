@@ -8,12 +8,43 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use ::http::Method;
+use ::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use base64::Engine as _;
+use bytes::Bytes;
 
 use crate::consent::html_escape as esc;
-use crate::http;
+use crate::http::{Limits, Transport, TransportError};
 use crate::secret::{Secret, redact};
+
+/// Why the installation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// No answer from Igor.
+    #[error("igor {method} /data/{path}: {source}")]
+    Transport {
+        /// The request's method.
+        method: Method,
+        /// The path under `/data`.
+        path: String,
+        /// What went wrong.
+        source: TransportError,
+    },
+    /// Igor refused a request.
+    #[error("{doing}: igor {method} /data/{path}: HTTP {status}: {message}")]
+    Refused {
+        /// What was being done.
+        doing: String,
+        /// The request's method.
+        method: Method,
+        /// The path under `/data`.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// Igor's words (redacted).
+        message: String,
+    },
+}
 
 /// What to install.
 pub struct Install {
@@ -35,75 +66,84 @@ pub struct Install {
 
 const OWN_NS: &str = "http://jackjansen.nl/igor/owner";
 
-/// Performs the installation.
-pub async fn install(i: &Install) -> Result<()> {
-    let client = http::client(Duration::from_secs(30));
+/// One request to Igor's `/data` tree: its status and its text.
+async fn call(
+    transport: &dyn Transport,
+    i: &Install,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, String), InstallError> {
     let base = i.igor_url.trim_end_matches('/');
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            i.user,
-            i.password.expose()
-        ))
-    );
+    let credential = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        i.user,
+        i.password.expose()
+    ));
+    let mut request = crate::http::request(method.clone(), &format!("{base}/data/{path}"))
+        .header(AUTHORIZATION, format!("Basic {credential}"));
+    request = match &body {
+        Some(_) => request
+            .header(CONTENT_TYPE, "application/xml")
+            .header(ACCEPT, "text/plain"),
+        None => request.header(ACCEPT, "application/xml"),
+    };
+    let transport_error = |source| InstallError::Transport {
+        method: method.clone(),
+        path: path.to_owned(),
+        source,
+    };
+    let request = request
+        .body(Bytes::from(body.unwrap_or_default()))
+        .map_err(|e| transport_error(TransportError::Failed(format!(": {e}"))))?;
+    let limits = Limits {
+        timeout: Duration::from_secs(30),
+        max_bytes: 16 * 1024 * 1024,
+    };
+    let response = transport
+        .send(request, limits)
+        .await
+        .map_err(transport_error)?;
+    Ok((
+        response.status().as_u16(),
+        String::from_utf8_lossy(response.body()).into_owned(),
+    ))
+}
+
+/// Performs the installation, sending through `transport`.
+pub async fn install(i: &Install, transport: &dyn Transport) -> Result<(), InstallError> {
     let p = &i.plugin;
-    let exists = |path: String| {
-        let client = client.clone();
-        let auth = auth.clone();
-        async move {
-            let r = client
-                .get(format!("{base}/data/{path}"))
-                .header("Authorization", &auth)
-                .header("Accept", "application/xml")
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("igor GET /data/{path}: {}", http::describe(&e)))?;
-            match r.status().as_u16() {
-                200 => Ok(true),
-                404 => Ok(false),
-                s => bail!(
-                    "igor GET /data/{path}: HTTP {s}: {}",
-                    redact(&r.text().await.unwrap_or_default())
-                ),
-            }
+    let refused =
+        |doing: &str, method: Method, path: &str, status: u16, text: &str| InstallError::Refused {
+            doing: doing.to_owned(),
+            method,
+            path: path.to_owned(),
+            status,
+            message: redact(text),
+        };
+    let exists = |path: String| async move {
+        match call(transport, i, Method::GET, &path, None).await? {
+            (200, _) => Ok(true),
+            (404, _) => Ok(false),
+            (status, text) => Err(refused("cannot read", Method::GET, &path, status, &text)),
         }
     };
-    let send = |method: reqwest::Method, path: String, body: String| {
-        let client = client.clone();
-        let auth = auth.clone();
-        async move {
-            let r = client
-                .request(method.clone(), format!("{base}/data/{path}"))
-                .header("Authorization", &auth)
-                .header("Content-Type", "application/xml")
-                .header("Accept", "text/plain")
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("igor {method} /data/{path}: {}", http::describe(&e))
-                })?;
-            if r.status().as_u16() != 200 {
-                bail!(
-                    "igor {method} /data/{path}: HTTP {}: {}",
-                    r.status().as_u16(),
-                    redact(&r.text().await.unwrap_or_default())
-                );
-            }
-            Ok(())
+    let send = |method: Method, path: String, body: String, doing: String| async move {
+        match call(transport, i, method.clone(), &path, Some(body)).await? {
+            (200, _) => Ok(()),
+            (status, text) => Err(refused(&doing, method, &path, status, &text)),
         }
     };
     for top in ["sensors", "plugindata"] {
         let path = format!("{top}/{p}");
         if !exists(path.clone()).await? {
             send(
-                reqwest::Method::PUT,
+                Method::PUT,
                 path,
                 format!("<{p} xmlns:own=\"{OWN_NS}\" own:plugin=\"{p}\"/>"),
+                format!("cannot create {top}/{p}"),
             )
-            .await
-            .with_context(|| format!("cannot create {top}/{p}"))?;
+            .await?;
         }
     }
     for user in &i.users {
@@ -127,9 +167,13 @@ pub async fn install(i: &Install) -> Result<()> {
             pe = esc(p),
             ue = esc(user),
         );
-        send(reqwest::Method::POST, "actions/action".into(), action)
-            .await
-            .with_context(|| format!("cannot add the action for {user}"))?;
+        send(
+            Method::POST,
+            "actions/action".into(),
+            action,
+            format!("cannot add the action for {user}"),
+        )
+        .await?;
         println!("installed action: every {} s, {url}", i.interval);
     }
     Ok(())

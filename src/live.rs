@@ -18,7 +18,7 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use crate::engine::{self, CallError, Caller, EngineError, FetchPlan};
-use crate::http;
+use crate::http::{self, Limits, Transport};
 use crate::lock::LockDir;
 use crate::oauth::{self, AppCredentials, Token, TokenError};
 use crate::provider::Provider;
@@ -91,6 +91,8 @@ pub struct Runtime {
     pub clock: Clock,
     /// Client-side rate budgets.
     pub budgets: Arc<Budgets>,
+    /// The HTTP transport of API and token calls (the process's one client).
+    pub transport: Arc<dyn Transport>,
 }
 
 /// Counted calls per budget window, within this process.
@@ -245,11 +247,13 @@ pub async fn delete_token(
         Ok(None) => TokenDeletion::NoToken,
         Ok(Some(_)) if provider.auth.revoke_url.is_none() => TokenDeletion::NotRevocable,
         Ok(Some(token)) => match app_credentials(store, plugin).await {
-            Ok(Some(app)) => match oauth::revoke(provider, &app, &token).await {
-                Ok(oauth::Revocation::Revoked) => TokenDeletion::Revoked,
-                Ok(oauth::Revocation::NotSupported) => TokenDeletion::NotRevocable,
-                Err(e) => TokenDeletion::RevocationFailed(redact(&e.to_string())),
-            },
+            Ok(Some(app)) => {
+                match oauth::revoke(rt.transport.as_ref(), provider, &app, &token).await {
+                    Ok(oauth::Revocation::Revoked) => TokenDeletion::Revoked,
+                    Ok(oauth::Revocation::NotSupported) => TokenDeletion::NotRevocable,
+                    Err(e) => TokenDeletion::RevocationFailed(redact(&e.to_string())),
+                }
+            }
             Ok(None) => TokenDeletion::RevocationFailed(
                 "the app registration (client id and secret) is missing".to_owned(),
             ),
@@ -300,7 +304,6 @@ pub struct LiveCaller {
     rt: Runtime,
     app: AppCredentials,
     token: tokio::sync::Mutex<Option<Token>>,
-    client: reqwest::Client,
 }
 
 impl LiveCaller {
@@ -312,7 +315,6 @@ impl LiveCaller {
         rt: Runtime,
         app: AppCredentials,
     ) -> LiveCaller {
-        let timeout = Duration::from_secs(provider.api.config.timeout_seconds);
         LiveCaller {
             provider,
             plugin: plugin.to_owned(),
@@ -320,7 +322,6 @@ impl LiveCaller {
             rt,
             app,
             token: tokio::sync::Mutex::new(None),
-            client: http::client(timeout),
         }
     }
 
@@ -388,9 +389,17 @@ impl LiveCaller {
             );
         }
         let attempts = self.provider.api.config.retry.attempts.max(1);
-        let mut last = String::new();
+        let mut last = None;
         for attempt in 0..attempts {
-            match oauth::refresh(&self.provider, &self.app, &current, self.rt.clock.epoch()).await {
+            let outcome = oauth::refresh(
+                self.rt.transport.as_ref(),
+                &self.provider,
+                &self.app,
+                &current,
+                self.rt.clock.epoch(),
+            )
+            .await;
+            let error = match outcome {
                 Ok(new) => {
                     persist_token(store, &self.plugin, &self.user, &new)
                         .await
@@ -405,51 +414,67 @@ impl LiveCaller {
                     .await;
                     return Ok(new);
                 }
-                Err(TokenError::Transient(why)) => {
-                    last = why;
-                    if attempt + 1 < attempts {
-                        tokio::time::sleep(self.backoff(attempt)).await;
-                    }
-                }
-                Err(TokenError::InvalidGrant(why)) => {
+                // A lost answer or a passing failure: the same refresh token again.
+                Err(e) if e.is_retryable() => e,
+                Err(e @ (TokenError::InvalidGrant { .. } | TokenError::NoRefreshToken)) => {
                     // Another process may have refreshed without us seeing it yet.
                     if let Ok(Some(again)) = stored_token(store, &self.plugin, &self.user).await {
                         if again.access != current.access {
                             return Ok(again);
                         }
                     }
+                    let why = redact(&match e {
+                        TokenError::InvalidGrant { message } => message,
+                        other => other.to_string(),
+                    });
                     update_status(
                         store,
                         &self.plugin,
                         &self.user,
-                        json!({"consent_needed": true, "last_error": redact(&why), "last_error_at": self.rt.clock.now().to_rfc3339()}),
+                        json!({"consent_needed": true, "last_error": why, "last_error_at": self.rt.clock.now().to_rfc3339()}),
                     )
                     .await;
-                    return Err(self.consent_error(&format!(
-                        "the refresh token was refused ({})",
-                        redact(&why)
-                    )));
+                    return Err(
+                        self.consent_error(&format!("the refresh token was refused ({why})"))
+                    );
                 }
-                Err(TokenError::Failed(why)) => {
-                    let kind = if why.contains("410") {
-                        ErrorKind::Retired
-                    } else {
-                        ErrorKind::Fatal
+                Err(e) => {
+                    let (kind, status) = match &e {
+                        TokenError::Retired { status, .. } => (ErrorKind::Retired, Some(*status)),
+                        TokenError::Refused { status, .. } => (ErrorKind::Fatal, Some(*status)),
+                        _ => (ErrorKind::Fatal, None),
                     };
                     return Err(CallError {
                         kind,
-                        status: None,
-                        message: format!("token refresh failed: {}", redact(&why)),
+                        status,
+                        message: format!("token refresh failed: {}", redact(&e.to_string())),
                     });
                 }
+            };
+            let wait = match &error {
+                TokenError::RateLimited {
+                    retry_after: Some(s),
+                    ..
+                } => Duration::from_secs(*s).min(Duration::from_millis(
+                    self.provider.api.config.retry.max_wait_ms,
+                )),
+                _ => self.backoff(attempt),
+            };
+            last = Some(error);
+            if attempt + 1 < attempts {
+                tokio::time::sleep(wait).await;
             }
         }
+        let kind = match last {
+            Some(TokenError::RateLimited { .. }) => ErrorKind::RateLimited,
+            _ => ErrorKind::Transient,
+        };
         Err(CallError {
-            kind: ErrorKind::Transient,
+            kind,
             status: None,
             message: format!(
                 "token refresh failed after {attempts} attempts: {}",
-                redact(&last)
+                last.map(|e| redact(&e.to_string())).unwrap_or_default()
             ),
         })
     }
@@ -490,7 +515,7 @@ impl LiveCaller {
     }
 
     /// When the provider's headers say the limit resets, in epoch seconds.
-    fn reset_time(&self, headers: &reqwest::header::HeaderMap) -> Option<f64> {
+    fn reset_time(&self, headers: &::http::HeaderMap) -> Option<f64> {
         let now = self.rt.clock.epoch();
         let rl = &self.provider.api.config.rate_limit;
         let mut candidates = rl.reset_headers.clone();
@@ -527,34 +552,48 @@ impl LiveCaller {
     }
 
     async fn send_once(&self, request: &HttpRequest, token: &Token) -> Result<Answer, String> {
-        let mut builder = match request.verb {
-            Verb::Get => self.client.get(request.url.clone()),
-            Verb::Post => self.client.post(request.url.clone()),
+        let method = match request.verb {
+            Verb::Get => ::http::Method::GET,
+            Verb::Post => ::http::Method::POST,
         };
-        builder = builder.header("Authorization", format!("Bearer {}", token.access.expose()));
+        let mut builder = http::request(method, request.url.as_str()).header(
+            ::http::header::AUTHORIZATION,
+            format!("Bearer {}", token.access.expose()),
+        );
         let mut has_accept = false;
         for (k, v) in &request.headers {
             has_accept |= k.eq_ignore_ascii_case("accept");
             builder = builder.header(k.as_str(), v.as_str());
         }
         if !has_accept {
-            builder = builder.header("Accept", "application/json");
+            builder = builder.header(::http::header::ACCEPT, "application/json");
         }
-        if let Some(body) = &request.body {
-            builder = builder
-                .header("Content-Type", body.content_type())
-                .body(match body {
+        let body = match &request.body {
+            Some(body) => {
+                builder = builder.header(::http::header::CONTENT_TYPE, body.content_type());
+                bytes::Bytes::from(match body {
                     RequestBody::Form(_) | RequestBody::Json(_) => body.encoded(),
-                });
-        }
-        let response = builder.send().await.map_err(|e| http::describe(&e))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body =
-            http::read_limited(response, self.provider.api.config.max_response_bytes).await?;
+                })
+            }
+            None => bytes::Bytes::new(),
+        };
+        let request = builder
+            .body(body)
+            .map_err(|e| redact(&format!("the request cannot be built: {e}")))?;
+        let limits = Limits {
+            timeout: Duration::from_secs(self.provider.api.config.timeout_seconds),
+            max_bytes: self.provider.api.config.max_response_bytes,
+        };
+        let response = self
+            .rt
+            .transport
+            .send(request, limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
         Ok(Answer {
-            status,
-            headers,
+            status: parts.status.as_u16(),
+            headers: parts.headers,
             body,
         })
     }
@@ -572,8 +611,8 @@ impl LiveCaller {
 
 struct Answer {
     status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+    headers: ::http::HeaderMap,
+    body: bytes::Bytes,
 }
 
 fn budget_error(until: f64) -> CallError {

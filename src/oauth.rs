@@ -7,14 +7,17 @@
 
 use std::time::Duration;
 
+use ::http::Method;
+use ::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use rand::RngCore;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::http;
+use crate::http::{self, Limits, Request, Response, Transport, TransportError};
 use crate::provider::Provider;
 use crate::provider::raw::{ClientAuth, Pkce, Rotation};
 use crate::secret::{Secret, redact};
@@ -141,19 +144,75 @@ impl Token {
     }
 }
 
-/// Why a token call failed.
+/// Why a token call failed, classified only by what the provider file declares:
+/// `auth.token_response.success` and `error_code`/`error_message` for the answer's
+/// body, the HTTP status for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// The grant is gone (`invalid_grant`): the user must consent again.
-    #[error("the provider refused the grant ({0}): the user must grant access again")]
-    InvalidGrant(String),
-    /// The answer was lost or the provider failed temporarily: try again with the same token.
+    /// The declared error code (`auth.token_response.error_code`) is `invalid_grant`
+    /// (RFC 6749 section 5.2): the grant is gone and the user must consent again.
+    #[error("the provider refused the grant ({message}): the user must grant access again")]
+    InvalidGrant {
+        /// The provider's words (redacted).
+        message: String,
+    },
+    /// There is no refresh token to refresh with.
+    #[error("there is no refresh token: the user must grant access again")]
+    NoRefreshToken,
+    /// HTTP 410 Gone: the token endpoint is switched off.
+    #[error("HTTP {status} Gone: the {provider} token endpoint is retired")]
+    Retired {
+        /// The HTTP status.
+        status: u16,
+        /// The provider's name.
+        provider: String,
+    },
+    /// HTTP 429: the provider limits calls; try again later.
+    #[error("HTTP {status}: the token endpoint limits calls{}", retry_after.map(|s| format!(" (retry after {s} s)")).unwrap_or_default())]
+    RateLimited {
+        /// The HTTP status.
+        status: u16,
+        /// Seconds to wait, from `Retry-After`.
+        retry_after: Option<u64>,
+    },
+    /// HTTP 5xx, or a success whose body is not JSON (a lost answer): try again with
+    /// the same token.
+    #[error("token endpoint unavailable: HTTP {status}{}", if *not_json { ", the answer is not JSON" } else { "" })]
+    Transient {
+        /// The HTTP status.
+        status: u16,
+        /// Whether the status said success but the body was not JSON.
+        not_json: bool,
+    },
+    /// The provider refused the request for another reason (its declared code and message).
+    #[error("HTTP {status}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The declared error code, when the answer has one.
+        code: Option<String>,
+        /// The provider's words (redacted), or what was wrong with the answer.
+        message: String,
+    },
+    /// No complete answer arrived: try again with the same token.
     #[error("token endpoint unavailable: {0}")]
-    Transient(String),
-    /// Anything else.
-    #[error("token endpoint error: {0}")]
-    Failed(String),
+    Transport(#[from] TransportError),
 }
+
+impl TokenError {
+    /// Whether the same call may succeed when repeated (with the same refresh token).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TokenError::Transient { .. }
+                | TokenError::RateLimited { .. }
+                | TokenError::Transport(_)
+        )
+    }
+}
+
+/// The RFC 6749 error code meaning the grant (code or refresh token) is no longer valid.
+const INVALID_GRANT: &str = "invalid_grant";
 
 /// A consent request in progress.
 #[derive(Debug, Clone)]
@@ -218,6 +277,7 @@ pub fn consent(provider: &Provider, client_id: &str, redirect_uri: &str) -> Cons
 
 /// Exchanges an authorization code for a token.
 pub async fn exchange_code(
+    transport: &dyn Transport,
     provider: &Provider,
     app: &AppCredentials,
     code: &str,
@@ -237,20 +297,19 @@ pub async fn exchange_code(
         form.push((k.clone(), v.clone()));
     }
     let url = provider.auth.token_url.clone();
-    token_call(provider, app, url, form, None, now).await
+    token_call(transport, provider, app, url, form, None, now).await
 }
 
 /// Refreshes a token; a provider that does not rotate keeps the old refresh token.
 pub async fn refresh(
+    transport: &dyn Transport,
     provider: &Provider,
     app: &AppCredentials,
     current: &Token,
     now: f64,
 ) -> Result<Token, TokenError> {
     let Some(refresh) = &current.refresh else {
-        return Err(TokenError::InvalidGrant(
-            "there is no refresh token".to_owned(),
-        ));
+        return Err(TokenError::NoRefreshToken);
     };
     let mut form = vec![
         ("grant_type".to_owned(), "refresh_token".to_owned()),
@@ -266,35 +325,27 @@ pub async fn refresh(
         form.push((k.clone(), v.clone()));
     }
     let url = provider.auth.refresh_url.clone();
-    let mut token = token_call(provider, app, url, form, Some(current), now).await?;
+    let mut token = token_call(transport, provider, app, url, form, Some(current), now).await?;
     if token.refresh.is_none() && provider.auth.config.refresh.rotation != Rotation::SingleUse {
         token.refresh = current.refresh.clone();
     }
     Ok(token)
 }
 
-/// Whether an error body holds `code` as a value anywhere: not every provider puts the
-/// OAuth error code in `error` (Fitbit answers `{"errors": [{"errorType": "invalid_grant"}]}`).
-fn carries(body: &Value, code: &str) -> bool {
-    match body {
-        Value::String(s) => s == code,
-        Value::Array(items) => items.iter().any(|i| carries(i, code)),
-        Value::Object(m) => m.values().any(|v| carries(v, code)),
-        _ => false,
-    }
-}
-
-/// Adds the client authentication `auth.client_auth` asks for: HTTP Basic, or the
-/// client id (and secret) in the form.
-fn authenticate_client(
+/// A form POST to a token or revocation endpoint, with the client authentication
+/// `auth.client_auth` asks for: HTTP Basic, or the client id (and secret) in the form.
+fn form_post(
     provider: &Provider,
     app: &AppCredentials,
-    request: reqwest::RequestBuilder,
-    form: &mut Vec<(String, String)>,
-) -> reqwest::RequestBuilder {
+    url: &Url,
+    mut form: Vec<(String, String)>,
+) -> Result<Request, TokenError> {
+    let mut builder = http::request(Method::POST, url.as_str())
+        .header(ACCEPT, "application/json")
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
     match provider.auth.config.client_auth {
         ClientAuth::Basic => {
-            request.header("Authorization", format!("Basic {}", app.basic.expose()))
+            builder = builder.header(AUTHORIZATION, format!("Basic {}", app.basic.expose()));
         }
         ClientAuth::Body => {
             form.push(("client_id".into(), app.client_id.clone()));
@@ -302,12 +353,24 @@ fn authenticate_client(
                 "client_secret".into(),
                 app.client_secret.expose().to_owned(),
             ));
-            request
         }
         ClientAuth::None => {
             form.push(("client_id".into(), app.client_id.clone()));
-            request
         }
+    }
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&form)
+        .finish();
+    builder
+        .body(Bytes::from(body))
+        .map_err(|e| TokenError::Transport(TransportError::Failed(format!(": {e}"))))
+}
+
+/// The limits of a token or revocation call: the API's timeout, answers up to 1 MiB.
+fn token_limits(provider: &Provider) -> Limits {
+    Limits {
+        timeout: Duration::from_secs(provider.api.config.timeout_seconds),
+        max_bytes: 1024 * 1024,
     }
 }
 
@@ -335,6 +398,7 @@ pub enum RevokeError {
 /// access token when there is none) with its `token_type_hint`, authenticated like the
 /// token endpoint. One attempt; the caller decides what a failure means.
 pub async fn revoke(
+    transport: &dyn Transport,
     provider: &Provider,
     app: &AppCredentials,
     token: &Token,
@@ -346,34 +410,27 @@ pub async fn revoke(
         Some(refresh) => (refresh, "refresh_token"),
         None => (&token.access, "access_token"),
     };
-    let mut form = vec![
+    let form = vec![
         ("token".to_owned(), value.expose().to_owned()),
         ("token_type_hint".to_owned(), hint.to_owned()),
     ];
-    let client = http::client(Duration::from_secs(provider.api.config.timeout_seconds));
-    let request = client.post(url).header("Accept", "application/json");
-    let request = authenticate_client(provider, app, request, &mut form);
-    let response = request
-        .form(&form)
-        .send()
+    let request = form_post(provider, app, &url, form)
+        .map_err(|e| RevokeError::Unavailable(redact(&e.to_string())))?;
+    let limits = Limits {
+        max_bytes: 64 * 1024,
+        ..token_limits(provider)
+    };
+    let response = transport
+        .send(request, limits)
         .await
-        .map_err(|e| RevokeError::Unavailable(redact(&http::describe(&e))))?;
+        .map_err(|e| RevokeError::Unavailable(redact(&e.to_string())))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(Revocation::Revoked);
     }
-    let body = http::read_limited(response, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let detail = serde_json::from_slice::<Value>(&body)
+    let detail = serde_json::from_slice::<Value>(response.body())
         .ok()
-        .and_then(|j| {
-            j.get("error_description")
-                .or_else(|| j.pointer("/errors/0/message"))
-                .or_else(|| j.get("error"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .and_then(|j| error_message(provider, &j))
         .map(|m| format!("HTTP {status}: {}", redact(&m)))
         .unwrap_or_else(|| format!("HTTP {status}"));
     if status >= 500 || status == 429 {
@@ -383,83 +440,123 @@ pub async fn revoke(
     }
 }
 
+/// The provider's words for a failed token call: `auth.token_response.error_message`
+/// where declared, else RFC 6749's `error_description`, else the declared error code.
+fn error_message(provider: &Provider, body: &Value) -> Option<String> {
+    let t = &provider.auth.token;
+    t.error_message
+        .as_ref()
+        .and_then(|s| s.first(body))
+        .or_else(|| body.get("error_description"))
+        .or_else(|| t.error_code.first(body))
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+}
+
+/// Classifies a token endpoint's answer that is not a success.
+fn failure(provider: &Provider, response: &Response, json: Option<&Value>) -> TokenError {
+    let status = response.status().as_u16();
+    match status {
+        410 => {
+            return TokenError::Retired {
+                status,
+                provider: provider.name.clone(),
+            };
+        }
+        429 => {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            return TokenError::RateLimited {
+                status,
+                retry_after,
+            };
+        }
+        500..=599 => {
+            return TokenError::Transient {
+                status,
+                not_json: false,
+            };
+        }
+        _ => {}
+    }
+    let Some(j) = json else {
+        return TokenError::Refused {
+            status,
+            code: None,
+            message: "the answer is not JSON".to_owned(),
+        };
+    };
+    let code = provider
+        .auth
+        .token
+        .error_code
+        .first(j)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let message = redact(&error_message(provider, j).unwrap_or_else(|| format!("HTTP {status}")));
+    if code.as_deref() == Some(INVALID_GRANT) {
+        return TokenError::InvalidGrant { message };
+    }
+    TokenError::Refused {
+        status,
+        code: code.map(|c| redact(&c)),
+        message,
+    }
+}
+
 async fn token_call(
+    transport: &dyn Transport,
     provider: &Provider,
     app: &AppCredentials,
     url: Url,
-    mut form: Vec<(String, String)>,
+    form: Vec<(String, String)>,
     previous: Option<&Token>,
     now: f64,
 ) -> Result<Token, TokenError> {
-    let client = http::client(Duration::from_secs(provider.api.config.timeout_seconds));
-    let request = client.post(url).header("Accept", "application/json");
-    let request = authenticate_client(provider, app, request, &mut form);
-    let response = request
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| TokenError::Transient(http::describe(&e)))?;
+    let request = form_post(provider, app, &url, form)?;
+    let response = transport.send(request, token_limits(provider)).await?;
     let status = response.status().as_u16();
-    let body = http::read_limited(response, 1024 * 1024)
-        .await
-        .map_err(TokenError::Transient)?;
-    let json: Option<Value> = serde_json::from_slice(&body).ok();
+    let json: Option<Value> = serde_json::from_slice(response.body()).ok();
     let t = &provider.auth.token;
-    let message = |json: &Value| {
-        t.error_message
-            .as_ref()
-            .and_then(|s| s.first(json))
-            .or_else(|| json.get("error_description"))
-            .or_else(|| json.pointer("/errors/0/message"))
-            .or_else(|| t.error_code.first(json))
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .unwrap_or_else(|| format!("HTTP {status}"))
-    };
-    let succeeded = match (&t.success, &json) {
-        (Some(cond), Some(j)) => cond.holds(j) && (200..300).contains(&status),
-        _ => (200..300).contains(&status),
-    };
-    if !succeeded {
-        if status == 410 {
-            return Err(TokenError::Failed(format!(
-                "HTTP 410 Gone: the {} token endpoint is retired",
-                provider.name
-            )));
-        }
-        if status >= 500 || status == 429 {
-            return Err(TokenError::Transient(format!("HTTP {status}")));
-        }
-        let Some(j) = json else {
-            return Err(TokenError::Failed(format!(
-                "HTTP {status}, answer is not JSON"
-            )));
+    let succeeded = (200..300).contains(&status)
+        && match (&t.success, &json) {
+            (Some(cond), Some(j)) => cond.holds(j),
+            _ => true,
         };
-        let code = t
-            .error_code
-            .first(&j)
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        let msg = redact(&message(&j));
-        if code == "invalid_grant" || msg.contains("invalid_grant") || carries(&j, "invalid_grant")
-        {
-            return Err(TokenError::InvalidGrant(msg));
-        }
-        return Err(TokenError::Failed(format!("HTTP {status}: {msg}")));
+    if !succeeded {
+        return Err(failure(provider, &response, json.as_ref()));
     }
     let Some(j) = json else {
-        return Err(TokenError::Transient(
-            "the token answer is not JSON".to_owned(),
-        ));
+        return Err(TokenError::Transient {
+            status,
+            not_json: true,
+        });
     };
+    parse_token(provider, j, previous, now)
+}
+
+/// Maps a successful token answer with `auth.token_response`.
+fn parse_token(
+    provider: &Provider,
+    j: Value,
+    previous: Option<&Token>,
+    now: f64,
+) -> Result<Token, TokenError> {
+    let t = &provider.auth.token;
     let root = match &t.root {
         Some(r) => r.first(&j).cloned().unwrap_or(Value::Null),
         None => j,
     };
-    let access = text(t.access_token.first(&root))
-        .ok_or_else(|| TokenError::Failed("the token answer has no access token".to_owned()))?;
+    let access = text(t.access_token.first(&root)).ok_or_else(|| TokenError::Refused {
+        status: 200,
+        code: None,
+        message: "the token answer has no access token".to_owned(),
+    })?;
     let refresh = text(t.refresh_token.first(&root));
     let expires_at = number(t.expires_at.first(&root))
         .or_else(|| number(t.expires_in.first(&root)).map(|s| now + s));

@@ -578,7 +578,17 @@ async fn auth2(
     let fail = |status: StatusCode, message: String| {
         consent_failure(&headers, &plugin, user.as_deref(), status, message)
     };
-    match consent::complete(store, &provider, &plugin, code, st, state.rt.clock).await {
+    match consent::complete(
+        store,
+        state.rt.transport.as_ref(),
+        &provider,
+        &plugin,
+        code,
+        st,
+        state.rt.clock,
+    )
+    .await
+    {
         Ok(user) => {
             if browser(&headers) {
                 Html(page::granted_page(&plugin, &user)).into_response()

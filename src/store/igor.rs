@@ -16,15 +16,22 @@
 //! someone else between Igor's `Parent not found` and our PUT would be replaced.)
 //! Only HTTP 200 counts as success.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-use reqwest::{Method, StatusCode};
+use ::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use ::http::{Method, StatusCode};
+use base64::Engine as _;
+use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
 use super::{Store, StoreError, StorePath};
+use crate::http::{Limits, Transport};
+
+/// The largest reply accepted (a whole exported tree).
+const MAX_REPLY_BYTES: u64 = 512 * 1024 * 1024;
 
 /// The longest error text kept from an Igor reply.
 const MAX_MESSAGE_CHARS: usize = 400;
@@ -43,12 +50,22 @@ pub struct IgorStoreConfig {
 }
 
 /// The [`Store`] backed by a running Igor server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IgorStore {
-    client: reqwest::Client,
+    transport: Arc<dyn Transport>,
     base: String,
-    username: String,
+    /// `Basic base64(username:password)`.
+    authorization: SecretString,
     password: SecretString,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for IgorStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IgorStore")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a PUT came to, when it did not fail outright.
@@ -66,9 +83,9 @@ struct Reply {
 }
 
 impl IgorStore {
-    /// Checks `config` and builds the HTTP client (redirects off, timeouts on). Does not
-    /// contact the server; see [`IgorStore::check_connection`].
-    pub fn new(config: IgorStoreConfig) -> Result<Self, StoreError> {
+    /// Checks `config`; requests go through `transport` (the process's one client).
+    /// Does not contact the server; see [`IgorStore::check_connection`].
+    pub fn new(config: IgorStoreConfig, transport: Arc<dyn Transport>) -> Result<Self, StoreError> {
         let url = Url::parse(&config.url).map_err(|error| {
             StoreError::Config(format!("invalid igor url {:?}: {error}", config.url))
         })?;
@@ -108,21 +125,20 @@ impl IgorStore {
             ));
         }
 
-        // Ignoring the error: another part of the program may have installed it already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|error| {
-                StoreError::Config(format!("cannot build the http client: {error}"))
-            })?;
+        let authorization = SecretString::from(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                config.username,
+                config.password.expose_secret()
+            ))
+        ));
         Ok(Self {
-            client,
+            transport,
             base: url.as_str().trim_end_matches('/').to_owned(),
-            username: config.username,
+            authorization,
             password: config.password,
+            timeout: config.timeout,
         })
     }
 
@@ -146,22 +162,36 @@ impl IgorStore {
         body: Option<(&'static str, String)>,
     ) -> Result<Reply, StoreError> {
         let method_name = method_name(&method);
-        let transport_error = |error: reqwest::Error| StoreError::IgorTransport {
+        let transport_error = |message: String| StoreError::IgorTransport {
             method: method_name,
             target: target.to_owned(),
-            message: describe_transport_error(&error),
+            message,
         };
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{target}", self.base))
-            .basic_auth(&self.username, Some(self.password.expose_secret()))
+        let mut authorization = HeaderValue::from_str(self.authorization.expose_secret())
+            .map_err(|_| transport_error("the credentials are not valid header text".to_owned()))?;
+        authorization.set_sensitive(true);
+        let mut request = crate::http::request(method, &format!("{}{target}", self.base))
+            .header(AUTHORIZATION, authorization)
             .header(ACCEPT, HeaderValue::from_static(accept));
-        if let Some((content_type, body)) = body {
-            request = request
-                .header(CONTENT_TYPE, HeaderValue::from_static(content_type))
-                .body(body);
-        }
-        let response = request.send().await.map_err(transport_error)?;
+        let body = match body {
+            Some((content_type, body)) => {
+                request = request.header(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                Bytes::from(body)
+            }
+            None => Bytes::new(),
+        };
+        let request = request
+            .body(body)
+            .map_err(|e| transport_error(format!("the request cannot be built: {e}")))?;
+        let limits = Limits {
+            timeout: self.timeout,
+            max_bytes: MAX_REPLY_BYTES,
+        };
+        let response = self
+            .transport
+            .send(request, limits)
+            .await
+            .map_err(|e| transport_error(e.to_string()))?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -169,7 +199,7 @@ impl IgorStore {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let body = response.text().await.map_err(transport_error)?;
+        let body = String::from_utf8_lossy(response.body()).into_owned();
         tracing::debug!(
             method = method_name,
             target,
@@ -499,25 +529,6 @@ fn html_text(html: &str) -> String {
     words.join(" ")
 }
 
-/// A transport error with its causes, without the URL (which holds no secret, but
-/// repeats what the message already names).
-fn describe_transport_error(error: &reqwest::Error) -> String {
-    let mut message = if error.is_timeout() {
-        "timed out".to_owned()
-    } else if error.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,7 +544,12 @@ mod tests {
 
     #[test]
     fn configuration_is_checked_without_echoing_the_password() {
-        let good = IgorStore::new(config("http://127.0.0.1:9333/", "svc", "pw")).expect("valid");
+        let transport = crate::http::HttpTransport::shared();
+        let good = IgorStore::new(
+            config("http://127.0.0.1:9333/", "svc", "pw"),
+            transport.clone(),
+        )
+        .expect("valid");
         assert_eq!(good.base, "http://127.0.0.1:9333");
         for (url, user, password) in [
             ("ftp://h", "svc", "pw"),
@@ -544,7 +560,7 @@ mod tests {
             ("http://h", "svc", "hun:ter2"),
             ("not a url", "svc", "pw"),
         ] {
-            let error = IgorStore::new(config(url, user, password))
+            let error = IgorStore::new(config(url, user, password), transport.clone())
                 .expect_err(url)
                 .to_string();
             assert!(error.starts_with("igor store configuration"), "{error}");

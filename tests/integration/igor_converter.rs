@@ -660,12 +660,15 @@ async fn big_integers_reach_a_real_igor_exactly() {
     });
     let plugin = "hpbig";
     let (user, password) = igor.service_identity(plugin, &["jack"]).await;
-    let store = IgorStore::new(IgorStoreConfig {
-        url: igor.url.clone(),
-        username: user,
-        password: secrecy::SecretString::from(password),
-        timeout: std::time::Duration::from_secs(20),
-    })
+    let store = IgorStore::new(
+        IgorStoreConfig {
+            url: igor.url.clone(),
+            username: user,
+            password: secrecy::SecretString::from(password),
+            timeout: std::time::Duration::from_secs(20),
+        },
+        healthpull::http::HttpTransport::shared(),
+    )
     .unwrap();
     let value = big_integer(
         r#"{"weight":[{"logId":18446744073709551616,"weight":79.85},{"logId":-9223372036854775809}],"ids":[1000000000000000000000000000000,[9007199254740993]]}"#,

@@ -333,12 +333,15 @@ impl Live {
                 Kind::Igor => {
                     let (user, password) = self.igor_login.clone().expect("Igor login");
                     Arc::new(
-                        IgorStore::new(IgorStoreConfig {
-                            url: self.igor().url.clone(),
-                            username: user,
-                            password: SecretString::from(password),
-                            timeout: Duration::from_secs(30),
-                        })
+                        IgorStore::new(
+                            IgorStoreConfig {
+                                url: self.igor().url.clone(),
+                                username: user,
+                                password: SecretString::from(password),
+                                timeout: Duration::from_secs(30),
+                            },
+                            healthpull::http::HttpTransport::shared(),
+                        )
                         .expect("Igor store"),
                     )
                 }
@@ -1067,6 +1070,7 @@ async fn auth_and_fetch(kind: Kind, dialect: Dialect) {
     // The state works once.
     let reused = healthpull::consent::complete(
         store.as_ref(),
+        healthpull::http::HttpTransport::shared().as_ref(),
         &live.provider(),
         plugin,
         "a-code",

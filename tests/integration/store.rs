@@ -771,12 +771,15 @@ async fn lock_files_stay_in_a_private_directory() {
 const WITH_CAPABILITIES: IgorOptions = IgorOptions { capabilities: true };
 
 fn igor_store(igor: &Igor, user: &str, password: &str) -> IgorStore {
-    IgorStore::new(IgorStoreConfig {
-        url: igor.url.clone(),
-        username: user.to_owned(),
-        password: SecretString::from(password.to_owned()),
-        timeout: Duration::from_secs(20),
-    })
+    IgorStore::new(
+        IgorStoreConfig {
+            url: igor.url.clone(),
+            username: user.to_owned(),
+            password: SecretString::from(password.to_owned()),
+            timeout: Duration::from_secs(20),
+        },
+        healthpull::http::HttpTransport::shared(),
+    )
     .expect("igor store")
 }
 
@@ -1041,12 +1044,15 @@ async fn igor_store_errors_name_method_status_and_igor_text() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = closed.local_addr().expect("address").port();
     drop(closed);
-    let error = IgorStore::new(IgorStoreConfig {
-        url: format!("http://127.0.0.1:{port}"),
-        username: user.clone(),
-        password: SecretString::from(password.clone()),
-        timeout: Duration::from_secs(5),
-    })
+    let error = IgorStore::new(
+        IgorStoreConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            username: user.clone(),
+            password: SecretString::from(password.clone()),
+            timeout: Duration::from_secs(5),
+        },
+        healthpull::http::HttpTransport::shared(),
+    )
     .expect("store")
     .get("sensors/x")
     .await

@@ -172,3 +172,122 @@ fn classify(e: &reqwest::Error) -> TransportError {
 pub fn request(method: ::http::Method, url: &str) -> ::http::request::Builder {
     ::http::Request::builder().method(method).uri(url)
 }
+
+/// An in-memory [`Transport`] for unit tests: answers from a script, records requests.
+#[cfg(test)]
+pub(crate) mod memory {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Work done before an answer is given (another process writing the store, say).
+    pub(crate) type Before = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// One scripted outcome.
+    pub(crate) enum Step {
+        /// An answer with a status, headers and a body.
+        Answer(u16, Vec<(&'static str, String)>, String),
+        /// The request reached the provider but the answer was lost.
+        Lost,
+        /// Runs the future, then gives the step.
+        After(Before, Box<Step>),
+    }
+
+    /// A request as it was sent.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Sent {
+        pub(crate) method: ::http::Method,
+        pub(crate) uri: String,
+        pub(crate) headers: ::http::HeaderMap,
+        pub(crate) body: String,
+        pub(crate) limits: Limits,
+    }
+
+    impl Sent {
+        /// A field of a form body.
+        pub(crate) fn form(&self, name: &str) -> Option<String> {
+            url::form_urlencoded::parse(self.body.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        }
+        /// A header's text.
+        pub(crate) fn header(&self, name: &str) -> Option<&str> {
+            self.headers.get(name).and_then(|v| v.to_str().ok())
+        }
+    }
+
+    /// The transport.
+    #[derive(Default)]
+    pub(crate) struct MemoryTransport {
+        script: Mutex<VecDeque<Step>>,
+        sent: Mutex<Vec<Sent>>,
+    }
+
+    impl MemoryTransport {
+        /// A transport giving `steps` in order (and failing once they are used up).
+        pub(crate) fn new(steps: impl IntoIterator<Item = Step>) -> MemoryTransport {
+            MemoryTransport {
+                script: Mutex::new(steps.into_iter().collect()),
+                sent: Mutex::new(Vec::new()),
+            }
+        }
+        /// The requests sent so far.
+        pub(crate) fn sent(&self) -> Vec<Sent> {
+            self.sent.lock().unwrap().clone()
+        }
+        /// Whether every step was used.
+        pub(crate) fn used_up(&self) -> bool {
+            self.script.lock().unwrap().is_empty()
+        }
+    }
+
+    /// A JSON answer.
+    pub(crate) fn json(status: u16, body: serde_json::Value) -> Step {
+        Step::Answer(
+            status,
+            vec![("content-type", "application/json".to_owned())],
+            body.to_string(),
+        )
+    }
+
+    #[async_trait]
+    impl Transport for MemoryTransport {
+        async fn send(&self, request: Request, limits: Limits) -> Result<Response, TransportError> {
+            let (parts, body) = request.into_parts();
+            self.sent.lock().unwrap().push(Sent {
+                method: parts.method,
+                uri: parts.uri.to_string(),
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                limits,
+            });
+            let mut step = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .ok_or_else(|| TransportError::Connect(": the script is used up".to_owned()))?;
+            loop {
+                match step {
+                    Step::After(before, next) => {
+                        before.await;
+                        step = *next;
+                    }
+                    Step::Lost => {
+                        return Err(TransportError::Body(": connection reset".to_owned()));
+                    }
+                    Step::Answer(status, headers, body) => {
+                        let mut answer = ::http::Response::builder().status(status);
+                        for (k, v) in headers {
+                            answer = answer.header(k, v);
+                        }
+                        return Ok(answer.body(Bytes::from(body)).expect("a valid answer"));
+                    }
+                }
+            }
+        }
+    }
+}

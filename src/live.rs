@@ -895,3 +895,370 @@ pub async fn fetch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Refresh, lost-answer replay and `invalid_grant` without sockets: the shipped
+    //! Fitbit provider file, the embedded store in a temp dir, an in-memory transport.
+
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::http::memory::{MemoryTransport, Step, json as answer};
+    use crate::provider::UrlOverrides;
+    use crate::store::SqliteStore;
+
+    const PLUGIN: &str = "fitbit";
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        rt: Runtime,
+        transport: Arc<MemoryTransport>,
+        provider: Arc<Provider>,
+        user: UserName,
+    }
+
+    fn setup(steps: Vec<Step>) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("providers/fitbit.yaml");
+        let mut provider = crate::provider::load(&path, &UrlOverrides::default()).expect("fitbit");
+        provider.api.config.retry.attempts = 3;
+        provider.api.config.retry.backoff_ms = 1;
+        provider.api.config.retry.max_wait_ms = 5;
+        let transport = Arc::new(MemoryTransport::new(steps));
+        let store = SqliteStore::open(&dir.path().join("store.db")).expect("store");
+        let rt = Runtime {
+            store: Arc::new(store),
+            locks: Arc::new(LockDir::new(dir.path().join("locks"))),
+            clock: Clock::default(),
+            budgets: Arc::new(Budgets::default()),
+            transport: transport.clone(),
+        };
+        Setup {
+            _dir: dir,
+            rt,
+            transport,
+            provider: Arc::new(provider),
+            user: UserName::parse("jack").expect("user"),
+        }
+    }
+
+    fn token(access: &str, refresh: &str, expires_at: f64, issued_at: f64) -> Token {
+        Token::from_stored(&json!({
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_at": expires_at,
+            "issued_at": issued_at,
+            "user_id": "ABC123",
+        }))
+        .expect("token")
+    }
+
+    impl Setup {
+        async fn seed(&self, token: &Token) {
+            persist_token(self.rt.store.as_ref(), PLUGIN, &self.user, token)
+                .await
+                .expect("seed token");
+        }
+        fn caller(&self) -> LiveCaller {
+            let app = AppCredentials::new("23TEST".to_owned(), Secret::new("app-secret-x"));
+            LiveCaller::new(
+                self.provider.clone(),
+                PLUGIN,
+                &self.user,
+                self.rt.clone(),
+                app,
+            )
+        }
+        async fn stored(&self) -> Token {
+            stored_token(self.rt.store.as_ref(), PLUGIN, &self.user)
+                .await
+                .expect("read")
+                .expect("a token")
+        }
+        async fn status(&self) -> Value {
+            self.rt
+                .store
+                .get(&paths::status(PLUGIN, &self.user))
+                .await
+                .expect("read")
+                .unwrap_or(Value::Null)
+        }
+    }
+
+    fn weight_request() -> HttpRequest {
+        HttpRequest {
+            method: "get_bodyweight".to_owned(),
+            verb: Verb::Get,
+            url: url::Url::parse(
+                "https://api.fitbit.com/1/user/-/body/log/weight/date/2026-11-01.json",
+            )
+            .expect("url"),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    fn issued(access: &str, refresh: &str) -> Step {
+        answer(
+            200,
+            json!({"access_token": access, "refresh_token": refresh, "expires_in": 28800,
+                   "token_type": "Bearer", "user_id": "ABC123", "scope": "weight"}),
+        )
+    }
+
+    fn invalid_grant() -> Step {
+        answer(
+            400,
+            json!({"errors": [{"errorType": "invalid_grant",
+                               "message": "Refresh token invalid: refresh-1-tok"}], "success": false}),
+        )
+    }
+
+    fn weights() -> Step {
+        answer(200, json!({"weight": [{"logId": 1, "weight": 80.5}]}))
+    }
+
+    fn is_token_call(sent: &crate::http::memory::Sent) -> bool {
+        sent.uri == "https://api.fitbit.com/oauth2/token"
+    }
+
+    #[tokio::test]
+    async fn an_expiring_token_is_refreshed_and_stored_before_it_is_used() {
+        let s = setup(vec![issued("access-2-tok", "refresh-2-tok"), weights()]);
+        let now = s.rt.clock.epoch();
+        s.seed(&token(
+            "access-1-tok",
+            "refresh-1-tok",
+            now - 10.0,
+            now - 3600.0,
+        ))
+        .await;
+
+        let value = s.caller().call(&weight_request()).await.expect("the call");
+        assert_eq!(value["weight"][0]["weight"], json!(80.5));
+
+        let sent = s.transport.sent();
+        assert_eq!(sent.len(), 2);
+        assert!(is_token_call(&sent[0]), "{:?}", sent[0].uri);
+        assert_eq!(sent[0].method, ::http::Method::POST);
+        assert_eq!(sent[0].form("grant_type").as_deref(), Some("refresh_token"));
+        assert_eq!(
+            sent[0].form("refresh_token").as_deref(),
+            Some("refresh-1-tok")
+        );
+        let basic = crate::secret::basic_credential("23TEST", &Secret::new("app-secret-x"));
+        assert_eq!(
+            sent[0].header("authorization"),
+            Some(format!("Basic {}", basic.expose()).as_str())
+        );
+        assert_eq!(sent[1].header("authorization"), Some("Bearer access-2-tok"));
+        let stored = s.stored().await;
+        assert_eq!(stored.access.expose(), "access-2-tok");
+        assert_eq!(
+            stored.refresh.as_ref().map(Secret::expose),
+            Some("refresh-2-tok")
+        );
+        assert!(stored.expires_at.expect("expiry") > now + 28000.0);
+        assert_eq!(s.status().await["consent_needed"], json!(false));
+    }
+
+    #[tokio::test]
+    async fn a_lost_refresh_answer_is_retried_with_the_same_refresh_token() {
+        let s = setup(vec![
+            Step::Lost,
+            answer(
+                503,
+                json!({"errors": [{"errorType": "system", "message": "busy"}]}),
+            ),
+            issued("access-2-tok", "refresh-2-tok"),
+            weights(),
+        ]);
+        let now = s.rt.clock.epoch();
+        s.seed(&token(
+            "access-1-tok",
+            "refresh-1-tok",
+            now - 10.0,
+            now - 3600.0,
+        ))
+        .await;
+
+        s.caller().call(&weight_request()).await.expect("the call");
+
+        let sent = s.transport.sent();
+        let refreshes: Vec<_> = sent.iter().filter(|r| is_token_call(r)).collect();
+        assert_eq!(refreshes.len(), 3, "lost, 503, success");
+        for r in &refreshes {
+            assert_eq!(r.form("refresh_token").as_deref(), Some("refresh-1-tok"));
+        }
+        assert_eq!(sent[3].header("authorization"), Some("Bearer access-2-tok"));
+        assert_eq!(s.stored().await.access.expose(), "access-2-tok");
+        assert!(s.transport.used_up());
+    }
+
+    #[tokio::test]
+    async fn refresh_answers_lost_every_time_keep_the_stored_token() {
+        let s = setup(vec![Step::Lost, Step::Lost, Step::Lost]);
+        let now = s.rt.clock.epoch();
+        let seeded = token("access-1-tok", "refresh-1-tok", now - 10.0, now - 3600.0);
+        s.seed(&seeded).await;
+
+        let e = s
+            .caller()
+            .call(&weight_request())
+            .await
+            .expect_err("no answer");
+        assert_eq!(e.kind, ErrorKind::Transient);
+        assert!(e.message.contains("after 3 attempts"), "{}", e.message);
+        let stored = s.stored().await;
+        assert_eq!(stored.access.expose(), "access-1-tok");
+        assert_eq!(
+            stored.refresh.as_ref().map(Secret::expose),
+            Some("refresh-1-tok")
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_grant_rereads_the_store_once_then_needs_consent() {
+        let s = setup(vec![invalid_grant()]);
+        let now = s.rt.clock.epoch();
+        s.seed(&token(
+            "access-1-tok",
+            "refresh-1-tok",
+            now - 10.0,
+            now - 3600.0,
+        ))
+        .await;
+
+        let e = s
+            .caller()
+            .call(&weight_request())
+            .await
+            .expect_err("refused");
+        assert_eq!(e.kind, ErrorKind::ConsentNeeded);
+        assert!(
+            e.message.contains("must grant access again"),
+            "{}",
+            e.message
+        );
+        assert!(
+            !e.message.contains("refresh-1-tok"),
+            "the refresh token is redacted: {}",
+            e.message
+        );
+        assert_eq!(s.transport.sent().len(), 1, "no retry of a refused grant");
+        assert_eq!(
+            s.stored().await.access.expose(),
+            "access-1-tok",
+            "the token is kept"
+        );
+        let status = s.status().await;
+        assert_eq!(status["consent_needed"], json!(true));
+        assert!(status["last_error"].as_str().is_some(), "{status}");
+    }
+
+    #[tokio::test]
+    async fn invalid_grant_after_another_process_refreshed_uses_its_token() {
+        let dir_setup = setup(Vec::new());
+        let now = dir_setup.rt.clock.epoch();
+        dir_setup
+            .seed(&token(
+                "access-1-tok",
+                "refresh-1-tok",
+                now - 10.0,
+                now - 3600.0,
+            ))
+            .await;
+        // Another process refreshes with R1 while this one's request is under way: the
+        // provider then refuses R1 to this one.
+        let store = dir_setup.rt.store.clone();
+        let user = dir_setup.user.clone();
+        let theirs = token("access-9-tok", "refresh-9-tok", now + 28800.0, now + 1.0);
+        let before: crate::http::memory::Before = Box::pin(async move {
+            persist_token(store.as_ref(), PLUGIN, &user, &theirs)
+                .await
+                .expect("the other process stores its token");
+        });
+        let transport = Arc::new(MemoryTransport::new(vec![
+            Step::After(before, Box::new(invalid_grant())),
+            weights(),
+        ]));
+        let s = Setup {
+            rt: Runtime {
+                transport: transport.clone(),
+                ..dir_setup.rt.clone()
+            },
+            transport,
+            ..dir_setup
+        };
+
+        s.caller().call(&weight_request()).await.expect("the call");
+
+        let sent = s.transport.sent();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].header("authorization"), Some("Bearer access-9-tok"));
+        assert_eq!(s.stored().await.access.expose(), "access-9-tok");
+        assert_ne!(s.status().await["consent_needed"], json!(true));
+    }
+
+    #[tokio::test]
+    async fn an_expired_answer_refreshes_once_and_retries() {
+        let expired = answer(
+            401,
+            json!({"errors": [{"errorType": "expired_token", "message": "Access token expired: access-1-tok"}]}),
+        );
+        let s = setup(vec![
+            expired,
+            issued("access-2-tok", "refresh-2-tok"),
+            weights(),
+        ]);
+        let now = s.rt.clock.epoch();
+        s.seed(&token(
+            "access-1-tok",
+            "refresh-1-tok",
+            now + 3600.0,
+            now - 60.0,
+        ))
+        .await;
+
+        s.caller().call(&weight_request()).await.expect("the call");
+
+        let sent = s.transport.sent();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[0].header("authorization"), Some("Bearer access-1-tok"));
+        assert!(is_token_call(&sent[1]));
+        assert_eq!(sent[2].header("authorization"), Some("Bearer access-2-tok"));
+        assert_eq!(
+            sent[2].limits.max_bytes,
+            s.provider.api.config.max_response_bytes
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retired_token_endpoint_is_reported_as_retirement() {
+        let s = setup(vec![answer(
+            410,
+            json!({"errors": [{"errorType": "gone", "message": "This API has been retired."}]}),
+        )]);
+        let now = s.rt.clock.epoch();
+        s.seed(&token(
+            "access-1-tok",
+            "refresh-1-tok",
+            now - 10.0,
+            now - 3600.0,
+        ))
+        .await;
+
+        let e = s
+            .caller()
+            .call(&weight_request())
+            .await
+            .expect_err("retired");
+        assert_eq!(e.kind, ErrorKind::Retired);
+        assert_eq!(e.status, Some(410));
+        assert_eq!(s.transport.sent().len(), 1);
+        assert_eq!(s.stored().await.access.expose(), "access-1-tok");
+    }
+}

@@ -592,3 +592,196 @@ fn parse_token(
         extra,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Token answers classified by the shipped provider files' declarations, through
+    //! an in-memory transport.
+
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::http::memory::{MemoryTransport, Step, json as answer};
+    use crate::provider::UrlOverrides;
+
+    fn provider(name: &str) -> Provider {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("providers/{name}.yaml"));
+        crate::provider::load(&path, &UrlOverrides::default()).expect("provider")
+    }
+
+    fn app() -> AppCredentials {
+        AppCredentials::new("client-7".to_owned(), Secret::new("client-secret-7"))
+    }
+
+    fn current() -> Token {
+        Token::from_stored(
+            &json!({"access_token": "old-access-7", "refresh_token": "old-refresh-7",
+                                   "issued_at": 1.0, "scope": "weight"}),
+        )
+        .expect("token")
+    }
+
+    async fn refresh_with(
+        provider: &Provider,
+        step: Step,
+    ) -> (Result<Token, TokenError>, MemoryTransport) {
+        let transport = MemoryTransport::new([step]);
+        let result = refresh(&transport, provider, &app(), &current(), 1000.0).await;
+        (result, transport)
+    }
+
+    #[tokio::test]
+    async fn withings_answers_are_unwrapped_and_judged_by_their_status_field() {
+        let withings = provider("withings");
+        let ok = answer(
+            200,
+            json!({"status": 0, "body": {"userid": 4711, "access_token": "new-access-7",
+                   "refresh_token": "new-refresh-7", "expires_in": 10800, "scope": "user.metrics"}}),
+        );
+        let (token, transport) = refresh_with(&withings, ok).await;
+        let token = token.expect("a token");
+        assert_eq!(token.access.expose(), "new-access-7");
+        assert_eq!(
+            token.refresh.as_ref().map(Secret::expose),
+            Some("new-refresh-7")
+        );
+        assert_eq!(token.expires_at, Some(1000.0 + 10800.0));
+        assert_eq!(token.provider_user_id.as_deref(), Some("4711"));
+        let sent = &transport.sent()[0];
+        assert_eq!(sent.form("action").as_deref(), Some("requesttoken"));
+        assert_eq!(
+            sent.form("client_id").as_deref(),
+            Some("client-7"),
+            "body auth"
+        );
+        assert_eq!(
+            sent.form("client_secret").as_deref(),
+            Some("client-secret-7")
+        );
+        assert_eq!(sent.header("authorization"), None);
+
+        // HTTP 200 with a failing status: refused, not mistaken for a token.
+        let refused = answer(
+            200,
+            json!({"status": 503, "error": "Invalid Params: invalid_grant"}),
+        );
+        let (result, _) = refresh_with(&withings, refused).await;
+        match result {
+            Err(TokenError::Refused {
+                status: 200,
+                message,
+                ..
+            }) => {
+                assert!(message.contains("Invalid Params"), "{message}")
+            }
+            other => panic!("expected a refusal: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_grant_is_read_from_the_declared_error_code_only() {
+        let fitbit = provider("fitbit");
+        let fitbit_grant = answer(
+            400,
+            json!({"errors": [{"errorType": "invalid_grant", "message": "Refresh token invalid"}]}),
+        );
+        let (result, _) = refresh_with(&fitbit, fitbit_grant).await;
+        assert_eq!(
+            result.expect_err("refused"),
+            TokenError::InvalidGrant {
+                message: "Refresh token invalid".to_owned()
+            }
+        );
+        // The words "invalid_grant" in a message do not make an invalid grant.
+        let other = answer(
+            400,
+            json!({"errors": [{"errorType": "invalid_client", "message": "not an invalid_grant"}]}),
+        );
+        let (result, _) = refresh_with(&fitbit, other).await;
+        assert_eq!(
+            result.expect_err("refused"),
+            TokenError::Refused {
+                status: 400,
+                code: Some("invalid_client".to_owned()),
+                message: "not an invalid_grant".to_owned()
+            }
+        );
+        // Google declares nothing: RFC 6749's `error` and `error_description`.
+        let google = provider("google-health");
+        let google_grant = answer(
+            400,
+            json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}),
+        );
+        let (result, transport) = refresh_with(&google, google_grant).await;
+        assert!(
+            matches!(result, Err(TokenError::InvalidGrant { .. })),
+            "{result:?}"
+        );
+        let sent = &transport.sent()[0];
+        assert_eq!(sent.form("refresh_token").as_deref(), Some("old-refresh-7"));
+    }
+
+    #[tokio::test]
+    async fn statuses_decide_retirement_rate_limits_and_passing_failures() {
+        let fitbit = provider("fitbit");
+        let (result, _) = refresh_with(&fitbit, answer(410, json!({"errors": []}))).await;
+        assert_eq!(
+            result.expect_err("gone"),
+            TokenError::Retired {
+                status: 410,
+                provider: "fitbit".to_owned()
+            }
+        );
+        let limited = Step::Answer(429, vec![("retry-after", "17".to_owned())], String::new());
+        let (result, _) = refresh_with(&fitbit, limited).await;
+        let e = result.expect_err("limited");
+        assert_eq!(
+            e,
+            TokenError::RateLimited {
+                status: 429,
+                retry_after: Some(17)
+            }
+        );
+        assert!(e.is_retryable());
+        let (result, _) = refresh_with(&fitbit, answer(502, json!({}))).await;
+        assert!(result.expect_err("down").is_retryable());
+        let lost = Step::Answer(200, Vec::new(), "<html>proxy</html>".to_owned());
+        let (result, _) = refresh_with(&fitbit, lost).await;
+        assert_eq!(
+            result.expect_err("not json"),
+            TokenError::Transient {
+                status: 200,
+                not_json: true
+            }
+        );
+        let (result, _) = refresh_with(&fitbit, Step::Lost).await;
+        let e = result.expect_err("lost");
+        assert!(
+            matches!(e, TokenError::Transport(_)) && e.is_retryable(),
+            "{e:?}"
+        );
+        let (result, _) = refresh_with(&fitbit, answer(400, json!({"errors": []}))).await;
+        assert!(!result.expect_err("refused").is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_does_not_rotate_keeps_the_refresh_token() {
+        let google = provider("google-health");
+        let (token, _) = refresh_with(
+            &google,
+            answer(
+                200,
+                json!({"access_token": "new-access-8", "expires_in": 3599}),
+            ),
+        )
+        .await;
+        let token = token.expect("a token");
+        assert_eq!(
+            token.refresh.as_ref().map(Secret::expose),
+            Some("old-refresh-7")
+        );
+        assert_eq!(token.scope.as_deref(), Some("weight"), "the previous scope");
+    }
+}

@@ -46,3 +46,28 @@ fn no_test_runs_the_binary_in_the_repository() {
         found.join("\n")
     );
 }
+
+/// One transport, injected: only `src/http.rs` builds or names an HTTP client; every other
+/// module sends through the `http::Transport` it is given.
+#[test]
+fn only_the_transport_module_names_the_http_client() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        if file.ends_with("src/http.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("a source file reads");
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("reqwest") {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "HTTP clients outside src/http.rs (send through http::Transport):\n{}",
+        found.join("\n")
+    );
+}

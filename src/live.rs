@@ -439,9 +439,9 @@ impl LiveCaller {
                     );
                 }
                 Err(e) => {
+                    // The message names a refusal's status already.
                     let (kind, status) = match &e {
                         TokenError::Retired { status, .. } => (ErrorKind::Retired, Some(*status)),
-                        TokenError::Refused { status, .. } => (ErrorKind::Fatal, Some(*status)),
                         _ => (ErrorKind::Fatal, None),
                     };
                     return Err(CallError {

@@ -29,7 +29,7 @@ use tokio::process::Command;
 
 use crate::server::{DAY, PLUGIN, Server, Setup, USER, WAIT, World, client, quoted, sample};
 use crate::support::browser::Browser;
-use crate::support::env::{healthpull_bin, root};
+use crate::support::env::healthpull_bin;
 use crate::support::fake_provider::FakeConfig;
 
 /// Short limits for the timeout tests: `server:` keys of the config file.
@@ -702,25 +702,8 @@ async fn setup_page_works_under_the_policy_in_chromium() {
 /// not the port is free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_loopback_is_refused_before_binding() {
-    let dir = tempfile::Builder::new()
-        .prefix("healthpull-serve-")
-        .tempdir()
-        .expect("create a temporary directory");
-    let config = dir.path().join("healthpull.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "providers_dir: {}\nstore:\n  kind: embedded\n  path: {}\n",
-            quoted(root().join("providers").to_str().expect("UTF-8 path")),
-            quoted(
-                dir.path()
-                    .join("healthpull.db")
-                    .to_str()
-                    .expect("UTF-8 path")
-            ),
-        ),
-    )
-    .expect("write the config");
+    let sandbox = crate::support::env::Sandbox::new();
+    let (config, dir) = (sandbox.config(), &sandbox.dir);
     // A port that is taken: binding first would fail with "address in use".
     let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind a port");
     let busy = format!("0.0.0.0:{}", taken.local_addr().expect("address").port());

@@ -430,9 +430,6 @@ impl Rules {
             && Self::type_ok(rule.types, T_ARRAY)
             && rule.items.is_none_or(|i| {
                 segments.iter().all(|segment| match segment {
-                    Segment::Values(values) => {
-                        values.iter().all(|v| self.value_ok(i, v, depth + 1))
-                    }
                     Segment::Table(table) => self.table_ok(i, table, depth + 1),
                 })
             })

@@ -26,11 +26,9 @@ pub enum Node {
     List(Vec<Segment>),
 }
 
-/// A run of entries of a list.
+/// A run of entries of a list (the entries one output of one method mapped).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Segment {
-    /// Entries as `Value` objects.
-    Values(Vec<Value>),
     /// Entries as table rows.
     Table(Table),
 }
@@ -93,7 +91,6 @@ impl Node {
                 let mut entries = Vec::with_capacity(segments.iter().map(Segment::len).sum());
                 for segment in segments {
                     match segment {
-                        Segment::Values(values) => entries.extend(values),
                         Segment::Table(table) => {
                             entries.extend((0..table.len()).map(|r| table.row_value(r)));
                         }
@@ -114,7 +111,6 @@ impl Segment {
     /// Entries in the segment.
     pub fn len(&self) -> usize {
         match self {
-            Segment::Values(v) => v.len(),
             Segment::Table(t) => t.len(),
         }
     }

@@ -179,13 +179,6 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
                 let child_name = ElementName::new(key);
                 for segment in segments {
                     match segment {
-                        Segment::Values(items) => {
-                            for item in items {
-                                open_content(&mut buffer, &mut has_child_nodes);
-                                write_element(&mut buffer, child_name, item);
-                                flush(&mut buffer, false)?;
-                            }
-                        }
                         Segment::Table(table) => {
                             let columns: Vec<ElementName<'_>> = table
                                 .columns()

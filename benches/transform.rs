@@ -3,12 +3,13 @@
 //! The input is a Fitbit-shaped intraday answer for `activities/heart` at `1sec`: a
 //! daily summary plus 86,400 points `{"time":"HH:MM:SS","value":N}` (about 2.7 MB of
 //! JSON), generated deterministically (the same formula as `benches/whole-process.sh`).
-//! The provider is `benches/fixtures/intraday.yaml`, whose one method maps every point
-//! to a `heart-rate` entry `{dateTime, time, value}` the way `providers/fitbit.yaml`
-//! does.
+//! The provider is the shipped `providers/fitbit.yaml`, method `intraday_time_series`
+//! (`activities/heart` at `1sec`), which maps every point to a `heart-rate` entry
+//! `{dateTime, time, value}`.
 //!
 //! Each stage is measured alone, then the whole pipeline as `fetch --dry-run --replay`
-//! runs it (`engine::fetch_sensors`, `xml::write_sensors_xml`; minus reading the file):
+//! runs it, replayed or live (`engine::fetch`, `xml::write_sensors_xml`; minus reading
+//! the answer):
 //!
 //! - `parse`: the answer's bytes checked as UTF-8 and indexed (`transform::Doc::parse`);
 //! - `map`: `transform::map_method` (JSONPath selection, explode, field conversion) into
@@ -17,9 +18,7 @@
 //!   `schemas/sensors.schema.json`);
 //! - `xml`: `xml::write_sensors_xml` under the user's tag, streamed to a sink;
 //! - `drop`: freeing the document and the sensor tree (left out of the stages);
-//! - `pipeline`: all of it in a row, from bytes to XML;
-//! - `pipeline_value`: the same through `serde_json::Value` answers and trees, the route
-//!   answers of the live caller take (`engine::fetch`), for comparison.
+//! - `pipeline`: all of it in a row, from bytes to XML (the one route of every answer).
 //!
 //! The benchmark allocates through mimalloc, as the binary does. Throughput is reported
 //! in points (`Throughput::Elements(86_400)`). Run with `cargo bench --bench transform`;
@@ -30,11 +29,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::Value;
-
 use healthpull::provider::{self, Method, Provider, UrlOverrides};
 use healthpull::schema;
-use healthpull::transform::{self, Answer, Doc, Layout, Sensors};
+use healthpull::sensors::Sensors;
+use healthpull::transform::{self, Doc, Layout};
 use healthpull::units::UnitSystem;
 use healthpull::xml;
 
@@ -47,8 +45,8 @@ const POINTS: u32 = 86_400;
 const DAY: &str = "2026-11-23";
 /// The Igor user the XML is written for.
 const USER: &str = "jack";
-/// The method of the benchmark provider.
-const METHOD: &str = "heart_intraday";
+/// The method of the shipped Fitbit provider.
+const METHOD: &str = "intraday_time_series";
 
 /// The heart rate at second `i` of the day: 58..=147, varying every ten seconds.
 /// `benches/whole-process.sh` computes the same numbers with awk.
@@ -81,7 +79,7 @@ fn generate_day() -> Vec<u8> {
 }
 
 fn load_provider() -> Provider {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/intraday.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("providers/fitbit.yaml");
     provider::load(&path, &UrlOverrides::default())
         .unwrap_or_else(|d| panic!("{} does not load:\n{d}", path.display()))
 }
@@ -91,15 +89,10 @@ fn parse(bytes: &[u8]) -> Doc {
     Doc::parse(text).unwrap_or_else(|_| panic!("the generated day is JSON"))
 }
 
-/// The merged tree, as `engine::fetch_sensors` builds it from the method's outputs.
+/// The merged tree, as `engine::fetch` builds it from the method's outputs.
 fn map(method: &Method, doc: Doc) -> Sensors {
-    let result = transform::map_method(
-        method,
-        vec![Answer::Doc(doc)],
-        Layout::Mapped,
-        UnitSystem::Metric,
-    )
-    .expect("the generated day maps");
+    let result = transform::map_method(method, vec![doc], Layout::Mapped, UnitSystem::Metric)
+        .expect("the generated day maps");
     let mut tree = Sensors::default();
     tree.merge(result.mapped);
     tree
@@ -122,46 +115,23 @@ fn pipeline(method: &Method, bytes: &[u8], out: &mut impl std::io::Write) {
     to_xml(&tree, out);
 }
 
-/// Bytes to XML text through `Value`s, as answers of the live caller go.
-fn pipeline_value(method: &Method, bytes: &[u8]) -> String {
-    let answer: Value = serde_json::from_slice(bytes).expect("the generated day is JSON");
-    let tree = map_values(method, answer);
-    if let Err(problems) = schema::validate_tree(&tree) {
-        panic!("the mapped day breaks the sensor schema: {problems:?}");
-    }
-    xml::to_igor_xml(USER, &tree)
-}
-
-fn map_values(method: &Method, answer: Value) -> Value {
-    let result = transform::map_method(
-        method,
-        vec![Answer::Value(answer)],
-        Layout::Mapped,
-        UnitSystem::Metric,
-    )
-    .expect("the generated day maps");
-    let mut tree = Sensors::default();
-    tree.merge(result.mapped);
-    Value::Object(tree.into_map())
-}
-
 fn intraday_day(c: &mut Criterion) {
     let provider = load_provider();
     let method = &provider.methods[METHOD];
     let bytes = generate_day();
     let doc = parse(&bytes);
     let tree = map(method, doc.clone());
-    // Correctness of the input and of the compact route, checked once outside the
+    // Correctness of the input and of the compact tree, checked once outside the
     // measurements: every point maps to one entry, and the XML is byte for byte the one
-    // of the `Value` route.
+    // Igor's converter gives for the tree's `Value` form (`xml::to_igor_xml`).
     let entries = tree.to_value()["heart-rate"].as_array().map_or(0, Vec::len);
     assert_eq!(entries, POINTS as usize, "every point maps to one entry");
     validate(&tree);
     let mut text = Vec::new();
     pipeline(method, &bytes, &mut text);
     assert!(
-        text == pipeline_value(method, &bytes).into_bytes(),
-        "both routes give the same XML"
+        text == xml::to_igor_xml(USER, &tree.to_value()).into_bytes(),
+        "the compact writer gives the XML of the tree's `Value` form"
     );
 
     let mut group = c.benchmark_group("heart_rate_1sec_day");
@@ -193,9 +163,6 @@ fn intraday_day(c: &mut Criterion) {
     // Everything, drops included.
     group.bench_function("pipeline", |b| {
         b.iter(|| pipeline(method, black_box(&bytes), &mut std::io::sink()))
-    });
-    group.bench_function("pipeline_value", |b| {
-        b.iter(|| pipeline_value(method, black_box(&bytes)))
     });
     group.finish();
 }

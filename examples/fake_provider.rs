@@ -9,6 +9,9 @@
 //! SIGTERM or SIGINT. Request recording and the provider's rate limit are off, so a
 //! long run keeps a flat memory profile.
 //!
+//! `--body PATH=FILE` (repeatable) answers every authorized `GET PATH` with the JSON of
+//! FILE (`benches/whole-process.sh` serves a one-second heart-rate day this way).
+//!
 //! Usage: `cargo run --release --example fake_provider -- --users 1000 --store healthpull.db`
 
 #[path = "../tests/integration/support/fake_provider.rs"]
@@ -27,6 +30,7 @@ struct Args {
     users: usize,
     store: Option<PathBuf>,
     plugin: String,
+    bodies: Vec<(String, PathBuf)>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -34,6 +38,7 @@ fn parse_args() -> Result<Args> {
         users: 0,
         store: None,
         plugin: "fitbit".to_owned(),
+        bodies: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -42,7 +47,16 @@ fn parse_args() -> Result<Args> {
             "--users" => args.users = value()?.parse().context("--users takes a number")?,
             "--store" => args.store = Some(PathBuf::from(value()?)),
             "--plugin" => args.plugin = value()?,
-            other => bail!("unknown argument {other} (--users N --store FILE [--plugin NAME])"),
+            "--body" => {
+                let spec = value()?;
+                let (path, file) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--body takes PATH=FILE, not {spec}"))?;
+                args.bodies.push((path.to_owned(), PathBuf::from(file)));
+            }
+            other => bail!(
+                "unknown argument {other} (--users N --store FILE [--plugin NAME] [--body PATH=FILE])"
+            ),
         }
     }
     if args.users > 0 && args.store.is_none() {
@@ -60,6 +74,13 @@ async fn main() -> Result<()> {
         ..FakeConfig::fitbit()
     })
     .await;
+    for (path, file) in &args.bodies {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let body = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+        fake.seed_body(path, body);
+    }
     if let Some(path) = &args.store {
         seed(&fake, path, &args.plugin, args.users).await?;
     }

@@ -463,7 +463,7 @@ async fn fetch_replay(
     let p = fetch_plan(&provider, args, now, &stored)?;
     let caller = ReplayCaller::new(dir, &provider);
     // Compact lists, written straight to stdout: a long day never exists as one text.
-    let tree = engine::fetch_sensors(&provider, &p, &caller).await?;
+    let tree = engine::fetch(&provider, &p, &caller).await?;
     let mut out = std::io::stdout().lock();
     xml::write_sensors_xml(&mut out, &args.user, &tree)?;
     // The element always ends with `>`: one newline, as `GET` answers it.
@@ -483,10 +483,13 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
     let rt = app::runtime(config, store, clock);
     let tree = live::fetch(provider, &args.plugin, &args.user, &rt, &p, dry_run).await?;
     if dry_run {
-        let text = xml::to_igor_xml(&args.user, &Value::Object(tree));
-        println!("{text}");
+        // Streamed like the replay's output: the same bytes, one newline after.
+        let mut out = std::io::stdout().lock();
+        xml::write_sensors_xml(&mut out, &args.user, &tree)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
     } else {
-        let outputs: Vec<&String> = tree.keys().collect();
+        let outputs: Vec<&String> = tree.outputs.keys().collect();
         eprintln!(
             "stored {} ({})",
             live::paths::sensors(&args.plugin, &args.user),

@@ -2,11 +2,10 @@
 //!
 //! It knows nothing about any provider. Calls go through a [`Caller`], injected: the
 //! live one handles tokens, retries and rate limits; [`ReplayCaller`] answers from
-//! recorded files. The merged result is validated against the sensor schema before
-//! anyone prints or stores it.
-//!
-//! [`fetch`] returns the tree as `Value`s; [`fetch_sensors`] keeps long lists compact
-//! (see `transform`) for callers that only write them out, such as `fetch --replay`.
+//! recorded files. Both hand back every answer as a [`Doc`] indexed from its bytes, and
+//! error classification, envelopes and pagination read that document: one route from
+//! answer to store. The merged compact tree is validated against the sensor schema
+//! before anyone prints or stores it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,8 @@ use crate::provider::raw::{ErrorKind, Verb};
 use crate::provider::{Provider, loosely_equal};
 use crate::request::{self, CallContext, HttpRequest, NextPage};
 use crate::schema;
-use crate::transform::{self, Answer, Doc, Layout, Sensors, TransformError};
+use crate::sensors::Sensors;
+use crate::transform::{self, Doc, Layout, TransformError};
 use crate::units::UnitSystem;
 
 /// A failed call, before the engine adds provider and method.
@@ -36,17 +36,11 @@ pub struct CallError {
     pub message: String,
 }
 
-/// Sends one API request and returns the decoded JSON answer.
+/// Sends one API request and returns the answer's document (indexed from its bytes).
 #[async_trait]
 pub trait Caller: Send + Sync {
     /// Performs the request.
-    async fn call(&self, request: &HttpRequest) -> Result<Value, CallError>;
-
-    /// Performs the request, answering in whichever form is cheapest to map (a
-    /// caller that holds the answer's text may index it instead of decoding it).
-    async fn call_answer(&self, request: &HttpRequest) -> Result<Answer, CallError> {
-        self.call(request).await.map(Answer::Value)
-    }
+    async fn call(&self, request: &HttpRequest) -> Result<Doc, CallError>;
 }
 
 /// Why a fetch failed; always names the provider and, where it applies, the method.
@@ -232,31 +226,10 @@ fn windows(
     })
 }
 
-/// Runs every method of the plan and returns the merged, schema-checked sensor tree.
+/// Runs every method of the plan and returns the merged, schema-checked sensor tree
+/// (raw keys after the outputs; with layout `both`, an output wins over a raw key of
+/// the same name).
 pub async fn fetch(
-    provider: &Provider,
-    p: &FetchPlan,
-    caller: &dyn Caller,
-) -> Result<Map<String, Value>, EngineError> {
-    let (tree, raw) = gather(provider, p, caller).await?;
-    let value = Value::Object(tree.into_map());
-    schema::validate_tree(&value).map_err(|problems| EngineError::Schema {
-        provider: provider.name.clone(),
-        problems,
-    })?;
-    let Value::Object(mut tree) = value else {
-        unreachable!("built as an object")
-    };
-    // With layout `both`, a mapped output wins over a raw key of the same name.
-    for (k, v) in raw {
-        tree.entry(k).or_insert(v);
-    }
-    Ok(tree)
-}
-
-/// Like [`fetch`], with long lists kept compact: the same tree, checked by the same
-/// rules, for callers that write it out (`xml::write_sensors_xml`).
-pub async fn fetch_sensors(
     provider: &Provider,
     p: &FetchPlan,
     caller: &dyn Caller,
@@ -311,7 +284,7 @@ async fn collect_pages(
     method_name: &str,
     first: HttpRequest,
     caller: &dyn Caller,
-    answers: &mut Vec<Answer>,
+    answers: &mut Vec<Doc>,
 ) -> Result<(), EngineError> {
     let method = &provider.methods[method_name];
     let max_pages = method.pagination.as_ref().map_or(1, |p| p.max_pages);
@@ -319,18 +292,10 @@ async fn collect_pages(
     let mut current = first;
     for _ in 0..max_pages {
         let answer = caller
-            .call_answer(&current)
+            .call(&current)
             .await
             .map_err(|e| call_error(provider, method_name, e))?;
-        // The next page is read from the decoded answer (short pages, rarely indexed).
-        let answer = match answer {
-            Answer::Doc(doc) if method.pagination.is_some() => Answer::Value(doc.to_value()),
-            other => other,
-        };
-        let next = match &answer {
-            Answer::Value(value) => request::next_page(method, &current, value),
-            Answer::Doc(_) => NextPage::Done,
-        };
+        let next = request::next_page(method, &current, &answer);
         answers.push(answer);
         match next {
             NextPage::Done => return Ok(()),
@@ -388,23 +353,24 @@ pub fn call_error(provider: &Provider, method: &str, e: CallError) -> EngineErro
 }
 
 /// Classifies a failed answer with the provider's rules; `None` when it succeeded.
-/// `body` is the decoded JSON when it was JSON.
+/// `body` is the answer's document when it was JSON.
 pub fn classify(
     provider: &Provider,
     status: u16,
-    body: Option<&Value>,
+    body: Option<&Doc>,
 ) -> Option<(ErrorKind, String)> {
     let message_at = |sel: Option<&crate::provider::Selector>| {
-        sel.and_then(|s| body.and_then(|b| s.first(b)))
+        sel.and_then(|s| body.and_then(|b| b.find(s)))
             .map(|v| match v {
-                Value::String(s) => s.clone(),
+                Value::String(s) => s,
                 other => other.to_string(),
             })
     };
     if (200..300).contains(&status) {
         let env = provider.api.envelope.as_ref()?;
         let b = body?;
-        let st = env.status.first(b)?;
+        let st = b.find(&env.status)?;
+        let st = &st;
         if env.ok.iter().any(|ok| loosely_equal(ok, st)) {
             return None;
         }
@@ -421,7 +387,7 @@ pub fn classify(
             continue;
         }
         if let Some(cond) = &rule.when {
-            if !body.is_some_and(|b| cond.holds(b)) {
+            if !body.is_some_and(|b| b.holds(cond)) {
                 continue;
             }
         }
@@ -564,9 +530,9 @@ impl ReplayCaller<'_> {
         Ok((text, status, path))
     }
 
-    /// Decodes and classifies a recording like a live answer.
-    fn decode(&self, text: &str, status: u16, path: &Path) -> Result<Value, CallError> {
-        let body: Option<Value> = serde_json::from_str(text).ok();
+    /// Indexes and classifies a recording like a live answer.
+    fn decode(&self, text: String, status: u16, path: &Path) -> Result<Doc, CallError> {
+        let body = Doc::decode(text).ok();
         if let Some((kind, message)) = classify(self.provider, status, body.as_ref()) {
             return Err(CallError {
                 kind,
@@ -584,25 +550,9 @@ impl ReplayCaller<'_> {
 
 #[async_trait]
 impl Caller for ReplayCaller<'_> {
-    async fn call(&self, request: &HttpRequest) -> Result<Value, CallError> {
+    async fn call(&self, request: &HttpRequest) -> Result<Doc, CallError> {
         let (text, status, path) = self.read(request)?;
-        self.decode(&text, status, &path)
-    }
-
-    async fn call_answer(&self, request: &HttpRequest) -> Result<Answer, CallError> {
-        let (text, status, path) = self.read(request)?;
-        // A success without an envelope is classified without looking at the body
-        // (see `classify`), so the text only needs indexing; `Doc::parse` hands back
-        // whatever `serde_json` must judge.
-        let text = if (200..300).contains(&status) && self.provider.api.envelope.is_none() {
-            match Doc::parse(text) {
-                Ok(doc) => return Ok(Answer::Doc(doc)),
-                Err(text) => text,
-            }
-        } else {
-            text
-        };
-        self.decode(&text, status, &path).map(Answer::Value)
+        self.decode(text, status, &path)
     }
 }
 

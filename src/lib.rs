@@ -30,6 +30,7 @@ pub mod regular_file;
 pub mod request;
 pub mod schema;
 pub mod secret;
+pub mod sensors;
 pub mod server;
 pub mod settings;
 pub mod store;

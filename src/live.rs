@@ -25,8 +25,10 @@ use crate::provider::Provider;
 use crate::provider::raw::{BudgetScope, ErrorKind, ResetUnit, Verb};
 use crate::request::{HttpRequest, RequestBody};
 use crate::secret::{Secret, redact};
+use crate::sensors::Sensors;
 use crate::settings::{SettingError, UserSettings};
 use crate::store::Store;
+use crate::transform::Doc;
 use crate::user::UserName;
 
 /// Paths of the Igor tree, the old plugin's layout.
@@ -630,7 +632,7 @@ fn budget_error(until: f64) -> CallError {
 
 #[async_trait]
 impl Caller for LiveCaller {
-    async fn call(&self, request: &HttpRequest) -> Result<Value, CallError> {
+    async fn call(&self, request: &HttpRequest) -> Result<Doc, CallError> {
         let mut token = self.fresh_token().await?;
         let attempts = self.provider.api.config.retry.attempts.max(1);
         let max_wait = self.provider.api.config.retry.max_wait_ms as f64 / 1000.0;
@@ -653,24 +655,26 @@ impl Caller for LiveCaller {
                     });
                 }
             };
-            let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
+            let headers = answer.headers;
+            let status = answer.status;
+            // The answer's document, from its bytes: the same the replay indexes.
+            let doc = Doc::decode_bytes(answer.body.into());
             if let Some(rl) = &self.provider.api.config.rate_limit.remaining_header {
-                let left = answer
-                    .headers
+                let left = headers
                     .get(rl.as_str())
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<i64>().ok());
                 if left == Some(0) {
-                    if let Some(until) = self.reset_time(&answer.headers) {
+                    if let Some(until) = self.reset_time(&headers) {
                         self.record_rate_limit(until).await;
                     }
                 }
             }
-            match engine::classify(&self.provider, answer.status, json.as_ref()) {
+            match engine::classify(&self.provider, status, doc.as_ref()) {
                 None => {
-                    return json.ok_or_else(|| CallError {
+                    return doc.ok_or_else(|| CallError {
                         kind: ErrorKind::Fatal,
-                        status: Some(answer.status),
+                        status: Some(status),
                         message: "the answer is not JSON".to_owned(),
                     });
                 }
@@ -680,7 +684,7 @@ impl Caller for LiveCaller {
                     *self.token.lock().await = Some(token.clone());
                 }
                 Some((ErrorKind::RateLimited, message)) => {
-                    let until = self.reset_time(&answer.headers);
+                    let until = self.reset_time(&headers);
                     attempt += 1;
                     let now = self.rt.clock.epoch();
                     match until {
@@ -690,7 +694,7 @@ impl Caller for LiveCaller {
                         Some(u) => {
                             self.record_rate_limit(u).await;
                             let mut e = budget_error(u);
-                            e.status = Some(answer.status);
+                            e.status = Some(status);
                             e.message =
                                 format!("rate limited ({}); {}", redact(&message), e.message);
                             return Err(e);
@@ -701,7 +705,7 @@ impl Caller for LiveCaller {
                         None => {
                             return Err(CallError {
                                 kind: ErrorKind::RateLimited,
-                                status: Some(answer.status),
+                                status: Some(status),
                                 message: redact(&message),
                             });
                         }
@@ -715,7 +719,7 @@ impl Caller for LiveCaller {
                     }
                     return Err(CallError {
                         kind: ErrorKind::Transient,
-                        status: Some(answer.status),
+                        status: Some(status),
                         message: format!("{} (after {attempts} attempts)", redact(&message)),
                     });
                 }
@@ -728,13 +732,13 @@ impl Caller for LiveCaller {
                     )
                     .await;
                     let mut e = self.consent_error(&redact(&message));
-                    e.status = Some(answer.status);
+                    e.status = Some(status);
                     return Err(e);
                 }
                 Some((kind, message)) => {
                     return Err(CallError {
                         kind,
-                        status: Some(answer.status),
+                        status: Some(status),
                         message: redact(&message),
                     });
                 }
@@ -810,15 +814,17 @@ pub async fn user_settings(
 
 /// Replaces `sensors/<plugin>/<user>` with `tree`, except that a tree holding no value
 /// (a method that maps nothing, a day without data) never replaces stored values.
+/// Every store writes the tree's one `Value` form ([`Sensors::to_value`]).
 /// Returns whether it wrote.
 pub async fn store_sensors(
     store: &dyn Store,
     plugin: &str,
     user: &UserName,
-    tree: &Map<String, Value>,
+    tree: &Sensors,
 ) -> Result<bool, crate::store::StoreError> {
     let path = paths::sensors(plugin, user);
-    if tree.values().all(holds_nothing) {
+    let tree = tree.to_value();
+    if holds_nothing(&tree) {
         if let Some(stored) = store.get(&path).await? {
             if !holds_nothing(&stored) {
                 tracing::info!(plugin, user = %user, "Fetch found nothing; the stored data is kept");
@@ -826,7 +832,7 @@ pub async fn store_sensors(
             }
         }
     }
-    store.put(&path, &Value::Object(tree.clone())).await?;
+    store.put(&path, &tree).await?;
     Ok(true)
 }
 
@@ -851,7 +857,7 @@ pub async fn fetch(
     rt: &Runtime,
     plan: &FetchPlan,
     dry_run: bool,
-) -> Result<Map<String, Value>, FetchError> {
+) -> Result<Sensors, FetchError> {
     let store = rt.store.as_ref();
     let app = app_credentials(store, plugin)
         .await?
@@ -1037,7 +1043,12 @@ mod tests {
         ))
         .await;
 
-        let value = s.caller().call(&weight_request()).await.expect("the call");
+        let value = s
+            .caller()
+            .call(&weight_request())
+            .await
+            .expect("the call")
+            .to_value();
         assert_eq!(value["weight"][0]["weight"], json!(80.5));
 
         let sent = s.transport.sent();

@@ -10,6 +10,7 @@ use url::Url;
 use crate::params::DateRange;
 use crate::provider::raw::{PaginationKind, ParamPlace, Verb};
 use crate::provider::{Body, JsonTpl, Method, Provider};
+use crate::transform::Doc;
 
 /// A request body.
 #[derive(Debug, Clone, PartialEq)]
@@ -280,20 +281,20 @@ pub enum NextPage {
 }
 
 /// The request for the page after `answer`, per the method's pagination.
-pub fn next_page(method: &Method, current: &HttpRequest, answer: &Value) -> NextPage {
+pub fn next_page(method: &Method, current: &HttpRequest, answer: &Doc) -> NextPage {
     let Some(p) = &method.pagination else {
         return NextPage::Done;
     };
     let marker = match p.kind {
-        PaginationKind::Cursor => match p.next.as_ref().and_then(|s| s.first(answer)) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        PaginationKind::Cursor => match p.next.as_ref().and_then(|s| answer.find(s)) {
+            Some(Value::String(s)) if !s.is_empty() => s,
             Some(Value::Number(n)) => n.to_string(),
             _ => return NextPage::Done,
         },
         PaginationKind::OffsetFlag => {
-            let more = p.next.as_ref().and_then(|s| s.first(answer));
+            let more = p.next.as_ref().and_then(|s| answer.find(s));
             let more = match more {
-                Some(Value::Bool(b)) => *b,
+                Some(Value::Bool(b)) => b,
                 Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
                 Some(Value::String(s)) => !matches!(s.as_str(), "" | "0" | "false"),
                 _ => false,
@@ -301,22 +302,14 @@ pub fn next_page(method: &Method, current: &HttpRequest, answer: &Value) -> Next
             if !more {
                 return NextPage::Done;
             }
-            match p.offset.as_ref().and_then(|s| s.first(answer)) {
+            match p.offset.as_ref().and_then(|s| answer.find(s)) {
                 Some(Value::Number(n)) => n.to_string(),
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(Value::String(s)) if !s.is_empty() => s,
                 _ => return NextPage::Done,
             }
         }
         PaginationKind::Page => {
-            let count = p
-                .records
-                .as_ref()
-                .map(|s| match s.first(answer) {
-                    Some(Value::Array(a)) => a.len(),
-                    Some(_) => 1,
-                    None => 0,
-                })
-                .unwrap_or(0);
+            let count = p.records.as_ref().map_or(0, |s| answer.count(s));
             let full = p.size.is_some_and(|size| count >= size as usize)
                 || (p.size.is_none() && count > 0);
             if !full {

@@ -1,18 +1,18 @@
 //! The sensor output schema (`schemas/sensors.schema.json`): which outputs a provider
 //! may declare, and the check every mapped tree passes before it is printed or stored.
 //!
-//! Two checks with one verdict: [`validate_tree`] runs the full JSON Schema validator
-//! on a `Value` tree; [`validate_sensors`] first runs a check compiled from the same
-//! schema over a compact [`Sensors`] tree (a table of 86,400 heart-rate entries is
-//! checked column by column, without building them as `Value`s), and only when that
-//! check is not sure the tree is valid does it build the `Value` tree for the full
-//! validator, whose problems (path and rule) it returns.
+//! One check, [`validate_sensors`], of the one tree every fetch produces: it first runs
+//! a check compiled from the schema over the compact [`Sensors`] tree (a table of
+//! 86,400 heart-rate entries is checked column by column, without building them as
+//! `Value`s), and only when that check is not sure the tree is valid does it build the
+//! tree's `Value` form for the full JSON Schema validator, whose problems (path and
+//! rule) it returns.
 
 use std::sync::OnceLock;
 
 use serde_json::{Number, Value};
 
-use crate::transform::{Cell, Node, Segment, Sensors, Table};
+use crate::sensors::{Cell, Node, Segment, Sensors, Table};
 
 /// The schema text, built into the binary so `check` works anywhere.
 pub const SENSOR_SCHEMA_TEXT: &str = include_str!("../schemas/sensors.schema.json");
@@ -139,8 +139,9 @@ pub fn check_output_fields<'a>(
     (!problems.is_empty()).then(|| format!("output `{name}`: {}", problems.join("; ")))
 }
 
-/// Validates a mapped tree; each problem names the path and the rule it breaks.
-pub fn validate_tree(tree: &Value) -> Result<(), Vec<String>> {
+/// The full validator on a tree's `Value` form; each problem names the path and the
+/// rule it breaks.
+fn full_check(tree: &Value) -> Result<(), Vec<String>> {
     let problems: Vec<String> = validator()
         .iter_errors(tree)
         .map(|e| {
@@ -163,15 +164,15 @@ pub fn validate_tree(tree: &Value) -> Result<(), Vec<String>> {
     }
 }
 
-/// Validates a sensor tree as [`validate_tree`] validates its `Value` form, with the
-/// same problems. Most trees pass the compiled check of [`Rules`] without ever being
+/// Validates a sensor tree as the full JSON Schema validator validates its `Value`
+/// form, with the same problems. Most trees pass the compiled check of [`Rules`] without ever being
 /// turned into `Value`s (or compiling the full validator); a tree that does not pass
 /// it, or uses a rule it does not know, is checked by the full validator.
 pub fn validate_sensors(tree: &Sensors) -> Result<(), Vec<String>> {
     if rules().is_some_and(|r| r.tree_ok(tree)) {
         return Ok(());
     }
-    validate_tree(&tree.to_value())
+    full_check(&tree.to_value())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -349,7 +350,7 @@ impl Rules {
             Some(t) => {
                 t & T_NUMBER != 0
                     || (t & T_INTEGER != 0
-                        && crate::transform::integer_magnitude(n.as_str()).is_some())
+                        && crate::sensors::integer_magnitude(n.as_str()).is_some())
             }
         }
     }
@@ -429,9 +430,6 @@ impl Rules {
             && Self::type_ok(rule.types, T_ARRAY)
             && rule.items.is_none_or(|i| {
                 segments.iter().all(|segment| match segment {
-                    Segment::Values(values) => {
-                        values.iter().all(|v| self.value_ok(i, v, depth + 1))
-                    }
                     Segment::Table(table) => self.table_ok(i, table, depth + 1),
                 })
             })
@@ -893,7 +891,7 @@ impl Glushkov {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::{Answer, Doc, Layout, map_method};
+    use crate::transform::{Doc, Layout, map_method};
 
     #[test]
     fn patterns_match_as_regular_expressions_do() {
@@ -1018,7 +1016,7 @@ mod tests {
             let doc = Doc::parse(text.clone()).unwrap();
             let mapped = map_method(
                 method,
-                vec![Answer::Doc(doc)],
+                vec![doc],
                 Layout::Mapped,
                 crate::units::UnitSystem::Metric,
             );
@@ -1027,7 +1025,7 @@ mod tests {
             tree.merge(mapped.mapped);
             assert!(tree.has_tables(), "{text}");
             let verdict = validate_sensors(&tree);
-            assert_eq!(verdict, validate_tree(&tree.to_value()), "{text}");
+            assert_eq!(verdict, full_check(&tree.to_value()), "{text}");
             refused += usize::from(verdict.is_err());
         }
         assert_eq!(refused, 2);

@@ -181,7 +181,7 @@ pub fn check_user_default(provider: &Provider, key: &str, value: &str) -> Result
     // takes is kept (the others never receive it unless it suits them too).
     let mut first_error = None;
     for p in declaring {
-        match crate::params::check_value(key, p, value) {
+        match crate::provider::values::check_value(key, p, value) {
             Ok(()) => return Ok(()),
             Err(e) => {
                 first_error.get_or_insert(e);

@@ -35,7 +35,7 @@
 //!   with an (even empty) text node as `<v></v>`. Hence `{}` -> `<v/>` but `null` ->
 //!   `<v></v>`.
 //!
-//! [`write_sensors_xml`] writes a compact sensor tree (`transform::Sensors`) exactly as
+//! [`write_sensors_xml`] writes a compact sensor tree (`sensors::Sensors`) exactly as
 //! [`write_igor_xml`] writes its `Value` form, streaming to an `io::Write`: table rows go
 //! out as they are formatted, through a small buffer.
 //!
@@ -60,7 +60,7 @@ use std::io;
 use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Number, Value};
 
-use crate::transform::{Cell, Node, Segment, Sensors, Table, integer_magnitude};
+use crate::sensors::{Cell, Node, Segment, Sensors, Table, integer_magnitude};
 
 /// Why a conversion failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,6 +138,15 @@ pub fn write_igor_xml(out: &mut String, tag: &str, value: &Value) {
     write_element(out, ElementName::new(tag), value);
 }
 
+/// The element Igor stores for a sensor tree under `tag`, as text
+/// ([`write_sensors_xml`] into memory).
+pub fn sensors_to_xml(tag: &str, tree: &Sensors) -> String {
+    let mut out = Vec::new();
+    // Writing to memory cannot fail, and the writer writes UTF-8 only.
+    let _ = write_sensors_xml(&mut out, tag, tree);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Writes the element Igor stores for a sensor tree under `tag` to `out`: the same
 /// bytes as [`write_igor_xml`] of `tree.to_value()` (same precondition), without
 /// building that `Value` or the whole text. Nothing follows the element (no newline).
@@ -170,13 +179,6 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
                 let child_name = ElementName::new(key);
                 for segment in segments {
                     match segment {
-                        Segment::Values(items) => {
-                            for item in items {
-                                open_content(&mut buffer, &mut has_child_nodes);
-                                write_element(&mut buffer, child_name, item);
-                                flush(&mut buffer, false)?;
-                            }
-                        }
                         Segment::Table(table) => {
                             let columns: Vec<ElementName<'_>> = table
                                 .columns()

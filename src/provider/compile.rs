@@ -637,7 +637,7 @@ impl Compiler<'_> {
                 self.range_param(&format!("{rp}/period"), p, &m.params, ParamType::Enum);
                 if let Some(decl) = m.params.get(p) {
                     for v in &decl.values {
-                        if crate::params::period_days_probe(v).is_none() {
+                        if super::values::parse_period(v).is_none() {
                             self.err(
                                 &format!("{pointer}/params/{}/values", pointer_token(p)),
                                 format!("`{v}` is not a period the range understands (1d, 7d, 30d, 1w, 1m, 3m, 6m, 1y, max, Nd, Nw, Nm, Ny)"),
@@ -784,7 +784,7 @@ impl Compiler<'_> {
                 self.err(&pp, "`min` and `max` are only for integers");
             }
             if let Some(default) = &p.default {
-                if let Err(e) = crate::params::check_value(name, p, default) {
+                if let Err(e) = super::values::check_value(name, p, default) {
                     self.err(&format!("{pp}/default"), format!("bad default: {e}"));
                 }
             }

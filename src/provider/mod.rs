@@ -7,6 +7,7 @@
 pub mod compile;
 pub mod raw;
 pub mod selector;
+pub mod values;
 pub mod yaml;
 
 use std::fmt;

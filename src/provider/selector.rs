@@ -70,6 +70,29 @@ impl Selector {
         }
     }
 
+    /// Where every node the path selects lies under `value`, in document order, as
+    /// plain steps (members and non-negative indexes): how a path that needs the
+    /// general query engine is walked on other representations of the same answer.
+    pub fn locate(&self, value: &Value) -> Vec<Vec<Step>> {
+        self.query
+            .query_located(value)
+            .into_iter()
+            .map(|node| {
+                node.location()
+                    .iter()
+                    .map(|element| match element {
+                        serde_json_path::PathElement::Name(name) => {
+                            Step::Member((*name).to_owned())
+                        }
+                        serde_json_path::PathElement::Index(i) => {
+                            Step::Index(i64::try_from(*i).unwrap_or(i64::MAX))
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Every node the path selects, in document order.
     pub fn all<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
         match &self.plain {

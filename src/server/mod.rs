@@ -378,14 +378,14 @@ async fn fetch_now(
                 (
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/json")],
-                    Value::Object(tree).to_string(),
+                    tree.to_value().to_string(),
                 )
                     .into_response()
             } else {
                 (
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-                    xml::to_igor_xml(&user, &Value::Object(tree)),
+                    xml::sensors_to_xml(user.as_str(), &tree),
                 )
                     .into_response()
             }
@@ -403,7 +403,7 @@ pub async fn fetch_user(
     methods: Option<String>,
     explicit: IndexMap<String, String>,
     layout: Layout,
-) -> Result<Map<String, Value>, FetchError> {
+) -> Result<crate::sensors::Sensors, FetchError> {
     let _running = state.user_run(plugin, user).await;
     let store = state.rt.store.as_ref();
     let settings = live::user_settings(store, plugin, user).await?;

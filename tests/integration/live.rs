@@ -631,7 +631,7 @@ impl Live {
         )
         .await
         .unwrap_or_else(|e| panic!("dry-run fetch: {e}"));
-        healthpull::xml::to_igor_xml(USER, &Value::Object(tree))
+        healthpull::xml::to_igor_xml(USER, &tree.to_value())
     }
 
     // ----------------------------------------------------------------- secrets

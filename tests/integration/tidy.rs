@@ -71,3 +71,87 @@ fn only_the_transport_module_names_the_http_client() {
         found.join("\n")
     );
 }
+
+/// The crate's modules a source file names (`crate::x`), outside its unit tests.
+fn crate_modules(file: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).expect("a source file reads");
+    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    let mut found: Vec<String> = code
+        .match_indices("crate::")
+        .map(|(at, _)| {
+            code[at + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|m| !m.is_empty())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The dependency direction of docs/ARCHITECTURE.md: the provider format imports no
+/// runtime module, and the compact sensor tree imports nothing of the crate, so the
+/// format, the sensor schema and the tree form no circle with the engine.
+#[test]
+fn the_provider_format_imports_no_runtime_module() {
+    let src = root().join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("provider"), &mut files);
+    let mut wrong = Vec::new();
+    let mut check = |file: &Path, allowed: &[&str]| {
+        for module in crate_modules(file) {
+            if !allowed.contains(&module.as_str()) {
+                wrong.push(format!("{} uses crate::{module}", file.display()));
+            }
+        }
+    };
+    // Besides the format itself: its templates, the sensor schema (which outputs
+    // exist), unit conversions and the safe file reader, none of which imports more.
+    for file in &files {
+        check(
+            file,
+            &["provider", "template", "schema", "units", "regular_file"],
+        );
+    }
+    check(&src.join("template.rs"), &["provider"]);
+    check(&src.join("units.rs"), &["provider"]);
+    check(&src.join("regular_file.rs"), &[]);
+    check(&src.join("schema.rs"), &["sensors"]);
+    check(&src.join("sensors.rs"), &[]);
+    assert!(files.len() >= 5, "{files:?}");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// One route from answer to store (docs/ARCHITECTURE.md): callers answer with the
+/// indexed document, and nothing maps, checks or stores a `serde_json::Value` route
+/// beside it.
+#[test]
+fn one_route_from_answer_to_store() {
+    let src = root().join("src");
+    let engine = std::fs::read_to_string(src.join("engine.rs")).expect("engine.rs reads");
+    assert!(
+        engine.contains("async fn call(&self, request: &HttpRequest) -> Result<Doc, CallError>;"),
+        "`Caller::call` answers with a `transform::Doc`"
+    );
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let second_route = [
+        "Answer::Value",
+        "validate_tree",
+        "fn call_answer",
+        "fetch_sensors",
+        "Map<String, Value>, FetchError>",
+    ];
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("a source file reads");
+        for pattern in second_route {
+            if text.contains(pattern) {
+                found.push(format!("{}: {pattern}", file.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "a second route:\n{}", found.join("\n"));
+}

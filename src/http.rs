@@ -100,11 +100,30 @@ impl Transport for HttpTransport {
         let mut request =
             reqwest::Request::try_from(request).map_err(|e| TransportError::Failed(detail(&e)))?;
         *request.timeout_mut() = Some(limits.timeout);
-        let mut response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(|e| classify(&e))?;
+        // A pooled connection the server closed while idle fails before any answer
+        // ("connection closed before message completed"); an idempotent request is sent
+        // once more on a new connection. Others (token calls) are never repeated here:
+        // their callers decide, since a refresh token may be single-use.
+        let idempotent = matches!(
+            *request.method(),
+            reqwest::Method::GET
+                | reqwest::Method::HEAD
+                | reqwest::Method::PUT
+                | reqwest::Method::DELETE
+        );
+        let again = if idempotent {
+            request.try_clone()
+        } else {
+            None
+        };
+        let mut response = match self.client.execute(request).await {
+            Ok(response) => response,
+            Err(e) if stale_connection(&e) && again.is_some() => {
+                let again = again.expect("checked above");
+                self.client.execute(again).await.map_err(|e| classify(&e))?
+            }
+            Err(e) => return Err(classify(&e)),
+        };
         if let Some(len) = response.content_length() {
             if len > limits.max_bytes {
                 return Err(TransportError::TooLarge {
@@ -118,7 +137,10 @@ impl Transport for HttpTransport {
         if let Some(headers) = answer.headers_mut() {
             *headers = std::mem::take(response.headers_mut());
         }
-        let mut body = Vec::new();
+        // Reserved from the announced length (already checked against the limit), so a
+        // large answer is received into one allocation rather than grown by doubling.
+        let announced = response.content_length().unwrap_or(0);
+        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
@@ -137,6 +159,19 @@ impl Transport for HttpTransport {
             .body(Bytes::from(body))
             .map_err(|e| TransportError::Failed(format!(": {e}")))
     }
+}
+
+/// Whether `e` is a reused connection that the server had closed before the request
+/// could be answered.
+fn stale_connection(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message();
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The innermost cause of an error, as `: cause`, redacted; empty when there is none.

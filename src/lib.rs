@@ -15,12 +15,10 @@
 //! - [`config`], [`cli`]: the config file and the command line ([`regular_file`] reads files safely).
 
 pub mod app;
-pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod engine;
 pub mod http;
-pub mod igor_install;
 pub mod live;
 pub mod lock;
 pub mod oauth;

@@ -18,9 +18,9 @@
 
 use std::time::Duration;
 
+use crate::secret::Secret;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
@@ -37,7 +37,7 @@ pub struct IgorStoreConfig {
     /// The identity healthpull authenticates as (HTTP Basic).
     pub username: String,
     /// Its password.
-    pub password: SecretString,
+    pub password: Secret,
     /// The limit for each whole request.
     pub timeout: Duration,
 }
@@ -48,7 +48,7 @@ pub struct IgorStore {
     client: reqwest::Client,
     base: String,
     username: String,
-    password: SecretString,
+    password: Secret,
 }
 
 /// What a PUT came to, when it did not fail outright.
@@ -96,7 +96,7 @@ impl IgorStore {
                 config.username
             )));
         }
-        if config.password.expose_secret().contains(':') {
+        if config.password.expose().contains(':') {
             // Igor 0.99.1 answers 500 to any Basic password containing a colon.
             return Err(StoreError::Config(
                 "the igor password contains ':', which igor 0.99.1 cannot handle".to_owned(),
@@ -134,7 +134,7 @@ impl IgorStore {
         let reply = self
             .send(Method::GET, target, "application/xml", None)
             .await?;
-        expect_xml_ok("GET", target, &reply, self.password.expose_secret())
+        expect_xml_ok("GET", target, &reply, self.password.expose())
     }
 
     /// Sends one request and reads the whole reply.
@@ -154,7 +154,7 @@ impl IgorStore {
         let mut request = self
             .client
             .request(method.clone(), format!("{}{target}", self.base))
-            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            .basic_auth(&self.username, Some(self.password.expose()))
             .header(ACCEPT, HeaderValue::from_static(accept));
         if let Some((content_type, body)) = body {
             request = request
@@ -192,7 +192,7 @@ impl IgorStore {
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        expect_xml_ok("GET", &target, &reply, self.password.expose_secret())?;
+        expect_xml_ok("GET", &target, &reply, self.password.expose())?;
         Ok(Some(reply.body))
     }
 
@@ -215,7 +215,7 @@ impl IgorStore {
         if reply.status == StatusCode::BAD_REQUEST && is_parent_missing(path, &reply.body) {
             return Ok(PutOutcome::ParentMissing);
         }
-        expect_xml_ok("PUT", &target, &reply, self.password.expose_secret())?;
+        expect_xml_ok("PUT", &target, &reply, self.password.expose())?;
         Ok(PutOutcome::Stored)
     }
 
@@ -322,12 +322,12 @@ impl Store for IgorStore {
         let reply = self
             .send(Method::DELETE, &target, "application/xml", None)
             .await?;
-        expect_ok("DELETE", &target, &reply, self.password.expose_secret())?;
+        expect_ok("DELETE", &target, &reply, self.password.expose())?;
         if !reply.body.trim().is_empty() {
             return Err(StoreError::IgorReply {
                 method: "DELETE",
                 target,
-                message: igor_message(&reply.body, self.password.expose_secret()),
+                message: igor_message(&reply.body, self.password.expose()),
             });
         }
         Ok(())
@@ -346,12 +346,12 @@ impl Store for IgorStore {
     async fn save(&self) -> Result<(), StoreError> {
         let target = "/internal/save";
         let reply = self.send(Method::GET, target, "text/plain", None).await?;
-        expect_ok("GET", target, &reply, self.password.expose_secret())?;
+        expect_ok("GET", target, &reply, self.password.expose())?;
         if looks_like_html(&reply.body) {
             return Err(StoreError::IgorReply {
                 method: "GET",
                 target: target.to_owned(),
-                message: igor_message(&reply.body, self.password.expose_secret()),
+                message: igor_message(&reply.body, self.password.expose()),
             });
         }
         Ok(())
@@ -526,7 +526,7 @@ mod tests {
         IgorStoreConfig {
             url: url.to_owned(),
             username: username.to_owned(),
-            password: SecretString::from(password.to_owned()),
+            password: Secret::from(password.to_owned()),
             timeout: Duration::from_secs(5),
         }
     }

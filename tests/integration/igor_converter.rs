@@ -663,7 +663,7 @@ async fn big_integers_reach_a_real_igor_exactly() {
     let store = IgorStore::new(IgorStoreConfig {
         url: igor.url.clone(),
         username: user,
-        password: secrecy::SecretString::from(password),
+        password: healthpull::secret::Secret::from(password),
         timeout: std::time::Duration::from_secs(20),
     })
     .unwrap();

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 
-use crate::consent::html_escape as esc;
-use crate::http;
-use crate::secret::{Secret, redact};
+use healthpull::consent::html_escape as esc;
+use healthpull::http;
+use healthpull::secret::{Secret, redact};
 
 /// What to install.
 pub struct Install {
@@ -26,7 +26,7 @@ pub struct Install {
     /// Plugin name.
     pub plugin: String,
     /// Users to fetch for.
-    pub users: Vec<crate::user::UserName>,
+    pub users: Vec<healthpull::user::UserName>,
     /// This server's URL as Igor reaches it.
     pub server_url: String,
     /// Seconds between fetches.

@@ -327,17 +327,21 @@ fn check(config_path: Option<&std::path::Path>, files: Vec<PathBuf>) -> Result<i
 }
 
 fn to_xml(tag: &str) -> Result<i32> {
-    let mut input = String::new();
+    let mut input = Vec::new();
     std::io::stdin()
-        .read_to_string(&mut input)
+        .lock()
+        .read_to_end(&mut input)
         .context("cannot read stdin")?;
-    let value: Value = serde_json::from_str(&input).context("stdin is not JSON")?;
-    let text = xml::try_to_igor_xml(tag, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    let value: Value = serde_json::from_slice(&input).context("stdin is not JSON")?;
+    drop(input);
+    let mut text = xml::try_to_igor_xml(tag, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The process ends after this command: freeing a large tree node by node would cost
+    // as much as writing it (docs/BENCHMARKS.md, "to-xml against Igor's converter").
+    std::mem::forget(value);
     if !text.ends_with('\n') {
-        out.write_all(b"\n")?;
+        text.push('\n');
     }
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(0)
 }
 

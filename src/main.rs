@@ -19,8 +19,11 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(|| healthpull::secret::log_writer())
         .init();
+    // Blocking work is the embedded store's one connection (one operation at a time) and
+    // lock files: more threads than this mostly wait, each with its own stack and heap.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(8)
         .build()
     {
         Ok(r) => r,

@@ -297,7 +297,12 @@ impl Registry {
         }
         let recent = Redactor::matcher(state.recent.iter());
         let redactor = Arc::new(Redactor {
-            matchers: state.base.iter().cloned().chain(recent.map(Arc::new)).collect(),
+            matchers: state
+                .base
+                .iter()
+                .cloned()
+                .chain(recent.map(Arc::new))
+                .collect(),
         });
         state.builds += 1;
         state.redactor = Some(redactor.clone());
@@ -509,8 +514,15 @@ mod tests {
             registry.pin(&format!("pinned-value-{i:04}"));
         }
         let rebuilt = registry.redactor();
-        assert_eq!(rebuilt.matchers.len(), 1, "{RECENT_MAX} values later, one again");
-        assert_eq!(rebuilt.redact("x inner-secret pinned-value-0000"), "x [redacted] [redacted]");
+        assert_eq!(
+            rebuilt.matchers.len(),
+            1,
+            "{RECENT_MAX} values later, one again"
+        );
+        assert_eq!(
+            rebuilt.redact("x inner-secret pinned-value-0000"),
+            "x [redacted] [redacted]"
+        );
     }
 
     // Issue 8: redaction cost must not grow with every secret ever seen.

@@ -421,7 +421,9 @@ pub async fn fetch_user(
         state.rt.clock.now(),
     )?;
     let result = live::fetch(provider, plugin, user, &state.rt, &plan, false).await;
-    let known = matches!(store.get(&paths::user(plugin, user)).await, Ok(Some(_)));
+    // A fetch that succeeded read the user's token, so the user has stored data.
+    let known =
+        result.is_ok() || matches!(store.get(&paths::user(plugin, user)).await, Ok(Some(_)));
     state
         .metrics
         .count(result.is_ok(), plugin, known.then_some(user));

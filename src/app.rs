@@ -4,22 +4,56 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-
 use crate::config::{Config, StoreConfig};
 use crate::http::HttpTransport;
 use crate::live::{Budgets, Clock, Runtime};
 use crate::lock::LockDir;
-use crate::store::{IgorStore, IgorStoreConfig, SealedStore, SqliteStore, Store, StoreKey};
+use crate::store::{
+    IgorStore, IgorStoreConfig, KeyError, SealedStore, SqliteStore, Store, StoreError, StoreKey,
+};
+
+/// Why the configured store cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// `store.key_env` names a variable that is not set.
+    #[error("store.key_env names ${0}, which is not set")]
+    KeyUnset(String),
+    /// The Igor password's variable is not set.
+    #[error("the Igor password is read from ${0}, which is not set")]
+    PasswordUnset(String),
+    /// The store key is not a key.
+    #[error("${var}: {source}")]
+    Key {
+        /// The variable holding it.
+        var: String,
+        /// What is wrong with it.
+        source: KeyError,
+    },
+    /// The embedded store cannot be opened.
+    #[error("cannot open the store {path}: {source}")]
+    Embedded {
+        /// The store file.
+        path: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// The Igor store's settings are refused.
+    #[error(transparent)]
+    Igor(StoreError),
+}
+
+type Result<T> = std::result::Result<T, OpenError>;
 
 /// Opens the configured store; with `store.key_env`, secrets are encrypted at rest.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     let key = match config.store.key_env() {
         Some(var) => {
-            let text = std::env::var(var)
-                .with_context(|| format!("store.key_env names ${var}, which is not set"))?;
+            let text = std::env::var(var).map_err(|_| OpenError::KeyUnset(var.to_owned()))?;
             crate::secret::register(text.trim());
-            Some(StoreKey::parse(&text).with_context(|| format!("${var}"))?)
+            Some(StoreKey::parse(&text).map_err(|source| OpenError::Key {
+                var: var.to_owned(),
+                source,
+            })?)
         }
         None => None,
     };
@@ -31,8 +65,10 @@ fn open_backend(config: &Config) -> Result<Arc<dyn Store>> {
         StoreConfig::Embedded { path, .. } => {
             let path = config.resolve_path(path);
             Arc::new(
-                SqliteStore::open(&path)
-                    .with_context(|| format!("cannot open the store {}", path.display()))?,
+                SqliteStore::open(&path).map_err(|source| OpenError::Embedded {
+                    path: path.display().to_string(),
+                    source,
+                })?,
             )
         }
         StoreConfig::Igor {
@@ -41,19 +77,21 @@ fn open_backend(config: &Config) -> Result<Arc<dyn Store>> {
             password_env,
             ..
         } => {
-            let password = std::env::var(password_env).with_context(|| {
-                format!("the Igor password is read from ${password_env}, which is not set")
-            })?;
+            let password = std::env::var(password_env)
+                .map_err(|_| OpenError::PasswordUnset(password_env.clone()))?;
             crate::secret::register(&password);
-            Arc::new(IgorStore::new(
-                IgorStoreConfig {
-                    url: url.clone(),
-                    username: username.clone(),
-                    password: password.into(),
-                    timeout: Duration::from_secs(30),
-                },
-                HttpTransport::shared(),
-            )?)
+            Arc::new(
+                IgorStore::new(
+                    IgorStoreConfig {
+                        url: url.clone(),
+                        username: username.clone(),
+                        password: password.into(),
+                        timeout: Duration::from_secs(30),
+                    },
+                    HttpTransport::shared(),
+                )
+                .map_err(OpenError::Igor)?,
+            )
         }
     })
 }

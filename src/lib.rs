@@ -11,16 +11,17 @@
 //! - [`xml`]: Igor's JSON <-> XML conversion, byte for byte;
 //! - [`store`]: the Igor tree, embedded (SQLite) or a running Igor; [`lock`] serialises refreshes;
 //! - [`oauth`], [`live`], [`http`], [`secret`]: the live path: tokens, resilient calls, redaction;
-//! - [`server`], [`igor_install`]: `serve` (the old plugin's entry points, setup page, schedule) and Igor wiring;
-//! - [`config`], [`cli`]: the config file and the command line ([`regular_file`] reads files safely).
+//! - [`server`]: `serve` (the old plugin's entry points, setup page, schedule), its errors one [`server::AppError`];
+//! - [`config`], [`app`]: the config file and the wiring from it ([`regular_file`] reads files safely).
+//!
+//! The command line (with `auth` and `igor-install`) is the binary's (`src/cli/`): the
+//! library's errors are typed (`thiserror`); context for people is added only there.
 
 pub mod app;
-pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod engine;
 pub mod http;
-pub mod igor_install;
 pub mod live;
 pub mod lock;
 pub mod oauth;

@@ -5,11 +5,13 @@
 
 use clap::Parser;
 
+mod cli;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = healthpull::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEALTHPULL_LOG")
@@ -17,8 +19,11 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(|| healthpull::secret::log_writer())
         .init();
+    // Blocking work is the embedded store's one connection (one operation at a time) and
+    // lock files: more threads than this mostly wait, each with its own stack and heap.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(8)
         .build()
     {
         Ok(r) => r,
@@ -27,7 +32,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(healthpull::cli::run(cli)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(0) => std::process::ExitCode::SUCCESS,
         Ok(code) => std::process::ExitCode::from(code.clamp(1, 255) as u8),
         Err(e) => {

@@ -77,6 +77,18 @@ impl Secret {
     }
 }
 
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret::new(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret::new(value)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)
@@ -189,6 +201,12 @@ struct State {
     prune_at: usize,
     /// `None` when the entries changed since it was built.
     redactor: Option<Arc<Redactor>>,
+    /// The automaton over the values registered before [`State::recent`]; `None` when
+    /// values were forgotten since, so that it must be rebuilt over all entries.
+    base: Option<Arc<AhoCorasick>>,
+    /// Values added since `base` was built, matched by a second, small automaton; when
+    /// there are more than [`RECENT_MAX`], `base` is rebuilt over all of them.
+    recent: Vec<String>,
     /// How often the automaton was built (tests check that redaction does not rebuild).
     builds: u64,
 }
@@ -202,6 +220,7 @@ impl State {
                 self.prune();
             }
             self.redactor = None;
+            self.recent.push(value.to_owned());
         }
         let entry = self.entries.entry(value.to_owned()).or_insert(Entry {
             live: None,
@@ -227,6 +246,7 @@ impl State {
                 self.entries.remove(key);
             }
             self.redactor = None;
+            self.base = None;
         }
         self.prune_at = self.entries.len() + DEAD_KEPT;
     }
@@ -270,7 +290,20 @@ impl Registry {
         if let Some(redactor) = &state.redactor {
             return redactor.clone();
         }
-        let redactor = Arc::new(Redactor::build(state.entries.keys()));
+        let state = &mut *state;
+        if state.base.is_none() || state.recent.len() > RECENT_MAX {
+            state.base = Redactor::matcher(state.entries.keys()).map(Arc::new);
+            state.recent.clear();
+        }
+        let recent = Redactor::matcher(state.recent.iter());
+        let redactor = Arc::new(Redactor {
+            matchers: state
+                .base
+                .iter()
+                .cloned()
+                .chain(recent.map(Arc::new))
+                .collect(),
+        });
         state.builds += 1;
         state.redactor = Some(redactor.clone());
         redactor
@@ -282,36 +315,71 @@ fn global() -> &'static Registry {
     REGISTRY.get_or_init(Registry::default)
 }
 
-/// The compiled automaton over every form of every registered value.
+/// How many values are added before the large automaton is rebuilt over all values:
+/// a new secret (every fetch interns its user's tokens) costs the build of an automaton
+/// over at most this many values, not over every value kept.
+const RECENT_MAX: usize = 32;
+
+/// The compiled automata over every form of every registered value: one over the values
+/// known when it was built, one over those added since.
 struct Redactor {
-    matcher: Option<AhoCorasick>,
+    matchers: Vec<Arc<AhoCorasick>>,
 }
 
 impl Redactor {
-    fn build<'a>(values: impl Iterator<Item = &'a String>) -> Redactor {
+    fn matcher<'a>(values: impl Iterator<Item = &'a String>) -> Option<AhoCorasick> {
         let mut patterns: Vec<String> = values.flat_map(|v| encoded_forms(v)).collect();
         patterns.sort_unstable();
         patterns.dedup();
         if patterns.is_empty() {
-            return Redactor { matcher: None };
+            return None;
         }
-        let matcher = AhoCorasickBuilder::new()
+        AhoCorasickBuilder::new()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&patterns)
-            .ok();
-        Redactor { matcher }
+            .ok()
     }
 
     fn redact(&self, text: &str) -> String {
-        let Some(matcher) = &self.matcher else {
-            return text.to_owned();
-        };
-        let mut out = String::with_capacity(text.len());
-        matcher.replace_all_with(text, &mut out, |_, _, dst| {
-            dst.push_str(REDACTED);
-            true
-        });
-        out
+        match self.matchers.as_slice() {
+            [] => text.to_owned(),
+            [matcher] => {
+                let mut out = String::with_capacity(text.len());
+                matcher.replace_all_with(text, &mut out, |_, _, dst| {
+                    dst.push_str(REDACTED);
+                    true
+                });
+                out
+            }
+            matchers => {
+                // Every span either automaton finds is hidden; overlapping spans are
+                // hidden as one, so no part of a longer secret stays visible.
+                let mut spans: Vec<(usize, usize)> = matchers
+                    .iter()
+                    .flat_map(|m| m.find_iter(text).map(|f| (f.start(), f.end())))
+                    .collect();
+                if spans.is_empty() {
+                    return text.to_owned();
+                }
+                spans.sort_unstable();
+                let mut out = String::with_capacity(text.len());
+                let mut copied = 0;
+                let mut i = 0;
+                while i < spans.len() {
+                    let (start, mut end) = spans[i];
+                    i += 1;
+                    while i < spans.len() && spans[i].0 < end {
+                        end = end.max(spans[i].1);
+                        i += 1;
+                    }
+                    out.push_str(&text[copied..start]);
+                    out.push_str(REDACTED);
+                    copied = end;
+                }
+                out.push_str(&text[copied..]);
+                out
+            }
+        }
     }
 
     fn redact_value(&self, value: &mut Value) {
@@ -424,6 +492,37 @@ mod tests {
         let mut v = serde_json::json!({"a": ["json-secret-value"], "json-secret-value": 1});
         redact_json(&mut v);
         assert_eq!(v, serde_json::json!({"a": ["[redacted]"], "[redacted]": 1}));
+    }
+
+    // Issue 8: a new secret builds only the small automaton; spans of both are hidden.
+    #[test]
+    fn secrets_added_later_are_matched_with_the_earlier_ones() {
+        let registry = Registry::default();
+        let _outer = registry.intern("outer-inner-secret-tail");
+        let _left = registry.intern("left-half-over");
+        let first = registry.redactor();
+        assert_eq!(first.matchers.len(), 1);
+        let _inner = registry.intern("inner-secret");
+        let _right = registry.intern("half-over-right");
+        let both = registry.redactor();
+        assert_eq!(both.matchers.len(), 2, "the large automaton is kept");
+        assert!(Arc::ptr_eq(&first.matchers[0], &both.matchers[0]));
+        assert_eq!(both.redact("x outer-inner-secret-tail y"), "x [redacted] y");
+        assert_eq!(both.redact("x inner-secret y"), "x [redacted] y");
+        assert_eq!(both.redact("x left-half-over-right y"), "x [redacted] y");
+        for i in 0..=RECENT_MAX {
+            registry.pin(&format!("pinned-value-{i:04}"));
+        }
+        let rebuilt = registry.redactor();
+        assert_eq!(
+            rebuilt.matchers.len(),
+            1,
+            "{RECENT_MAX} values later, one again"
+        );
+        assert_eq!(
+            rebuilt.redact("x inner-secret pinned-value-0000"),
+            "x [redacted] [redacted]"
+        );
     }
 
     // Issue 8: redaction cost must not grow with every secret ever seen.

@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
-use super::{AppState, text};
+use super::{AppError, AppState};
 use crate::secret::Secret;
 
 /// Configured credentials.
@@ -169,17 +169,15 @@ pub async fn host_guard(
         Some(host) if state.hosts.allows_host(&host) => next.run(request).await,
         Some(host) => {
             tracing::warn!(host = %host, "Refused a request for an unknown host");
-            text(
+            AppError::new(
                 StatusCode::MISDIRECTED_REQUEST,
                 format!(
-                    "421 this server does not answer for host {host:?}: reach it at its public_url, or list the name in allowed_hosts"
+                    "this server does not answer for host {host:?}: reach it at its public_url, or list the name in allowed_hosts"
                 ),
             )
+            .into_response()
         }
-        None => text(
-            StatusCode::BAD_REQUEST,
-            "400 the Host header is required".into(),
-        ),
+        None => AppError::bad_request("the Host header is required").into_response(),
     }
 }
 
@@ -201,12 +199,9 @@ pub fn cross_site(hosts: &Hosts, headers: &HeaderMap) -> bool {
 }
 
 /// Refuses a cross-site browser request (see [`cross_site`]).
-pub fn refuse_cross_site(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+pub fn refuse_cross_site(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     if cross_site(&state.hosts, headers) {
-        return Err(text(
-            StatusCode::FORBIDDEN,
-            "403 cross-site request refused".into(),
-        ));
+        return Err(AppError::forbidden("cross-site request refused"));
     }
     Ok(())
 }
@@ -223,15 +218,7 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
     let path = request.uri().path();
     let exempt = path.starts_with("/plugin/") && path.ends_with("/auth2");
     if state.access.configured() && !exempt && !state.access.allows(request.headers()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [
-                (header::WWW_AUTHENTICATE, "Basic realm=\"healthpull\""),
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            ],
-            "401 credentials required\n",
-        )
-            .into_response();
+        return AppError::unauthorized().into_response();
     }
     next.run(request).await
 }
@@ -243,7 +230,7 @@ pub fn check_csrf(
     method: &Method,
     headers: &HeaderMap,
     pairs: &[(String, String)],
-) -> Result<(), Response> {
+) -> Result<(), AppError> {
     refuse_cross_site(state, headers)?;
     if *method == Method::POST {
         let given = pairs
@@ -253,9 +240,8 @@ pub fn check_csrf(
             .unwrap_or("");
         let expected = state.csrf_token(plugin);
         if !constant_eq(expected.as_bytes(), given.as_bytes()) {
-            return Err(text(
-                StatusCode::FORBIDDEN,
-                "403 form token missing or wrong: reload the setup page".into(),
+            return Err(AppError::forbidden(
+                "form token missing or wrong: reload the setup page",
             ));
         }
     }

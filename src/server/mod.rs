@@ -6,6 +6,7 @@
 
 mod access;
 mod conn;
+mod error;
 mod page;
 mod schedule;
 
@@ -35,6 +36,19 @@ use crate::user::UserName;
 use crate::xml;
 
 pub use access::{Access, Hosts};
+pub use error::AppError;
+use error::browser;
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A plugin's provider cannot be loaded.
+    #[error(transparent)]
+    Plugin(#[from] crate::config::ConfigError),
+    /// `public_url` or `allowed_hosts` is refused.
+    #[error("{0}")]
+    Hosts(String),
+}
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -119,7 +133,7 @@ impl AppState {
         rt: Runtime,
         access: Access,
         port: u16,
-    ) -> anyhow::Result<AppState> {
+    ) -> Result<AppState, StartError> {
         let mut plugins = IndexMap::new();
         for name in config.plugin_names() {
             let provider = config.load_plugin(&name)?;
@@ -127,7 +141,7 @@ impl AppState {
         }
         let public_url = consent::public_url(config);
         let hosts =
-            Hosts::new(&public_url, port, &config.allowed_hosts).map_err(anyhow::Error::msg)?;
+            Hosts::new(&public_url, port, &config.allowed_hosts).map_err(StartError::Hosts)?;
         let mut csrf_key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut csrf_key);
         Ok(AppState {
@@ -143,12 +157,9 @@ impl AppState {
         })
     }
 
-    fn provider(&self, plugin: &str) -> Result<Arc<Provider>, Response> {
+    fn provider(&self, plugin: &str) -> Result<Arc<Provider>, AppError> {
         self.plugins.get(plugin).cloned().ok_or_else(|| {
-            text(
-                StatusCode::NOT_FOUND,
-                format!("404 no plugin named {plugin}"),
-            )
+            AppError::new(StatusCode::NOT_FOUND, format!("no plugin named {plugin}"))
         })
     }
 
@@ -258,7 +269,7 @@ async fn request_log(State(state): State<Arc<AppState>>, request: Request, next:
     response
 }
 
-/// A plain-text answer in Igor's style (`"403 text\n"`).
+/// A plain-text answer in Igor's style (`"ok\n"`; errors are [`AppError`]s).
 pub fn text(status: StatusCode, body: String) -> Response {
     let mut body = redact(&body);
     if !body.ends_with('\n') {
@@ -322,7 +333,7 @@ fn plugin_query(
     state: &AppState,
     plugin: &str,
     query: Option<String>,
-) -> Result<(Arc<Provider>, Params), Response> {
+) -> Result<(Arc<Provider>, Params), AppError> {
     let provider = state.provider(plugin)?;
     Ok((provider, pairs(query.as_deref().unwrap_or(""))))
 }
@@ -333,18 +344,10 @@ async fn fetch_now(
     Path(plugin): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
-    let (provider, pairs) = match plugin_query(&state, &plugin, query) {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
-    if let Err(r) = access::refuse_cross_site(&state, &headers) {
-        return r;
-    }
-    let user = match user_param(&plugin, &pairs) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+) -> Result<Response, AppError> {
+    let (provider, pairs) = plugin_query(&state, &plugin, query)?;
+    access::refuse_cross_site(&state, &headers)?;
+    let user = user_param(&plugin, &pairs)?;
     let json_wanted = wants_json(&headers, &pairs);
     let mut explicit = IndexMap::new();
     for (k, v) in &pairs {
@@ -356,13 +359,10 @@ async fn fetch_now(
         None => Layout::Mapped,
         Some(Some(l)) => l,
         Some(None) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "400 layout must be mapped, raw or both".into(),
-            );
+            return Err(AppError::bad_request("layout must be mapped, raw or both"));
         }
     };
-    match fetch_user(
+    let tree = fetch_user(
         &state,
         &plugin,
         provider,
@@ -372,26 +372,22 @@ async fn fetch_now(
         layout,
     )
     .await
-    {
-        Ok(tree) => {
-            if json_wanted {
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    tree.to_value().to_string(),
-                )
-                    .into_response()
-            } else {
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-                    xml::sensors_to_xml(user.as_str(), &tree),
-                )
-                    .into_response()
-            }
-        }
-        Err(e) => fetch_error_response(&state, &plugin, &user, e),
-    }
+    .map_err(|e| fetch_error(&state, &plugin, &user, e))?;
+    Ok(if json_wanted {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            tree.to_value().to_string(),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+            xml::sensors_to_xml(user.as_str(), &tree),
+        )
+            .into_response()
+    })
 }
 
 /// Fetches for one user, one run at a time per user.
@@ -425,19 +421,19 @@ pub async fn fetch_user(
         state.rt.clock.now(),
     )?;
     let result = live::fetch(provider, plugin, user, &state.rt, &plan, false).await;
-    let known = matches!(store.get(&paths::user(plugin, user)).await, Ok(Some(_)));
+    // A fetch that succeeded read the user's token, so the user has stored data.
+    let known =
+        result.is_ok() || matches!(store.get(&paths::user(plugin, user)).await, Ok(Some(_)));
     state
         .metrics
         .count(result.is_ok(), plugin, known.then_some(user));
     result
 }
 
-fn fetch_error_response(
-    state: &AppState,
-    plugin: &str,
-    user: &UserName,
-    e: FetchError,
-) -> Response {
+/// The answer to a failed fetch: 403 without app or token, 400 for refused arguments,
+/// 409 when consent is needed, 429 when our own budget is spent, else 502 (500 for the
+/// store).
+fn fetch_error(state: &AppState, plugin: &str, user: &UserName, e: FetchError) -> AppError {
     let message = e.to_string();
     let status = match &e {
         FetchError::NoApp { .. } | FetchError::NoToken { .. } => StatusCode::FORBIDDEN,
@@ -462,7 +458,7 @@ fn fetch_error_response(
         message
     };
     tracing::warn!(plugin, user = %user, status = status.as_u16(), error = %redact(&message), "Fetch failed");
-    text(status, format!("{} {message}", status.as_u16()))
+    AppError::new(status, message)
 }
 
 /// The raw query string.
@@ -484,35 +480,35 @@ async fn auth1(
     Path(plugin): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
-    let (provider, pairs) = match plugin_query(&state, &plugin, query) {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
+) -> Result<Response, AppError> {
+    let (provider, pairs) = plugin_query(&state, &plugin, query)?;
     let parsed = get_param(&pairs, "user").map(UserName::parse);
     let known = match &parsed {
         Some(Ok(u)) => Some(u.as_str()),
         _ => None,
     };
     let fail = |status: StatusCode, message: String| {
-        consent_failure(&headers, &plugin, known, status, message)
+        AppError::new(status, message).consent(&headers, &plugin, known)
     };
     if access::cross_site(&state.hosts, &headers) {
-        return fail(StatusCode::FORBIDDEN, "cross-site request refused".into());
+        return Err(fail(
+            StatusCode::FORBIDDEN,
+            "cross-site request refused".into(),
+        ));
     }
     let user = match &parsed {
         None => {
-            return fail(
+            return Err(fail(
                 StatusCode::BAD_REQUEST,
                 format!("{plugin}: the user argument is required"),
-            );
+            ));
         }
         Some(Err(e)) => {
             let given = get_param(&pairs, "user").unwrap_or_default();
-            return fail(
+            return Err(fail(
                 StatusCode::BAD_REQUEST,
                 format!("{plugin}: invalid user name {given:?}: {e}"),
-            );
+            ));
         }
         Some(Ok(u)) => u.clone(),
     };
@@ -527,15 +523,15 @@ async fn auth1(
     )
     .await
     {
-        Ok(url) => Redirect::to(url.as_str()).into_response(),
-        Err(ConsentError::NoApp) => fail(
+        Ok(url) => Ok(Redirect::to(url.as_str()).into_response()),
+        Err(ConsentError::NoApp) => Err(fail(
             StatusCode::FORBIDDEN,
             format!(
                 "{plugin}: the app is not registered (client_id and client_secret in plugindata/{plugin})"
             ),
-        ),
-        Err(e @ ConsentError::TooMany) => fail(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        )),
+        Err(e @ ConsentError::TooMany) => Err(fail(StatusCode::TOO_MANY_REQUESTS, e.to_string())),
+        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
@@ -545,11 +541,8 @@ async fn auth2(
     Path(plugin): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
-    let (provider, pairs) = match plugin_query(&state, &plugin, query) {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
+) -> Result<Response, AppError> {
+    let (provider, pairs) = plugin_query(&state, &plugin, query)?;
     let store = state.rt.store.as_ref();
     let st = get_param(&pairs, "state");
     if let Some(err) = get_param(&pairs, "error") {
@@ -557,26 +550,23 @@ async fn auth2(
             Some(st) => consent::abandon(store, &plugin, st).await,
             None => None,
         };
-        return consent_failure(
-            &headers,
-            &plugin,
-            user.as_deref(),
-            StatusCode::BAD_REQUEST,
-            format!("the provider did not grant access: {err}"),
+        return Err(
+            AppError::bad_request(format!("the provider did not grant access: {err}")).consent(
+                &headers,
+                &plugin,
+                user.as_deref(),
+            ),
         );
     }
     let (Some(code), Some(st)) = (get_param(&pairs, "code"), st) else {
-        return consent_failure(
-            &headers,
-            &plugin,
-            None,
-            StatusCode::BAD_REQUEST,
-            "auth2 needs the code and state arguments".into(),
+        return Err(
+            AppError::bad_request("auth2 needs the code and state arguments")
+                .consent(&headers, &plugin, None),
         );
     };
     let user = consent::pending_user(store, &plugin, st).await;
-    let fail = |status: StatusCode, message: String| {
-        consent_failure(&headers, &plugin, user.as_deref(), status, message)
+    let fail = |status: StatusCode, e: ConsentError| {
+        AppError::new(status, e.to_string()).consent(&headers, &plugin, user.as_deref())
     };
     match consent::complete(
         store,
@@ -589,45 +579,15 @@ async fn auth2(
     )
     .await
     {
-        Ok(user) => {
-            if browser(&headers) {
-                Html(page::granted_page(&plugin, &user)).into_response()
-            } else {
-                text(StatusCode::OK, "ok".into())
-            }
-        }
+        Ok(user) => Ok(if browser(&headers) {
+            Html(page::granted_page(&plugin, &user)).into_response()
+        } else {
+            text(StatusCode::OK, "ok".into())
+        }),
         Err(e @ (ConsentError::UnknownState | ConsentError::Expired | ConsentError::NoApp)) => {
-            fail(StatusCode::FORBIDDEN, e.to_string())
+            Err(fail(StatusCode::FORBIDDEN, e))
         }
-        Err(e) => fail(StatusCode::BAD_GATEWAY, e.to_string()),
-    }
-}
-
-/// Whether the client is a browser (asks for HTML).
-fn browser(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
-}
-
-/// A refused consent step: for browsers a page with the error and a way back to the setup
-/// page (the user's section when the user is known), for other clients `"<status> text"`.
-fn consent_failure(
-    headers: &HeaderMap,
-    plugin: &str,
-    user: Option<&str>,
-    status: StatusCode,
-    message: String,
-) -> Response {
-    if browser(headers) {
-        (
-            status,
-            Html(page::error_page(status, &redact(&message), plugin, user)),
-        )
-            .into_response()
-    } else {
-        text(status, format!("{} {message}", status.as_u16()))
+        Err(e) => Err(fail(StatusCode::BAD_GATEWAY, e)),
     }
 }
 
@@ -640,21 +600,17 @@ fn params_of(method: &Method, query: Option<String>, body: &Bytes) -> Vec<(Strin
 }
 
 /// The `user` parameter as a [`UserName`]: 400 when it is missing or not a valid name.
-fn user_param(plugin: &str, pairs: &[(String, String)]) -> Result<UserName, Response> {
+fn user_param(plugin: &str, pairs: &[(String, String)]) -> Result<UserName, AppError> {
     let Some(text) = get_param(pairs, "user") else {
-        return Err(self::text(
-            StatusCode::BAD_REQUEST,
-            format!("400 {plugin}: the user argument is required"),
-        ));
+        return Err(AppError::bad_request(format!(
+            "{plugin}: the user argument is required"
+        )));
     };
     UserName::parse(text).map_err(|e| {
-        self::text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "400 {plugin}: invalid user name {:?}: {e}",
-                text.escape_debug().to_string()
-            ),
-        )
+        AppError::bad_request(format!(
+            "{plugin}: invalid user name {:?}: {e}",
+            text.escape_debug().to_string()
+        ))
     })
 }
 
@@ -684,7 +640,7 @@ async fn refused(
     plugin: &str,
     pairs: &[(String, String)],
     e: crate::settings::SettingError,
-) -> Response {
+) -> Result<Response, AppError> {
     if get_param(pairs, "returnTo").is_some() {
         let error = page::FieldError {
             field: e.field().to_owned(),
@@ -692,7 +648,7 @@ async fn refused(
         };
         return page::render(state, plugin, get_param(pairs, "user"), Some(&error)).await;
     }
-    text(StatusCode::BAD_REQUEST, format!("400 {plugin}: {e}"))
+    Err(AppError::bad_request(format!("{plugin}: {e}")))
 }
 
 /// Only paths on this server may be returned to (no open redirect).
@@ -715,15 +671,14 @@ fn form_params(
     headers: &HeaderMap,
     query: Option<String>,
     body: &Bytes,
-) -> Result<Vec<(String, String)>, Response> {
+) -> Result<Vec<(String, String)>, AppError> {
     state.provider(plugin)?;
     let pairs = params_of(method, query, body);
     access::check_csrf(state, plugin, method, headers, &pairs)?;
     if let Some(to) = get_param(&pairs, "returnTo") {
         if safe_return(Some(to)).is_none() {
-            return Err(text(
-                StatusCode::BAD_REQUEST,
-                "400 returnTo must be a path on this server".into(),
+            return Err(AppError::bad_request(
+                "returnTo must be a path on this server",
             ));
         }
     }
@@ -731,16 +686,15 @@ fn form_params(
 }
 
 /// The answer of a settings request: 303 to `returnTo` (local paths only), else `reply`.
-fn done(pairs: &[(String, String)], reply: String) -> Response {
+fn done(pairs: &[(String, String)], reply: String) -> Result<Response, AppError> {
     match get_param(pairs, "returnTo") {
         Some(to) => match safe_return(Some(to)) {
-            Some(to) => Redirect::to(&to).into_response(),
-            None => text(
-                StatusCode::BAD_REQUEST,
-                "400 returnTo must be a path on this server".into(),
-            ),
+            Some(to) => Ok(Redirect::to(&to).into_response()),
+            None => Err(AppError::bad_request(
+                "returnTo must be a path on this server",
+            )),
         },
-        None => text(StatusCode::OK, reply),
+        None => Ok(text(StatusCode::OK, reply)),
     }
 }
 
@@ -752,11 +706,8 @@ async fn settings(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
-) -> Response {
-    let pairs = match form_params(&state, &plugin, &method, &headers, query, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Result<Response, AppError> {
+    let pairs = form_params(&state, &plugin, &method, &headers, query, &body)?;
     if let Some(system) = get_param(&pairs, "system") {
         if let Err(e) = crate::settings::check_system(system) {
             return refused(&state, &plugin, &pairs, e).await;
@@ -770,15 +721,11 @@ async fn settings(
                 crate::secret::register(v);
             }
             let path = format!("{}/{key}", paths::app(&plugin));
-            if let Err(e) = store.put(&path, &Value::String(v.to_owned())).await {
-                return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
-            }
+            store.put(&path, &Value::String(v.to_owned())).await?;
             last = Some(path);
         }
     }
-    if let Err(e) = store.save().await {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
-    }
+    store.save().await?;
     done(
         &pairs,
         last.map(|p| format!("/data/{p}"))
@@ -794,19 +741,10 @@ async fn user_settings(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
-) -> Response {
-    let pairs = match form_params(&state, &plugin, &method, &headers, query, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let user = match user_param(&plugin, &pairs) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let provider = match state.provider(&plugin) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Result<Response, AppError> {
+    let pairs = form_params(&state, &plugin, &method, &headers, query, &body)?;
+    let user = user_param(&plugin, &pairs)?;
+    let provider = state.provider(&plugin)?;
     let fields = user_fields(&pairs);
     for (k, v) in &fields {
         if let Err(e) = crate::settings::check_user_default(&provider, k, v) {
@@ -857,16 +795,14 @@ async fn user_settings(
         store.save().await
     }
     .await;
-    if let Err(e) = result {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}"));
-    }
+    result?;
     if let Some(why) = revocation_failed {
-        return text(
+        return Err(AppError::new(
             StatusCode::BAD_GATEWAY,
             format!(
-                "502 the token of {user} is deleted here, but the provider did not confirm the revocation ({why}); the grant may still be valid there"
+                "the token of {user} is deleted here, but the provider did not confirm the revocation ({why}); the grant may still be valid there"
             ),
-        );
+        ));
     }
     done(&pairs, format!("/data/{base}"))
 }
@@ -938,19 +874,18 @@ pub async fn plugin_status(
     }))
 }
 
-async fn status(State(state): State<Arc<AppState>>, Path(plugin): Path<String>) -> Response {
-    if let Err(r) = state.provider(&plugin) {
-        return r;
-    }
-    match plugin_status(&state, &plugin).await {
-        Ok(v) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string_pretty(&v).unwrap_or_default(),
-        )
-            .into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}")),
-    }
+async fn status(
+    State(state): State<Arc<AppState>>,
+    Path(plugin): Path<String>,
+) -> Result<Response, AppError> {
+    state.provider(&plugin)?;
+    let v = plugin_status(&state, &plugin).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&v).unwrap_or_default(),
+    )
+        .into_response())
 }
 
 fn label(s: &str) -> String {

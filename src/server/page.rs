@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{AppState, RawQuery, get_param, pairs, plugin_status, text};
+use super::{AppError, AppState, RawQuery, get_param, pairs, plugin_status};
 use crate::consent::html_escape as esc;
 use crate::live::{self, paths};
 use crate::user::UserName;
@@ -70,7 +70,7 @@ pub async fn setup(
     State(state): State<Arc<AppState>>,
     Path(plugin): Path<String>,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Result<Response, AppError> {
     let pairs = pairs(query.as_deref().unwrap_or(""));
     render(&state, &plugin, get_param(&pairs, "user"), None).await
 }
@@ -82,11 +82,8 @@ pub async fn render(
     plugin: &str,
     typed: Option<&str>,
     error: Option<&FieldError>,
-) -> Response {
-    let provider = match state.provider(plugin) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Result<Response, AppError> {
+    let provider = state.provider(plugin)?;
     // A name that is not a user name is shown back with the reason beside the field.
     let (user, user_error) = match typed.map(UserName::parse) {
         None => (None, None),
@@ -95,10 +92,7 @@ pub async fn render(
     };
     let typed = typed.unwrap_or("").to_owned();
     let store = state.rt.store.as_ref();
-    let app = match store.get(&paths::app(plugin)).await {
-        Ok(v) => v.unwrap_or(Value::Null),
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("500 {e}")),
-    };
+    let app = store.get(&paths::app(plugin)).await?.unwrap_or(Value::Null);
     let status = plugin_status(state, plugin).await.unwrap_or(Value::Null);
     let csrf = super::access::form_token(state, plugin);
     let p = esc(plugin);
@@ -203,7 +197,7 @@ pub async fn render(
     } else {
         StatusCode::OK
     };
-    (status, Html(h)).into_response()
+    Ok((status, Html(h)).into_response())
 }
 
 /// The error about `field`, if `error` is about it, to stand beside the field.

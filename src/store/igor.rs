@@ -19,11 +19,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::secret::Secret;
 use ::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use ::http::{Method, StatusCode};
 use base64::Engine as _;
 use bytes::Bytes;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
@@ -44,7 +44,7 @@ pub struct IgorStoreConfig {
     /// The identity healthpull authenticates as (HTTP Basic).
     pub username: String,
     /// Its password.
-    pub password: SecretString,
+    pub password: Secret,
     /// The limit for each whole request.
     pub timeout: Duration,
 }
@@ -55,8 +55,8 @@ pub struct IgorStore {
     transport: Arc<dyn Transport>,
     base: String,
     /// `Basic base64(username:password)`.
-    authorization: SecretString,
-    password: SecretString,
+    authorization: Secret,
+    password: Secret,
     timeout: Duration,
 }
 
@@ -113,7 +113,7 @@ impl IgorStore {
                 config.username
             )));
         }
-        if config.password.expose_secret().contains(':') {
+        if config.password.expose().contains(':') {
             // Igor 0.99.1 answers 500 to any Basic password containing a colon.
             return Err(StoreError::Config(
                 "the igor password contains ':', which igor 0.99.1 cannot handle".to_owned(),
@@ -125,12 +125,12 @@ impl IgorStore {
             ));
         }
 
-        let authorization = SecretString::from(format!(
+        let authorization = Secret::new(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!(
                 "{}:{}",
                 config.username,
-                config.password.expose_secret()
+                config.password.expose()
             ))
         ));
         Ok(Self {
@@ -150,7 +150,7 @@ impl IgorStore {
         let reply = self
             .send(Method::GET, target, "application/xml", None)
             .await?;
-        expect_xml_ok("GET", target, &reply, self.password.expose_secret())
+        expect_xml_ok("GET", target, &reply, self.password.expose())
     }
 
     /// Sends one request and reads the whole reply.
@@ -167,7 +167,7 @@ impl IgorStore {
             target: target.to_owned(),
             message,
         };
-        let mut authorization = HeaderValue::from_str(self.authorization.expose_secret())
+        let mut authorization = HeaderValue::from_str(self.authorization.expose())
             .map_err(|_| transport_error("the credentials are not valid header text".to_owned()))?;
         authorization.set_sensitive(true);
         let mut request = crate::http::request(method, &format!("{}{target}", self.base))
@@ -222,7 +222,7 @@ impl IgorStore {
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        expect_xml_ok("GET", &target, &reply, self.password.expose_secret())?;
+        expect_xml_ok("GET", &target, &reply, self.password.expose())?;
         Ok(Some(reply.body))
     }
 
@@ -245,7 +245,7 @@ impl IgorStore {
         if reply.status == StatusCode::BAD_REQUEST && is_parent_missing(path, &reply.body) {
             return Ok(PutOutcome::ParentMissing);
         }
-        expect_xml_ok("PUT", &target, &reply, self.password.expose_secret())?;
+        expect_xml_ok("PUT", &target, &reply, self.password.expose())?;
         Ok(PutOutcome::Stored)
     }
 
@@ -352,12 +352,12 @@ impl Store for IgorStore {
         let reply = self
             .send(Method::DELETE, &target, "application/xml", None)
             .await?;
-        expect_ok("DELETE", &target, &reply, self.password.expose_secret())?;
+        expect_ok("DELETE", &target, &reply, self.password.expose())?;
         if !reply.body.trim().is_empty() {
             return Err(StoreError::IgorReply {
                 method: "DELETE",
                 target,
-                message: igor_message(&reply.body, self.password.expose_secret()),
+                message: igor_message(&reply.body, self.password.expose()),
             });
         }
         Ok(())
@@ -376,12 +376,12 @@ impl Store for IgorStore {
     async fn save(&self) -> Result<(), StoreError> {
         let target = "/internal/save";
         let reply = self.send(Method::GET, target, "text/plain", None).await?;
-        expect_ok("GET", target, &reply, self.password.expose_secret())?;
+        expect_ok("GET", target, &reply, self.password.expose())?;
         if looks_like_html(&reply.body) {
             return Err(StoreError::IgorReply {
                 method: "GET",
                 target: target.to_owned(),
-                message: igor_message(&reply.body, self.password.expose_secret()),
+                message: igor_message(&reply.body, self.password.expose()),
             });
         }
         Ok(())
@@ -537,7 +537,7 @@ mod tests {
         IgorStoreConfig {
             url: url.to_owned(),
             username: username.to_owned(),
-            password: SecretString::from(password.to_owned()),
+            password: Secret::from(password.to_owned()),
             timeout: Duration::from_secs(5),
         }
     }

@@ -646,7 +646,7 @@ async fn big_integers_reach_a_real_igor_exactly() {
         IgorStoreConfig {
             url: igor.url.clone(),
             username: user,
-            password: secrecy::SecretString::from(password),
+            password: healthpull::secret::Secret::from(password),
             timeout: std::time::Duration::from_secs(20),
         },
         healthpull::http::HttpTransport::shared(),

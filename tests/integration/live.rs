@@ -41,10 +41,10 @@ use healthpull::engine::FetchPlan;
 use healthpull::live::{self, Clock, Runtime, paths};
 use healthpull::provider::Provider;
 use healthpull::request::CallContext;
+use healthpull::secret::Secret;
 use healthpull::store::{IgorStore, IgorStoreConfig, SqliteStore, Store};
 use healthpull::transform::Layout;
 use indexmap::IndexMap;
-use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -337,7 +337,7 @@ impl Live {
                             IgorStoreConfig {
                                 url: self.igor().url.clone(),
                                 username: user,
-                                password: SecretString::from(password),
+                                password: Secret::from(password),
                                 timeout: Duration::from_secs(30),
                             },
                             healthpull::http::HttpTransport::shared(),

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use healthpull::lock::LockDir;
+use healthpull::secret::Secret;
 use healthpull::store::{IgorStore, IgorStoreConfig, SqliteStore, Store, StoreError};
 use healthpull::xml::to_igor_xml;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::support::igor::{Igor, IgorOptions};
@@ -775,7 +775,7 @@ fn igor_store(igor: &Igor, user: &str, password: &str) -> IgorStore {
         IgorStoreConfig {
             url: igor.url.clone(),
             username: user.to_owned(),
-            password: SecretString::from(password.to_owned()),
+            password: Secret::from(password.to_owned()),
             timeout: Duration::from_secs(20),
         },
         healthpull::http::HttpTransport::shared(),
@@ -1048,7 +1048,7 @@ async fn igor_store_errors_name_method_status_and_igor_text() {
         IgorStoreConfig {
             url: format!("http://127.0.0.1:{port}"),
             username: user.clone(),
-            password: SecretString::from(password.clone()),
+            password: Secret::from(password.clone()),
             timeout: Duration::from_secs(5),
         },
         healthpull::http::HttpTransport::shared(),

@@ -155,3 +155,20 @@ fn one_route_from_answer_to_store() {
     }
     assert!(found.is_empty(), "a second route:\n{}", found.join("\n"));
 }
+
+/// Library errors are typed (`thiserror`); `anyhow` is the binary's (`src/main.rs`,
+/// `src/cli/`), and `secret::Secret` is the one secret type (docs/ARCHITECTURE.md).
+#[test]
+fn anyhow_only_in_the_binary_and_one_secret_type() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    assert!(files.len() > 20, "the library's sources are found");
+    let binary = [root().join("src/main.rs"), root().join("src/cli")];
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if !binary.iter().any(|b| file.starts_with(b)) {
+            assert!(!text.contains("anyhow"), "{} uses anyhow", file.display());
+        }
+        assert!(!text.contains("secrecy"), "{} uses secrecy", file.display());
+    }
+}

@@ -14,17 +14,20 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use crate::app;
-use crate::config::Config;
-use crate::engine::{self, FetchPlan, ReplayCaller};
-use crate::live::{self, Clock, TokenDeletion};
-use crate::oauth;
-use crate::provider::{self, Diagnostics, UrlOverrides};
-use crate::request::HttpRequest;
-use crate::settings::UserSettings;
-use crate::transform::Layout;
-use crate::user::UserName;
-use crate::xml;
+mod igor_install;
+mod terminal_auth;
+
+use healthpull::app;
+use healthpull::config::Config;
+use healthpull::engine::{self, FetchPlan, ReplayCaller};
+use healthpull::live::{self, Clock, TokenDeletion};
+use healthpull::oauth;
+use healthpull::provider::{self, Diagnostics, UrlOverrides};
+use healthpull::request::HttpRequest;
+use healthpull::settings::UserSettings;
+use healthpull::transform::Layout;
+use healthpull::user::UserName;
+use healthpull::xml;
 
 /// healthpull: collects personal health data from OAuth2 cloud APIs into Igor's database.
 #[derive(Debug, Parser)]
@@ -214,7 +217,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             timeout,
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            crate::consent::terminal_auth(&config, &plugin, &user, port, timeout, clock).await
+            terminal_auth::terminal_auth(&config, &plugin, &user, port, timeout, clock).await
         }
         Command::Settings {
             plugin,
@@ -264,21 +267,21 @@ pub async fn run(cli: Cli) -> Result<i32> {
             config.load_plugin(&plugin)?;
             let password = std::env::var(&igor_password_env)
                 .with_context(|| format!("${igor_password_env} is not set"))?;
-            crate::secret::register(&password);
+            healthpull::secret::register(&password);
             let server = server_url
                 .or_else(|| config.public_url.clone())
                 .unwrap_or_else(|| format!("http://{}", config.listen));
-            crate::igor_install::install(
-                &crate::igor_install::Install {
+            igor_install::install(
+                &igor_install::Install {
                     igor_url,
                     user: igor_user,
-                    password: crate::secret::Secret::new(password),
+                    password: healthpull::secret::Secret::new(password),
                     plugin,
                     users,
                     server_url: server,
                     interval,
                 },
-                crate::http::HttpTransport::shared().as_ref(),
+                healthpull::http::HttpTransport::shared().as_ref(),
             )
             .await?;
             Ok(0)
@@ -327,17 +330,21 @@ fn check(config_path: Option<&std::path::Path>, files: Vec<PathBuf>) -> Result<i
 }
 
 fn to_xml(tag: &str) -> Result<i32> {
-    let mut input = String::new();
+    let mut input = Vec::new();
     std::io::stdin()
-        .read_to_string(&mut input)
+        .lock()
+        .read_to_end(&mut input)
         .context("cannot read stdin")?;
-    let value: Value = serde_json::from_str(&input).context("stdin is not JSON")?;
-    let text = xml::try_to_igor_xml(tag, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    let value: Value = serde_json::from_slice(&input).context("stdin is not JSON")?;
+    drop(input);
+    let mut text = xml::try_to_igor_xml(tag, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The process ends after this command: freeing a large tree node by node would cost
+    // as much as writing it (docs/BENCHMARKS.md, "to-xml against Igor's converter").
+    std::mem::forget(value);
     if !text.ends_with('\n') {
-        out.write_all(b"\n")?;
+        text.push('\n');
     }
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(0)
 }
 
@@ -390,13 +397,13 @@ fn fetch_plan(
 ) -> Result<FetchPlan> {
     let layout = Layout::parse(&args.layout)
         .with_context(|| format!("--layout `{}`: use mapped, raw or both", args.layout))?;
-    let asked = crate::settings::Asked {
+    let asked = healthpull::settings::Asked {
         methods: args.methods.clone(),
         explicit: explicit_args(&args.set)?,
         system: args.system.clone(),
         layout,
     };
-    Ok(crate::settings::plan(
+    Ok(healthpull::settings::plan(
         provider,
         asked,
         stored.settings.as_ref(),
@@ -512,7 +519,7 @@ async fn settings(
 ) -> Result<i32> {
     config.load_plugin(plugin)?;
     if let Some(s) = system.as_deref().filter(|s| !s.is_empty()) {
-        crate::settings::check_system(s)?;
+        healthpull::settings::check_system(s)?;
     }
     let store = app::open_store(config)?;
     let base = live::paths::app(plugin);
@@ -523,7 +530,7 @@ async fn settings(
     ] {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
             if key == "client_secret" {
-                crate::secret::register(&v);
+                healthpull::secret::register(&v);
             }
             store
                 .put(&format!("{base}/{key}"), &Value::String(v))
@@ -536,7 +543,7 @@ async fn settings(
         "client_id": live::leaf_text(app_data.get("client_id")),
         "client_secret": if live::leaf_text(app_data.get("client_secret")).is_some() { "set" } else { "not set" },
         "system": live::leaf_text(app_data.get("system")),
-        "callback_url": crate::consent::callback_url(config, plugin),
+        "callback_url": healthpull::consent::callback_url(config, plugin),
     });
     println!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(0)
@@ -553,7 +560,7 @@ async fn user_command(
     let provider = config.load_plugin(plugin)?;
     let set = explicit_args(set)?;
     for (k, v) in &set {
-        crate::settings::check_user_default(&provider, k, v)?;
+        healthpull::settings::check_user_default(&provider, k, v)?;
     }
     let store = app::open_store(config)?;
     let base = live::paths::user(plugin, user);
@@ -654,22 +661,22 @@ fn redact_export(xml_text: &str) -> Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot read the stored XML back: {e}"))?;
     let mut held = Vec::new();
     redact_secret_fields(&mut value, &mut held);
-    crate::secret::redact_json(&mut value);
+    healthpull::secret::redact_json(&mut value);
     drop(held);
     Ok(xml::to_igor_xml(&tag, &value))
 }
 
-fn redact_secret_fields(value: &mut Value, held: &mut Vec<crate::secret::Secret>) {
+fn redact_secret_fields(value: &mut Value, held: &mut Vec<healthpull::secret::Secret>) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
                 if SECRET_FIELDS.contains(&key.as_str()) {
                     if let Value::String(text) = child {
-                        if !text.starts_with(crate::store::SEALED_PREFIX) {
-                            held.push(crate::secret::Secret::new(text.trim()));
+                        if !text.starts_with(healthpull::store::SEALED_PREFIX) {
+                            held.push(healthpull::secret::Secret::new(text.trim()));
                         }
                     }
-                    *child = Value::String(crate::secret::REDACTED.to_owned());
+                    *child = Value::String(healthpull::secret::REDACTED.to_owned());
                 } else {
                     redact_secret_fields(child, held);
                 }
@@ -683,9 +690,9 @@ fn redact_secret_fields(value: &mut Value, held: &mut Vec<crate::secret::Secret>
 }
 
 async fn serve(config: Config, listen: Option<String>, clock: Clock) -> Result<i32> {
-    let access = crate::server::Access {
+    let access = healthpull::server::Access {
         admin_token: match &config.access.admin_token_env {
-            Some(var) => Some(crate::secret::Secret::new(
+            Some(var) => Some(healthpull::secret::Secret::new(
                 std::env::var(var).with_context(|| format!("${var} is not set"))?,
             )),
             None => None,
@@ -693,7 +700,7 @@ async fn serve(config: Config, listen: Option<String>, clock: Clock) -> Result<i
         basic: match (&config.access.basic_user, &config.access.basic_password_env) {
             (Some(user), Some(var)) => Some((
                 user.clone(),
-                crate::secret::Secret::new(
+                healthpull::secret::Secret::new(
                     std::env::var(var).with_context(|| format!("${var} is not set"))?,
                 ),
             )),
@@ -731,7 +738,7 @@ async fn serve(config: Config, listen: Option<String>, clock: Clock) -> Result<i
     }
     let store = app::open_store(&config)?;
     let rt = app::runtime(&config, store, clock);
-    let state = Arc::new(crate::server::AppState::new(
+    let state = Arc::new(healthpull::server::AppState::new(
         &config,
         rt,
         access,
@@ -759,6 +766,6 @@ async fn serve(config: Config, listen: Option<String>, clock: Clock) -> Result<i
         }
         eprintln!("healthpull: shutting down after running requests finish");
     };
-    crate::server::run(listener, state, Some(config.schedule.clone()), shutdown).await?;
+    healthpull::server::run(listener, state, Some(config.schedule.clone()), shutdown).await?;
     Ok(0)
 }

@@ -13,9 +13,9 @@ use ::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use base64::Engine as _;
 use bytes::Bytes;
 
-use crate::consent::html_escape as esc;
-use crate::http::{Limits, Transport, TransportError};
-use crate::secret::{Secret, redact};
+use healthpull::consent::html_escape as esc;
+use healthpull::http::{Limits, Transport, TransportError};
+use healthpull::secret::{Secret, redact};
 
 /// Why the installation stopped.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub struct Install {
     /// Plugin name.
     pub plugin: String,
     /// Users to fetch for.
-    pub users: Vec<crate::user::UserName>,
+    pub users: Vec<healthpull::user::UserName>,
     /// This server's URL as Igor reaches it.
     pub server_url: String,
     /// Seconds between fetches.
@@ -80,7 +80,7 @@ async fn call(
         i.user,
         i.password.expose()
     ));
-    let mut request = crate::http::request(method.clone(), &format!("{base}/data/{path}"))
+    let mut request = healthpull::http::request(method.clone(), &format!("{base}/data/{path}"))
         .header(AUTHORIZATION, format!("Basic {credential}"));
     request = match &body {
         Some(_) => request

@@ -48,25 +48,6 @@ fn is_locale(s: &str) -> bool {
         && b[3..].iter().all(u8::is_ascii_uppercase)
 }
 
-/// Factor from `unit` to the base unit of `quantity` (kg, km, cm), None when the unit does not measure it.
-pub fn factor_to_base(quantity: Quantity, unit: Unit) -> Option<f64> {
-    use Unit::*;
-    match (quantity, unit) {
-        (Quantity::Mass, G) => Some(0.001),
-        (Quantity::Mass, Kg) => Some(1.0),
-        (Quantity::Mass, Lb) => Some(0.453_592_37),
-        (Quantity::Distance, Mm) => Some(1e-6),
-        (Quantity::Distance, Cm) => Some(1e-5),
-        (Quantity::Distance, M) => Some(1e-3),
-        (Quantity::Distance, Km) => Some(1.0),
-        (Quantity::Length, Mm) => Some(0.1),
-        (Quantity::Length, Cm) => Some(1.0),
-        (Quantity::Length, M) => Some(100.0),
-        (Quantity::Length, Km) => Some(100_000.0),
-        _ => None,
-    }
-}
-
 /// How many base units one unit of the system's unit is.
 fn system_unit_in_base(quantity: Quantity, system: UnitSystem) -> f64 {
     match (quantity, system) {
@@ -82,7 +63,7 @@ fn system_unit_in_base(quantity: Quantity, system: UnitSystem) -> f64 {
 
 /// Converts a value in `unit` into the system's unit for `quantity`.
 pub fn convert(value: f64, quantity: Quantity, unit: Unit, system: UnitSystem) -> Option<f64> {
-    let base = value * factor_to_base(quantity, unit)?;
+    let base = value * quantity.base_factor(unit)?;
     Some(base / system_unit_in_base(quantity, system))
 }
 

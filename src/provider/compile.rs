@@ -978,7 +978,7 @@ impl Compiler<'_> {
             None => None,
         };
         if let Some(u) = &f.unit {
-            if crate::units::factor_to_base(u.quantity, u.from).is_none() {
+            if u.quantity.base_factor(u.from).is_none() {
                 self.err(
                     &format!("{pointer}/unit"),
                     format!("unit {:?} does not measure {:?}", u.from, u.quantity).to_lowercase(),

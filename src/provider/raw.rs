@@ -704,6 +704,29 @@ pub enum Quantity {
     Length,
 }
 
+impl Quantity {
+    /// How many base units (kg, km, cm) one `unit` is; None when `unit` does not measure
+    /// this quantity. The format's own meaning of units: `check` refuses a field whose
+    /// unit does not fit its quantity, and conversions multiply by it.
+    pub fn base_factor(self, unit: Unit) -> Option<f64> {
+        use Unit::*;
+        match (self, unit) {
+            (Quantity::Mass, G) => Some(0.001),
+            (Quantity::Mass, Kg) => Some(1.0),
+            (Quantity::Mass, Lb) => Some(0.453_592_37),
+            (Quantity::Distance, Mm) => Some(1e-6),
+            (Quantity::Distance, Cm) => Some(1e-5),
+            (Quantity::Distance, M) => Some(1e-3),
+            (Quantity::Distance, Km) => Some(1.0),
+            (Quantity::Length, Mm) => Some(0.1),
+            (Quantity::Length, Cm) => Some(1.0),
+            (Quantity::Length, M) => Some(100.0),
+            (Quantity::Length, Km) => Some(100_000.0),
+            _ => None,
+        }
+    }
+}
+
 /// Units a provider may report in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

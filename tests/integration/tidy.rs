@@ -172,3 +172,133 @@ fn anyhow_only_in_the_binary_and_one_secret_type() {
         assert!(!text.contains("secrecy"), "{} uses secrecy", file.display());
     }
 }
+
+/// The library's top-level modules (`src/<name>.rs` or `src/<name>/`; the binary's `cli`
+/// is not one) and the top-level modules each one names through `crate::`. Test modules
+/// (`#[cfg(test)] mod tests`) and comments are left out: only what the shipped code
+/// depends on counts.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = root().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for file in files {
+        let rel = file.strip_prefix(&src).expect("a file below src");
+        let first = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .expect("a UTF-8 file name");
+        let module = first.trim_end_matches(".rs").to_owned();
+        if matches!(module.as_str(), "lib" | "main" | "cli") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("a source file reads");
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let entry = graph.entry(module.clone()).or_default();
+        for line in code.lines() {
+            let line = line.split("//").next().unwrap_or("");
+            for (i, _) in line.match_indices("crate::") {
+                let rest = &line[i + "crate::".len()..];
+                let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                    group
+                        .split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(|n| n.trim().split("::").next().unwrap_or("").trim())
+                        .collect()
+                } else {
+                    vec![
+                        rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                            .next()
+                            .unwrap_or(""),
+                    ]
+                };
+                for name in names {
+                    if !name.is_empty() && name != module && name != "self" {
+                        entry.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// No module depends on itself through others: data flows one way (docs/ARCHITECTURE.md,
+/// "Dependency direction").
+#[test]
+fn modules_import_no_circle() {
+    let graph = module_graph();
+    fn visit(
+        node: &str,
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut circle = path[at..].to_vec();
+            circle.push(node.to_owned());
+            return Some(circle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(circle) = visit(next, graph, path, done) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = Default::default();
+    for node in graph.keys() {
+        if let Some(circle) = visit(node, &graph, &mut Vec::new(), &mut done) {
+            panic!("import circle: {}", circle.join(" -> "));
+        }
+    }
+}
+
+/// The engine (parameters, requests, fetching, the answer document and the sensor tree)
+/// runs against an injected caller: it imports neither the server, the store, the live
+/// path nor the wiring (the command line is in the binary and out of reach anyway).
+#[test]
+fn the_engine_imports_neither_server_nor_store() {
+    let graph = module_graph();
+    let engine = [
+        "engine",
+        "params",
+        "request",
+        "transform",
+        "sensors",
+        "schema",
+        "xml",
+    ];
+    let runtime = [
+        "server", "app", "store", "live", "consent", "oauth", "lock", "http", "settings", "config",
+    ];
+    let mut broken = Vec::new();
+    for module in engine {
+        assert!(graph.contains_key(module), "no module `{module}` in src/");
+        for dep in &graph[module] {
+            if runtime.contains(&dep.as_str()) {
+                broken.push(format!("{module} imports {dep}"));
+            }
+        }
+    }
+    for (module, deps) in &graph {
+        if module != "server" && module != "app" && deps.contains("server") {
+            broken.push(format!("{module} imports server"));
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "dependencies against the layout:\n{}",
+        broken.join("\n")
+    );
+}

@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(redact("abc"), "abc");
     }
 
-    // Issue 7, item 3: secrets in the forms they were sent in.
+    // Secrets in the forms they were sent in.
     #[test]
     fn encoded_forms_of_a_secret_are_redacted() {
         let secret = Secret::new("s3/cr+et= with space");
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(v, serde_json::json!({"a": ["[redacted]"], "[redacted]": 1}));
     }
 
-    // Issue 8: a new secret builds only the small automaton; spans of both are hidden.
+    // A new secret builds only the small automaton; spans of both are hidden.
     #[test]
     fn secrets_added_later_are_matched_with_the_earlier_ones() {
         let registry = Registry::default();
@@ -525,7 +525,7 @@ mod tests {
         );
     }
 
-    // Issue 8: redaction cost must not grow with every secret ever seen.
+    // Redaction cost must not grow with every secret ever seen.
     #[test]
     fn redaction_does_not_rebuild_and_dead_secrets_are_bounded() {
         let registry = Registry::default();

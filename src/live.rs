@@ -968,6 +968,18 @@ mod tests {
                 .await
                 .expect("seed token");
         }
+        /// The stored token `access-1-tok`/`refresh-1-tok`, issued an hour ago and
+        /// expired ten seconds ago.
+        async fn seed_expired(&self) {
+            let now = self.rt.clock.epoch();
+            self.seed(&token(
+                "access-1-tok",
+                "refresh-1-tok",
+                now - 10.0,
+                now - 3600.0,
+            ))
+            .await;
+        }
         fn caller(&self) -> LiveCaller {
             let app = AppCredentials::new("23TEST".to_owned(), Secret::new("app-secret-x"));
             LiveCaller::new(
@@ -1035,13 +1047,7 @@ mod tests {
     async fn an_expiring_token_is_refreshed_and_stored_before_it_is_used() {
         let s = setup(vec![issued("access-2-tok", "refresh-2-tok"), weights()]);
         let now = s.rt.clock.epoch();
-        s.seed(&token(
-            "access-1-tok",
-            "refresh-1-tok",
-            now - 10.0,
-            now - 3600.0,
-        ))
-        .await;
+        s.seed_expired().await;
 
         let value = s
             .caller()
@@ -1087,14 +1093,7 @@ mod tests {
             issued("access-2-tok", "refresh-2-tok"),
             weights(),
         ]);
-        let now = s.rt.clock.epoch();
-        s.seed(&token(
-            "access-1-tok",
-            "refresh-1-tok",
-            now - 10.0,
-            now - 3600.0,
-        ))
-        .await;
+        s.seed_expired().await;
 
         s.caller().call(&weight_request()).await.expect("the call");
 
@@ -1134,14 +1133,7 @@ mod tests {
     #[tokio::test]
     async fn invalid_grant_rereads_the_store_once_then_needs_consent() {
         let s = setup(vec![invalid_grant()]);
-        let now = s.rt.clock.epoch();
-        s.seed(&token(
-            "access-1-tok",
-            "refresh-1-tok",
-            now - 10.0,
-            now - 3600.0,
-        ))
-        .await;
+        s.seed_expired().await;
 
         let e = s
             .caller()
@@ -1253,14 +1245,7 @@ mod tests {
             410,
             json!({"errors": [{"errorType": "gone", "message": "This API has been retired."}]}),
         )]);
-        let now = s.rt.clock.epoch();
-        s.seed(&token(
-            "access-1-tok",
-            "refresh-1-tok",
-            now - 10.0,
-            now - 3600.0,
-        ))
-        .await;
+        s.seed_expired().await;
 
         let e = s
             .caller()

@@ -1910,25 +1910,11 @@ impl Serve {
         command.env("NO_COLOR", "1");
         let mut child = command.spawn().expect("start healthpull serve");
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-        let reader = tokio::spawn({
-            let log = log.clone();
-            async move {
-                let mut tx = Some(tx);
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(url) = line.strip_prefix("healthpull listening on ") {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(url.trim().to_owned());
-                        }
-                    }
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        });
+        let crate::support::serve_log::Followed {
+            log,
+            url: rx,
+            reader,
+        } = crate::support::serve_log::follow(stderr);
         let url = tokio::time::timeout(WAIT_TIMEOUT, rx)
             .await
             .expect("serve listens in time")

@@ -37,7 +37,6 @@ use base64::Engine as _;
 use chrono::Utc;
 use healthpull::store::{SqliteStore, Store};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::support::browser::Browser;
@@ -117,25 +116,11 @@ impl Server {
             .spawn()
             .expect("start healthpull serve");
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-        let reader = tokio::spawn({
-            let log = log.clone();
-            async move {
-                let mut tx = Some(tx);
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(url) = line.strip_prefix("healthpull listening on ") {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(url.trim().to_owned());
-                        }
-                    }
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        });
+        let crate::support::serve_log::Followed {
+            log,
+            url: rx,
+            reader,
+        } = crate::support::serve_log::follow(stderr);
         let mut server = Server {
             child,
             url: String::new(),

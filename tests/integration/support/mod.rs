@@ -4,3 +4,4 @@ pub mod browser;
 pub mod env;
 pub mod fake_provider;
 pub mod igor;
+pub mod serve_log;

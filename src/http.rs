@@ -6,7 +6,7 @@
 //! Requests and answers are plain [`::http`] values with [`Bytes`] bodies, so a test
 //! can answer them from memory without a socket.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,11 +80,32 @@ impl HttpTransport {
 
     /// The process's transport, built on first use: the wiring in [`crate::app`] hands
     /// it to the store, the runtime and the commands, so the process has one client.
+    ///
+    /// A pooled connection is driven by a task of the runtime that opened it and dies
+    /// with that runtime, so the client is one per runtime: a process with one runtime
+    /// (the binary) has one client, and a process that runs many runtimes one after the
+    /// other (a test harness) never reuses a connection whose runtime has ended. The
+    /// last few runtimes' clients are kept.
     pub fn shared() -> Arc<dyn Transport> {
-        static SHARED: OnceLock<Arc<HttpTransport>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| Arc::new(HttpTransport::new()))
-            .clone()
+        const KEPT: usize = 8;
+        static SHARED: Mutex<Vec<(Option<tokio::runtime::Id>, Arc<HttpTransport>)>> =
+            Mutex::new(Vec::new());
+        let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        let mut clients = SHARED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(at) = clients.iter().position(|(id, _)| *id == runtime) {
+            let entry = clients.remove(at);
+            let transport = entry.1.clone();
+            clients.push(entry);
+            return transport;
+        }
+        if clients.len() == KEPT {
+            clients.remove(0);
+        }
+        let transport = Arc::new(HttpTransport::new());
+        clients.push((runtime, transport.clone()));
+        transport
     }
 }
 

@@ -13,4 +13,5 @@ mod server;
 mod server_hardening;
 mod store;
 mod tidy;
+mod transport;
 mod xml;

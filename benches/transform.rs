@@ -29,12 +29,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use healthpull::igor::xml;
 use healthpull::provider::{self, Method, Provider, UrlOverrides};
-use healthpull::schema;
 use healthpull::sensors::Sensors;
+use healthpull::sensors::schema;
+use healthpull::transform::units::UnitSystem;
 use healthpull::transform::{self, Doc, Layout};
-use healthpull::units::UnitSystem;
-use healthpull::xml;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::lock::LockDir;
 use crate::config::{Config, StoreConfig};
 use crate::http::HttpTransport;
 use crate::live::{Budgets, Clock, Runtime};
-use crate::lock::LockDir;
 use crate::store::{
     IgorStore, IgorStoreConfig, KeyError, SealedStore, SqliteStore, Store, StoreError, StoreKey,
 };

@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 
 use crate::engine::FetchPlan;
+use crate::engine::request::CallContext;
 use crate::provider::Provider;
-use crate::request::CallContext;
 use crate::transform::Layout;
-use crate::units::UnitSystem;
+use crate::transform::units::UnitSystem;
 
 /// A setting that cannot be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,8 +13,8 @@ use ::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use base64::Engine as _;
 use bytes::Bytes;
 
-use healthpull::consent::html_escape as esc;
 use healthpull::http::{Limits, Transport, TransportError};
+use healthpull::live::consent::html_escape as esc;
 use healthpull::secret::{Secret, redact};
 
 /// Why the installation stopped.

@@ -18,16 +18,16 @@ mod igor_install;
 mod terminal_auth;
 
 use healthpull::app;
+use healthpull::auth::oauth;
 use healthpull::config::Config;
+use healthpull::engine::request::HttpRequest;
 use healthpull::engine::{self, FetchPlan, ReplayCaller};
+use healthpull::igor::xml;
 use healthpull::live::{self, Clock, TokenDeletion};
-use healthpull::oauth;
 use healthpull::provider::{self, Diagnostics, UrlOverrides};
-use healthpull::request::HttpRequest;
 use healthpull::settings::UserSettings;
 use healthpull::transform::Layout;
 use healthpull::user::UserName;
-use healthpull::xml;
 
 /// healthpull: collects personal health data from OAuth2 cloud APIs into Igor's database.
 #[derive(Debug, Parser)]
@@ -380,7 +380,7 @@ async fn stored(config: &Config, plugin: &str, user: &UserName, create: bool) ->
     };
     let settings = live::user_settings(store.as_ref(), plugin, user).await?;
     let app_data = store
-        .get(&live::paths::app(plugin))
+        .get(&healthpull::igor::paths::app(plugin))
         .await?
         .unwrap_or(Value::Null);
     Ok(Stored {
@@ -499,7 +499,7 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
         let outputs: Vec<&String> = tree.outputs.keys().collect();
         eprintln!(
             "stored {} ({})",
-            live::paths::sensors(&args.plugin, &args.user),
+            healthpull::igor::paths::sensors(&args.plugin, &args.user),
             outputs
                 .iter()
                 .map(|s| s.as_str())
@@ -522,7 +522,7 @@ async fn settings(
         healthpull::settings::check_system(s)?;
     }
     let store = app::open_store(config)?;
-    let base = live::paths::app(plugin);
+    let base = healthpull::igor::paths::app(plugin);
     for (key, value) in [
         ("client_id", client_id),
         ("client_secret", secret),
@@ -543,7 +543,7 @@ async fn settings(
         "client_id": live::leaf_text(app_data.get("client_id")),
         "client_secret": if live::leaf_text(app_data.get("client_secret")).is_some() { "set" } else { "not set" },
         "system": live::leaf_text(app_data.get("system")),
-        "callback_url": healthpull::consent::callback_url(config, plugin),
+        "callback_url": healthpull::live::consent::callback_url(config, plugin),
     });
     println!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(0)
@@ -563,7 +563,7 @@ async fn user_command(
         healthpull::settings::check_user_default(&provider, k, v)?;
     }
     let store = app::open_store(config)?;
-    let base = live::paths::user(plugin, user);
+    let base = healthpull::igor::paths::user(plugin, user);
     for (k, v) in set {
         store.put(&format!("{base}/{k}"), &Value::String(v)).await?;
     }

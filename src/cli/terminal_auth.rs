@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use healthpull::config::Config;
-use healthpull::consent::{begin, callback_url, complete, html_escape};
 use healthpull::live::Clock;
+use healthpull::live::consent::{begin, callback_url, complete, html_escape};
 use healthpull::user::UserName;
 
 /// `healthpull auth`: consent through a loopback redirect (RFC 8252).

@@ -20,8 +20,8 @@ use super::{
     Api, Auth, Body, Condition, Diagnostic, Diagnostics, ErrorRule, Field, FieldSource, JsonTpl,
     Method, Output, Pagination, Provider, Selector, TokenFields, UrlOverrides,
 };
-use crate::schema;
-use crate::template::{Place, Templates, Tpl};
+use crate::provider::template::{Place, Templates, Tpl};
+use crate::sensors::schema;
 
 /// Names every template may use besides parameters.
 const CONTEXT_ROOTS: &[&str] = &["app", "vars", "range", "connection", "now"];
@@ -287,7 +287,9 @@ impl Compiler<'_> {
         overrides: &UrlOverrides,
     ) -> Option<Provider> {
         if let Some(retired) = &parts.retired {
-            if crate::template::parse_date(&retired.since).is_none() || retired.since.len() != 10 {
+            if crate::provider::template::parse_date(&retired.since).is_none()
+                || retired.since.len() != 10
+            {
                 self.err("/retired/since", "`since` must be a YYYY-MM-DD date");
             }
         }

@@ -7,6 +7,7 @@
 pub mod compile;
 pub mod raw;
 pub mod selector;
+pub mod template;
 pub mod values;
 pub mod yaml;
 
@@ -18,7 +19,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 use url::Url;
 
-use crate::template::{Templates, Tpl};
+use crate::provider::template::{Templates, Tpl};
 pub use selector::Selector;
 
 /// A problem in a provider file, with its position.

@@ -25,15 +25,16 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
 
 use crate::config::{Config, ServerConfig};
-use crate::consent::{self, ConsentError};
 use crate::engine::EngineError;
-use crate::live::{self, FetchError, Runtime, paths};
+use crate::igor::paths;
+use crate::igor::xml;
+use crate::live::consent::{self, ConsentError};
+use crate::live::{self, FetchError, Runtime};
 use crate::provider::Provider;
 use crate::provider::raw::ErrorKind;
 use crate::secret::redact;
 use crate::transform::Layout;
 use crate::user::UserName;
-use crate::xml;
 
 pub use access::{Access, Hosts};
 pub use error::AppError;

@@ -16,8 +16,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{AppError, AppState, RawQuery, get_param, pairs, plugin_status};
-use crate::consent::html_escape as esc;
-use crate::live::{self, paths};
+use crate::igor::paths;
+use crate::live;
+use crate::live::consent::html_escape as esc;
 use crate::user::UserName;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}\
@@ -253,7 +254,9 @@ async fn user_section(
         return h;
     }
     let data = data.unwrap_or(Value::Null);
-    let token = data.get("token").and_then(crate::oauth::Token::from_stored);
+    let token = data
+        .get("token")
+        .and_then(crate::auth::oauth::Token::from_stored);
     let consent_needed = status
         .and_then(|s| s.get("consent_needed"))
         .and_then(Value::as_bool)
@@ -359,10 +362,10 @@ fn system_options(current: &str, provider_default: &str) -> String {
     let mut out = String::new();
     let default_label = format!(
         "provider default: {}",
-        match crate::units::UnitSystem::from_setting(provider_default) {
-            crate::units::UnitSystem::Us => "US (pounds, miles)",
-            crate::units::UnitSystem::Uk => "UK (stone, miles)",
-            crate::units::UnitSystem::Metric => "metric (kilograms, kilometres)",
+        match crate::transform::units::UnitSystem::from_setting(provider_default) {
+            crate::transform::units::UnitSystem::Us => "US (pounds, miles)",
+            crate::transform::units::UnitSystem::Uk => "UK (stone, miles)",
+            crate::transform::units::UnitSystem::Metric => "metric (kilograms, kilometres)",
         }
     );
     let choices = [

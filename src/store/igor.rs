@@ -299,7 +299,7 @@ impl Store for IgorStore {
             return Ok(None);
         };
         let target = data_target(&path);
-        let (tag, value) = crate::xml::igor_xml_to_value_verbatim(&xml).map_err(|error| {
+        let (tag, value) = crate::igor::xml::igor_xml_to_value_verbatim(&xml).map_err(|error| {
             StoreError::IgorReply {
                 method: "GET",
                 target: target.clone(),
@@ -318,7 +318,7 @@ impl Store for IgorStore {
 
     async fn put(&self, path: &str, value: &Value) -> Result<(), StoreError> {
         let path = StorePath::parse(path)?;
-        let body = crate::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
+        let body = crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
             StoreError::Unrepresentable {
                 path: path.text.clone(),
                 source,

@@ -163,7 +163,7 @@ pub enum StoreError {
         path: String,
         /// What Igor's conversion rejects.
         #[source]
-        source: crate::xml::XmlError,
+        source: crate::igor::xml::XmlError,
     },
 
     /// A secret leaf is encrypted and cannot be opened.

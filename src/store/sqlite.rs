@@ -211,7 +211,7 @@ impl Store for SqliteStore {
     async fn put(&self, path: &str, value: &Value) -> Result<(), StoreError> {
         let path = StorePath::parse(path)?;
         // Refuse what Igor would refuse, so both backends accept the same trees.
-        crate::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
+        crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
             StoreError::Unrepresentable {
                 path: path.text.clone(),
                 source,
@@ -247,7 +247,7 @@ impl Store for SqliteStore {
     async fn export_xml(&self, path: &str) -> Result<Option<String>, StoreError> {
         let parsed = StorePath::parse(path)?;
         let value = self.get(path).await?;
-        Ok(value.map(|value| crate::xml::to_igor_xml(parsed.last(), &value)))
+        Ok(value.map(|value| crate::igor::xml::to_igor_xml(parsed.last(), &value)))
     }
 
     /// Writes are durable already; this moves the write-ahead log into the database and

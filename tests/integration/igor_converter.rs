@@ -4,7 +4,7 @@
 //! the combinations. A few hundred deterministic pseudo-random trees (odd names,
 //! control characters, Unicode, quotes, nested lists, numbers of every shape, `#text`
 //! and `@` keys) go through igor-iot 0.99.1 (`tests/support/igor_convert.py`, one Python
-//! process for all of them) and through `healthpull::xml`; the XML must be byte-equal,
+//! process for all of them) and through `healthpull::igor::xml`; the XML must be byte-equal,
 //! the errors must agree, and reading the XML back must give what Igor's JSON interface
 //! gives. The venv from `scripts/test-env.sh` is a prerequisite: without it the test
 //! fails.
@@ -16,12 +16,12 @@
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use healthpull::sensors::Sensors;
-use healthpull::transform::{Doc, Layout, map_method};
-use healthpull::units::UnitSystem;
-use healthpull::xml::{
+use healthpull::igor::xml::{
     XmlError, igor_xml_to_value, to_igor_xml, try_to_igor_xml, write_sensors_xml,
 };
+use healthpull::sensors::Sensors;
+use healthpull::transform::units::UnitSystem;
+use healthpull::transform::{Doc, Layout, map_method};
 use serde_json::{Map, Number, Value, json};
 
 use crate::support::env;
@@ -603,7 +603,7 @@ fn big_integers_stay_exact_like_igor() {
                 ] {
                     assert!(trees[0].contains(digits), "{digits}: {}", trees[0]);
                 }
-                healthpull::schema::validate_sensors(&tree).unwrap();
+                healthpull::sensors::schema::validate_sensors(&tree).unwrap();
             }
         }
     }

@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, TimeZone, Timelike, Utc};
 use healthpull::config::Config;
 use healthpull::engine::FetchPlan;
-use healthpull::live::{self, Clock, Runtime, paths};
+use healthpull::engine::request::CallContext;
+use healthpull::igor::paths;
+use healthpull::live::{self, Clock, Runtime};
 use healthpull::provider::Provider;
-use healthpull::request::CallContext;
 use healthpull::secret::Secret;
 use healthpull::store::{IgorStore, IgorStoreConfig, SqliteStore, Store};
 use healthpull::transform::Layout;
@@ -631,7 +632,7 @@ impl Live {
         )
         .await
         .unwrap_or_else(|e| panic!("dry-run fetch: {e}"));
-        healthpull::xml::to_igor_xml(USER, &tree.to_value())
+        healthpull::igor::xml::to_igor_xml(USER, &tree.to_value())
     }
 
     // ----------------------------------------------------------------- secrets
@@ -1068,7 +1069,7 @@ async fn auth_and_fetch(kind: Kind, dialect: Dialect) {
         Some(other) => panic!("unexpected pending states: {other}"),
     }
     // The state works once.
-    let reused = healthpull::consent::complete(
+    let reused = healthpull::live::consent::complete(
         store.as_ref(),
         healthpull::http::HttpTransport::shared().as_ref(),
         &live.provider(),
@@ -1079,7 +1080,10 @@ async fn auth_and_fetch(kind: Kind, dialect: Dialect) {
     )
     .await;
     assert!(
-        matches!(reused, Err(healthpull::consent::ConsentError::UnknownState)),
+        matches!(
+            reused,
+            Err(healthpull::live::consent::ConsentError::UnknownState)
+        ),
         "a used state is refused: {reused:?}"
     );
     let out = live.run(&["user", plugin, "--user", USER]).await;
@@ -2090,7 +2094,7 @@ async fn export_redacts_pending_consent_verifiers() {
     .await;
     live.settings().await;
     let store = live.store();
-    healthpull::consent::begin(
+    healthpull::live::consent::begin(
         store.as_ref(),
         &live.provider(),
         &live.plugin,

@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use healthpull::lock::LockDir;
+use healthpull::auth::lock::LockDir;
+use healthpull::igor::xml::to_igor_xml;
 use healthpull::secret::Secret;
 use healthpull::store::{IgorStore, IgorStoreConfig, SqliteStore, Store, StoreError};
-use healthpull::xml::to_igor_xml;
 use serde_json::{Value, json};
 
 use crate::support::igor::{Igor, IgorOptions};

@@ -72,55 +72,28 @@ fn only_the_transport_module_names_the_http_client() {
     );
 }
 
-/// The crate's modules a source file names (`crate::x`), outside its unit tests.
-fn crate_modules(file: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(file).expect("a source file reads");
-    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-    let mut found: Vec<String> = code
-        .match_indices("crate::")
-        .map(|(at, _)| {
-            code[at + "crate::".len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect::<String>()
-        })
-        .filter(|m| !m.is_empty())
-        .collect();
-    found.sort();
-    found.dedup();
-    found
-}
-
-/// The dependency direction of docs/ARCHITECTURE.md: the provider format imports no
-/// runtime module, and the compact sensor tree imports nothing of the crate, so the
-/// format, the sensor schema and the tree form no circle with the engine.
+/// The dependency direction of docs/ARCHITECTURE.md: the provider format (with its
+/// templates) imports nothing but the sensor tree and schema and the safe file reader,
+/// and the sensor tree and schema import nothing of the crate, so the format, the sensor
+/// schema and the tree form no circle with the engine.
 #[test]
 fn the_provider_format_imports_no_runtime_module() {
-    let src = root().join("src");
-    let mut files = Vec::new();
-    rust_files(&src.join("provider"), &mut files);
-    let mut wrong = Vec::new();
-    let mut check = |file: &Path, allowed: &[&str]| {
-        for module in crate_modules(file) {
-            if !allowed.contains(&module.as_str()) {
-                wrong.push(format!("{} uses crate::{module}", file.display()));
-            }
+    let graph = folder_graph();
+    let allowed = |folder: &str| -> &'static [&'static str] {
+        match folder {
+            "provider" => &["sensors", "regular_file"],
+            _ => &[],
         }
     };
-    // Besides the format itself: its templates, the sensor schema (which outputs
-    // exist), unit conversions and the safe file reader, none of which imports more.
-    for file in &files {
-        check(
-            file,
-            &["provider", "template", "schema", "units", "regular_file"],
-        );
+    let mut wrong = Vec::new();
+    for folder in ["provider", "sensors", "regular_file"] {
+        assert!(graph.contains_key(folder), "no module `{folder}` in src/");
+        for dep in &graph[folder] {
+            if !allowed(folder).contains(&dep.as_str()) {
+                wrong.push(format!("{folder} uses crate::{dep}"));
+            }
+        }
     }
-    check(&src.join("template.rs"), &["provider"]);
-    check(&src.join("units.rs"), &["provider"]);
-    check(&src.join("regular_file.rs"), &[]);
-    check(&src.join("schema.rs"), &["sensors"]);
-    check(&src.join("sensors.rs"), &[]);
-    assert!(files.len() >= 5, "{files:?}");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
@@ -130,7 +103,7 @@ fn the_provider_format_imports_no_runtime_module() {
 #[test]
 fn one_route_from_answer_to_store() {
     let src = root().join("src");
-    let engine = std::fs::read_to_string(src.join("engine.rs")).expect("engine.rs reads");
+    let engine = std::fs::read_to_string(src.join("engine/mod.rs")).expect("engine/mod.rs reads");
     assert!(
         engine.contains("async fn call(&self, request: &HttpRequest) -> Result<Doc, CallError>;"),
         "`Caller::call` answers with a `transform::Doc`"
@@ -173,52 +146,113 @@ fn anyhow_only_in_the_binary_and_one_secret_type() {
     }
 }
 
-/// The library's top-level modules (`src/<name>.rs` or `src/<name>/`; the binary's `cli`
-/// is not one) and the top-level modules each one names through `crate::`. Test modules
-/// (`#[cfg(test)] mod tests`) and comments are left out: only what the shipped code
-/// depends on counts.
-fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+type Graph = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+/// The library's file modules (`src/a.rs` is `a`, `src/a/mod.rs` is `a`, `src/a/b.rs` is
+/// `a::b`; the binary's `cli` and `main` are left out) and the file modules each one
+/// names, through `crate::` (the longest path that is a file module) or `super::`. Test
+/// modules (`#[cfg(test)] mod tests`) and comments are left out: only what the shipped
+/// code depends on counts.
+fn file_graph() -> Graph {
     let src = root().join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        Default::default();
-    for file in files {
+    let name_of = |file: &Path| -> String {
         let rel = file.strip_prefix(&src).expect("a file below src");
-        let first = rel
+        let mut parts: Vec<String> = rel
             .components()
-            .next()
-            .and_then(|c| c.as_os_str().to_str())
-            .expect("a UTF-8 file name");
-        let module = first.trim_end_matches(".rs").to_owned();
-        if matches!(module.as_str(), "lib" | "main" | "cli") {
+            .map(|c| {
+                c.as_os_str()
+                    .to_str()
+                    .expect("a UTF-8 file name")
+                    .to_owned()
+            })
+            .collect();
+        let last = parts.pop().expect("a file name");
+        if last != "mod.rs" {
+            parts.push(last.trim_end_matches(".rs").to_owned());
+        }
+        parts.join("::")
+    };
+    let modules: std::collections::BTreeSet<String> = files.iter().map(|f| name_of(f)).collect();
+    let resolve = |path: &str| -> Option<String> {
+        let segments: Vec<&str> = path.split("::").collect();
+        (1..=segments.len())
+            .rev()
+            .map(|n| segments[..n].join("::"))
+            .find(|candidate| modules.contains(candidate))
+    };
+    let mut graph = Graph::new();
+    for file in &files {
+        let module = name_of(file);
+        if matches!(module.as_str(), "lib" | "main") || module.starts_with("cli") {
             continue;
         }
-        let text = std::fs::read_to_string(&file).expect("a source file reads");
+        let parent = match module.rsplit_once("::") {
+            Some((parent, _)) if !file.ends_with("mod.rs") => parent.to_owned(),
+            _ if file.ends_with("mod.rs") => module.clone(),
+            _ => String::new(),
+        };
+        let text = std::fs::read_to_string(file).expect("a source file reads");
         let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
         let entry = graph.entry(module.clone()).or_default();
+        // Children declared here (`mod x;`) are named as `x::...` without a prefix.
+        let children: Vec<String> = code
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim().trim_start_matches("pub ");
+                l.strip_prefix("mod ")?.strip_suffix(';').map(str::to_owned)
+            })
+            .collect();
         for line in code.lines() {
             let line = line.split("//").next().unwrap_or("");
-            for (i, _) in line.match_indices("crate::") {
-                let rest = &line[i + "crate::".len()..];
-                let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
-                    group
-                        .split('}')
-                        .next()
-                        .unwrap_or("")
-                        .split(',')
-                        .map(|n| n.trim().split("::").next().unwrap_or("").trim())
-                        .collect()
+            for child in &children {
+                let child_path = if module.is_empty() || file.ends_with("lib.rs") {
+                    child.clone()
                 } else {
-                    vec![
-                        rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                            .next()
-                            .unwrap_or(""),
-                    ]
+                    format!("{module}::{child}")
                 };
-                for name in names {
-                    if !name.is_empty() && name != module && name != "self" {
-                        entry.insert(name.to_owned());
+                let named = line.match_indices(&format!("{child}::")).any(|(i, _)| {
+                    !line[..i].ends_with("::")
+                        && !line[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                });
+                if named && modules.contains(&child_path) {
+                    entry.insert(child_path);
+                }
+            }
+            for (prefix, base) in [("crate::", String::new()), ("super::", parent.clone())] {
+                for (i, _) in line.match_indices(prefix) {
+                    if prefix == "super::" && line[..i].ends_with("::") {
+                        continue;
+                    }
+                    let rest = &line[i + prefix.len()..];
+                    let head: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                        .collect();
+                    let head = head.trim_end_matches(':');
+                    let mut paths = vec![head.to_owned()];
+                    if let Some(group) = rest[head.len()..].strip_prefix("::{") {
+                        for item in group.split('}').next().unwrap_or("").split(',') {
+                            let item = item.trim();
+                            if !item.is_empty() && item != "self" {
+                                paths.push(format!("{head}::{item}"));
+                            }
+                        }
+                    }
+                    for path in paths {
+                        let full = if base.is_empty() {
+                            path
+                        } else if path.is_empty() {
+                            base.clone()
+                        } else {
+                            format!("{base}::{path}")
+                        };
+                        if let Some(target) = resolve(&full)
+                            && target != module
+                        {
+                            entry.insert(target);
+                        }
                     }
                 }
             }
@@ -227,14 +261,25 @@ fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeS
     graph
 }
 
-/// No module depends on itself through others: data flows one way (docs/ARCHITECTURE.md,
-/// "Dependency direction").
-#[test]
-fn modules_import_no_circle() {
-    let graph = module_graph();
+/// The file graph folded to top-level modules (`src/<name>.rs` or `src/<name>/`).
+fn folder_graph() -> Graph {
+    let top = |m: &str| m.split("::").next().unwrap_or(m).to_owned();
+    let mut graph = Graph::new();
+    for (module, deps) in file_graph() {
+        let entry = graph.entry(top(&module)).or_default();
+        for dep in deps {
+            if top(&dep) != top(&module) {
+                entry.insert(top(&dep));
+            }
+        }
+    }
+    graph
+}
+
+fn circle(graph: &Graph) -> Option<Vec<String>> {
     fn visit(
         node: &str,
-        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        graph: &Graph,
         path: &mut Vec<String>,
         done: &mut std::collections::BTreeSet<String>,
     ) -> Option<Vec<String>> {
@@ -257,10 +302,22 @@ fn modules_import_no_circle() {
         None
     }
     let mut done = Default::default();
-    for node in graph.keys() {
-        if let Some(circle) = visit(node, &graph, &mut Vec::new(), &mut done) {
-            panic!("import circle: {}", circle.join(" -> "));
-        }
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+/// No module depends on itself through others: data flows one way (docs/ARCHITECTURE.md,
+/// "Dependency direction").
+#[test]
+fn modules_import_no_circle() {
+    let files = file_graph();
+    assert!(files.len() >= 30, "{:?}", files.keys());
+    if let Some(circle) = circle(&files) {
+        panic!("import circle between files: {}", circle.join(" -> "));
+    }
+    if let Some(circle) = circle(&folder_graph()) {
+        panic!("import circle between folders: {}", circle.join(" -> "));
     }
 }
 
@@ -269,18 +326,10 @@ fn modules_import_no_circle() {
 /// path nor the wiring (the command line is in the binary and out of reach anyway).
 #[test]
 fn the_engine_imports_neither_server_nor_store() {
-    let graph = module_graph();
-    let engine = [
-        "engine",
-        "params",
-        "request",
-        "transform",
-        "sensors",
-        "schema",
-        "xml",
-    ];
+    let graph = folder_graph();
+    let engine = ["engine", "transform", "sensors", "provider", "igor"];
     let runtime = [
-        "server", "app", "store", "live", "consent", "oauth", "lock", "http", "settings", "config",
+        "server", "app", "store", "live", "auth", "http", "settings", "config",
     ];
     let mut broken = Vec::new();
     for module in engine {

@@ -1,4 +1,4 @@
-//! Igor's JSON <-> XML conversion (`healthpull::xml`) against recorded vectors.
+//! Igor's JSON <-> XML conversion (`healthpull::igor::xml`) against recorded vectors.
 //!
 //! Why: the XML we write must be byte-identical to what igor-iot 0.99.1 stores, and our
 //! reading of XML must give what Igor's JSON interface answers. The vectors in
@@ -8,7 +8,7 @@
 //! reading cases (comments, CDATA, namespaces, references, malformed input) were
 //! recorded the same way with minidom + `_tagAndDictFromElement` and are kept inline.
 
-use healthpull::xml::{
+use healthpull::igor::xml::{
     XmlError, igor_xml_to_value, igor_xml_to_value_verbatim, to_igor_xml, try_to_igor_xml,
 };
 use serde_json::{Map, Value, json};
@@ -374,7 +374,7 @@ fn check(case: &Case<'_>, tally: &mut Tally) {
                 "{name}: try_to_igor_xml"
             );
             let mut appended = String::from("prefix");
-            healthpull::xml::write_igor_xml(&mut appended, tag, input);
+            healthpull::igor::xml::write_igor_xml(&mut appended, tag, input);
             assert_eq!(
                 appended,
                 format!("prefix{expected}"),

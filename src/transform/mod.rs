@@ -16,15 +16,17 @@
 //! construct has one implementation.
 //!
 
+pub mod units;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use indexmap::IndexMap;
 use serde_json::{Map, Number, Value};
 
+use self::units::UnitSystem;
 use crate::provider::raw::{FieldType, SourceFormat};
 use crate::provider::selector::Step;
 use crate::provider::{Condition, Field, FieldSource, Method, Output, Selector, loosely_equal};
 use crate::sensors::{Cell, Node, Segment, Table, integer_magnitude};
-use crate::units::{self, UnitSystem};
 
 /// Which layout a method's result takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -320,7 +322,7 @@ fn doc_field(
             }
             (FieldType::Date, Tape::Str(..) | Tape::Esc(..)) => {
                 let s = doc.str_of(tape);
-                if s.len() >= 10 && crate::template::parse_date(s).is_some() {
+                if s.len() >= 10 && crate::provider::template::parse_date(s).is_some() {
                     return Ok(table.push_text(&s[..10]));
                 }
             }
@@ -952,7 +954,7 @@ fn convert(field: &Field, v: &Value, row: &Value, system: UnitSystem) -> Result<
             other => Value::String(other.to_string()),
         }),
         FieldType::Date => match v.as_str() {
-            Some(s) if s.len() >= 10 && crate::template::parse_date(s).is_some() => {
+            Some(s) if s.len() >= 10 && crate::provider::template::parse_date(s).is_some() => {
                 Ok(Value::String(s[..10].to_owned()))
             }
             _ => Err(format!("`{}` is not a date", short(v))),
@@ -1245,10 +1247,11 @@ mod tests {
                                     tb.add_raw(b.raw);
                                     let value = tb.to_value();
                                     let mut xml = Vec::new();
-                                    crate::xml::write_sensors_xml(&mut xml, "jack", &tb).unwrap();
+                                    crate::igor::xml::write_sensors_xml(&mut xml, "jack", &tb)
+                                        .unwrap();
                                     assert_eq!(
                                         String::from_utf8(xml).unwrap(),
-                                        crate::xml::to_igor_xml("jack", &value),
+                                        crate::igor::xml::to_igor_xml("jack", &value),
                                         "{label}"
                                     );
                                 }

@@ -15,7 +15,7 @@ use serde_json::{Number, Value};
 use crate::sensors::{Cell, Node, Segment, Sensors, Table};
 
 /// The schema text, built into the binary so `check` works anywhere.
-pub const SENSOR_SCHEMA_TEXT: &str = include_str!("../schemas/sensors.schema.json");
+pub const SENSOR_SCHEMA_TEXT: &str = include_str!("../../schemas/sensors.schema.json");
 
 /// The parsed sensor schema.
 pub fn sensor_schema() -> &'static Value {
@@ -1018,7 +1018,7 @@ mod tests {
                 method,
                 vec![doc],
                 Layout::Mapped,
-                crate::units::UnitSystem::Metric,
+                crate::transform::units::UnitSystem::Metric,
             );
             let Ok(mapped) = mapped else { continue };
             let mut tree = Sensors::default();

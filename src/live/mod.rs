@@ -3,9 +3,11 @@
 //! [`LiveCaller`] is the engine's [`Caller`] against a real provider. Before a call it
 //! makes sure the access token is fresh; on a 401 that means an expired token it
 //! refreshes once and retries. Refreshes are single-flight per (plugin, user) within
-//! the process and across processes ([`crate::lock`]), re-read the store under the lock
+//! the process and across processes ([`crate::auth::lock`]), re-read the store under the lock
 //! (someone else may have refreshed already), retry a lost answer with the same
 //! refresh token, and persist the new token before anything uses it.
+
+pub mod consent;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,49 +19,20 @@ use indexmap::IndexMap;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
+use crate::auth::lock::LockDir;
+use crate::auth::oauth::{self, AppCredentials, Token, TokenError};
+use crate::engine::request::{HttpRequest, RequestBody};
 use crate::engine::{self, CallError, Caller, EngineError, FetchPlan};
 use crate::http::{self, Limits, Transport};
-use crate::lock::LockDir;
-use crate::oauth::{self, AppCredentials, Token, TokenError};
+use crate::igor::paths;
 use crate::provider::Provider;
 use crate::provider::raw::{BudgetScope, ErrorKind, ResetUnit, Verb};
-use crate::request::{HttpRequest, RequestBody};
 use crate::secret::{Secret, redact};
 use crate::sensors::Sensors;
 use crate::settings::{SettingError, UserSettings};
 use crate::store::Store;
 use crate::transform::Doc;
 use crate::user::UserName;
-
-/// Paths of the Igor tree, the old plugin's layout.
-pub mod paths {
-    use crate::user::UserName;
-
-    /// `plugindata/<plugin>`: client id, secret, system.
-    pub fn app(plugin: &str) -> String {
-        format!("plugindata/{plugin}")
-    }
-    /// `identities/<user>/plugindata/<plugin>`: token and per-user defaults.
-    pub fn user(plugin: &str, user: &UserName) -> String {
-        format!("identities/{user}/plugindata/{plugin}")
-    }
-    /// The user's token.
-    pub fn token(plugin: &str, user: &UserName) -> String {
-        format!("identities/{user}/plugindata/{plugin}/token")
-    }
-    /// The user's sensor data.
-    pub fn sensors(plugin: &str, user: &UserName) -> String {
-        format!("sensors/{plugin}/{user}")
-    }
-    /// healthpull's status of a user (last success, last error, consent, rate limit).
-    pub fn status(plugin: &str, user: &UserName) -> String {
-        format!("plugindata/{plugin}/status/{user}")
-    }
-    /// A pending consent, by the hash of its state.
-    pub fn pending(plugin: &str, key: &str) -> String {
-        format!("plugindata/{plugin}/pending/{key}")
-    }
-}
 
 /// The clock, pinned or real.
 #[derive(Debug, Clone, Copy, Default)]

@@ -11,9 +11,10 @@
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::auth::oauth::{self, TokenError};
 use crate::config::Config;
-use crate::live::{self, Clock, paths};
-use crate::oauth::{self, TokenError};
+use crate::igor::paths;
+use crate::live::{self, Clock};
 use crate::provider::Provider;
 use crate::secret::Secret;
 use crate::store::Store;

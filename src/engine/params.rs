@@ -10,9 +10,9 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::provider::raw::{ParamType, RangeConfig};
+use crate::provider::template::parse_date;
 use crate::provider::values::{Period, check_value, parse_period};
 use crate::provider::{Method, Provider};
-use crate::template::parse_date;
 
 /// A parameter problem, with the method it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

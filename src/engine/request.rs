@@ -7,7 +7,7 @@
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use crate::params::DateRange;
+use crate::engine::params::DateRange;
 use crate::provider::raw::{PaginationKind, ParamPlace, Verb};
 use crate::provider::{Body, JsonTpl, Method, Provider};
 use crate::transform::Doc;

@@ -7,6 +7,9 @@
 //! answer to store. The merged compact tree is validated against the sensor schema
 //! before anyone prints or stores it.
 
+pub mod params;
+pub mod request;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -16,14 +19,14 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::params::{self, ParamError};
+use self::params::ParamError;
+use self::request::{CallContext, HttpRequest, NextPage};
 use crate::provider::raw::{ErrorKind, Verb};
 use crate::provider::{Provider, loosely_equal};
-use crate::request::{self, CallContext, HttpRequest, NextPage};
-use crate::schema;
 use crate::sensors::Sensors;
+use crate::sensors::schema;
+use crate::transform::units::UnitSystem;
 use crate::transform::{self, Doc, Layout, TransformError};
-use crate::units::UnitSystem;
 
 /// A failed call, before the engine adds provider and method.
 #[derive(Debug, Clone, PartialEq, Eq)]

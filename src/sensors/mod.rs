@@ -6,6 +6,8 @@
 //! one buffer), so a day of one-second heart rate costs a few allocations, not a dozen
 //! per point. The module depends on nothing but `serde_json` and `indexmap`.
 
+pub mod schema;
+
 use std::cmp::Ordering;
 
 use indexmap::IndexMap;

@@ -14,12 +14,13 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 use url::Url;
 
-use super::raw::{self, ParamType};
-use super::yaml::{self, Document, pointer_token};
-use super::{
+use super::model::{
     Api, Auth, Body, Condition, Diagnostic, Diagnostics, ErrorRule, Field, FieldSource, JsonTpl,
-    Method, Output, Pagination, Provider, Selector, TokenFields, UrlOverrides,
+    Method, Output, Pagination, Provider, TokenFields, UrlOverrides,
 };
+use super::raw::{self, ParamType};
+use super::selector::Selector;
+use super::yaml::{self, Document, pointer_token};
 use crate::provider::template::{Place, Templates, Tpl};
 use crate::sensors::schema;
 
@@ -34,7 +35,7 @@ pub const RESERVED_PARAMS: &[&str] = &["methods", "user", "layout", "format"];
 fn validator() -> &'static jsonschema::Validator {
     static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
-        jsonschema::validator_for(super::provider_schema())
+        jsonschema::validator_for(super::model::provider_schema())
             .unwrap_or_else(|e| panic!("the generated provider schema is invalid: {e}"))
     })
 }
@@ -185,7 +186,7 @@ fn allowed_constants(schema_path: &str) -> Option<Vec<String>> {
 
 /// The node of the provider schema at a schema path, following `$ref`s.
 fn schema_node(schema_path: &str) -> Option<&'static Value> {
-    let root = super::provider_schema();
+    let root = super::model::provider_schema();
     let mut node = root;
     for token in schema_path.trim_start_matches('/').split('/') {
         if token.is_empty() {
@@ -435,7 +436,7 @@ impl Compiler<'_> {
                     Some(m) => self.selector("/api/envelope/message", m),
                     None => None,
                 };
-                status.map(|status| super::Envelope {
+                status.map(|status| super::model::Envelope {
                     status,
                     ok: e.ok.clone(),
                     kinds: e.kinds.clone(),

@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
-use super::{AppError, AppState};
+use super::error::AppError;
 use crate::secret::Secret;
 
 /// Configured credentials.
@@ -149,11 +149,7 @@ impl Hosts {
 
 /// Middleware, outermost but for the request log: refuses a request whose `Host` (or
 /// absolute request target) is not one of ours.
-pub async fn host_guard(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn host_guard(State(hosts): State<Arc<Hosts>>, request: Request, next: Next) -> Response {
     let named = request
         .uri()
         .authority()
@@ -166,7 +162,7 @@ pub async fn host_guard(
                 .map(str::to_owned)
         });
     match named {
-        Some(host) if state.hosts.allows_host(&host) => next.run(request).await,
+        Some(host) if hosts.allows_host(&host) => next.run(request).await,
         Some(host) => {
             tracing::warn!(host = %host, "Refused a request for an unknown host");
             AppError::new(
@@ -199,8 +195,8 @@ pub fn cross_site(hosts: &Hosts, headers: &HeaderMap) -> bool {
 }
 
 /// Refuses a cross-site browser request (see [`cross_site`]).
-pub fn refuse_cross_site(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    if cross_site(&state.hosts, headers) {
+pub fn refuse_cross_site(hosts: &Hosts, headers: &HeaderMap) -> Result<(), AppError> {
+    if cross_site(hosts, headers) {
         return Err(AppError::forbidden("cross-site request refused"));
     }
     Ok(())
@@ -214,10 +210,10 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Middleware: credentials on every entry point but `auth2`, when configured.
-pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let exempt = path.starts_with("/plugin/") && path.ends_with("/auth2");
-    if state.access.configured() && !exempt && !state.access.allows(request.headers()) {
+    if access.configured() && !exempt && !access.allows(request.headers()) {
         return AppError::unauthorized().into_response();
     }
     next.run(request).await
@@ -225,20 +221,21 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
 
 /// Refuses cross-site browser requests that change state, and form posts without our token.
 pub fn check_csrf(
-    state: &AppState,
+    hosts: &Hosts,
+    csrf: &Csrf,
     plugin: &str,
     method: &Method,
     headers: &HeaderMap,
     pairs: &[(String, String)],
 ) -> Result<(), AppError> {
-    refuse_cross_site(state, headers)?;
+    refuse_cross_site(hosts, headers)?;
     if *method == Method::POST {
         let given = pairs
             .iter()
             .find(|(k, _)| k == "_csrf")
             .map(|(_, v)| v.as_str())
             .unwrap_or("");
-        let expected = state.csrf_token(plugin);
+        let expected = csrf.token(plugin);
         if !constant_eq(expected.as_bytes(), given.as_bytes()) {
             return Err(AppError::forbidden(
                 "form token missing or wrong: reload the setup page",
@@ -248,9 +245,35 @@ pub fn check_csrf(
     Ok(())
 }
 
-/// The token the setup page puts in its forms.
-pub fn form_token(state: &AppState, plugin: &str) -> String {
-    state.csrf_token(plugin)
+/// The tokens our own forms carry: a keyed hash of the plugin name, with a key that is
+/// random per process.
+pub struct Csrf {
+    key: [u8; 32],
+}
+
+impl Csrf {
+    /// A new random key.
+    pub fn new() -> Csrf {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        Csrf { key }
+    }
+
+    /// The token the setup page puts in the forms of `plugin`.
+    pub fn token(&self, plugin: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(b"csrf\0");
+        h.update(plugin.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
+    }
+}
+
+impl Default for Csrf {
+    fn default() -> Self {
+        Csrf::new()
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use crate::secret::redact;
 use crate::store::StoreError;
 
-use super::page;
+use super::html;
 
 /// An error answer: its status, its text (without the status), and how to show it.
 #[derive(Debug)]
@@ -99,7 +99,7 @@ impl IntoResponse for AppError {
         match self.shown {
             Shown::ConsentPage { plugin, user } => (
                 self.status,
-                Html(page::error_page(
+                Html(html::error_page(
                     self.status,
                     &redact(&self.message),
                     &plugin,
@@ -107,12 +107,12 @@ impl IntoResponse for AppError {
                 )),
             )
                 .into_response(),
-            Shown::Text => super::text(
+            Shown::Text => text(
                 self.status,
                 format!("{} {}", self.status.as_u16(), self.message),
             ),
             Shown::Challenge => {
-                let mut response = super::text(
+                let mut response = text(
                     self.status,
                     format!("{} {}", self.status.as_u16(), self.message),
                 );
@@ -132,6 +132,20 @@ pub fn browser(headers: &HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"))
+}
+
+/// A plain-text answer in Igor's style (`"ok\n"`; errors are [`AppError`]s).
+pub fn text(status: StatusCode, body: String) -> Response {
+    let mut body = redact(&body);
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

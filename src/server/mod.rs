@@ -7,12 +7,16 @@
 mod access;
 mod conn;
 mod error;
+mod fetch;
+mod html;
 mod page;
+mod query;
 mod schedule;
+mod state;
+mod status;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,182 +26,24 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use indexmap::IndexMap;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::config::{Config, ServerConfig};
-use crate::engine::EngineError;
 use crate::igor::paths;
 use crate::igor::xml;
 use crate::live::consent::{self, ConsentError};
-use crate::live::{self, FetchError, Runtime};
+use crate::live::{self};
 use crate::provider::Provider;
-use crate::provider::raw::ErrorKind;
-use crate::secret::redact;
 use crate::transform::Layout;
 use crate::user::UserName;
 
 pub use access::{Access, Hosts};
 pub use error::AppError;
-use error::browser;
-
-/// Why the server cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A plugin's provider cannot be loaded.
-    #[error(transparent)]
-    Plugin(#[from] crate::config::ConfigError),
-    /// `public_url` or `allowed_hosts` is refused.
-    #[error("{0}")]
-    Hosts(String),
-}
-
-/// Everything the handlers share.
-pub struct AppState {
-    /// Plugins by name, with their providers.
-    pub plugins: IndexMap<String, Arc<Provider>>,
-    /// Store, locks, clock, budgets.
-    pub rt: Runtime,
-    /// The URL providers redirect back to (no trailing slash).
-    pub public_url: String,
-    /// Who may call.
-    pub access: Access,
-    /// The host names the server answers for, and its own origins.
-    pub hosts: Hosts,
-    /// Connection limits and timeouts.
-    pub limits: ServerConfig,
-    /// Key for CSRF tokens (random per process).
-    csrf_key: [u8; 32],
-    /// One fetch at a time per (plugin, user): the lock and how many runs hold or wait
-    /// for it.
-    user_locks: Mutex<HashMap<String, RunLock>>,
-    /// Counters for /metrics.
-    pub metrics: Metrics,
-}
-
-/// Counters exposed at `/metrics`. Fetches are counted per user only for users with
-/// stored data (a bounded set); fetches for unknown names count per plugin.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    fetch_ok: Mutex<HashMap<String, u64>>,
-    fetch_failed: Mutex<HashMap<String, u64>>,
-    unknown_ok: Mutex<HashMap<String, u64>>,
-    unknown_failed: Mutex<HashMap<String, u64>>,
-    requests: AtomicU64,
-}
-
-impl Metrics {
-    fn count(&self, ok: bool, plugin: &str, user: Option<&str>) {
-        let (map, key) = match (user, ok) {
-            (Some(user), true) => (&self.fetch_ok, format!("{plugin}\u{0}{user}")),
-            (Some(user), false) => (&self.fetch_failed, format!("{plugin}\u{0}{user}")),
-            (None, true) => (&self.unknown_ok, plugin.to_owned()),
-            (None, false) => (&self.unknown_failed, plugin.to_owned()),
-        };
-        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(key).or_default() += 1;
-    }
-}
-
-/// A per-user run lock and the number of claims on it.
-type RunLock = (Arc<tokio::sync::Mutex<()>>, usize);
-
-/// A fetch's claim on its per-user run lock, waiting or holding; the map entry goes with
-/// the last claim (a cancelled wait included), so names that are asked for once leave
-/// nothing behind.
-struct UserRun<'a> {
-    state: &'a AppState,
-    key: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for UserRun<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut m = self
-            .state
-            .user_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some((_, claims)) = m.get_mut(&self.key) {
-            *claims -= 1;
-            if *claims == 0 {
-                m.remove(&self.key);
-            }
-        }
-    }
-}
-
-impl AppState {
-    /// Builds the state for `config` served on `port`, loading every plugin's provider.
-    pub fn new(
-        config: &Config,
-        rt: Runtime,
-        access: Access,
-        port: u16,
-    ) -> Result<AppState, StartError> {
-        let mut plugins = IndexMap::new();
-        for name in config.plugin_names() {
-            let provider = config.load_plugin(&name)?;
-            plugins.insert(name, Arc::new(provider));
-        }
-        let public_url = consent::public_url(config);
-        let hosts =
-            Hosts::new(&public_url, port, &config.allowed_hosts).map_err(StartError::Hosts)?;
-        let mut csrf_key = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut csrf_key);
-        Ok(AppState {
-            plugins,
-            rt,
-            public_url,
-            access,
-            hosts,
-            limits: config.server.clone(),
-            csrf_key,
-            user_locks: Mutex::new(HashMap::new()),
-            metrics: Metrics::default(),
-        })
-    }
-
-    fn provider(&self, plugin: &str) -> Result<Arc<Provider>, AppError> {
-        self.plugins.get(plugin).cloned().ok_or_else(|| {
-            AppError::new(StatusCode::NOT_FOUND, format!("no plugin named {plugin}"))
-        })
-    }
-
-    /// Waits for the per-(plugin, user) run lock.
-    async fn user_run(&self, plugin: &str, user: &UserName) -> UserRun<'_> {
-        let key = format!("{plugin}\u{0}{user}");
-        let lock = {
-            let mut m = self.user_locks.lock().unwrap_or_else(|e| e.into_inner());
-            let (lock, claims) = m.entry(key.clone()).or_default();
-            *claims += 1;
-            lock.clone()
-        };
-        // The claim exists before the wait, so a cancelled wait gives it back too.
-        let mut run = UserRun {
-            state: self,
-            key,
-            guard: None,
-        };
-        run.guard = Some(lock.lock_owned().await);
-        run
-    }
-
-    /// The callback URL to register with the provider.
-    pub fn callback_url(&self, plugin: &str) -> String {
-        consent::callback_url_at(&self.public_url, plugin)
-    }
-
-    fn csrf_token(&self, plugin: &str) -> String {
-        use base64::Engine as _;
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        h.update(self.csrf_key);
-        h.update(b"csrf\0");
-        h.update(plugin.as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
-    }
-}
+use error::{browser, text};
+use fetch::fetch_error;
+pub use fetch::fetch_user;
+use query::{Params, RawQuery, get_param, pairs, wants_json};
+pub use state::{AppState, StartError};
+pub use status::plugin_status;
 
 /// The router.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -214,12 +60,15 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/plugin/{plugin}/page/setup.html", get(page::setup))
         .route("/plugin/{plugin}/status", get(status))
-        .layer(middleware::from_fn_with_state(state.clone(), access::guard))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.access.clone(),
+            access::guard,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.hosts.clone(),
             access::host_guard,
         ))
-        .layer(middleware::from_fn(page::security_headers))
+        .layer(middleware::from_fn(html::security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), request_log))
         .with_state(state)
 }
@@ -270,47 +119,6 @@ async fn request_log(State(state): State<Arc<AppState>>, request: Request, next:
     response
 }
 
-/// A plain-text answer in Igor's style (`"ok\n"`; errors are [`AppError`]s).
-pub fn text(status: StatusCode, body: String) -> Response {
-    let mut body = redact(&body);
-    if !body.ends_with('\n') {
-        body.push('\n');
-    }
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
-}
-
-fn pairs(query: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn get_param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
-fn wants_json(headers: &HeaderMap, pairs: &[(String, String)]) -> bool {
-    if let Some(f) = get_param(pairs, "format") {
-        return f == "json";
-    }
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            let a = a.to_ascii_lowercase();
-            a.contains("application/json") && !a.contains("application/xml")
-        })
-}
-
 async fn index(State(state): State<Arc<AppState>>) -> Response {
     let mut body = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>healthpull</title></head><body><h1>healthpull</h1><ul>",
@@ -325,9 +133,6 @@ async fn index(State(state): State<Arc<AppState>>) -> Response {
     body.push_str("</ul></body></html>");
     Html(body).into_response()
 }
-
-/// Query or form parameters, in order.
-type Params = Vec<(String, String)>;
 
 /// The plugin's provider (404 when unknown) and the query's parameters.
 fn plugin_query(
@@ -347,7 +152,7 @@ async fn fetch_now(
     RawQuery(query): RawQuery,
 ) -> Result<Response, AppError> {
     let (provider, pairs) = plugin_query(&state, &plugin, query)?;
-    access::refuse_cross_site(&state, &headers)?;
+    access::refuse_cross_site(&state.hosts, &headers)?;
     let user = user_param(&plugin, &pairs)?;
     let json_wanted = wants_json(&headers, &pairs);
     let mut explicit = IndexMap::new();
@@ -389,90 +194,6 @@ async fn fetch_now(
         )
             .into_response()
     })
-}
-
-/// Fetches for one user, one run at a time per user.
-pub async fn fetch_user(
-    state: &AppState,
-    plugin: &str,
-    provider: Arc<Provider>,
-    user: &UserName,
-    methods: Option<String>,
-    explicit: IndexMap<String, String>,
-    layout: Layout,
-) -> Result<crate::sensors::Sensors, FetchError> {
-    let _running = state.user_run(plugin, user).await;
-    let store = state.rt.store.as_ref();
-    let settings = live::user_settings(store, plugin, user).await?;
-    // The leaf only: `plugindata/<plugin>` also holds every user's status.
-    let client_id = store
-        .get(&format!("{}/client_id", paths::app(plugin)))
-        .await?;
-    let asked = crate::settings::Asked {
-        methods,
-        explicit,
-        system: None,
-        layout,
-    };
-    let plan = crate::settings::plan(
-        &provider,
-        asked,
-        Some(&settings),
-        live::leaf_text(client_id.as_ref()),
-        state.rt.clock.now(),
-    )?;
-    let result = live::fetch(provider, plugin, user, &state.rt, &plan, false).await;
-    // A fetch that succeeded read the user's token, so the user has stored data.
-    let known =
-        result.is_ok() || matches!(store.get(&paths::user(plugin, user)).await, Ok(Some(_)));
-    state
-        .metrics
-        .count(result.is_ok(), plugin, known.then_some(user));
-    result
-}
-
-/// The answer to a failed fetch: 403 without app or token, 400 for refused arguments,
-/// 409 when consent is needed, 429 when our own budget is spent, else 502 (500 for the
-/// store).
-fn fetch_error(state: &AppState, plugin: &str, user: &UserName, e: FetchError) -> AppError {
-    let message = e.to_string();
-    let status = match &e {
-        FetchError::NoApp { .. } | FetchError::NoToken { .. } => StatusCode::FORBIDDEN,
-        FetchError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        FetchError::Engine(EngineError::Params { .. }) | FetchError::Setting(_) => {
-            StatusCode::BAD_REQUEST
-        }
-        FetchError::Engine(engine) => match engine.kind() {
-            Some(ErrorKind::ConsentNeeded) => StatusCode::CONFLICT,
-            Some(ErrorKind::RateLimited) if engine.status().is_none() => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            _ => StatusCode::BAD_GATEWAY,
-        },
-    };
-    let message = if status == StatusCode::CONFLICT {
-        format!(
-            "consent needed: {message}; grant access again at {}/plugin/{plugin}/auth1?user={user}",
-            state.public_url
-        )
-    } else {
-        message
-    };
-    tracing::warn!(plugin, user = %user, status = status.as_u16(), error = %redact(&message), "Fetch failed");
-    AppError::new(status, message)
-}
-
-/// The raw query string.
-struct RawQuery(Option<String>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RawQuery {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(RawQuery(parts.uri.query().map(str::to_owned)))
-    }
 }
 
 /// `auth1?user=U`: 303 to the provider's consent page.
@@ -581,7 +302,7 @@ async fn auth2(
     .await
     {
         Ok(user) => Ok(if browser(&headers) {
-            Html(page::granted_page(&plugin, &user)).into_response()
+            Html(html::granted_page(&plugin, &user)).into_response()
         } else {
             text(StatusCode::OK, "ok".into())
         }),
@@ -675,7 +396,7 @@ fn form_params(
 ) -> Result<Vec<(String, String)>, AppError> {
     state.provider(plugin)?;
     let pairs = params_of(method, query, body);
-    access::check_csrf(state, plugin, method, headers, &pairs)?;
+    access::check_csrf(&state.hosts, &state.csrf, plugin, method, headers, &pairs)?;
     if let Some(to) = get_param(&pairs, "returnTo") {
         if safe_return(Some(to)).is_none() {
             return Err(AppError::bad_request(
@@ -806,73 +527,6 @@ async fn user_settings(
         ));
     }
     done(&pairs, format!("/data/{base}"))
-}
-
-/// Per-user status of one plugin.
-pub async fn plugin_status(
-    state: &AppState,
-    plugin: &str,
-) -> Result<Value, crate::store::StoreError> {
-    let provider = &state.plugins[plugin];
-    let store = state.rt.store.as_ref();
-    let all = store
-        .get(&format!("plugindata/{plugin}/status"))
-        .await?
-        .unwrap_or(Value::Null);
-    let now = state.rt.clock.epoch();
-    let mut users = Map::new();
-    if let Value::Object(m) = all {
-        for (key, st) in m {
-            // Names in the store are parsed like any other: a key that is not a user
-            // name (written by hand into Igor) is not a user.
-            let Ok(user) = UserName::parse(&key) else {
-                continue;
-            };
-            let token = live::stored_token(store, plugin, &user).await?;
-            let mut budget = Map::new();
-            for b in &provider.api.config.rate_limit.budgets {
-                let key = match b.scope {
-                    crate::provider::raw::BudgetScope::User => {
-                        format!("{plugin}/{user}/{}", b.per_seconds)
-                    }
-                    crate::provider::raw::BudgetScope::App => format!("{plugin}/{}", b.per_seconds),
-                };
-                let left = state
-                    .rt
-                    .budgets
-                    .left(&key, b.limit, b.per_seconds as f64, now)
-                    .unwrap_or(b.limit);
-                budget.insert(format!("per_{}s", b.per_seconds), json!(left));
-            }
-            let num = |k: &str| {
-                st.get(k)
-                    .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()))
-            };
-            let flag = |k: &str| {
-                matches!(st.get(k), Some(Value::Bool(true)))
-                    || st.get(k).and_then(|v| v.as_str()) == Some("true")
-            };
-            users.insert(
-                user.to_string(),
-                json!({
-                    "granted": token.is_some(),
-                    "token_expires_at": token.as_ref().and_then(|t| t.expires_at),
-                    "consent_needed": flag("consent_needed"),
-                    "last_success": live::leaf_text(st.get("last_success")),
-                    "last_error": live::leaf_text(st.get("last_error")),
-                    "last_error_at": live::leaf_text(st.get("last_error_at")),
-                    "rate_limited_until": num("rate_limited_until").filter(|u| *u > now),
-                    "budget_left": budget,
-                }),
-            );
-        }
-    }
-    Ok(json!({
-        "plugin": plugin,
-        "provider": provider.name,
-        "retired": provider.retired.as_ref().map(|r| json!({"since": r.since, "replacement": r.replacement})),
-        "users": users,
-    }))
 }
 
 async fn status(

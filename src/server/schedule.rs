@@ -13,7 +13,9 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{AppState, fetch_user, plugin_status};
+use super::fetch::fetch_user;
+use super::state::AppState;
+use super::status::plugin_status;
 use crate::config::ScheduleConfig;
 use crate::transform::Layout;
 use crate::user::UserName;

@@ -1,0 +1,164 @@
+//! What the handlers share: plugins, the runtime, who may call, and the per-user run
+//! locks and counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use indexmap::IndexMap;
+
+use super::access::{Access, Csrf, Hosts};
+use super::error::AppError;
+use crate::config::{Config, ServerConfig};
+use crate::live::Runtime;
+use crate::live::consent;
+use crate::provider::Provider;
+use crate::user::UserName;
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A plugin's provider cannot be loaded.
+    #[error(transparent)]
+    Plugin(#[from] crate::config::ConfigError),
+    /// `public_url` or `allowed_hosts` is refused.
+    #[error("{0}")]
+    Hosts(String),
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Plugins by name, with their providers.
+    pub plugins: IndexMap<String, Arc<Provider>>,
+    /// Store, locks, clock, budgets.
+    pub rt: Runtime,
+    /// The URL providers redirect back to (no trailing slash).
+    pub public_url: String,
+    /// Who may call.
+    pub access: Arc<Access>,
+    /// The host names the server answers for, and its own origins.
+    pub hosts: Arc<Hosts>,
+    /// Connection limits and timeouts.
+    pub limits: ServerConfig,
+    /// The tokens of our own forms.
+    pub csrf: Csrf,
+    /// One fetch at a time per (plugin, user): the lock and how many runs hold or wait
+    /// for it.
+    user_locks: Mutex<HashMap<String, RunLock>>,
+    /// Counters for /metrics.
+    pub metrics: Metrics,
+}
+
+/// Counters exposed at `/metrics`. Fetches are counted per user only for users with
+/// stored data (a bounded set); fetches for unknown names count per plugin.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub(super) fetch_ok: Mutex<HashMap<String, u64>>,
+    pub(super) fetch_failed: Mutex<HashMap<String, u64>>,
+    pub(super) unknown_ok: Mutex<HashMap<String, u64>>,
+    pub(super) unknown_failed: Mutex<HashMap<String, u64>>,
+    pub(super) requests: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count(&self, ok: bool, plugin: &str, user: Option<&str>) {
+        let (map, key) = match (user, ok) {
+            (Some(user), true) => (&self.fetch_ok, format!("{plugin}\u{0}{user}")),
+            (Some(user), false) => (&self.fetch_failed, format!("{plugin}\u{0}{user}")),
+            (None, true) => (&self.unknown_ok, plugin.to_owned()),
+            (None, false) => (&self.unknown_failed, plugin.to_owned()),
+        };
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(key).or_default() += 1;
+    }
+}
+
+/// A per-user run lock and the number of claims on it.
+type RunLock = (Arc<tokio::sync::Mutex<()>>, usize);
+
+/// A fetch's claim on its per-user run lock, waiting or holding; the map entry goes with
+/// the last claim (a cancelled wait included), so names that are asked for once leave
+/// nothing behind.
+pub struct UserRun<'a> {
+    state: &'a AppState,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for UserRun<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut m = self
+            .state
+            .user_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, claims)) = m.get_mut(&self.key) {
+            *claims -= 1;
+            if *claims == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// Builds the state for `config` served on `port`, loading every plugin's provider.
+    pub fn new(
+        config: &Config,
+        rt: Runtime,
+        access: Access,
+        port: u16,
+    ) -> Result<AppState, StartError> {
+        let mut plugins = IndexMap::new();
+        for name in config.plugin_names() {
+            let provider = config.load_plugin(&name)?;
+            plugins.insert(name, Arc::new(provider));
+        }
+        let public_url = consent::public_url(config);
+        let hosts =
+            Hosts::new(&public_url, port, &config.allowed_hosts).map_err(StartError::Hosts)?;
+        Ok(AppState {
+            plugins,
+            rt,
+            public_url,
+            access: Arc::new(access),
+            hosts: Arc::new(hosts),
+            limits: config.server.clone(),
+            csrf: Csrf::new(),
+            user_locks: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        })
+    }
+
+    pub fn provider(&self, plugin: &str) -> Result<Arc<Provider>, AppError> {
+        self.plugins.get(plugin).cloned().ok_or_else(|| {
+            AppError::new(StatusCode::NOT_FOUND, format!("no plugin named {plugin}"))
+        })
+    }
+
+    /// Waits for the per-(plugin, user) run lock.
+    pub async fn user_run(&self, plugin: &str, user: &UserName) -> UserRun<'_> {
+        let key = format!("{plugin}\u{0}{user}");
+        let lock = {
+            let mut m = self.user_locks.lock().unwrap_or_else(|e| e.into_inner());
+            let (lock, claims) = m.entry(key.clone()).or_default();
+            *claims += 1;
+            lock.clone()
+        };
+        // The claim exists before the wait, so a cancelled wait gives it back too.
+        let mut run = UserRun {
+            state: self,
+            key,
+            guard: None,
+        };
+        run.guard = Some(lock.lock_owned().await);
+        run
+    }
+
+    /// The callback URL to register with the provider.
+    pub fn callback_url(&self, plugin: &str) -> String {
+        consent::callback_url_at(&self.public_url, plugin)
+    }
+}

@@ -1,0 +1,75 @@
+//! The per-user status of a plugin: grant, token expiry, last success and error, rate
+//! limit and budgets left.
+
+use serde_json::{Map, Value, json};
+
+use super::state::AppState;
+use crate::live;
+use crate::user::UserName;
+
+/// Per-user status of one plugin.
+pub async fn plugin_status(
+    state: &AppState,
+    plugin: &str,
+) -> Result<Value, crate::store::StoreError> {
+    let provider = &state.plugins[plugin];
+    let store = state.rt.store.as_ref();
+    let all = store
+        .get(&format!("plugindata/{plugin}/status"))
+        .await?
+        .unwrap_or(Value::Null);
+    let now = state.rt.clock.epoch();
+    let mut users = Map::new();
+    if let Value::Object(m) = all {
+        for (key, st) in m {
+            // Names in the store are parsed like any other: a key that is not a user
+            // name (written by hand into Igor) is not a user.
+            let Ok(user) = UserName::parse(&key) else {
+                continue;
+            };
+            let token = live::stored_token(store, plugin, &user).await?;
+            let mut budget = Map::new();
+            for b in &provider.api.config.rate_limit.budgets {
+                let key = match b.scope {
+                    crate::provider::raw::BudgetScope::User => {
+                        format!("{plugin}/{user}/{}", b.per_seconds)
+                    }
+                    crate::provider::raw::BudgetScope::App => format!("{plugin}/{}", b.per_seconds),
+                };
+                let left = state
+                    .rt
+                    .budgets
+                    .left(&key, b.limit, b.per_seconds as f64, now)
+                    .unwrap_or(b.limit);
+                budget.insert(format!("per_{}s", b.per_seconds), json!(left));
+            }
+            let num = |k: &str| {
+                st.get(k)
+                    .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()))
+            };
+            let flag = |k: &str| {
+                matches!(st.get(k), Some(Value::Bool(true)))
+                    || st.get(k).and_then(|v| v.as_str()) == Some("true")
+            };
+            users.insert(
+                user.to_string(),
+                json!({
+                    "granted": token.is_some(),
+                    "token_expires_at": token.as_ref().and_then(|t| t.expires_at),
+                    "consent_needed": flag("consent_needed"),
+                    "last_success": live::leaf_text(st.get("last_success")),
+                    "last_error": live::leaf_text(st.get("last_error")),
+                    "last_error_at": live::leaf_text(st.get("last_error_at")),
+                    "rate_limited_until": num("rate_limited_until").filter(|u| *u > now),
+                    "budget_left": budget,
+                }),
+            );
+        }
+    }
+    Ok(json!({
+        "plugin": plugin,
+        "provider": provider.name,
+        "retired": provider.retired.as_ref().map(|r| json!({"since": r.since, "replacement": r.replacement})),
+        "users": users,
+    }))
+}

@@ -91,8 +91,13 @@ fn parse(bytes: &[u8]) -> Doc {
 
 /// The merged tree, as `engine::fetch` builds it from the method's outputs.
 fn map(method: &Method, doc: Doc) -> Sensors {
-    let result = transform::map_method(method, vec![doc], Layout::Mapped, UnitSystem::Metric)
-        .expect("the generated day maps");
+    let result = transform::map_method(
+        method,
+        vec![doc],
+        Layout::Mapped,
+        transform::MapContext::new(UnitSystem::Metric, chrono_tz::Tz::UTC),
+    )
+    .expect("the generated day maps");
     let mut tree = Sensors::default();
     tree.merge(result.mapped);
     tree

@@ -5,12 +5,14 @@
 //! accepted values listed, rather than accepted and quietly replaced by a default.
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use indexmap::IndexMap;
 
 use crate::engine::FetchPlan;
 use crate::engine::request::CallContext;
 use crate::provider::Provider;
 use crate::transform::Layout;
+use crate::transform::local;
 use crate::transform::units::UnitSystem;
 
 /// A setting that cannot be stored.
@@ -44,6 +46,11 @@ pub enum SettingError {
     /// A value its parameter does not accept.
     #[error("{0}")]
     Value(String),
+    /// `timezone` is not an IANA time zone.
+    #[error(
+        "unknown time zone `{0}`: use an IANA name such as America/Los_Angeles, Europe/Amsterdam or UTC"
+    )]
+    TimeZone(String),
     /// A key written by healthpull itself.
     #[error("`{0}` is written by healthpull, not by hand")]
     Reserved(String),
@@ -62,6 +69,7 @@ impl SettingError {
             SettingError::UnknownKey { key, .. } => key,
             SettingError::UnknownMethod { .. } => "methods",
             SettingError::Value(_) => "",
+            SettingError::TimeZone(_) => "timezone",
             SettingError::Reserved(key) => key,
             SettingError::NoMethods(_) => "methods",
         }
@@ -78,6 +86,8 @@ pub struct UserSettings {
     pub methods: Option<String>,
     /// `plugindata/<plugin>/system`.
     pub system: Option<String>,
+    /// The user's stored `timezone` (an IANA name).
+    pub timezone: Option<String>,
 }
 
 /// What one fetch asks for; the user's stored settings and the provider fill the rest.
@@ -95,7 +105,8 @@ pub struct Asked {
 
 /// The plan of one fetch, the same for the command line, the server and the schedule:
 /// asked methods, else the stored ones, else the provider's defaults; the asked unit
-/// system, else the stored one, else the provider's default, checked.
+/// system, else the stored one, else the provider's default, checked; the user's time
+/// zone (see [`user_zone`]) decides which day `today` is.
 pub fn plan(
     provider: &Provider,
     asked: Asked,
@@ -119,12 +130,14 @@ pub fn plan(
         .or_else(|| stored.and_then(|s| s.system.clone()))
         .unwrap_or_else(|| provider.api.default_system.clone());
     check_system(&system)?;
+    let zone = user_zone(stored.and_then(|s| s.timezone.as_deref()))?;
     Ok(FetchPlan {
         methods,
         explicit: asked.explicit,
         stored: stored.map(|s| s.defaults.clone()).unwrap_or_default(),
         layout: asked.layout,
-        today: now.date_naive(),
+        today: local::today_in(now, zone),
+        zone,
         call: CallContext {
             system,
             client_id,
@@ -139,8 +152,22 @@ pub fn check_system(value: &str) -> Result<UnitSystem, SettingError> {
     UnitSystem::parse(value).ok_or_else(|| SettingError::System(value.to_owned()))
 }
 
+/// The user's time zone: the stored `timezone`, else the machine's (`TZ`, then the
+/// system's), else UTC. A stored name that is not a zone is an error, never UTC.
+pub fn user_zone(stored: Option<&str>) -> Result<Tz, SettingError> {
+    match stored.filter(|s| !s.trim().is_empty()) {
+        Some(name) => check_timezone(name),
+        None => Ok(local::machine_zone()),
+    }
+}
+
+/// Checks a `timezone` setting: an IANA zone name.
+pub fn check_timezone(value: &str) -> Result<Tz, SettingError> {
+    local::parse_zone(value).ok_or_else(|| SettingError::TimeZone(value.to_owned()))
+}
+
 /// Keys every provider accepts besides its parameters.
-const USER_KEYS: [&str; 1] = ["methods"];
+const USER_KEYS: [&str; 2] = ["methods", "timezone"];
 
 /// Checks one stored default of a user: `methods` must name methods of `provider`,
 /// any other key must be a parameter some method declares, and its value must be
@@ -152,6 +179,9 @@ pub fn check_user_default(provider: &Provider, key: &str, value: &str) -> Result
     }
     if value.is_empty() {
         return Ok(());
+    }
+    if key == "timezone" {
+        return check_timezone(value).map(|_| ());
     }
     if key == "methods" {
         for method in crate::engine::split_methods(value) {
@@ -220,6 +250,19 @@ mod tests {
         for bad in ["imperial", "", "metrics", "nl", "en-US-x"] {
             let e = check_system(bad).unwrap_err().to_string();
             assert!(e.contains("en_US") && e.contains("metric"), "{e}");
+        }
+    }
+
+    #[test]
+    fn time_zones_are_iana_names_and_a_bad_one_is_never_utc() {
+        assert_eq!(
+            user_zone(Some("America/Los_Angeles")).unwrap().name(),
+            "America/Los_Angeles"
+        );
+        for bad in ["PST", "America/Springfield", "+01:00", "utc+1"] {
+            let e = user_zone(Some(bad)).unwrap_err();
+            assert_eq!(e.field(), "timezone");
+            assert!(e.to_string().contains("America/Los_Angeles"), "{e}");
         }
     }
 }

@@ -174,8 +174,10 @@ pub struct FetchPlan {
     pub stored: IndexMap<String, String>,
     /// Layout of the result.
     pub layout: Layout,
-    /// The pinned clock's date.
+    /// The user's date today (in [`FetchPlan::zone`]).
     pub today: NaiveDate,
+    /// The user's time zone: it dates instants that carry no offset of their own.
+    pub zone: chrono_tz::Tz,
     /// Template context.
     pub call: CallContext,
 }
@@ -254,7 +256,7 @@ async fn gather(
     caller: &dyn Caller,
 ) -> Result<(Sensors, Map<String, Value>), EngineError> {
     let resolved = resolve(provider, p)?;
-    let system = UnitSystem::from_setting(&p.call.system);
+    let ctx = transform::MapContext::new(UnitSystem::from_setting(&p.call.system), p.zone);
     let mut tree = Sensors::default();
     let mut raw = Map::new();
     for r in &resolved {
@@ -269,7 +271,7 @@ async fn gather(
                 })?;
             collect_pages(provider, &r.method, first, caller, &mut answers).await?;
         }
-        let mapped = transform::map_method(method, answers, p.layout, system).map_err(|cause| {
+        let mapped = transform::map_method(method, answers, p.layout, ctx).map_err(|cause| {
             EngineError::Transform {
                 provider: provider.name.clone(),
                 method: r.method.clone(),

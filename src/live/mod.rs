@@ -765,11 +765,13 @@ pub async fn user_settings(
         .unwrap_or(Value::Null);
     let mut defaults = IndexMap::new();
     let mut methods = None;
+    let mut timezone = None;
     if let Value::Object(m) = &data {
         for (k, v) in m {
             match k.as_str() {
                 "token" => {}
                 "methods" => methods = leaf_text(Some(v)),
+                "timezone" => timezone = leaf_text(Some(v)),
                 _ => {
                     if let Some(t) = leaf_text(Some(v)) {
                         defaults.insert(k.clone(), t);
@@ -782,6 +784,7 @@ pub async fn user_settings(
         defaults,
         methods,
         system: leaf_text(system.as_ref()),
+        timezone,
     })
 }
 

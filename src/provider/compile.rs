@@ -958,9 +958,10 @@ impl Compiler<'_> {
             let fits = match from {
                 S::CivilDate => matches!(f.kind, T::Date),
                 S::CivilTime => matches!(f.kind, T::Time),
-                S::EpochS | S::EpochMs | S::Rfc3339 => {
-                    matches!(f.kind, T::Date | T::Time | T::Datetime)
-                }
+                S::EpochS | S::EpochMs | S::Rfc3339 | S::LocalDatetime => matches!(
+                    f.kind,
+                    T::Date | T::Time | T::Datetime | T::Instant | T::Offset
+                ),
             };
             if !fits {
                 self.err(
@@ -980,6 +981,30 @@ impl Compiler<'_> {
             Some(e) => Some(self.selector(&format!("{pointer}/exponent"), e)?),
             None => None,
         };
+        let offset = match &f.offset {
+            Some(o) => Some(self.selector(&format!("{pointer}/offset"), o)?),
+            None => None,
+        };
+        if f.offset.is_some()
+            && !matches!(
+                f.from,
+                Some(S::EpochS | S::EpochMs | S::Rfc3339 | S::LocalDatetime)
+            )
+        {
+            self.err(
+                &format!("{pointer}/offset"),
+                "`offset` needs `from: rfc3339`, `local_datetime`, `epoch_s` or `epoch_ms`",
+            );
+        }
+        if matches!(f.kind, T::Instant | T::Offset | T::Datetime) && f.from.is_none() {
+            self.err(
+                &format!("{pointer}/type"),
+                format!(
+                    "type {} needs `from` (rfc3339, local_datetime, epoch_s or epoch_ms)",
+                    format!("{:?}", f.kind).to_lowercase()
+                ),
+            );
+        }
         if let Some(u) = &f.unit {
             if u.quantity.base_factor(u.from).is_none() {
                 self.err(
@@ -992,6 +1017,7 @@ impl Compiler<'_> {
             name: name.to_owned(),
             source,
             from: f.from,
+            offset,
             kind: f.kind,
             scale: f.scale,
             exponent,

@@ -349,6 +349,8 @@ pub struct Field {
     pub source: FieldSource,
     /// How the source is read.
     pub from: Option<raw::SourceFormat>,
+    /// Where the record's offset or zone is (row, then parent, then the answer).
+    pub offset: Option<Selector>,
     /// Result type.
     pub kind: raw::FieldType,
     /// Factor.

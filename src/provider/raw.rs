@@ -667,8 +667,12 @@ pub enum SourceFormat {
     EpochS,
     /// Milliseconds since the epoch.
     EpochMs,
-    /// An RFC 3339 timestamp.
+    /// An RFC 3339 timestamp (an instant; its offset, when not `Z`, is where it was
+    /// recorded).
     Rfc3339,
+    /// A local date-time without an offset (`2026-11-22T07:00:05`), read in the
+    /// record's `offset`, else in the user's time zone.
+    LocalDatetime,
 }
 
 /// The type a field is converted to.
@@ -686,10 +690,14 @@ pub enum FieldType {
     String,
     /// `YYYY-MM-DD`.
     Date,
-    /// `HH:MM:SS`.
+    /// `HH:MM:SS`, the local time of day.
     Time,
-    /// RFC 3339 in UTC.
+    /// The local date-time with its offset, RFC 3339 (`2026-11-22T23:14:00+01:00`).
     Datetime,
+    /// The instant in UTC, RFC 3339 (`2026-11-22T22:14:00Z`).
+    Instant,
+    /// The offset the time was recorded in (`+01:00`).
+    Offset,
 }
 
 /// Physical quantities that follow the unit system.
@@ -773,6 +781,11 @@ pub struct FieldConfig {
     /// How the source value is read (dates, times, epochs).
     #[serde(default)]
     pub from: Option<SourceFormat>,
+    /// JSONPath of the record's offset or time zone (`+01:00`, `"-18000s"`, seconds,
+    /// `Europe/Paris`), looked up in the row, then its parent record, then the whole
+    /// answer. Times are shown at this offset instead of the user's zone.
+    #[serde(default)]
+    pub offset: Option<String>,
     /// The resulting type.
     #[serde(default, rename = "type")]
     pub kind: FieldType,

@@ -269,7 +269,7 @@ impl Rules {
         for (key, value) in map {
             match key.as_str() {
                 "title" | "description" | "$comment" | "examples" | "default" | "deprecated"
-                | "readOnly" | "writeOnly" => {}
+                | "readOnly" | "writeOnly" | "x-unit" | "x-time" => {}
                 "$schema" | "$id" | "$defs" if is_root => {}
                 "type" => {
                     let names: Vec<&str> = match value {
@@ -1018,7 +1018,10 @@ mod tests {
                 method,
                 vec![doc],
                 Layout::Mapped,
-                crate::transform::units::UnitSystem::Metric,
+                crate::transform::MapContext::new(
+                    crate::transform::units::UnitSystem::Metric,
+                    chrono_tz::Tz::UTC,
+                ),
             );
             let Ok(mapped) = mapped else { continue };
             let mut tree = Sensors::default();

@@ -16,12 +16,14 @@
 //! construct has one implementation.
 //!
 
+pub mod local;
 pub mod units;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use indexmap::IndexMap;
 use serde_json::{Map, Number, Value};
 
+use self::local::RecordZone;
 use self::units::UnitSystem;
 use crate::provider::raw::{FieldType, SourceFormat};
 use crate::provider::selector::Step;
@@ -74,20 +76,37 @@ pub struct MethodResult {
     pub raw: Map<String, Value>,
 }
 
+/// What the mapping needs to know of the user: the unit system numbers are shown in,
+/// and the time zone that dates instants without an offset of their own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapContext {
+    /// The user's unit system.
+    pub system: UnitSystem,
+    /// The user's time zone.
+    pub zone: chrono_tz::Tz,
+}
+
+impl MapContext {
+    /// The context for `system` and `zone`.
+    pub fn new(system: UnitSystem, zone: chrono_tz::Tz) -> MapContext {
+        MapContext { system, zone }
+    }
+}
+
 /// Maps every answer (pages, windows) of one method into its outputs. The answers are
 /// freed when it returns.
 pub fn map_method(
     method: &Method,
     answers: Vec<Doc>,
     layout: Layout,
-    system: UnitSystem,
+    ctx: MapContext,
 ) -> Result<MethodResult, TransformError> {
     let mut tree = IndexMap::new();
     let mut raw = Map::new();
     let docs: Vec<&Doc> = answers.iter().collect();
     if layout != Layout::Raw {
         for output in &method.outputs {
-            if let Some(node) = map_output_docs(output, &docs, system)? {
+            if let Some(node) = map_output_docs(output, &docs, ctx)? {
                 tree.insert(output.name.clone(), node);
             }
         }
@@ -123,7 +142,7 @@ pub fn map_method(
 fn map_output_docs(
     output: &Output,
     docs: &[&Doc],
-    system: UnitSystem,
+    ctx: MapContext,
 ) -> Result<Option<Node>, TransformError> {
     let mut table = Table::new(output.fields.iter().map(|f| f.name.clone()).collect());
     let mut parents: Vec<Option<Result<Cell, String>>> = Vec::new();
@@ -149,14 +168,14 @@ fn map_output_docs(
                                 row,
                                 Some(record),
                                 &mut parents,
-                                system,
+                                ctx,
                             )?;
                         }
                     }
                 }
                 None => {
                     if output.filters.iter().all(|c| doc_holds(c, doc, record)) {
-                        doc_entry(output, &mut table, doc, record, None, &mut parents, system)?;
+                        doc_entry(output, &mut table, doc, record, None, &mut parents, ctx)?;
                     }
                 }
             }
@@ -208,28 +227,31 @@ fn doc_entry(
     row: usize,
     parent: Option<usize>,
     parents: &mut [Option<Result<Cell, String>>],
-    system: UnitSystem,
+    ctx: MapContext,
 ) -> Result<(), TransformError> {
     let start = table.cells.len();
     for (index, field) in output.fields.iter().enumerate() {
         let cell = match &field.source {
             FieldSource::Row(path) => {
                 let found = doc.first_by(row, path);
-                doc_field(field, found, doc, row, table, system)
+                record_zone(field, doc, Some(row), parent)
+                    .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone))
             }
             FieldSource::Parent(path) if field.exponent.is_none() => parents[index]
                 .get_or_insert_with(|| {
                     let found = parent.and_then(|p| doc.first_by(p, path));
-                    doc_field(field, found, doc, row, table, system)
+                    record_zone(field, doc, None, parent)
+                        .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone))
                 })
                 .clone(),
             FieldSource::Parent(path) => {
                 let found = parent.and_then(|p| doc.first_by(p, path));
-                doc_field(field, found, doc, row, table, system)
+                record_zone(field, doc, None, parent)
+                    .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone))
             }
             FieldSource::Const(v) => {
                 let row_value = row_for(field, doc, row);
-                field_value(field, Some(v), &row_value, system).map(|v| match v {
+                field_value(field, Some(v), &row_value, ctx).map(|v| match v {
                     Some(v) => table.cell_of(v),
                     None => Cell::Absent,
                 })
@@ -253,6 +275,27 @@ fn doc_entry(
     Ok(())
 }
 
+/// The offset or zone a field's times are shown in, when the field names one: looked up
+/// in the row, then the parent record, then the whole answer.
+fn record_zone(
+    field: &Field,
+    doc: &Doc,
+    row: Option<usize>,
+    parent: Option<usize>,
+) -> Result<Option<RecordZone>, String> {
+    let Some(path) = &field.offset else {
+        return Ok(None);
+    };
+    let found = row
+        .and_then(|r| doc.first_by(r, path))
+        .or_else(|| parent.and_then(|p| doc.first_by(p, path)))
+        .or_else(|| doc.first_by(0, path));
+    match found.map(|node| doc.value_at(node)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => RecordZone::parse(&v).map(Some),
+    }
+}
+
 /// The row as a `Value` when a field reads its exponent from it, else `null`
 /// (`convert` reads the row for nothing else).
 fn row_for(field: &Field, doc: &Doc, row: usize) -> Value {
@@ -271,7 +314,8 @@ fn doc_field(
     doc: &Doc,
     row: usize,
     table: &mut Table,
-    system: UnitSystem,
+    ctx: MapContext,
+    zone: Option<RecordZone>,
 ) -> Result<Cell, String> {
     let Some(node) = found else {
         return Ok(Cell::Absent);
@@ -305,7 +349,7 @@ fn doc_field(
                 }
                 let n = doc.number_of(tape);
                 let n = if has_arithmetic(field) {
-                    arithmetic(field, n, &row_for(field, doc, row), system)?
+                    arithmetic(field, n, &row_for(field, doc, row), ctx)?
                 } else {
                     n
                 };
@@ -314,10 +358,7 @@ fn doc_field(
                 }
                 return Ok(Cell::Num(n));
             }
-            (
-                FieldType::String | FieldType::Time | FieldType::Datetime,
-                Tape::Str(..) | Tape::Esc(..),
-            ) => {
+            (FieldType::String | FieldType::Time, Tape::Str(..) | Tape::Esc(..)) => {
                 return Ok(table.push_text(doc.str_of(tape)));
             }
             (FieldType::Date, Tape::Str(..) | Tape::Esc(..)) => {
@@ -330,7 +371,7 @@ fn doc_field(
         }
     }
     let value = doc.value_at(node);
-    convert(field, &value, &row_for(field, doc, row), system).map(|v| table.cell_of(v))
+    convert(field, &value, &row_for(field, doc, row), ctx, zone).map(|v| table.cell_of(v))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -892,11 +933,11 @@ fn field_value(
     field: &Field,
     raw: Option<&Value>,
     row: &Value,
-    system: UnitSystem,
+    ctx: MapContext,
 ) -> Result<Option<Value>, String> {
     match raw {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => convert(field, v, row, system).map(Some),
+        Some(v) => convert(field, v, row, ctx, None).map(Some),
     }
 }
 
@@ -935,15 +976,21 @@ fn clean(x: f64) -> f64 {
     format!("{x:.12e}").parse().unwrap_or(x)
 }
 
-fn convert(field: &Field, v: &Value, row: &Value, system: UnitSystem) -> Result<Value, String> {
+fn convert(
+    field: &Field,
+    v: &Value,
+    row: &Value,
+    ctx: MapContext,
+    zone: Option<RecordZone>,
+) -> Result<Value, String> {
     if let Some(from) = field.from {
-        return convert_time(from, field.kind, v);
+        return convert_time(from, field.kind, v, zone, ctx.zone);
     }
     match field.kind {
         FieldType::Auto if !has_arithmetic(field) => Ok(v.clone()),
         FieldType::Auto | FieldType::Number | FieldType::Integer => {
             let n = number_of(v).ok_or_else(|| format!("`{}` is not a number", short(v)))?;
-            let n = arithmetic(field, n, row, system)?;
+            let n = arithmetic(field, n, row, ctx)?;
             if field.kind == FieldType::Integer {
                 return integer(n).map(Value::Number);
             }
@@ -959,7 +1006,7 @@ fn convert(field: &Field, v: &Value, row: &Value, system: UnitSystem) -> Result<
             }
             _ => Err(format!("`{}` is not a date", short(v))),
         },
-        FieldType::Time | FieldType::Datetime => match v {
+        FieldType::Time | FieldType::Datetime | FieldType::Instant | FieldType::Offset => match v {
             Value::String(s) => Ok(Value::String(s.clone())),
             _ => Err(format!("`{}` is not text", short(v))),
         },
@@ -970,7 +1017,7 @@ fn has_arithmetic(f: &Field) -> bool {
     f.scale.is_some() || f.exponent.is_some() || f.unit.is_some() || f.round.is_some()
 }
 
-fn arithmetic(field: &Field, n: Number, row: &Value, system: UnitSystem) -> Result<Number, String> {
+fn arithmetic(field: &Field, n: Number, row: &Value, ctx: MapContext) -> Result<Number, String> {
     if !has_arithmetic(field) {
         return Ok(n);
     }
@@ -992,7 +1039,7 @@ fn arithmetic(field: &Field, n: Number, row: &Value, system: UnitSystem) -> Resu
         x *= s;
     }
     if let Some(u) = &field.unit {
-        x = units::convert(x, u.quantity, u.from, system).ok_or("unit mismatch")?;
+        x = units::convert(x, u.quantity, u.from, ctx.system).ok_or("unit mismatch")?;
     }
     if let Some(d) = field.round {
         let f = 10f64.powi(d as i32);
@@ -1001,7 +1048,13 @@ fn arithmetic(field: &Field, n: Number, row: &Value, system: UnitSystem) -> Resu
     Number::from_f64(clean(x)).ok_or_else(|| "not a finite number".to_owned())
 }
 
-fn convert_time(from: SourceFormat, kind: FieldType, v: &Value) -> Result<Value, String> {
+fn convert_time(
+    from: SourceFormat,
+    kind: FieldType,
+    v: &Value,
+    record: Option<RecordZone>,
+    user: chrono_tz::Tz,
+) -> Result<Value, String> {
     let text = |s: String| Ok(Value::String(s));
     match from {
         SourceFormat::CivilDate => {
@@ -1047,25 +1100,38 @@ fn convert_time(from: SourceFormat, kind: FieldType, v: &Value) -> Result<Value,
             };
             let at = DateTime::<Utc>::from_timestamp_millis(ms as i64)
                 .ok_or_else(|| format!("`{}` is out of range", short(v)))?;
-            format_instant(at, kind)
+            format_local(local::at_instant(at, None, record, user), kind)
         }
         SourceFormat::Rfc3339 => {
             let s = v
                 .as_str()
                 .ok_or_else(|| format!("`{}` is not text", short(v)))?;
-            let at = DateTime::parse_from_rfc3339(s)
-                .map_err(|e| format!("`{s}` is not RFC 3339: {e}"))?
-                .with_timezone(&Utc);
-            format_instant(at, kind)
+            let (at, own) = local::parse_rfc3339(s)?;
+            format_local(local::at_instant(at, own, record, user), kind)
+        }
+        SourceFormat::LocalDatetime => {
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("`{}` is not text", short(v)))?;
+            let at = local::parse_naive(s)?;
+            format_local(local::at_local(at, record, user)?, kind)
         }
     }
 }
 
-fn format_instant(at: DateTime<Utc>, kind: FieldType) -> Result<Value, String> {
+/// A local time as the field's type asks: its date, time of day, date-time with the
+/// offset, the instant in UTC, or the offset alone.
+fn format_local(at: local::Local, kind: FieldType) -> Result<Value, String> {
     let s = match kind {
-        FieldType::Date => at.format("%Y-%m-%d").to_string(),
-        FieldType::Time => at.format("%H:%M:%S").to_string(),
-        _ => at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        FieldType::Date => at.at.format("%Y-%m-%d").to_string(),
+        FieldType::Time => at.at.format("%H:%M:%S").to_string(),
+        FieldType::Offset => local::format_offset(at.offset),
+        FieldType::Instant => at.utc().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        _ => format!(
+            "{}{}",
+            at.at.format("%Y-%m-%dT%H:%M:%S"),
+            local::format_offset(at.offset)
+        ),
     };
     Ok(Value::String(s))
 }
@@ -1213,9 +1279,15 @@ mod tests {
                 for i in 0..texts.len() {
                     // One answer, and two answers (pages) in a row.
                     for pages in [vec![i], vec![i, (i + 1) % texts.len()]] {
-                        for (layout, system) in [
-                            (Layout::Mapped, UnitSystem::Metric),
-                            (Layout::Both, UnitSystem::Us),
+                        for (layout, ctx) in [
+                            (
+                                Layout::Mapped,
+                                MapContext::new(UnitSystem::Metric, chrono_tz::Tz::UTC),
+                            ),
+                            (
+                                Layout::Both,
+                                MapContext::new(UnitSystem::Us, chrono_tz::Tz::Asia__Tokyo),
+                            ),
                         ] {
                             let values = pages
                                 .iter()
@@ -1225,8 +1297,8 @@ mod tests {
                                 .iter()
                                 .map(|&p| Doc::parse(texts[p].clone()).unwrap())
                                 .collect();
-                            let by_value = map_method(method, values, layout, system);
-                            let by_doc = map_method(method, docs, layout, system);
+                            let by_value = map_method(method, values, layout, ctx);
+                            let by_doc = map_method(method, docs, layout, ctx);
                             let label = format!("{} {} {i} {layout:?}", provider.name, method.name);
                             match (by_value, by_doc) {
                                 (Ok(a), Ok(b)) => {

@@ -580,7 +580,13 @@ fn big_integers_stay_exact_like_igor() {
     for layout in [Layout::Raw, Layout::Mapped] {
         let mut trees = Vec::new();
         let doc = Doc::decode(answer_text.to_owned()).expect("JSON");
-        let result = map_method(method, vec![doc], layout, UnitSystem::Metric).unwrap();
+        let result = map_method(
+            method,
+            vec![doc],
+            layout,
+            healthpull::transform::MapContext::new(UnitSystem::Metric, chrono_tz::Tz::UTC),
+        )
+        .unwrap();
         let mut tree = Sensors::default();
         tree.merge(result.mapped);
         tree.add_raw(result.raw);

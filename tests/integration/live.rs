@@ -612,6 +612,7 @@ impl Live {
             stored: IndexMap::new(),
             layout: Layout::Mapped,
             today: now.date_naive(),
+            zone: chrono_tz::Tz::UTC,
             call: CallContext {
                 system: provider.api.default_system.clone(),
                 client_id: Some(self.fake.config().client_id),

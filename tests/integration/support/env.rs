@@ -57,9 +57,11 @@ impl Sandbox {
     }
 
     /// The binary, run in the sandbox, for arguments that name a config of their own.
+    /// The machine's time zone is pinned to UTC (a test about zones sets its own), so
+    /// which day a time lands on does not depend on where the tests run.
     pub fn command_without_config(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(healthpull_bin());
-        cmd.current_dir(self.dir.path());
+        cmd.current_dir(self.dir.path()).env("TZ", "UTC");
         cmd
     }
 }

@@ -143,6 +143,7 @@ pub fn plan(
             client_id,
             provider_user_id: None,
             now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            zone: zone.name().to_owned(),
         },
     })
 }

@@ -81,6 +81,9 @@ pub struct CallContext {
     pub provider_user_id: Option<String>,
     /// The pinned clock, RFC 3339.
     pub now: String,
+    /// The user's time zone (IANA name): date helpers turn days into instants at its
+    /// midnight.
+    pub zone: String,
 }
 
 fn context(
@@ -108,6 +111,7 @@ fn context(
         "connection".into(),
         json!({"provider_user_id": call.provider_user_id}),
     );
+    ctx.insert("user".into(), json!({"zone": call.zone}));
     ctx.insert("now".into(), Value::String(call.now.clone()));
     if let Some(w) = window {
         ctx.insert("range".into(), w.context());

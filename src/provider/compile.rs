@@ -25,10 +25,11 @@ use crate::provider::template::{Place, Templates, Tpl};
 use crate::sensors::schema;
 
 /// Names every template may use besides parameters.
-const CONTEXT_ROOTS: &[&str] = &["app", "vars", "range", "connection", "now"];
+const CONTEXT_ROOTS: &[&str] = &["app", "vars", "range", "connection", "user", "now"];
 const APP_FIELDS: &[&str] = &["system", "client_id"];
 const RANGE_FIELDS: &[&str] = &["start", "end", "end_exclusive"];
 const CONNECTION_FIELDS: &[&str] = &["provider_user_id"];
+const USER_FIELDS: &[&str] = &["zone"];
 /// Keyword arguments the engine itself interprets.
 pub const RESERVED_PARAMS: &[&str] = &["methods", "user", "layout", "format"];
 
@@ -545,6 +546,7 @@ impl Compiler<'_> {
                 RANGE_FIELDS.iter().map(|s| s.to_string()).collect()
             }
             "connection" => CONNECTION_FIELDS.iter().map(|s| s.to_string()).collect(),
+            "user" => USER_FIELDS.iter().map(|s| s.to_string()).collect(),
             "vars" => method
                 .map(|m| m.vars.keys().cloned().collect())
                 .unwrap_or_default(),
@@ -892,19 +894,16 @@ impl Compiler<'_> {
                 fields.push(field);
             }
         }
-        let sort_by = match &o.sort_by {
-            Some(s) => match o.fields.get_index_of(s) {
-                Some(i) => Some(i),
-                None => {
-                    self.err(
-                        &format!("{pointer}/sort_by"),
-                        format!("`{s}` is not a field of this output"),
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
+        let mut sort_by = Vec::new();
+        for s in o.sort_by.iter().flat_map(|s| s.names()) {
+            match o.fields.get_index_of(s) {
+                Some(i) => sort_by.push(i),
+                None => self.err(
+                    &format!("{pointer}/sort_by"),
+                    format!("`{s}` is not a field of this output"),
+                ),
+            }
+        }
         if let Some(problem) =
             schema::check_output_fields(name, o.fields.keys().map(String::as_str), o.single)
         {

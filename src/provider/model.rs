@@ -324,7 +324,7 @@ pub struct Output {
     /// Fields in order.
     pub fields: Vec<Field>,
     /// Index into `fields` to sort by.
-    pub sort_by: Option<usize>,
+    pub sort_by: Vec<usize>,
     /// One object instead of a list.
     pub single: bool,
 }

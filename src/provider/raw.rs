@@ -647,12 +647,33 @@ pub struct OutputConfig {
     pub filters: Vec<ConditionConfig>,
     /// The fields of each entry, in order.
     pub fields: IndexMap<String, FieldConfig>,
-    /// Sort entries by this field, ascending.
+    /// Sort entries by this field, or these fields in order (later ones break ties),
+    /// ascending.
     #[serde(default)]
-    pub sort_by: Option<String>,
+    pub sort_by: Option<SortBy>,
     /// Emit one object (the first entry) instead of a list.
     #[serde(default)]
     pub single: bool,
+}
+
+/// One field to sort by, or several.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SortBy {
+    /// One field.
+    One(String),
+    /// Fields in order.
+    Many(Vec<String>),
+}
+
+impl SortBy {
+    /// The field names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            SortBy::One(name) => vec![name.as_str()],
+            SortBy::Many(names) => names.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// How a value is read before it is converted.

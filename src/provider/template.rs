@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{Duration, NaiveDate, NaiveTime};
+use chrono_tz::Tz;
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, Path, PathSeg, RenderContext, RenderError,
     RenderErrorReason, Template, template::Parameter, template::TemplateElement,
@@ -207,40 +208,51 @@ fn collect_param(param: &Parameter, names: &mut BTreeSet<String>) {
 fn register_helpers(hb: &mut Handlebars<'static>) {
     hb.register_helper(
         "iso_date",
-        Box::new(DateHelper(|d| d.format("%Y-%m-%d").to_string())),
+        Box::new(DateHelper(|d, _| d.format("%Y-%m-%d").to_string())),
     );
     hb.register_helper("date_fmt", Box::new(date_fmt_helper));
     hb.register_helper(
         "epoch",
-        Box::new(DateHelper(|d| midnight_epoch(d).to_string())),
+        Box::new(DateHelper(|d, zone| {
+            midnight(d, zone).timestamp().to_string()
+        })),
     );
     hb.register_helper(
         "epoch_ms",
-        Box::new(DateHelper(|d| (midnight_epoch(d) * 1000).to_string())),
+        Box::new(DateHelper(|d, zone| {
+            (midnight(d, zone).timestamp() * 1000).to_string()
+        })),
     );
     hb.register_helper(
         "rfc3339",
-        Box::new(DateHelper(|d| {
-            format!("{}T00:00:00Z", d.format("%Y-%m-%d"))
+        Box::new(DateHelper(|d, zone| {
+            midnight(d, zone).format("%Y-%m-%dT%H:%M:%SZ").to_string()
         })),
     );
     hb.register_helper("add_days", Box::new(add_days_helper));
 }
 
-/// A helper that formats its one date argument.
-struct DateHelper(fn(NaiveDate) -> String);
+/// A helper that formats its one date argument, a day of the user's zone (the
+/// context's `user.zone`; UTC when there is none).
+struct DateHelper(fn(NaiveDate, Tz) -> String);
 
 impl handlebars::HelperDef for DateHelper {
     fn call<'reg: 'rc, 'rc>(
         &self,
         h: &Helper<'rc>,
         _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
+        ctx: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
         out: &mut dyn Output,
     ) -> HelperResult {
         let d = date_param(h, 0)?;
-        out.write(&(self.0)(d))?;
+        let zone = ctx
+            .data()
+            .pointer("/user/zone")
+            .and_then(|z| z.as_str())
+            .and_then(|z| z.parse::<Tz>().ok())
+            .unwrap_or(Tz::UTC);
+        out.write(&(self.0)(d, zone))?;
         Ok(())
     }
 }
@@ -267,8 +279,18 @@ pub fn parse_date(text: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
 }
 
-fn midnight_epoch(d: NaiveDate) -> i64 {
-    d.and_time(NaiveTime::MIN).and_utc().timestamp()
+/// The instant the day `d` begins in `zone` (the first moment that exists, should
+/// clocks change at midnight).
+fn midnight(d: NaiveDate, zone: Tz) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone as _;
+    let start = d.and_time(NaiveTime::MIN);
+    zone.from_local_datetime(&start)
+        .earliest()
+        .or_else(|| {
+            zone.from_local_datetime(&(start + chrono::Duration::hours(1)))
+                .earliest()
+        })
+        .map_or_else(|| start.and_utc(), |at| at.with_timezone(&chrono::Utc))
 }
 
 fn date_fmt_helper(

@@ -249,10 +249,15 @@ impl Table {
     }
 
     /// Stable sort of the rows by column `col`, as `compare` orders entries.
-    pub(crate) fn sort_by_column(&mut self, col: usize) {
+    pub(crate) fn sort_by_columns(&mut self, cols: &[usize]) {
         let width = self.columns.len();
         let mut order: Vec<usize> = (0..self.rows).collect();
-        order.sort_by(|&a, &b| self.compare_cells(&self.row(a)[col], &self.row(b)[col]));
+        order.sort_by(|&a, &b| {
+            cols.iter()
+                .map(|&col| self.compare_cells(&self.row(a)[col], &self.row(b)[col]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         let mut cells = Vec::with_capacity(self.cells.len());
         for r in order {
             cells.extend_from_slice(&self.cells[r * width..(r + 1) * width]);

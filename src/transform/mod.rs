@@ -181,8 +181,8 @@ fn map_output_docs(
             }
         }
     }
-    if let Some(index) = output.sort_by {
-        table.sort_by_column(index);
+    if !output.sort_by.is_empty() {
+        table.sort_by_columns(&output.sort_by);
     }
     if output.single {
         return Ok((!table.is_empty()).then(|| Node::Value(table.row_value(0))));

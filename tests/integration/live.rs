@@ -618,6 +618,7 @@ impl Live {
                 client_id: Some(self.fake.config().client_id),
                 provider_user_id: None,
                 now: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+                zone: "UTC".to_owned(),
             },
         }
     }

@@ -292,7 +292,7 @@ async fn user_section(
     ));
     if let Value::Object(m) = &data {
         for (k, v) in m {
-            if k == "token" {
+            if k == "token" || k == "timezone" {
                 continue;
             }
             let val = live::leaf_text(Some(v)).unwrap_or_default();
@@ -304,14 +304,26 @@ async fn user_section(
             ));
         }
     }
+    // The time zone always has a row: it decides which day "today" is.
+    let zone = live::leaf_text(data.get("timezone")).unwrap_or_default();
+    let machine = crate::transform::local::machine_zone();
+    h.push_str(&format!(
+        "<tr><td><label for=\"set-timezone\">timezone</label></td><td><input id=\"set-timezone\" name=\"timezone\" value=\"{}\" placeholder=\"{m}\">{}\
+<span class=\"hint\"> an IANA name such as Europe/Amsterdam; empty: this server's zone, {m}</span></td></tr>",
+        esc(&zone),
+        field_error(error, "timezone"),
+        m = esc(machine.name())
+    ));
     let existing = |k: &str| matches!(&data, Value::Object(m) if m.contains_key(k));
     let declared = crate::settings::declared_keys(&state.plugins[plugin]);
     // An error about a key without a row of its own is shown beside the new-setting row.
     let new_error = match error {
-        Some(e) if e.field != "system" && !existing(&e.field) => format!(
-            " <span class=\"bad field-error\" id=\"error-new\">{}</span>",
-            esc(&e.message)
-        ),
+        Some(e) if !matches!(e.field.as_str(), "system" | "timezone") && !existing(&e.field) => {
+            format!(
+                " <span class=\"bad field-error\" id=\"error-new\">{}</span>",
+                esc(&e.message)
+            )
+        }
         _ => String::new(),
     };
     h.push_str(&format!(

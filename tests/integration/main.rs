@@ -8,6 +8,7 @@ mod fitbit_parity;
 mod igor_converter;
 mod input;
 mod live;
+mod local_time;
 mod providers;
 mod server;
 mod server_hardening;

@@ -108,6 +108,7 @@ impl Server {
             .current_dir(cwd)
             .env("HEALTHPULL_LOG", "debug")
             .env("NO_COLOR", "1")
+            .env("TZ", "UTC")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -172,12 +172,29 @@ struct Parts {
 fn allowed_constants(schema_path: &str) -> Option<Vec<String>> {
     let node = schema_node(schema_path)?;
     let alternatives = node.as_array()?;
+    let root = super::model::provider_schema();
     let mut values = Vec::new();
     for alt in alternatives {
+        // `Option<enum>` is `anyOf: [{$ref: Enum}, {type: null}]`: the enum's values.
+        if alt.get("type").and_then(Value::as_str) == Some("null") {
+            continue;
+        }
+        let alt = match alt
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+        {
+            Some(name) => root.get("$defs").and_then(|d| d.get(name)).unwrap_or(alt),
+            None => alt,
+        };
         if let Some(c) = alt.get("const") {
             values.push(c.to_string());
         } else if let Some(Value::Array(e)) = alt.get("enum") {
             values.extend(e.iter().map(Value::to_string));
+        } else if let Some(Value::Array(inner)) = alt.get("oneOf").or_else(|| alt.get("anyOf")) {
+            for c in inner {
+                values.push(c.get("const")?.to_string());
+            }
         } else {
             return None;
         }
@@ -904,9 +921,16 @@ impl Compiler<'_> {
                 ),
             }
         }
-        if let Some(problem) =
-            schema::check_output_fields(name, o.fields.keys().map(String::as_str), o.single)
-        {
+        let declared: Vec<schema::DeclaredField<'_>> = o
+            .fields
+            .iter()
+            .map(|(fname, f)| schema::DeclaredField {
+                name: fname,
+                kind: field_kind(f),
+                always: f.required || f.constant.is_some(),
+            })
+            .collect();
+        if let Some(problem) = schema::check_output_fields(name, &declared, o.single) {
             self.err(&format!("{pointer}/fields"), problem);
         }
         Some(Output {
@@ -1024,6 +1048,28 @@ impl Compiler<'_> {
             round: f.round,
             required: f.required,
         })
+    }
+}
+
+/// What a field gives, for the check against the sensor schema.
+fn field_kind(f: &raw::FieldConfig) -> schema::FieldKind {
+    use raw::FieldType as T;
+    use schema::FieldKind as K;
+    match f.kind {
+        T::Auto => match &f.constant {
+            Some(Value::String(_)) => K::Text,
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => K::Integer,
+            Some(Value::Number(_)) => K::Number,
+            _ => K::Any,
+        },
+        T::Number => K::Number,
+        T::Integer => K::Integer,
+        T::String => K::Text,
+        T::Date => K::Date,
+        T::Time => K::Time,
+        T::Datetime => K::DateTime,
+        T::Instant => K::Instant,
+        T::Offset => K::Offset,
     }
 }
 

@@ -101,6 +101,7 @@ impl Templates {
             let reason = e.reason().to_string();
             format!("bad template: {reason}")
         })?;
+        check_helpers(&template.elements)?;
         let mut names = BTreeSet::new();
         collect_names(&template.elements, &mut names);
         let id = format!("t{}", self.count);
@@ -150,6 +151,63 @@ fn describe_render_error(e: &RenderError) -> String {
         RenderErrorReason::Other(msg) => msg.clone(),
         other => other.to_string(),
     }
+}
+
+/// How many arguments each helper takes: exactly `min` when `max` equals it.
+fn arity(helper: &str) -> Option<(usize, usize, &'static str)> {
+    Some(match helper {
+        "iso_date" | "epoch" | "epoch_ms" | "rfc3339" => (1, 1, "a date"),
+        "date_fmt" => (2, 2, "a date and a chrono format"),
+        "add_days" => (2, 2, "a date and a number of days"),
+        "if" | "unless" | "not" | "len" => (1, 1, "a value"),
+        "eq" | "ne" | "lt" | "gt" | "lte" | "gte" => (2, 2, "two values"),
+        "and" | "or" => (2, usize::MAX, "two or more values"),
+        _ => return None,
+    })
+}
+
+/// Refuses calls of helpers that do not exist and calls with the wrong number of
+/// arguments, naming the helpers there are.
+fn check_helpers(elements: &[TemplateElement]) -> Result<(), String> {
+    for element in elements {
+        if let TemplateElement::Expression(h)
+        | TemplateElement::HtmlExpression(h)
+        | TemplateElement::HelperBlock(h) = element
+        {
+            let called = !h.params.is_empty() || !h.hash.is_empty() || h.template.is_some();
+            if let Parameter::Name(name) = &h.name
+                && called
+            {
+                let Some((min, max, what)) = arity(name) else {
+                    return Err(format!(
+                        "unknown helper `{name}` (helpers: {})",
+                        HELPERS.join(", ")
+                    ));
+                };
+                let given = h.params.len();
+                if given < min || given > max {
+                    let count = if min == max {
+                        format!("{min}")
+                    } else {
+                        format!("at least {min}")
+                    };
+                    return Err(format!(
+                        "helper `{name}` takes {count} argument{} ({what}), got {given}",
+                        if min == 1 && max == 1 { "" } else { "s" }
+                    ));
+                }
+            }
+            for p in &h.params {
+                if let Parameter::Subexpression(sub) = p {
+                    check_helpers(std::slice::from_ref(sub.element.as_ref()))?;
+                }
+            }
+            for t in [&h.template, &h.inverse].into_iter().flatten() {
+                check_helpers(&t.elements)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn collect_names(elements: &[TemplateElement], names: &mut BTreeSet<String>) {

@@ -97,11 +97,48 @@ fn resolve(node: &'static Value) -> &'static Value {
     node
 }
 
+/// What a provider declares a field gives, as far as the schema can judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Whatever the answer holds (not judged).
+    Any,
+    /// A number.
+    Number,
+    /// A whole number.
+    Integer,
+    /// Text.
+    Text,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// `HH:MM:SS`.
+    Time,
+    /// A local date-time with its offset.
+    DateTime,
+    /// An instant in UTC (`...Z`).
+    Instant,
+    /// An offset (`+01:00`).
+    Offset,
+}
+
+/// A declared field of an output: its name, what it gives, and whether an entry
+/// without it is dropped (`required`, or a constant, which is never missing).
+#[derive(Debug, Clone, Copy)]
+pub struct DeclaredField<'a> {
+    /// The field's name.
+    pub name: &'a str,
+    /// What it gives.
+    pub kind: FieldKind,
+    /// Whether every entry has it.
+    pub always: bool,
+}
+
 /// Checks an output's declared fields against the entry schema of that output:
-/// required fields must be declared, and undeclared fields must be allowed.
-pub fn check_output_fields<'a>(
+/// fields the schema requires must be declared and marked `required` (else an entry
+/// without one would be refused when stored, not dropped), undeclared fields must be
+/// allowed, and each field's type must be one the schema accepts there.
+pub fn check_output_fields(
     name: &str,
-    fields: impl Iterator<Item = &'a str>,
+    fields: &[DeclaredField<'_>],
     single: bool,
 ) -> Option<String> {
     let prop = resolve(output_schema(name)?);
@@ -119,24 +156,113 @@ pub fn check_output_fields<'a>(
         }
         _ => prop,
     };
-    let declared: Vec<&str> = fields.collect();
     let mut problems = Vec::new();
     if let Some(required) = entry.get("required").and_then(Value::as_array) {
         for r in required.iter().filter_map(Value::as_str) {
-            if !declared.contains(&r) {
-                problems.push(format!("the schema requires field `{r}`"));
+            match fields.iter().find(|f| f.name == r) {
+                None => problems.push(format!("the schema requires field `{r}`")),
+                Some(f) if !f.always => problems.push(format!(
+                    "the schema requires field `{r}`: mark it `required: true`, so an entry without it is left out"
+                )),
+                Some(_) => {}
             }
         }
     }
-    if entry.get("additionalProperties") == Some(&Value::Bool(false)) {
-        let allowed = entry.get("properties").and_then(Value::as_object);
-        for d in &declared {
-            if !allowed.is_some_and(|a| a.contains_key(*d)) {
-                problems.push(format!("the schema does not allow field `{d}`"));
+    let allowed = entry.get("properties").and_then(Value::as_object);
+    for f in fields {
+        match allowed.and_then(|a| a.get(f.name)) {
+            Some(schema) => {
+                if let Some(want) = kind_mismatch(f.kind, resolve_ref(schema)) {
+                    problems.push(format!(
+                        "field `{}` gives {}, but the schema wants {want}",
+                        f.name,
+                        kind_name(f.kind)
+                    ));
+                }
             }
+            None if entry.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                problems.push(format!("the schema does not allow field `{}`", f.name));
+            }
+            None => {}
         }
     }
     (!problems.is_empty()).then(|| format!("output `{name}`: {}", problems.join("; ")))
+}
+
+/// A `$ref` to one of the definitions, with the name it goes by.
+fn resolve_ref(node: &'static Value) -> (&'static Value, Option<&'static str>) {
+    let name = node
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"));
+    (resolve(node), name)
+}
+
+fn kind_name(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Any => "any value",
+        FieldKind::Number => "a number",
+        FieldKind::Integer => "a whole number",
+        FieldKind::Text => "text",
+        FieldKind::Date => "a date",
+        FieldKind::Time => "a time of day",
+        FieldKind::DateTime => "a local date-time",
+        FieldKind::Instant => "an instant in UTC",
+        FieldKind::Offset => "an offset",
+    }
+}
+
+/// What the schema wants instead, when a field of `kind` cannot be valid there.
+fn kind_mismatch(
+    kind: FieldKind,
+    (schema, def): (&'static Value, Option<&'static str>),
+) -> Option<String> {
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return None,
+    };
+    let json_ok = match kind {
+        FieldKind::Any => true,
+        FieldKind::Number => types.contains(&"number"),
+        FieldKind::Integer => types.contains(&"integer") || types.contains(&"number"),
+        _ => types.contains(&"string"),
+    };
+    // Text of a known shape must match the shape the schema names.
+    let shape_ok = match (kind, def) {
+        (FieldKind::Date, Some(d)) => d == "date",
+        (FieldKind::Time, Some(d)) => d == "time",
+        (FieldKind::DateTime, Some(d)) => d == "localDateTime",
+        (FieldKind::Offset, Some(d)) => d == "offset",
+        (FieldKind::Instant, Some(_)) => false,
+        _ => true,
+    };
+    if json_ok && shape_ok {
+        return None;
+    }
+    Some(match def {
+        Some("date") => "a date (`type: date`)".to_owned(),
+        Some("time") => "a time of day (`type: time`)".to_owned(),
+        Some("localDateTime") => "a local date-time (`type: datetime`)".to_owned(),
+        Some("offset") => "an offset (`type: offset`)".to_owned(),
+        _ => format!(
+            "{} (`type: {}`)",
+            types.join(" or "),
+            suggested_type(&types)
+        ),
+    })
+}
+
+fn suggested_type(types: &[&str]) -> &'static str {
+    if types.contains(&"number") {
+        "number"
+    } else if types.contains(&"integer") {
+        "integer"
+    } else if types.contains(&"boolean") {
+        "boolean (leave out `type`)"
+    } else {
+        "string"
+    }
 }
 
 /// The full validator on a tree's `Value` form; each problem names the path and the

@@ -77,6 +77,83 @@ fn check_reports_every_error_of_every_file_with_positions() {
     insta::assert_snapshot!(relative(&stderr));
 }
 
+/// Mistakes that would only fail at fetch time are caught by `check`: field types that
+/// contradict the sensor schema, fields the schema requires that are not `required`,
+/// unknown helpers, helpers with the wrong number of arguments, and values outside an
+/// enum, with the allowed values listed.
+#[test]
+fn check_refuses_what_the_vocabulary_would_refuse_later() {
+    let file = fixture("vocabulary.yaml");
+    let (code, stdout, stderr) = run(&["check", file.to_str().unwrap()], None);
+    assert_eq!(code, 1, "stdout: {stdout}");
+    insta::assert_snapshot!(relative(&stderr));
+}
+
+/// docs/SENSORS.md describes exactly the outputs of the sensor schema, and every output
+/// states its unit and its time basis.
+#[test]
+fn the_sensor_vocabulary_is_documented_output_by_output() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schemas/sensors.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let doc = std::fs::read_to_string(root().join("docs/SENSORS.md")).unwrap();
+    let outputs = schema["properties"].as_object().expect("outputs");
+    assert!(
+        schema.get("patternProperties").is_none(),
+        "no name patterns"
+    );
+    let documented: Vec<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    for (name, output) in outputs {
+        assert!(
+            documented.contains(&name.as_str()),
+            "{name} is not in docs/SENSORS.md"
+        );
+        for key in ["x-unit", "x-time"] {
+            assert!(output.get(key).is_some(), "{name} has no {key}");
+        }
+    }
+    for name in &documented {
+        assert!(
+            outputs.contains_key(*name),
+            "docs/SENSORS.md lists {name}, the schema does not"
+        );
+    }
+    for name in [
+        "body-weight",
+        "body-fat",
+        "body-bmi",
+        "blood-pressure",
+        "glucose",
+        "heart-rate",
+        "resting-heart-rate",
+        "heart-rate-zones",
+        "hrv",
+        "spo2",
+        "respiratory-rate",
+        "body-temperature",
+        "skin-temperature",
+        "activities-steps",
+        "activities-distance",
+        "activities-floors",
+        "activities-calories",
+        "active-minutes",
+        "steps",
+        "sleep",
+        "sleep-score",
+        "workouts",
+        "readiness",
+        "recovery",
+        "strain",
+    ] {
+        assert!(outputs.contains_key(name), "the vocabulary lacks {name}");
+    }
+}
+
 #[test]
 fn check_accepts_every_shipped_provider() {
     let (code, stdout, stderr) = run(&["check"], None);

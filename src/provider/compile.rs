@@ -287,8 +287,30 @@ impl Compiler<'_> {
     }
 
     fn condition(&mut self, pointer: &str, c: &raw::ConditionConfig) -> Option<Condition> {
-        if c.equals.is_none() && c.one_of.is_none() && c.exists.is_none() {
-            self.err(pointer, "a condition needs `equals`, `in` or `exists`");
+        use super::model::Bound;
+        let bounds: Vec<(Bound, Value)> = [
+            (Bound::Gt, &c.gt),
+            (Bound::Gte, &c.gte),
+            (Bound::Lt, &c.lt),
+            (Bound::Lte, &c.lte),
+        ]
+        .into_iter()
+        .filter_map(|(b, v)| v.clone().map(|v| (b, v)))
+        .collect();
+        if c.equals.is_none() && c.one_of.is_none() && c.exists.is_none() && bounds.is_empty() {
+            self.err(
+                pointer,
+                "a condition needs `equals`, `in`, `exists`, `gt`, `gte`, `lt` or `lte`",
+            );
+        }
+        for (bound, value) in &bounds {
+            if !matches!(value, Value::Number(_) | Value::String(_)) {
+                self.err(
+                    pointer,
+                    format!("`{bound:?}` compares with a number or text, not {value}")
+                        .to_lowercase(),
+                );
+            }
         }
         let path = self.selector(&format!("{pointer}/path"), &c.path)?;
         Some(Condition {
@@ -296,6 +318,7 @@ impl Compiler<'_> {
             equals: c.equals.clone(),
             one_of: c.one_of.clone(),
             exists: c.exists,
+            bounds,
         })
     }
 
@@ -971,6 +994,12 @@ impl Compiler<'_> {
         }
         let numeric =
             f.scale.is_some() || f.exponent.is_some() || f.unit.is_some() || f.round.is_some();
+        if f.map.as_ref().is_some_and(|m| m.is_empty()) {
+            self.err(&format!("{pointer}/map"), "`map` needs at least one value");
+        }
+        if f.constant.is_some() && (f.map.is_some() || f.default.is_some()) {
+            self.err(pointer, "a `const` field takes neither `map` nor `default`");
+        }
         if numeric && !matches!(f.kind, T::Number | T::Integer | T::Auto) {
             self.err(
                 pointer,
@@ -985,6 +1014,7 @@ impl Compiler<'_> {
                     f.kind,
                     T::Date | T::Time | T::Datetime | T::Instant | T::Offset
                 ),
+                S::Duration => matches!(f.kind, T::Number | T::Integer | T::Auto),
             };
             if !fits {
                 self.err(
@@ -1041,6 +1071,8 @@ impl Compiler<'_> {
             source,
             from: f.from,
             offset,
+            map: f.map.clone(),
+            default: f.default.clone(),
             kind: f.kind,
             scale: f.scale,
             exponent,

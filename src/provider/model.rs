@@ -194,12 +194,31 @@ pub struct Condition {
     pub one_of: Option<Vec<Value>>,
     /// Presence test.
     pub exists: Option<bool>,
+    /// Order tests: the value against each bound.
+    pub bounds: Vec<(Bound, Value)>,
+}
+
+/// How a value must compare with a bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Greater than.
+    Gt,
+    /// At least.
+    Gte,
+    /// Less than.
+    Lt,
+    /// At most.
+    Lte,
 }
 
 impl Condition {
     /// Whether the condition holds for `value`.
     pub fn holds(&self, value: &Value) -> bool {
-        let found = self.path.first(value);
+        self.holds_for(self.path.first(value))
+    }
+
+    /// Whether the condition holds for what its path found (`None`: nothing).
+    pub fn holds_for(&self, found: Option<&Value>) -> bool {
         if let Some(exists) = self.exists {
             if found.is_some() != exists {
                 return false;
@@ -215,7 +234,38 @@ impl Condition {
                 return false;
             }
         }
-        true
+        self.bounds.iter().all(|(bound, limit)| {
+            found
+                .and_then(|v| compare(v, limit))
+                .is_some_and(|order| match bound {
+                    Bound::Gt => order.is_gt(),
+                    Bound::Gte => order.is_ge(),
+                    Bound::Lt => order.is_lt(),
+                    Bound::Lte => order.is_le(),
+                })
+        })
+    }
+
+    /// Whether anything beyond presence is tested (the found value is needed).
+    pub fn needs_value(&self) -> bool {
+        self.equals.is_some() || self.one_of.is_some() || !self.bounds.is_empty()
+    }
+}
+
+/// Orders two values: numbers (or numeric text) by value, other text as text (ISO
+/// dates and times sort in time order); anything else does not compare.
+pub fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    if let (Some(x), Some(y)) = (number(a), number(b)) {
+        return x.partial_cmp(&y);
+    }
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => None,
     }
 }
 
@@ -351,6 +401,10 @@ pub struct Field {
     pub from: Option<raw::SourceFormat>,
     /// Where the record's offset or zone is (row, then parent, then the answer).
     pub offset: Option<Selector>,
+    /// Values replacing found values, by their text.
+    pub map: Option<IndexMap<String, Value>>,
+    /// The value when nothing is found, or the map lacks the found value.
+    pub default: Option<Value>,
     /// Result type.
     pub kind: raw::FieldType,
     /// Factor.

@@ -415,6 +415,19 @@ pub struct ConditionConfig {
     /// The value must exist (true) or be absent (false).
     #[serde(default)]
     pub exists: Option<bool>,
+    /// The value must be greater than this (numbers by value, text such as dates in
+    /// order).
+    #[serde(default)]
+    pub gt: Option<Value>,
+    /// The value must be at least this.
+    #[serde(default)]
+    pub gte: Option<Value>,
+    /// The value must be less than this.
+    #[serde(default)]
+    pub lt: Option<Value>,
+    /// The value must be at most this.
+    #[serde(default)]
+    pub lte: Option<Value>,
 }
 
 /// HTTP verb of a method.
@@ -694,6 +707,9 @@ pub enum SourceFormat {
     /// A local date-time without an offset (`2026-11-22T07:00:05`), read in the
     /// record's `offset`, else in the user's time zone.
     LocalDatetime,
+    /// A duration, in seconds: ISO 8601 (`PT1H2M30S`, `P1DT2H`), seconds with an `s`
+    /// (`"1680s"`, `"3.5s"`), or a number of seconds.
+    Duration,
 }
 
 /// The type a field is converted to.
@@ -802,6 +818,13 @@ pub struct FieldConfig {
     /// How the source value is read (dates, times, epochs).
     #[serde(default)]
     pub from: Option<SourceFormat>,
+    /// Replaces the found value by the one this map gives for it (its text: `"long_sleep"`,
+    /// `"1"`, `"true"`); a value the map lacks takes `default`, else it is an error.
+    #[serde(default)]
+    pub map: Option<IndexMap<String, Value>>,
+    /// The value when the path finds nothing (or null), or the map lacks the value.
+    #[serde(default)]
+    pub default: Option<Value>,
     /// JSONPath of the record's offset or time zone (`+01:00`, `"-18000s"`, seconds,
     /// `Europe/Paris`), looked up in the row, then its parent record, then the whole
     /// answer. Times are shown at this offset instead of the user's zone.

@@ -27,7 +27,7 @@ use self::local::RecordZone;
 use self::units::UnitSystem;
 use crate::provider::raw::{FieldType, SourceFormat};
 use crate::provider::selector::Step;
-use crate::provider::{Condition, Field, FieldSource, Method, Output, Selector, loosely_equal};
+use crate::provider::{Condition, Field, FieldSource, Method, Output, Selector};
 use crate::sensors::{Cell, Node, Segment, Table, integer_magnitude};
 
 /// Which layout a method's result takes.
@@ -193,29 +193,10 @@ fn map_output_docs(
 /// [`Condition::holds`] on a document node.
 fn doc_holds(c: &Condition, doc: &Doc, node: usize) -> bool {
     let found = doc.first_by(node, &c.path);
-    if let Some(exists) = c.exists {
-        if found.is_some() != exists {
-            return false;
-        }
+    if !c.needs_value() {
+        return c.holds_for(found.map(|_| &Value::Null));
     }
-    if c.equals.is_none() && c.one_of.is_none() {
-        return true;
-    }
-    let found = found.map(|i| doc.value_at(i));
-    if let Some(expected) = &c.equals {
-        if !found.as_ref().is_some_and(|v| loosely_equal(v, expected)) {
-            return false;
-        }
-    }
-    if let Some(options) = &c.one_of {
-        if !found
-            .as_ref()
-            .is_some_and(|v| options.iter().any(|o| loosely_equal(v, o)))
-        {
-            return false;
-        }
-    }
-    true
+    c.holds_for(found.map(|i| doc.value_at(i)).as_ref())
 }
 
 /// `entry` on a document row: appends the row's cells, or nothing when a required
@@ -317,12 +298,20 @@ fn doc_field(
     ctx: MapContext,
     zone: Option<RecordZone>,
 ) -> Result<Cell, String> {
+    let found = found.filter(|&node| !matches!(doc.tape[node], Tape::Null));
     let Some(node) = found else {
-        return Ok(Cell::Absent);
+        return match &field.default {
+            Some(d) => {
+                convert(field, d, &row_for(field, doc, row), ctx, zone).map(|v| table.cell_of(v))
+            }
+            None => Ok(Cell::Absent),
+        };
     };
     let tape = doc.tape[node];
-    if matches!(tape, Tape::Null) {
-        return Ok(Cell::Absent);
+    if field.map.is_some() {
+        let value = mapped(field, doc.value_at(node))?;
+        return convert(field, &value, &row_for(field, doc, row), ctx, zone)
+            .map(|v| table.cell_of(v));
     }
     if field.from.is_none() {
         match (field.kind, tape) {
@@ -941,6 +930,98 @@ fn field_value(
     }
 }
 
+/// The value a field's `map` gives for `value` (by its text), else its `default`.
+fn mapped(field: &Field, value: Value) -> Result<Value, String> {
+    let Some(map) = &field.map else {
+        return Ok(value);
+    };
+    let key = match &value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match map.get(&key).or(field.default.as_ref()) {
+        Some(v) => Ok(v.clone()),
+        None => Err(format!(
+            "`{}` is not one of the values the field maps ({})",
+            short(&value),
+            map.keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Seconds in a duration: ISO 8601 (`PT1H2M30S`, `P1DT2H`, `PT0.5S`), seconds with a
+/// unit `s` (`"1680s"`, Google's form), or a number of seconds.
+fn duration_seconds(v: &Value) -> Result<f64, String> {
+    if let Value::Number(n) = v {
+        return n.as_f64().ok_or_else(|| "number out of range".to_owned());
+    }
+    let text = v
+        .as_str()
+        .ok_or_else(|| format!("`{}` is not a duration", short(v)))?
+        .trim();
+    let bad = || format!("`{text}` is not a duration (PT1H2M30S or 1680s)");
+    if let Some(seconds) = text.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
+        return Ok(seconds);
+    }
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let body = body.strip_prefix('P').ok_or_else(bad)?;
+    let (days, time) = match body.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (body, None),
+    };
+    let mut total = 0.0;
+    let mut any = false;
+    let mut read = |part: &str, units: &[(char, f64)]| -> Result<(), String> {
+        let mut number = String::new();
+        let mut next = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' || c == ',' {
+                number.push(if c == ',' { '.' } else { c });
+                continue;
+            }
+            let at = units[next..]
+                .iter()
+                .position(|(u, _)| *u == c)
+                .ok_or_else(bad)?;
+            let factor = units[next + at].1;
+            next += at + 1;
+            total += number.parse::<f64>().map_err(|_| bad())? * factor;
+            number.clear();
+            any = true;
+        }
+        if number.is_empty() {
+            Ok(())
+        } else {
+            Err(bad())
+        }
+    };
+    read(
+        days,
+        &[
+            ('Y', 365.0 * 86_400.0),
+            ('M', 30.0 * 86_400.0),
+            ('W', 7.0 * 86_400.0),
+            ('D', 86_400.0),
+        ],
+    )?;
+    if let Some(t) = time {
+        if t.is_empty() {
+            return Err(bad());
+        }
+        read(t, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
+    }
+    if !any {
+        return Err(bad());
+    }
+    Ok(if negative { -total } else { total })
+}
+
 fn number_of(v: &Value) -> Option<Number> {
     match v {
         Value::Number(n) => Some(n.clone()),
@@ -983,6 +1064,21 @@ fn convert(
     ctx: MapContext,
     zone: Option<RecordZone>,
 ) -> Result<Value, String> {
+    if field.from == Some(SourceFormat::Duration) {
+        let seconds = duration_seconds(v)?;
+        // Whole seconds stay whole (`1680`, not `1680.0`).
+        let n = if seconds.fract() == 0.0 && seconds.abs() < 9.0e15 {
+            Number::from(seconds as i64)
+        } else {
+            Number::from_f64(seconds).ok_or("not a finite number")?
+        };
+        let n = arithmetic(field, n, row, ctx)?;
+        return if field.kind == FieldType::Integer {
+            integer(n).map(Value::Number)
+        } else {
+            Ok(Value::Number(n))
+        };
+    }
     if let Some(from) = field.from {
         return convert_time(from, field.kind, v, zone, ctx.zone);
     }
@@ -1116,6 +1212,7 @@ fn convert_time(
             let at = local::parse_naive(s)?;
             format_local(local::at_local(at, record, user)?, kind)
         }
+        SourceFormat::Duration => Err("a duration is not a time".to_owned()),
     }
 }
 
@@ -1147,6 +1244,33 @@ fn short(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_in_every_spelling_are_seconds() {
+        use serde_json::json;
+        for (given, seconds) in [
+            (json!("PT1H2M30S"), 3750.0),
+            (json!("P1DT2H"), 93_600.0),
+            (json!("PT0.5S"), 0.5),
+            (json!("PT45M"), 2700.0),
+            (json!("1680s"), 1680.0),
+            (json!("3.5s"), 3.5),
+            (json!(90), 90.0),
+            (json!("-PT1M"), -60.0),
+        ] {
+            assert_eq!(super::duration_seconds(&given).unwrap(), seconds, "{given}");
+        }
+        for bad in [
+            json!("P"),
+            json!("PT"),
+            json!("1h"),
+            json!("PT1S2M"),
+            json!(true),
+            json!("P1H"),
+        ] {
+            assert!(super::duration_seconds(&bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
     use crate::sensors::Sensors;
     use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod constructs;
 mod engine;
 mod fake_provider_selftest;
 mod fitbit_parity;

@@ -445,6 +445,11 @@ pub fn recording_name(request: &HttpRequest) -> String {
         key.push('#');
         key.push_str(&b.encoded());
     }
+    if let Some(name) = &request.page_header
+        && let Some((_, value)) = request.headers.iter().find(|(k, _)| k == name)
+    {
+        key.push_str(&format!(" {name}: {value}"));
+    }
     let mut slug: String = key
         .bytes()
         .map(|b| {
@@ -535,6 +540,33 @@ impl ReplayCaller<'_> {
         Ok((text, status, path))
     }
 
+    /// The answer headers of a recording that pagination reads, from the sibling
+    /// `<file>.headers` (`Name: value` lines), when there is one.
+    fn headers(&self, request: &HttpRequest) -> Result<Vec<(String, String)>, CallError> {
+        if self.provider.answer_headers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = self
+            .dir
+            .join(format!("{}.headers", recording_name(request)));
+        let text = crate::regular_file::read(&path, 64 * 1024).map_err(|e| CallError {
+            kind: ErrorKind::Fatal,
+            status: None,
+            message: format!(
+                "cannot replay {}: {} {e}",
+                request.describe(),
+                path.display()
+            ),
+        })?;
+        Ok(answer_headers(
+            self.provider,
+            text.iter()
+                .flat_map(|t| t.lines())
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim(), v.trim())),
+        ))
+    }
+
     /// Indexes and classifies a recording like a live answer.
     fn decode(&self, text: String, status: u16, path: &Path) -> Result<Doc, CallError> {
         let body = Doc::decode(text).ok();
@@ -557,8 +589,25 @@ impl ReplayCaller<'_> {
 impl Caller for ReplayCaller<'_> {
     async fn call(&self, request: &HttpRequest) -> Result<Doc, CallError> {
         let (text, status, path) = self.read(request)?;
-        self.decode(text, status, &path)
+        let headers = self.headers(request)?;
+        Ok(self.decode(text, status, &path)?.with_headers(headers))
     }
+}
+
+/// The headers of an answer that the provider's pagination reads (lower-case names).
+pub fn answer_headers<'a>(
+    provider: &Provider,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<(String, String)> {
+    headers
+        .filter_map(|(k, v)| {
+            let k = k.to_ascii_lowercase();
+            provider
+                .answer_headers
+                .contains(&k)
+                .then(|| (k, v.to_owned()))
+        })
+        .collect()
 }
 
 /// Splits a comma-separated method list.

@@ -54,6 +54,9 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     /// Body, for POST.
     pub body: Option<RequestBody>,
+    /// The header pagination sets on later pages, which tells pages apart in recording
+    /// names.
+    pub page_header: Option<String>,
 }
 
 impl HttpRequest {
@@ -183,6 +186,7 @@ pub fn build(
         url,
         headers,
         body,
+        page_header: None,
     };
     if let Some(p) = &method.pagination {
         if p.kind == PaginationKind::Page {
@@ -244,30 +248,76 @@ fn join(base: &Url, path: &str) -> Result<Url, String> {
 }
 
 /// Sets (or replaces) a pagination parameter.
+/// Sets a pagination parameter where its place says, replacing an earlier value where
+/// it stood, so every page asks in the same order (`page=1&per_page=30`, then
+/// `page=2&per_page=30`).
 fn set_param(request: &mut HttpRequest, place: ParamPlace, name: &str, value: &str) {
     match place {
         ParamPlace::Query => {
-            let pairs: Vec<(String, String)> = request
+            let mut pairs: Vec<(String, String)> = request
                 .url
                 .query_pairs()
-                .filter(|(k, _)| k != name)
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
+            replace_or_push(&mut pairs, name, value);
             request.url.set_query(None);
-            let mut q = request.url.query_pairs_mut();
-            q.extend_pairs(pairs);
-            q.append_pair(name, value);
+            request.url.query_pairs_mut().extend_pairs(pairs);
         }
         ParamPlace::Body => {
             if let Some(RequestBody::Form(fields)) = &mut request.body {
-                fields.retain(|(k, _)| k != name);
-                fields.push((name.to_owned(), value.to_owned()));
+                replace_or_push(fields, name, value);
+            }
+        }
+        ParamPlace::Header => {
+            replace_or_push(&mut request.headers, name, value);
+            request.page_header = Some(name.to_owned());
+        }
+        ParamPlace::Json => {
+            if let Some(RequestBody::Json(Value::Object(members))) = &mut request.body {
+                members.insert(name.to_owned(), Value::String(value.to_owned()));
             }
         }
     }
     if request.url.query() == Some("") {
         request.url.set_query(None);
     }
+}
+
+fn replace_or_push(pairs: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match pairs.iter().position(|(k, _)| k == name) {
+        Some(at) => {
+            pairs[at].1 = value.to_owned();
+            let mut seen = false;
+            pairs.retain(|(k, _)| {
+                let keep = k != name || !seen;
+                seen |= k == name;
+                keep
+            });
+        }
+        None => pairs.push((name.to_owned(), value.to_owned())),
+    }
+}
+
+/// The `rel="next"` target of a `Link` header (RFC 8288), resolved against `base`.
+fn link_next(header: &str, base: &Url) -> Option<Url> {
+    for link in header.split(',') {
+        let (target, params) = link.trim().split_once('>')?;
+        let target = target.trim().strip_prefix('<')?;
+        let next = params.split(';').any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=")
+                .map(|r| {
+                    r.trim_matches('"')
+                        .split_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+                })
+                .unwrap_or(false)
+        });
+        if next {
+            return base.join(target).ok();
+        }
+    }
+    None
 }
 
 /// Where pagination stands after a page.
@@ -290,6 +340,31 @@ pub fn next_page(method: &Method, current: &HttpRequest, answer: &Doc) -> NextPa
         return NextPage::Done;
     };
     let marker = match p.kind {
+        PaginationKind::Link => {
+            let Some(next) = answer
+                .header("link")
+                .and_then(|h| link_next(h, &current.url))
+            else {
+                return NextPage::Done;
+            };
+            // The next page must stay on the API's own origin.
+            if next.origin() != current.url.origin() {
+                return NextPage::Done;
+            }
+            let mut request = current.clone();
+            request.url = next;
+            let marker = request.url.to_string();
+            return NextPage::Next {
+                request: Box::new(request),
+                marker,
+            };
+        }
+        PaginationKind::Cursor if p.next_header.is_some() => {
+            match p.next_header.as_deref().and_then(|h| answer.header(h)) {
+                Some(token) if !token.trim().is_empty() => token.trim().to_owned(),
+                _ => return NextPage::Done,
+            }
+        }
         PaginationKind::Cursor => match p.next.as_ref().and_then(|s| answer.find(s)) {
             Some(Value::String(s)) if !s.is_empty() => s,
             Some(Value::Number(n)) => n.to_string(),
@@ -330,6 +405,18 @@ pub fn next_page(method: &Method, current: &HttpRequest, answer: &Doc) -> NextPa
                         .iter()
                         .find(|(k, _)| k == &p.param)
                         .and_then(|(_, v)| v.parse().ok()),
+                    _ => None,
+                },
+                ParamPlace::Header => current
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == &p.param)
+                    .and_then(|(_, v)| v.parse().ok()),
+                ParamPlace::Json => match &current.body {
+                    Some(RequestBody::Json(body)) => body.get(&p.param).and_then(|v| match v {
+                        Value::String(s) => s.parse().ok(),
+                        other => other.as_u64(),
+                    }),
                     _ => None,
                 },
             }

@@ -645,7 +645,13 @@ impl Caller for LiveCaller {
             }
             match engine::classify(&self.provider, status, doc.as_ref()) {
                 None => {
-                    return doc.ok_or_else(|| CallError {
+                    let kept = engine::answer_headers(
+                        &self.provider,
+                        headers
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+                    );
+                    return doc.map(|d| d.with_headers(kept)).ok_or_else(|| CallError {
                         kind: ErrorKind::Fatal,
                         status: Some(status),
                         message: "the answer is not JSON".to_owned(),
@@ -992,6 +998,7 @@ mod tests {
             .expect("url"),
             headers: Vec::new(),
             body: None,
+            page_header: None,
         }
     }
 

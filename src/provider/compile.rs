@@ -359,6 +359,19 @@ impl Compiler<'_> {
             }
         }
         let (auth, api) = (auth?, api?);
+        let mut answer_headers: Vec<String> = Vec::new();
+        for m in methods.values() {
+            let Some(p) = &m.pagination else { continue };
+            let wanted = match p.kind {
+                raw::PaginationKind::Link => Some("link".to_owned()),
+                _ => p.next_header.clone(),
+            };
+            if let Some(h) = wanted
+                && !answer_headers.contains(&h)
+            {
+                answer_headers.push(h);
+            }
+        }
         Some(Provider {
             name: parts.name?,
             title: parts.title,
@@ -369,6 +382,7 @@ impl Compiler<'_> {
             api,
             methods,
             templates: std::mem::take(&mut self.templates),
+            answer_headers,
         })
     }
 
@@ -871,12 +885,17 @@ impl Compiler<'_> {
             }
         };
         match pg.kind {
-            Cursor => need(self, "next", pg.next.is_some()),
+            Cursor => need(
+                self,
+                "next` or `next_header",
+                pg.next.is_some() != pg.next_header.is_some(),
+            ),
             OffsetFlag => {
                 need(self, "next", pg.next.is_some());
                 need(self, "offset", pg.offset.is_some());
             }
             Page => need(self, "records", pg.records.is_some()),
+            Link => {}
         }
         if pg.place == raw::ParamPlace::Body
             && m.body.as_ref().and_then(|b| b.form.as_ref()).is_none()
@@ -884,6 +903,30 @@ impl Compiler<'_> {
             self.err(
                 pointer,
                 "a pagination parameter `in: body` needs a form body",
+            );
+        }
+        if pg.place == raw::ParamPlace::Json
+            && m.body.as_ref().and_then(|b| b.json.as_ref()).is_none()
+        {
+            self.err(
+                pointer,
+                "a pagination parameter `in: json` needs a JSON body",
+            );
+        }
+        if pg.place == raw::ParamPlace::Header
+            && http::HeaderName::from_bytes(pg.param.as_bytes()).is_err()
+        {
+            self.err(
+                &format!("{pointer}/param"),
+                format!("`{}` is not a header name", pg.param),
+            );
+        }
+        if let Some(h) = &pg.next_header
+            && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            self.err(
+                &format!("{pointer}/next_header"),
+                format!("`{h}` is not a header name"),
             );
         }
         if pg.max_pages == 0 {
@@ -908,6 +951,7 @@ impl Compiler<'_> {
             next,
             offset,
             records,
+            next_header: pg.next_header.as_ref().map(|h| h.to_ascii_lowercase()),
             size_param: pg.size_param.clone(),
             size: pg.size,
             first: pg.first,

@@ -96,6 +96,8 @@ pub struct Provider {
     pub methods: IndexMap<String, Method>,
     /// The compiled templates.
     pub templates: Templates,
+    /// The answer headers pagination reads (lower case), kept with each answer.
+    pub answer_headers: Vec<String>,
 }
 
 /// OAuth2 settings with URLs parsed.
@@ -346,6 +348,8 @@ pub struct Pagination {
     pub place: raw::ParamPlace,
     /// Next token or `more` flag.
     pub next: Option<Selector>,
+    /// The answer header holding the next token (lower case).
+    pub next_header: Option<String>,
     /// Next offset.
     pub offset: Option<Selector>,
     /// Records counted for short pages.

@@ -597,6 +597,8 @@ pub enum PaginationKind {
     Page,
     /// A `more` flag and next offset in the answer (Withings).
     OffsetFlag,
+    /// The `rel="next"` URL of the answer's `Link` header (RFC 8288), requested as it is.
+    Link,
 }
 
 /// Where a pagination value is sent.
@@ -608,6 +610,10 @@ pub enum ParamPlace {
     Query,
     /// In the form body.
     Body,
+    /// In a request header.
+    Header,
+    /// A member of the JSON body.
+    Json,
 }
 
 /// Pagination.
@@ -625,6 +631,9 @@ pub struct PaginationConfig {
     /// Cursor: where the next token is. Offset: where the `more` flag is.
     #[serde(default)]
     pub next: Option<String>,
+    /// Cursor: the answer header holding the next token (instead of `next`).
+    #[serde(default)]
+    pub next_header: Option<String>,
     /// Offset: where the next offset is.
     #[serde(default)]
     pub offset: Option<String>,

@@ -381,6 +381,8 @@ pub struct Doc {
     text: String,
     decoded: String,
     tape: Vec<Tape>,
+    /// The answer headers pagination reads (lower-case names), when any.
+    headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -430,7 +432,22 @@ impl Doc {
             text,
             decoded,
             tape,
+            headers: Vec::new(),
         })
+    }
+
+    /// The document with the answer headers pagination reads (names in lower case).
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Doc {
+        self.headers = headers;
+        self
+    }
+
+    /// An answer header kept with the document (`name` in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Indexes a JSON text, any JSON `serde_json` accepts (what [`Doc::parse`] is
@@ -453,6 +470,7 @@ impl Doc {
             text: String::new(),
             decoded: String::new(),
             tape: Vec::new(),
+            headers: Vec::new(),
         };
         doc.push_value(value);
         doc
@@ -504,13 +522,15 @@ impl Doc {
         self.first_by(0, selector).map(|i| self.value_at(i))
     }
 
-    /// How many records `selector` finds: the items of the array it selects, 1 for
-    /// another value, 0 for nothing.
+    /// How many records `selector` finds: every match (`$[*]`, `$.data[*]`), or the
+    /// items of the one array it selects (`$.data`).
     pub fn count(&self, selector: &Selector) -> usize {
-        match self.first_by(0, selector) {
-            Some(i) if matches!(self.tape[i], Tape::Array(_)) => self.children(i).count(),
-            Some(_) => 1,
-            None => 0,
+        let mut found = Vec::new();
+        self.select_by(0, selector, &mut found);
+        match found.as_slice() {
+            // A path to the list itself counts its items.
+            [one] if matches!(self.tape[*one], Tape::Array(_)) => self.children(*one).count(),
+            all => all.len(),
         }
     }
 

@@ -198,3 +198,169 @@ fn a_value_the_map_lacks_is_an_error_naming_it() {
         "nothing is printed for a failed fetch"
     );
 }
+
+/// A recording's file name as docs/PROVIDER_FORMAT.md spells it (short requests only).
+fn recording(key: &str) -> String {
+    let slug: String = key
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    assert!(slug.len() <= 150, "{slug}");
+    format!("{slug}.json")
+}
+
+const PAGING: &str = r#"
+name: paging
+auth:
+  authorize_url: https://paging.invalid/authorize
+  token_url: https://paging.invalid/token
+  scopes: []
+api:
+  base_url: https://paging.invalid
+methods:
+  pages:
+    path: /list
+    query:
+      kind: walk
+    pagination: { type: page, param: page, size_param: per_page, size: 2, records: "$[*]" }
+    output:
+      activities-steps:
+        each: "$[*]"
+        fields:
+          dateTime: { path: $.day, type: date, required: true }
+          value: { path: $.steps, type: integer, required: true }
+  links:
+    path: /items
+    pagination: { type: link, param: unused }
+    output:
+      activities-steps:
+        each: "$.items[*]"
+        fields:
+          dateTime: { path: $.day, type: date, required: true }
+          value: { path: $.steps, type: integer, required: true }
+  header_token:
+    path: /feed
+    pagination: { type: cursor, param: X-Page-Token, in: header, next_header: X-Next-Token }
+    output:
+      activities-steps:
+        each: "$.items[*]"
+        fields:
+          dateTime: { path: $.day, type: date, required: true }
+          value: { path: $.steps, type: integer, required: true }
+  json_cursor:
+    verb: POST
+    path: /search
+    body:
+      json: { query: steps }
+    pagination: { type: cursor, param: cursor, in: json, next: $.next }
+    output:
+      activities-steps:
+        each: "$.items[*]"
+        fields:
+          dateTime: { path: $.day, type: date, required: true }
+          value: { path: $.steps, type: integer, required: true }
+"#;
+
+fn day(d: u32, steps: u32) -> String {
+    format!(r#"{{"day": "2026-11-{d:02}", "steps": {steps}}}"#)
+}
+
+#[test]
+fn every_kind_of_paging_reaches_the_last_page() {
+    // Pages by number, counted by every match of `$[*]`, the query in one order.
+    let pages = replay_provider(
+        "paging",
+        PAGING,
+        &[
+            (
+                &recording("GET /list?kind=walk&page=1&per_page=2"),
+                &format!("[{}, {}]", day(1, 10), day(2, 20)),
+            ),
+            (
+                &recording("GET /list?kind=walk&page=2&per_page=2"),
+                &format!("[{}, {}]", day(3, 30), day(4, 40)),
+            ),
+            (
+                &recording("GET /list?kind=walk&page=3&per_page=2"),
+                &format!("[{}]", day(5, 50)),
+            ),
+        ],
+        &["--methods", "pages"],
+    );
+    assert_eq!(pages.matches("<activities-steps>").count(), 5, "{pages}");
+    // The `rel="next"` URL of the Link header, until an answer has none.
+    let link_headers = "Link: <https://paging.invalid/items?after=b2>; rel=\"next\", <https://paging.invalid/items>; rel=\"first\"\n";
+    let links = replay_provider(
+        "paging",
+        PAGING,
+        &[
+            (
+                &recording("GET /items"),
+                &format!(r#"{{"items": [{}]}}"#, day(6, 60)),
+            ),
+            (
+                &format!("{}.headers", recording("GET /items")),
+                link_headers,
+            ),
+            (
+                &recording("GET /items?after=b2"),
+                &format!(r#"{{"items": [{}]}}"#, day(7, 70)),
+            ),
+        ],
+        &["--methods", "links"],
+    );
+    assert!(
+        links.contains("2026-11-06") && links.contains("2026-11-07"),
+        "{links}"
+    );
+    // A token in an answer header, sent back in a request header.
+    let tokens = replay_provider(
+        "paging",
+        PAGING,
+        &[
+            (
+                &recording("GET /feed"),
+                &format!(r#"{{"items": [{}]}}"#, day(8, 80)),
+            ),
+            (
+                &format!("{}.headers", recording("GET /feed")),
+                "X-Next-Token: t2\n",
+            ),
+            (
+                &recording("GET /feed X-Page-Token: t2"),
+                &format!(r#"{{"items": [{}]}}"#, day(9, 90)),
+            ),
+        ],
+        &["--methods", "header_token"],
+    );
+    assert!(
+        tokens.contains("2026-11-08") && tokens.contains("2026-11-09"),
+        "{tokens}"
+    );
+    // A cursor in the answer, sent back as a member of the JSON body.
+    let json = replay_provider(
+        "paging",
+        PAGING,
+        &[
+            (
+                &recording(r#"POST /search#{"query":"steps"}"#),
+                &format!(r#"{{"items": [{}], "next": "c2"}}"#, day(10, 100)),
+            ),
+            (
+                &recording(r#"POST /search#{"query":"steps","cursor":"c2"}"#),
+                &format!(r#"{{"items": [{}]}}"#, day(11, 110)),
+            ),
+        ],
+        &["--methods", "json_cursor"],
+    );
+    assert!(
+        json.contains("2026-11-10") && json.contains("2026-11-11"),
+        "{json}"
+    );
+}

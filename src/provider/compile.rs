@@ -959,6 +959,23 @@ impl Compiler<'_> {
         })
     }
 
+    /// The indexes of the named fields of an output (`sort_by`, `sum_by`).
+    fn field_list(
+        &mut self,
+        o: &raw::OutputConfig,
+        names: Option<&raw::SortBy>,
+        pointer: &str,
+    ) -> Vec<usize> {
+        let mut indexes = Vec::new();
+        for s in names.iter().flat_map(|s| s.names()) {
+            match o.fields.get_index_of(s) {
+                Some(i) => indexes.push(i),
+                None => self.err(pointer, format!("`{s}` is not a field of this output")),
+            }
+        }
+        indexes
+    }
+
     fn output(&mut self, name: &str, o: &raw::OutputConfig, pointer: &str) -> Option<Output> {
         let each = self.selector(&format!("{pointer}/each"), &o.each);
         let explode = match &o.explode {
@@ -978,16 +995,8 @@ impl Compiler<'_> {
                 fields.push(field);
             }
         }
-        let mut sort_by = Vec::new();
-        for s in o.sort_by.iter().flat_map(|s| s.names()) {
-            match o.fields.get_index_of(s) {
-                Some(i) => sort_by.push(i),
-                None => self.err(
-                    &format!("{pointer}/sort_by"),
-                    format!("`{s}` is not a field of this output"),
-                ),
-            }
-        }
+        let sort_by = self.field_list(o, o.sort_by.as_ref(), &format!("{pointer}/sort_by"));
+        let sum_by = self.field_list(o, o.sum_by.as_ref(), &format!("{pointer}/sum_by"));
         let declared: Vec<schema::DeclaredField<'_>> = o
             .fields
             .iter()
@@ -1007,6 +1016,7 @@ impl Compiler<'_> {
             filters,
             fields,
             sort_by,
+            sum_by,
             single: o.single,
         })
     }

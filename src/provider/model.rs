@@ -378,6 +378,8 @@ pub struct Output {
     /// Fields in order.
     pub fields: Vec<Field>,
     /// Index into `fields` to sort by.
+    /// Fields whose equal values merge entries (numbers summed).
+    pub sum_by: Vec<usize>,
     pub sort_by: Vec<usize>,
     /// One object instead of a list.
     pub single: bool,

@@ -673,6 +673,11 @@ pub struct OutputConfig {
     /// ascending.
     #[serde(default)]
     pub sort_by: Option<SortBy>,
+    /// Merge entries that agree on this field (or these fields) into one: numeric
+    /// fields are summed, the others kept from the first entry (Strava's activities
+    /// into daily distance).
+    #[serde(default)]
+    pub sum_by: Option<SortBy>,
     /// Emit one object (the first entry) instead of a list.
     #[serde(default)]
     pub single: bool,

@@ -248,6 +248,45 @@ impl Table {
         }
     }
 
+    /// Merges rows that agree on the `keys` columns into the first of them: numeric
+    /// cells are summed (whole numbers stay whole), the others keep the first value
+    /// present. Rows keep the order of their first occurrence.
+    pub(crate) fn sum_by_columns(&mut self, keys: &[usize]) {
+        let width = self.columns.len();
+        let mut groups: Vec<usize> = Vec::new();
+        let mut cells: Vec<Cell> = Vec::with_capacity(self.cells.len());
+        for r in 0..self.rows {
+            let row = &self.cells[r * width..(r + 1) * width];
+            let same = |g: usize| {
+                let first = &cells[g * width..(g + 1) * width];
+                keys.iter().all(|&k| {
+                    std::mem::discriminant(&first[k]) == std::mem::discriminant(&row[k])
+                        && self.compare_cells(&first[k], &row[k]).is_eq()
+                })
+            };
+            match (0..groups.len()).find(|&g| same(g)) {
+                None => {
+                    groups.push(r);
+                    cells.extend_from_slice(row);
+                }
+                Some(g) => {
+                    for (c, cell) in row.iter().enumerate() {
+                        if keys.contains(&c) {
+                            continue;
+                        }
+                        let merged = &mut cells[g * width + c];
+                        *merged = match (&*merged, cell) {
+                            (Cell::Absent, other) => other.clone(),
+                            (mine, other) => add_cells(mine, other).unwrap_or_else(|| mine.clone()),
+                        };
+                    }
+                }
+            }
+        }
+        self.rows = groups.len();
+        self.cells = cells;
+    }
+
     /// Stable sort of the rows by column `col`, as `compare` orders entries.
     pub(crate) fn sort_by_columns(&mut self, cols: &[usize]) {
         let width = self.columns.len();
@@ -264,6 +303,37 @@ impl Table {
         }
         self.cells = cells;
     }
+}
+
+/// The sum of two numeric cells; `None` when either is not a number.
+fn add_cells(a: &Cell, b: &Cell) -> Option<Cell> {
+    let whole = |c: &Cell| match c {
+        Cell::Int(i) => Some(i128::from(*i)),
+        Cell::UInt(u) => Some(i128::from(*u)),
+        Cell::Num(n) if integer_magnitude(n.as_str()).is_some() => n.as_str().parse().ok(),
+        _ => None,
+    };
+    let real = |c: &Cell| match c {
+        Cell::Int(i) => Some(*i as f64),
+        Cell::UInt(u) => Some(*u as f64),
+        Cell::Num(n) => n.as_f64(),
+        _ => None,
+    };
+    if let (Some(x), Some(y)) = (whole(a), whole(b)) {
+        let sum = x.checked_add(y)?;
+        return Some(match (i64::try_from(sum), u64::try_from(sum)) {
+            (_, Ok(u)) => Cell::UInt(u),
+            (Ok(i), _) => Cell::Int(i),
+            _ => Cell::Num(sum.to_string().parse().ok()?),
+        });
+    }
+    let sum = clean(real(a)? + real(b)?);
+    Number::from_f64(sum).map(Cell::Num)
+}
+
+/// Removes binary noise from arithmetic (`81.35000000000001` -> `81.35`).
+pub fn clean(x: f64) -> f64 {
+    format!("{x:.12e}").parse().unwrap_or(x)
 }
 
 /// The digits of an integer literal (an optional `-`, then decimal digits), without

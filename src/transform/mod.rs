@@ -28,7 +28,7 @@ use self::units::UnitSystem;
 use crate::provider::raw::{FieldType, SourceFormat};
 use crate::provider::selector::Step;
 use crate::provider::{Condition, Field, FieldSource, Method, Output, Selector};
-use crate::sensors::{Cell, Node, Segment, Table, integer_magnitude};
+use crate::sensors::{Cell, Node, Segment, Table, clean, integer_magnitude};
 
 /// Which layout a method's result takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -180,6 +180,9 @@ fn map_output_docs(
                 }
             }
         }
+    }
+    if !output.sum_by.is_empty() {
+        table.sum_by_columns(&output.sum_by);
     }
     if !output.sort_by.is_empty() {
         table.sort_by_columns(&output.sort_by);
@@ -1070,11 +1073,6 @@ fn integer(n: Number) -> Result<Number, String> {
     format!("{rounded:.0}")
         .parse()
         .map_err(|_| "number out of range".to_owned())
-}
-
-/// Removes binary noise from arithmetic (`81.35000000000001` -> `81.35`).
-fn clean(x: f64) -> f64 {
-    format!("{x:.12e}").parse().unwrap_or(x)
 }
 
 fn convert(

@@ -100,6 +100,15 @@ methods:
           minutesAsleep: { path: $.duration, from: duration, scale: 0.016666666666666666, round: 0 }
           timeInBed: { path: $.in_bed, from: duration, scale: 0.016666666666666666, round: 0 }
           score: { path: $.score, type: integer, default: 0 }
+  get_distance:
+    path: /activities
+    output:
+      activities-distance:
+        each: "$[*]"
+        sum_by: dateTime
+        fields:
+          dateTime: { path: $.start, from: rfc3339, type: date, required: true }
+          value: { path: $.meters, type: number, unit: { quantity: distance, from: m }, round: 3, required: true }
   get_steps:
     path: /steps
     output:
@@ -151,6 +160,28 @@ fn value_maps_defaults_durations_and_comparisons() {
     assert!(
         steps.contains("<dateTime>2026-11-21</dateTime><value>0</value>"),
         "{steps}"
+    );
+}
+
+/// Activities summed into one distance per local day: two runs on the 20th (one of them
+/// in the evening west of Greenwich, which is the 21st in UTC) and one on the 22nd.
+#[test]
+fn entries_of_one_day_are_summed() {
+    let activities = r#"[
+      {"start": "2026-11-20T07:10:00-08:00", "meters": 5012.5},
+      {"start": "2026-11-20T19:30:00-08:00", "meters": 3000},
+      {"start": "2026-11-22T08:00:00+01:00", "meters": 10000}
+    ]"#;
+    let xml = replay_provider(
+        "constructs",
+        PROVIDER,
+        &[("GET__activities.json", activities)],
+        &["--methods", "get_distance", "--system", "metric"],
+    );
+    assert_eq!(
+        xml,
+        "<jack><activities-distance><dateTime>2026-11-20</dateTime><value>8.013</value></activities-distance><activities-distance><dateTime>2026-11-22</dateTime><value>10.0</value></activities-distance></jack>\n",
+        "{xml}"
     );
 }
 

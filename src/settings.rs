@@ -14,6 +14,7 @@ use crate::provider::Provider;
 use crate::transform::Layout;
 use crate::transform::local;
 use crate::transform::units::UnitSystem;
+use crate::user::UserName;
 
 /// A setting that cannot be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +110,7 @@ pub struct Asked {
 /// zone (see [`user_zone`]) decides which day `today` is.
 pub fn plan(
     provider: &Provider,
+    user: &UserName,
     asked: Asked,
     stored: Option<&UserSettings>,
     client_id: Option<String>,
@@ -144,6 +146,7 @@ pub fn plan(
             provider_user_id: None,
             now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             zone: zone.name().to_owned(),
+            user: user.to_string(),
         },
     })
 }

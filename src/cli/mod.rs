@@ -405,6 +405,7 @@ fn fetch_plan(
     };
     Ok(healthpull::settings::plan(
         provider,
+        &args.user,
         asked,
         stored.settings.as_ref(),
         stored.client_id.clone(),

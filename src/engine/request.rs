@@ -87,6 +87,8 @@ pub struct CallContext {
     /// The user's time zone (IANA name): date helpers turn days into instants at its
     /// midnight.
     pub zone: String,
+    /// The user's name here (Igor's user), for providers that keep our id of a user.
+    pub user: String,
 }
 
 fn context(
@@ -114,7 +116,7 @@ fn context(
         "connection".into(),
         json!({"provider_user_id": call.provider_user_id}),
     );
-    ctx.insert("user".into(), json!({"zone": call.zone}));
+    ctx.insert("user".into(), json!({"zone": call.zone, "name": call.user}));
     ctx.insert("now".into(), Value::String(call.now.clone()));
     if let Some(w) = window {
         ctx.insert("range".into(), w.context());

@@ -70,6 +70,17 @@ pub enum ConsentError {
     /// The provider refused the code.
     #[error("the provider refused the code: {0}")]
     Exchange(TokenError),
+    /// The call the provider needs after a consent failed; the token is kept, and the
+    /// next consent calls again.
+    #[error("{provider} {method} after the consent: {message}")]
+    AfterConsent {
+        /// Provider.
+        provider: String,
+        /// The method called.
+        method: String,
+        /// What went wrong (the status and the provider's text, redacted).
+        message: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -248,6 +259,9 @@ pub async fn complete(
     )
     .await?;
     live::persist_token(store, plugin, &user, &token).await?;
+    if let Some(step) = &provider.auth.config.after_consent {
+        after_consent(transport, provider, step, &app, &user, &token, clock).await?;
+    }
     live::update_status(
         store,
         plugin,
@@ -258,6 +272,50 @@ pub async fn complete(
     Ok(user)
 }
 
+/// The provider's call after a consent (Polar's user registration): its method with the
+/// new token; a 2xx answer or one of the accepted statuses is done.
+async fn after_consent(
+    transport: &dyn crate::http::Transport,
+    provider: &Provider,
+    step: &crate::provider::raw::AfterConsentConfig,
+    app: &oauth::AppCredentials,
+    user: &UserName,
+    token: &oauth::Token,
+    clock: Clock,
+) -> Result<(), ConsentError> {
+    let failed = |message: String| ConsentError::AfterConsent {
+        provider: provider.name.clone(),
+        method: step.method.clone(),
+        message: crate::secret::redact(&message),
+    };
+    let method = provider
+        .methods
+        .get(&step.method)
+        .ok_or_else(|| failed("no such method".to_owned()))?;
+    let call = crate::engine::request::CallContext {
+        system: provider.api.default_system.clone(),
+        client_id: Some(app.client_id.clone()),
+        provider_user_id: token.provider_user_id.clone(),
+        now: clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        zone: crate::transform::local::machine_zone().name().to_owned(),
+        user: user.to_string(),
+    };
+    let request =
+        crate::engine::request::build(provider, method, &serde_json::Map::new(), &call, None)
+            .map_err(failed)?;
+    let answer = live::send_with_token(transport, provider, &request, token)
+        .await
+        .map_err(failed)?;
+    if (200..300).contains(&answer.status) || step.accept.contains(&answer.status) {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&answer.body);
+    let shown: String = text.chars().take(200).collect();
+    Err(failed(format!("HTTP {}: {}", answer.status, shown.trim())))
+}
+
 /// Escapes text for HTML.
 pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -265,4 +323,136 @@ pub fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    //! The call after a consent (Polar's registration), with the shipped Polar file, the
+    //! embedded store in a temporary directory and an in-memory transport.
+
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::http::memory::{MemoryTransport, json as answer};
+    use crate::provider::UrlOverrides;
+    use crate::store::SqliteStore;
+
+    const PLUGIN: &str = "polar";
+
+    /// Registers the app, begins a consent for jack and completes it with `steps` as the
+    /// provider's answers (the token exchange first).
+    async fn complete_with(
+        steps: Vec<crate::http::memory::Step>,
+    ) -> (
+        tempfile::TempDir,
+        SqliteStore,
+        MemoryTransport,
+        Result<UserName, ConsentError>,
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("providers/polar.yaml");
+        let provider = crate::provider::load(&path, &UrlOverrides::default()).expect("polar");
+        let store = SqliteStore::open(&dir.path().join("store.db")).expect("store");
+        store
+            .put(
+                &format!("{}/client_id", paths::app(PLUGIN)),
+                &json!("polar-client"),
+            )
+            .await
+            .unwrap();
+        store
+            .put(
+                &format!("{}/client_secret", paths::app(PLUGIN)),
+                &json!("polar-secret-77"),
+            )
+            .await
+            .unwrap();
+        let user = UserName::parse("jack").unwrap();
+        let clock = Clock::default();
+        let url = begin(
+            &store,
+            &provider,
+            PLUGIN,
+            &user,
+            "http://127.0.0.1:9/cb",
+            clock,
+        )
+        .await
+        .expect("a consent URL");
+        let state = url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .expect("a state");
+        let transport = MemoryTransport::new(steps);
+        let result = complete(
+            &store, &transport, &provider, PLUGIN, "code-1", &state, clock,
+        )
+        .await;
+        (dir, store, transport, result)
+    }
+
+    fn token_answer() -> crate::http::memory::Step {
+        answer(
+            200,
+            json!({"access_token": "polar-access-5f2a", "token_type": "bearer", "expires_in": 315360000, "x_user_id": 41908375}),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_user_is_registered_after_the_consent_and_409_is_done() {
+        for status in [200, 409] {
+            let (_dir, store, transport, result) = complete_with(vec![
+                token_answer(),
+                answer(
+                    status,
+                    json!({"polar-user-id": 41908375, "member-id": "jack"}),
+                ),
+            ])
+            .await;
+            assert_eq!(result.expect("registered").as_str(), "jack", "{status}");
+            let sent = transport.sent();
+            assert_eq!(sent.len(), 2);
+            assert_eq!(sent[1].method, ::http::Method::POST);
+            assert_eq!(sent[1].uri, "https://www.polaraccesslink.com/v3/users");
+            assert_eq!(sent[1].body, r#"{"member-id":"jack"}"#);
+            assert_eq!(
+                sent[1].header("authorization"),
+                Some("Bearer polar-access-5f2a")
+            );
+            assert_eq!(sent[1].header("accept"), Some("application/json"));
+            let token = live::stored_token(&store, PLUGIN, &UserName::parse("jack").unwrap())
+                .await
+                .unwrap();
+            assert!(token.is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_registration_is_an_error_naming_the_call_and_the_token_stays() {
+        let (_dir, store, transport, result) = complete_with(vec![
+            token_answer(),
+            answer(
+                403,
+                json!({"error": "consents missing", "token": "polar-access-5f2a"}),
+            ),
+        ])
+        .await;
+        let error = result.expect_err("the registration failed").to_string();
+        assert!(
+            error.starts_with("polar register_user after the consent: HTTP 403"),
+            "{error}"
+        );
+        assert!(!error.contains("polar-access-5f2a"), "{error}");
+        assert!(transport.used_up());
+        let token = live::stored_token(&store, PLUGIN, &UserName::parse("jack").unwrap())
+            .await
+            .unwrap();
+        assert!(
+            token.is_some(),
+            "the consent's token is kept for the next try"
+        );
+    }
 }

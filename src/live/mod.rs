@@ -527,50 +527,7 @@ impl LiveCaller {
     }
 
     async fn send_once(&self, request: &HttpRequest, token: &Token) -> Result<Answer, String> {
-        let method = match request.verb {
-            Verb::Get => ::http::Method::GET,
-            Verb::Post => ::http::Method::POST,
-        };
-        let mut builder = http::request(method, request.url.as_str()).header(
-            ::http::header::AUTHORIZATION,
-            format!("Bearer {}", token.access.expose()),
-        );
-        let mut has_accept = false;
-        for (k, v) in &request.headers {
-            has_accept |= k.eq_ignore_ascii_case("accept");
-            builder = builder.header(k.as_str(), v.as_str());
-        }
-        if !has_accept {
-            builder = builder.header(::http::header::ACCEPT, "application/json");
-        }
-        let body = match &request.body {
-            Some(body) => {
-                builder = builder.header(::http::header::CONTENT_TYPE, body.content_type());
-                bytes::Bytes::from(match body {
-                    RequestBody::Form(_) | RequestBody::Json(_) => body.encoded(),
-                })
-            }
-            None => bytes::Bytes::new(),
-        };
-        let request = builder
-            .body(body)
-            .map_err(|e| redact(&format!("the request cannot be built: {e}")))?;
-        let limits = Limits {
-            timeout: Duration::from_secs(self.provider.api.config.timeout_seconds),
-            max_bytes: self.provider.api.config.max_response_bytes,
-        };
-        let response = self
-            .rt
-            .transport
-            .send(request, limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (parts, body) = response.into_parts();
-        Ok(Answer {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
+        send_with_token(self.rt.transport.as_ref(), &self.provider, request, token).await
     }
 
     async fn record_rate_limit(&self, until: f64) {
@@ -584,10 +541,63 @@ impl LiveCaller {
     }
 }
 
-struct Answer {
-    status: u16,
-    headers: ::http::HeaderMap,
-    body: bytes::Bytes,
+/// Sends one request of `provider` with the user's access token (and `Accept: application/json`
+/// unless the request names another), and reads the whole answer within the provider's limits.
+pub(crate) async fn send_with_token(
+    transport: &dyn Transport,
+    provider: &Provider,
+    request: &HttpRequest,
+    token: &Token,
+) -> Result<Answer, String> {
+    let method = match request.verb {
+        Verb::Get => ::http::Method::GET,
+        Verb::Post => ::http::Method::POST,
+    };
+    let mut builder = http::request(method, request.url.as_str()).header(
+        ::http::header::AUTHORIZATION,
+        format!("Bearer {}", token.access.expose()),
+    );
+    let mut has_accept = false;
+    for (k, v) in &request.headers {
+        has_accept |= k.eq_ignore_ascii_case("accept");
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    if !has_accept {
+        builder = builder.header(::http::header::ACCEPT, "application/json");
+    }
+    let body = match &request.body {
+        Some(body) => {
+            builder = builder.header(::http::header::CONTENT_TYPE, body.content_type());
+            bytes::Bytes::from(match body {
+                RequestBody::Form(_) | RequestBody::Json(_) => body.encoded(),
+            })
+        }
+        None => bytes::Bytes::new(),
+    };
+    let request = builder
+        .body(body)
+        .map_err(|e| redact(&format!("the request cannot be built: {e}")))?;
+    let limits = Limits {
+        timeout: Duration::from_secs(provider.api.config.timeout_seconds),
+        max_bytes: provider.api.config.max_response_bytes,
+    };
+    let response = transport
+        .send(request, limits)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// An answer as received.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: ::http::HeaderMap,
+    pub(crate) body: bytes::Bytes,
 }
 
 fn budget_error(until: f64) -> CallError {

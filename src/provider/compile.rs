@@ -29,7 +29,7 @@ const CONTEXT_ROOTS: &[&str] = &["app", "vars", "range", "connection", "user", "
 const APP_FIELDS: &[&str] = &["system", "client_id"];
 const RANGE_FIELDS: &[&str] = &["start", "end", "end_exclusive"];
 const CONNECTION_FIELDS: &[&str] = &["provider_user_id"];
-const USER_FIELDS: &[&str] = &["zone"];
+const USER_FIELDS: &[&str] = &["zone", "name"];
 /// Keyword arguments the engine itself interprets.
 pub const RESERVED_PARAMS: &[&str] = &["methods", "user", "layout", "format"];
 
@@ -127,6 +127,7 @@ pub fn compile_source(
         doc: &doc,
         problems,
         templates: Templates::new(),
+        after_consent: None,
     };
     let provider = c.provider(
         Parts {
@@ -249,6 +250,8 @@ struct Compiler<'d> {
     doc: &'d Document,
     problems: Vec<(yaml::Loc, String)>,
     templates: Templates,
+    /// The method `auth.after_consent` calls, which maps nothing.
+    after_consent: Option<String>,
 }
 
 impl Compiler<'_> {
@@ -335,6 +338,11 @@ impl Compiler<'_> {
                 self.err("/retired/since", "`since` must be a YYYY-MM-DD date");
             }
         }
+        self.after_consent = parts
+            .auth
+            .as_ref()
+            .and_then(|a| a.after_consent.as_ref())
+            .map(|s| s.method.clone());
         let auth = parts.auth.as_ref().and_then(|a| self.auth(a, overrides));
         let api = parts.api.as_ref().and_then(|a| self.api(a, overrides));
         let mut methods = IndexMap::new();
@@ -348,6 +356,22 @@ impl Compiler<'_> {
             }
             if let Some(m) = method.as_ref().and_then(|m| self.method(name, m, &pointer)) {
                 methods.insert(name.clone(), m);
+            }
+        }
+        if let Some(step) = parts.auth.as_ref().and_then(|a| a.after_consent.as_ref()) {
+            if !parts.methods.contains_key(&step.method) {
+                self.err(
+                    "/auth/after_consent/method",
+                    format!("`{}` is not a method of this provider", step.method),
+                );
+            }
+            for (i, status) in step.accept.iter().enumerate() {
+                if !(100..=599).contains(status) {
+                    self.err(
+                        &format!("/auth/after_consent/accept/{i}"),
+                        format!("{status} is not an HTTP status"),
+                    );
+                }
             }
         }
         for (i, m) in parts.default_methods.iter().enumerate() {
@@ -743,7 +767,7 @@ impl Compiler<'_> {
                 outputs.push(out);
             }
         }
-        if m.output.is_empty() && m.raw.is_empty() {
+        if m.output.is_empty() && m.raw.is_empty() && self.after_consent.as_deref() != Some(name) {
             self.key_err(
                 pointer,
                 format!("method `{name}` has neither `output` nor `raw`"),
@@ -1003,7 +1027,7 @@ impl Compiler<'_> {
             .map(|(fname, f)| schema::DeclaredField {
                 name: fname,
                 kind: field_kind(f),
-                always: f.required || f.constant.is_some(),
+                always: f.required || f.constant.is_some() || f.unit_name.is_some(),
             })
             .collect();
         if let Some(problem) = schema::check_output_fields(name, &declared, o.single) {
@@ -1029,14 +1053,21 @@ impl Compiler<'_> {
         exploded: bool,
     ) -> Option<Field> {
         use raw::{FieldType as T, SourceFormat as S};
-        let sources = [f.path.is_some(), f.parent.is_some(), f.constant.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let sources = [
+            f.path.is_some(),
+            f.parent.is_some(),
+            f.constant.is_some(),
+            f.unit_name.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if sources != 1 {
             self.err(
                 pointer,
-                format!("field `{name}` needs exactly one of `path`, `parent`, `const`"),
+                format!(
+                    "field `{name}` needs exactly one of `path`, `parent`, `const`, `unit_name`"
+                ),
             );
             return None;
         }
@@ -1081,6 +1112,8 @@ impl Compiler<'_> {
             FieldSource::Row(self.selector(&format!("{pointer}/path"), p)?)
         } else if let Some(p) = &f.parent {
             FieldSource::Parent(self.selector(&format!("{pointer}/parent"), p)?)
+        } else if let Some(q) = f.unit_name {
+            FieldSource::UnitName(q)
         } else {
             FieldSource::Const(f.constant.clone().unwrap_or(Value::Null))
         };
@@ -1125,6 +1158,7 @@ impl Compiler<'_> {
             source,
             from: f.from,
             offset,
+            offset_unit: f.offset_unit,
             map: f.map.clone(),
             default: f.default.clone(),
             kind: f.kind,
@@ -1141,6 +1175,9 @@ impl Compiler<'_> {
 fn field_kind(f: &raw::FieldConfig) -> schema::FieldKind {
     use raw::FieldType as T;
     use schema::FieldKind as K;
+    if f.unit_name.is_some() {
+        return K::Text;
+    }
     match f.kind {
         T::Auto => match &f.constant {
             Some(Value::String(_)) => K::Text,

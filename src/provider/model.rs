@@ -394,6 +394,8 @@ pub enum FieldSource {
     Parent(Selector),
     /// A constant.
     Const(Value),
+    /// The name of the user's unit for a quantity.
+    UnitName(raw::Quantity),
 }
 
 /// A compiled field.
@@ -407,6 +409,8 @@ pub struct Field {
     pub from: Option<raw::SourceFormat>,
     /// Where the record's offset or zone is (row, then parent, then the answer).
     pub offset: Option<Selector>,
+    /// The unit of a numeric offset.
+    pub offset_unit: raw::OffsetUnit,
     /// Values replacing found values, by their text.
     pub map: Option<IndexMap<String, Value>>,
     /// The value when nothing is found, or the map lacks the found value.

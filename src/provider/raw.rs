@@ -113,6 +113,10 @@ pub struct AuthConfig {
     /// The revocation endpoint, if any.
     #[serde(default)]
     pub revoke_url: Option<String>,
+    /// A call made once a consent is granted, with the new token, before any fetch
+    /// (Polar's user registration).
+    #[serde(default)]
+    pub after_consent: Option<AfterConsentConfig>,
     /// Client authentication at the token endpoint.
     #[serde(default)]
     pub client_auth: ClientAuth,
@@ -703,6 +707,29 @@ impl SortBy {
     }
 }
 
+/// The call after a consent: one of the provider's methods, and the statuses besides
+/// 2xx that count as done (Polar answers 409 for a user already registered).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AfterConsentConfig {
+    /// The method to call (it takes no parameters and maps nothing).
+    pub method: String,
+    /// Statuses besides 2xx that count as success.
+    #[serde(default)]
+    pub accept: Vec<u16>,
+}
+
+/// The unit of a numeric offset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetUnit {
+    /// Seconds east of UTC.
+    #[default]
+    Seconds,
+    /// Minutes east of UTC.
+    Minutes,
+}
+
 /// How a value is read before it is converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -761,6 +788,8 @@ pub enum Quantity {
     Distance,
     /// Height and lengths: cm (metric), inches (US, UK).
     Length,
+    /// Blood glucose: mmol/L (metric, UK), mg/dL (US).
+    Glucose,
 }
 
 impl Quantity {
@@ -781,10 +810,16 @@ impl Quantity {
             (Quantity::Length, Cm) => Some(1.0),
             (Quantity::Length, M) => Some(100.0),
             (Quantity::Length, Km) => Some(100_000.0),
+            (Quantity::Glucose, MmolL) => Some(1.0),
+            (Quantity::Glucose, MgDl) => Some(1.0 / MG_DL_PER_MMOL_L),
             _ => None,
         }
     }
 }
+
+/// Milligrams per decilitre in one millimole per litre of glucose (molar mass
+/// 180.16 g/mol).
+pub const MG_DL_PER_MMOL_L: f64 = 18.0182;
 
 /// Units a provider may report in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -804,6 +839,12 @@ pub enum Unit {
     M,
     /// Kilometres.
     Km,
+    /// Milligrams per decilitre (glucose).
+    #[serde(rename = "mg/dL")]
+    MgDl,
+    /// Millimoles per litre (glucose).
+    #[serde(rename = "mmol/L")]
+    MmolL,
 }
 
 /// Unit conversion into the user's system.
@@ -829,6 +870,10 @@ pub struct FieldConfig {
     /// A constant value.
     #[serde(default, rename = "const")]
     pub constant: Option<Value>,
+    /// The name of the user's unit for this quantity (`kg`, `lb`, `mmol/L`, `mg/dL`):
+    /// the unit that a `unit:` conversion of the same quantity gives.
+    #[serde(default)]
+    pub unit_name: Option<Quantity>,
     /// How the source value is read (dates, times, epochs).
     #[serde(default)]
     pub from: Option<SourceFormat>,
@@ -844,6 +889,9 @@ pub struct FieldConfig {
     /// answer. Times are shown at this offset instead of the user's zone.
     #[serde(default)]
     pub offset: Option<String>,
+    /// The unit of a numeric `offset`: `seconds` (default) or `minutes` (Polar).
+    #[serde(default)]
+    pub offset_unit: OffsetUnit,
     /// The resulting type.
     #[serde(default, rename = "type")]
     pub kind: FieldType,

@@ -39,8 +39,25 @@ pub enum Place {
 
 /// Names of the helpers every template may call.
 pub const HELPERS: &[&str] = &[
-    "iso_date", "date_fmt", "epoch", "epoch_ms", "rfc3339", "add_days", "if", "unless", "eq", "ne",
-    "and", "or", "not", "lt", "gt", "lte", "gte", "len",
+    "iso_date",
+    "date_fmt",
+    "epoch",
+    "epoch_ms",
+    "rfc3339",
+    "naive_utc",
+    "add_days",
+    "if",
+    "unless",
+    "eq",
+    "ne",
+    "and",
+    "or",
+    "not",
+    "lt",
+    "gt",
+    "lte",
+    "gte",
+    "len",
 ];
 
 /// The compiled templates of one provider.
@@ -156,7 +173,7 @@ fn describe_render_error(e: &RenderError) -> String {
 /// How many arguments each helper takes: exactly `min` when `max` equals it.
 fn arity(helper: &str) -> Option<(usize, usize, &'static str)> {
     Some(match helper {
-        "iso_date" | "epoch" | "epoch_ms" | "rfc3339" => (1, 1, "a date"),
+        "iso_date" | "epoch" | "epoch_ms" | "rfc3339" | "naive_utc" => (1, 1, "a date"),
         "date_fmt" => (2, 2, "a date and a chrono format"),
         "add_days" => (2, 2, "a date and a number of days"),
         "if" | "unless" | "not" | "len" => (1, 1, "a value"),
@@ -285,6 +302,12 @@ fn register_helpers(hb: &mut Handlebars<'static>) {
         "rfc3339",
         Box::new(DateHelper(|d, zone| {
             midnight(d, zone).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        })),
+    );
+    hb.register_helper(
+        "naive_utc",
+        Box::new(DateHelper(|d, zone| {
+            midnight(d, zone).format("%Y-%m-%dT%H:%M:%S").to_string()
         })),
     );
     hb.register_helper("add_days", Box::new(add_days_helper));

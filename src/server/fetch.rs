@@ -42,6 +42,7 @@ pub async fn fetch_user(
     };
     let plan = crate::settings::plan(
         &provider,
+        user,
         asked,
         Some(&settings),
         live::leaf_text(client_id.as_ref()),

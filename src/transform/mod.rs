@@ -25,7 +25,7 @@ use serde_json::{Map, Number, Value};
 
 use self::local::RecordZone;
 use self::units::UnitSystem;
-use crate::provider::raw::{FieldType, SourceFormat};
+use crate::provider::raw::{FieldType, OffsetUnit, SourceFormat};
 use crate::provider::selector::Step;
 use crate::provider::{Condition, Field, FieldSource, Method, Output, Selector};
 use crate::sensors::{Cell, Node, Segment, Table, clean, integer_magnitude};
@@ -233,6 +233,7 @@ fn doc_entry(
                 record_zone(field, doc, None, parent)
                     .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone))
             }
+            FieldSource::UnitName(q) => Ok(table.push_text(units::unit_name(*q, ctx.system))),
             FieldSource::Const(v) => {
                 let row_value = row_for(field, doc, row);
                 field_value(field, Some(v), &row_value, ctx).map(|v| match v {
@@ -276,6 +277,10 @@ fn record_zone(
         .or_else(|| doc.first_by(0, path));
     match found.map(|node| doc.value_at(node)) {
         None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if field.offset_unit == OffsetUnit::Minutes => {
+            let minutes = n.as_f64().ok_or("offset out of range")?;
+            RecordZone::parse(&Value::from((minutes * 60.0).round() as i64)).map(Some)
+        }
         Some(v) => RecordZone::parse(&v).map(Some),
     }
 }

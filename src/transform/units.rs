@@ -58,6 +58,23 @@ fn system_unit_in_base(quantity: Quantity, system: UnitSystem) -> f64 {
         (Quantity::Distance, _) => 1.609_344,
         (Quantity::Length, UnitSystem::Metric) => 1.0,
         (Quantity::Length, _) => 2.54,
+        (Quantity::Glucose, UnitSystem::Us) => 1.0 / crate::provider::raw::MG_DL_PER_MMOL_L,
+        (Quantity::Glucose, _) => 1.0,
+    }
+}
+
+/// The name of the system's unit for `quantity`, as entries state it.
+pub fn unit_name(quantity: Quantity, system: UnitSystem) -> &'static str {
+    match (quantity, system) {
+        (Quantity::Mass, UnitSystem::Metric) => "kg",
+        (Quantity::Mass, UnitSystem::Us) => "lb",
+        (Quantity::Mass, UnitSystem::Uk) => "stone",
+        (Quantity::Distance, UnitSystem::Metric) => "km",
+        (Quantity::Distance, _) => "mi",
+        (Quantity::Length, UnitSystem::Metric) => "cm",
+        (Quantity::Length, _) => "in",
+        (Quantity::Glucose, UnitSystem::Us) => "mg/dL",
+        (Quantity::Glucose, _) => "mmol/L",
     }
 }
 

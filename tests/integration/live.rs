@@ -619,6 +619,7 @@ impl Live {
                 provider_user_id: None,
                 now: now.to_rfc3339_opts(SecondsFormat::Secs, true),
                 zone: "UTC".to_owned(),
+                user: "jack".to_owned(),
             },
         }
     }

@@ -297,3 +297,11 @@ cases! {
         "google-health",
     ]);
 }
+
+cases! {
+    // polar. Exercises with local start times and offsets in minutes east and west of
+    // Greenwich; daily activity over a week.
+    polar_workouts: "polar", "workouts", "get_workouts", [], [] => Expect::Xml;
+    polar_steps: "polar", "steps", "get_steps",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+}

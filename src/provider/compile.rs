@@ -1145,6 +1145,10 @@ impl Compiler<'_> {
                 ),
             );
         }
+        let unit_path = match f.unit.as_ref().and_then(|u| u.from_path.as_ref()) {
+            Some(p) => Some(self.selector(&format!("{pointer}/unit/from_path"), p)?),
+            None => None,
+        };
         if let Some(u) = &f.unit {
             if u.quantity.base_factor(u.from).is_none() {
                 self.err(
@@ -1165,6 +1169,7 @@ impl Compiler<'_> {
             scale: f.scale,
             exponent,
             unit: f.unit.clone(),
+            unit_path,
             round: f.round,
             required: f.required,
         })

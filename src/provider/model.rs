@@ -423,6 +423,8 @@ pub struct Field {
     pub exponent: Option<Selector>,
     /// Unit conversion.
     pub unit: Option<raw::UnitConfig>,
+    /// Where a record names its unit, for a conversion from either unit.
+    pub unit_path: Option<Selector>,
     /// Decimals.
     pub round: Option<u32>,
     /// Drop the entry when missing.

@@ -855,6 +855,11 @@ pub struct UnitConfig {
     pub quantity: Quantity,
     /// The unit the provider reports in.
     pub from: Unit,
+    /// JSONPath (in the row) of the unit each record names (Dexcom's `unit`: `mg/dL` or
+    /// `mmol/L`), when the provider reports in either; `from` is the unit of records
+    /// that name none.
+    #[serde(default)]
+    pub from_path: Option<String>,
 }
 
 /// One field of an output entry.

@@ -285,10 +285,10 @@ fn record_zone(
     }
 }
 
-/// The row as a `Value` when a field reads its exponent from it, else `null`
+/// The row as a `Value` when a field reads its exponent or unit from it, else `null`
 /// (`convert` reads the row for nothing else).
 fn row_for(field: &Field, doc: &Doc, row: usize) -> Value {
-    if field.exponent.is_some() {
+    if field.exponent.is_some() || field.unit_path.is_some() {
         doc.value_at(row)
     } else {
         Value::Null
@@ -1158,7 +1158,14 @@ fn arithmetic(field: &Field, n: Number, row: &Value, ctx: MapContext) -> Result<
         x *= s;
     }
     if let Some(u) = &field.unit {
-        x = units::convert(x, u.quantity, u.from, ctx.system).ok_or("unit mismatch")?;
+        let from = match field.unit_path.as_ref().and_then(|p| p.first(row)) {
+            Some(named) => serde_json::from_value::<crate::provider::raw::Unit>(named.clone())
+                .ok()
+                .filter(|unit| u.quantity.base_factor(*unit).is_some())
+                .ok_or_else(|| format!("`{}` is not a unit the field converts", short(named)))?,
+            None => u.from,
+        };
+        x = units::convert(x, u.quantity, from, ctx.system).ok_or("unit mismatch")?;
     }
     if let Some(d) = field.round {
         let f = 10f64.powi(d as i32);

@@ -304,4 +304,12 @@ cases! {
     polar_workouts: "polar", "workouts", "get_workouts", [], [] => Expect::Xml;
     polar_steps: "polar", "steps", "get_steps",
         ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    // dexcom. Naive device times read in the user's zone, values in mg/dL or mmol/L
+    // shown in the system's unit (mg/dL for en_US, mmol/L for metric), windows of 30 days.
+    dexcom_glucose_day: "dexcom", "glucose_day", "get_glucose",
+        ["base_date=2026-11-22", "period=1d"], [] => Expect::Xml;
+    dexcom_glucose_day_metric: "dexcom", "glucose_day", "get_glucose",
+        ["base_date=2026-11-22", "period=1d"], ["--system", "metric"] => Expect::Xml;
+    dexcom_glucose_month: "dexcom", "glucose_month", "get_glucose",
+        ["base_date=2026-11-22", "period=1m"], [] => Expect::Xml;
 }

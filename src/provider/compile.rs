@@ -358,6 +358,7 @@ impl Compiler<'_> {
                 methods.insert(name.clone(), m);
             }
         }
+        self.same_units(&parts.methods);
         if let Some(step) = parts.auth.as_ref().and_then(|a| a.after_consent.as_ref()) {
             if !parts.methods.contains_key(&step.method) {
                 self.err(
@@ -981,6 +982,52 @@ impl Compiler<'_> {
             first: pg.first,
             max_pages: pg.max_pages,
         })
+    }
+
+    /// Methods that write one output must give its numbers in one unit: a field that one
+    /// method converts into the user's unit (`unit:`) and another leaves as the provider
+    /// sent it would mix units in one list (a fetch of both concatenates them).
+    fn same_units(&mut self, methods: &IndexMap<String, Option<raw::MethodConfig>>) {
+        let mut seen: IndexMap<(String, String), (String, Option<raw::Quantity>)> =
+            IndexMap::new();
+        for (mname, m) in methods {
+            let Some(m) = m else { continue };
+            for (oname, o) in &m.output {
+                for (fname, f) in &o.fields {
+                    let numeric = matches!(f.kind, raw::FieldType::Number | raw::FieldType::Integer)
+                        || f.unit.is_some();
+                    if !numeric {
+                        continue;
+                    }
+                    let quantity = f.unit.as_ref().map(|u| u.quantity);
+                    let key = (oname.clone(), fname.clone());
+                    match seen.get(&key) {
+                        None => {
+                            seen.insert(key, (mname.clone(), quantity));
+                        }
+                        Some((first, q)) if *q != quantity => {
+                            let pointer = format!(
+                                "/methods/{}/output/{}/fields/{}",
+                                pointer_token(mname),
+                                pointer_token(oname),
+                                pointer_token(fname)
+                            );
+                            let what = |q: &Option<raw::Quantity>| match q {
+                                Some(q) => format!("converts it as {q:?}").to_lowercase(),
+                                None => "keeps the provider's unit".to_owned(),
+                            };
+                            let message = format!(
+                                "methods `{first}` and `{mname}` both write `{oname}`, but `{first}` {} `{fname}` and `{mname}` {}: entries would mix units",
+                                what(q),
+                                what(&quantity)
+                            );
+                            self.err(&pointer, message);
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// The indexes of the named fields of an output (`sort_by`, `sum_by`).

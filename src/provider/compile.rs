@@ -1013,11 +1013,11 @@ impl Compiler<'_> {
                                 pointer_token(fname)
                             );
                             let what = |q: &Option<raw::Quantity>| match q {
-                                Some(q) => format!("converts it as {q:?}").to_lowercase(),
-                                None => "keeps the provider's unit".to_owned(),
+                                Some(q) => format!("the user's unit of {q:?}").to_lowercase(),
+                                None => "the provider's unit".to_owned(),
                             };
                             let message = format!(
-                                "methods `{first}` and `{mname}` both write `{oname}`, but `{first}` {} `{fname}` and `{mname}` {}: entries would mix units",
+                                "methods `{first}` and `{mname}` both write `{oname}`, but `{first}` gives `{fname}` in {} and `{mname}` in {}: entries would mix units",
                                 what(q),
                                 what(&quantity)
                             );

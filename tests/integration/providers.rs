@@ -312,4 +312,64 @@ cases! {
         ["base_date=2026-11-22", "period=1d"], ["--system", "metric"] => Expect::Xml;
     dexcom_glucose_month: "dexcom", "glucose_month", "get_glucose",
         ["base_date=2026-11-22", "period=1m"], [] => Expect::Xml;
+    // oura. Every list pages by `next_token` (the answer's field, sent back under the
+    // same name); a week in two pages, nights west (-08:00) and east (+09:00) of Greenwich.
+    oura_sleep_score: "oura", "sleep_score", "get_sleep_score",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    // Sessions at their own offsets; deleted and rejected periods are left out.
+    oura_sleep: "oura", "sleep", "get_sleep",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    oura_hrv: "oura", "hrv", "get_hrv", ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    oura_resting_heartrate: "oura", "resting_heartrate", "get_resting_heartrate",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    // UTC samples, shown in the user's zone (UTC in the tests).
+    oura_heartrate: "oura", "heartrate", "get_heartrate", ["base_date=2026-11-23"], [] => Expect::Xml;
+    oura_steps: "oura", "steps", "get_steps", ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    oura_calories: "oura", "calories", "get_calories",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    // Medium and high activity time of each day added up.
+    oura_active_minutes: "oura", "active_minutes", "get_active_minutes",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    oura_readiness: "oura", "readiness", "get_readiness",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    oura_skin_temperature_deviation: "oura", "skin_temperature_deviation",
+        "get_skin_temperature_deviation", ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    oura_spo2: "oura", "spo2", "get_spo2", ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    // A 403 (membership expired) is fatal: no refresh, Oura's own words.
+    oura_membership_expired: "oura", "membership_expired", "get_readiness", [], [] => Expect::Error(&[
+        "oura get_readiness",
+        "HTTP 403",
+        "membership of this user has expired",
+    ]);
+
+    // whoop. `next_token` in the answer, `nextToken` in the next request; windows start
+    // a day early. Sleeps and cycles at their `timezone_offset`, recoveries in the
+    // user's zone.
+    whoop_recovery: "whoop", "recovery", "get_recovery",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    whoop_resting_heartrate: "whoop", "resting_heartrate", "get_resting_heartrate",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    whoop_hrv: "whoop", "hrv", "get_hrv", ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    whoop_spo2: "whoop", "spo2", "get_spo2", ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    whoop_skin_temperature: "whoop", "skin_temperature", "get_skin_temperature",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    whoop_strain: "whoop", "strain", "get_strain",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    whoop_calories: "whoop", "calories", "get_calories",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    whoop_sleep: "whoop", "sleep", "get_sleep",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+
+    // strava. Activities at their `utc_offset`: a Tokyo morning and a Los Angeles
+    // evening stay on their local days; distances in miles (en_US), then km.
+    strava_workouts: "strava", "workouts", "get_workouts",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    strava_workouts_metric: "strava", "workouts", "get_workouts",
+        ["base_date=2026-11-23", "period=7d"], ["--system", "metric"] => Expect::Xml;
+    // The walk and the ride of the 20th make one day's total.
+    strava_distance_week: "strava", "workouts", "get_distance",
+        ["base_date=2026-11-23", "period=7d"], ["--system", "metric"] => Expect::Xml;
+    // A full page of 200 asks for page 2; 204 activities become 179 daily totals.
+    strava_distance_two_pages: "strava", "distance_two_pages", "get_distance",
+        ["base_date=2026-11-23", "period=1y"], ["--system", "metric"] => Expect::Xml;
 }

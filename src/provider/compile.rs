@@ -988,14 +988,14 @@ impl Compiler<'_> {
     /// method converts into the user's unit (`unit:`) and another leaves as the provider
     /// sent it would mix units in one list (a fetch of both concatenates them).
     fn same_units(&mut self, methods: &IndexMap<String, Option<raw::MethodConfig>>) {
-        let mut seen: IndexMap<(String, String), (String, Option<raw::Quantity>)> =
-            IndexMap::new();
+        let mut seen: IndexMap<(String, String), (String, Option<raw::Quantity>)> = IndexMap::new();
         for (mname, m) in methods {
             let Some(m) = m else { continue };
             for (oname, o) in &m.output {
                 for (fname, f) in &o.fields {
-                    let numeric = matches!(f.kind, raw::FieldType::Number | raw::FieldType::Integer)
-                        || f.unit.is_some();
+                    let numeric =
+                        matches!(f.kind, raw::FieldType::Number | raw::FieldType::Integer)
+                            || f.unit.is_some();
                     if !numeric {
                         continue;
                     }
@@ -1142,6 +1142,9 @@ impl Compiler<'_> {
             let fits = match from {
                 S::CivilDate => matches!(f.kind, T::Date),
                 S::CivilTime => matches!(f.kind, T::Time),
+                S::EpochS | S::EpochMs | S::Rfc3339 | S::LocalDatetime if f.until.is_some() => {
+                    matches!(f.kind, T::Number | T::Integer)
+                }
                 S::EpochS | S::EpochMs | S::Rfc3339 | S::LocalDatetime => matches!(
                     f.kind,
                     T::Date | T::Time | T::Datetime | T::Instant | T::Offset
@@ -1192,6 +1195,31 @@ impl Compiler<'_> {
                 ),
             );
         }
+        let until = match &f.until {
+            Some(u) => Some(self.selector(&format!("{pointer}/until"), u)?),
+            None => None,
+        };
+        if f.until.is_some()
+            && !(matches!(
+                f.from,
+                Some(S::EpochS | S::EpochMs | S::Rfc3339 | S::LocalDatetime)
+            ) && matches!(f.kind, T::Number | T::Integer))
+        {
+            self.err(
+                &format!("{pointer}/until"),
+                "`until` needs `from` an instant or local date-time and type number or integer",
+            );
+        }
+        let mut add = Vec::new();
+        for (i, a) in f.add.iter().enumerate() {
+            add.push(self.selector(&format!("{pointer}/add/{i}"), a)?);
+        }
+        if !f.add.is_empty() && !matches!(f.kind, T::Number | T::Integer) {
+            self.err(
+                &format!("{pointer}/add"),
+                "`add` needs type number or integer",
+            );
+        }
         let unit_path = match f.unit.as_ref().and_then(|u| u.from_path.as_ref()) {
             Some(p) => Some(self.selector(&format!("{pointer}/unit/from_path"), p)?),
             None => None,
@@ -1210,6 +1238,8 @@ impl Compiler<'_> {
             from: f.from,
             offset,
             offset_unit: f.offset_unit,
+            until,
+            add,
             map: f.map.clone(),
             default: f.default.clone(),
             kind: f.kind,

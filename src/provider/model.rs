@@ -411,6 +411,10 @@ pub struct Field {
     pub offset: Option<Selector>,
     /// The unit of a numeric offset.
     pub offset_unit: raw::OffsetUnit,
+    /// A second time: the field is the seconds from the first to it.
+    pub until: Option<Selector>,
+    /// Numbers added to the value.
+    pub add: Vec<Selector>,
     /// Values replacing found values, by their text.
     pub map: Option<IndexMap<String, Value>>,
     /// The value when nothing is found, or the map lacks the found value.

@@ -897,6 +897,14 @@ pub struct FieldConfig {
     /// The unit of a numeric `offset`: `seconds` (default) or `minutes` (Polar).
     #[serde(default)]
     pub offset_unit: OffsetUnit,
+    /// JSONPath (in the row) of a second time, read like the first (`from`): the field
+    /// is the seconds from the first to it (a session's duration from its start and end).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// JSONPaths (in the row) of numbers added to the value before `scale` (light + deep
+    /// + REM sleep); absent ones add nothing.
+    #[serde(default)]
+    pub add: Vec<String>,
     /// The resulting type.
     #[serde(default, rename = "type")]
     pub kind: FieldType,

@@ -288,7 +288,11 @@ fn record_zone(
 /// The row as a `Value` when a field reads its exponent or unit from it, else `null`
 /// (`convert` reads the row for nothing else).
 fn row_for(field: &Field, doc: &Doc, row: usize) -> Value {
-    if field.exponent.is_some() || field.unit_path.is_some() {
+    if field.exponent.is_some()
+        || field.unit_path.is_some()
+        || field.until.is_some()
+        || !field.add.is_empty()
+    {
         doc.value_at(row)
     } else {
         Value::Null
@@ -1102,6 +1106,19 @@ fn convert(
             Ok(Value::Number(n))
         };
     }
+    if let (Some(from), Some(until)) = (field.from, &field.until) {
+        let Some(end) = until.first(row).filter(|e| !e.is_null()) else {
+            return Err(format!("no end time at `{}`", until.as_str()));
+        };
+        let seconds = instant_of(from, end, zone, ctx.zone)? - instant_of(from, v, zone, ctx.zone)?;
+        let n = Number::from(seconds);
+        let n = arithmetic(field, n, row, ctx)?;
+        return if field.kind == FieldType::Integer {
+            integer(n).map(Value::Number)
+        } else {
+            Ok(Value::Number(n))
+        };
+    }
     if let Some(from) = field.from {
         return convert_time(from, field.kind, v, zone, ctx.zone);
     }
@@ -1133,7 +1150,11 @@ fn convert(
 }
 
 fn has_arithmetic(f: &Field) -> bool {
-    f.scale.is_some() || f.exponent.is_some() || f.unit.is_some() || f.round.is_some()
+    f.scale.is_some()
+        || f.exponent.is_some()
+        || f.unit.is_some()
+        || f.round.is_some()
+        || !f.add.is_empty()
 }
 
 fn arithmetic(field: &Field, n: Number, row: &Value, ctx: MapContext) -> Result<Number, String> {
@@ -1141,6 +1162,13 @@ fn arithmetic(field: &Field, n: Number, row: &Value, ctx: MapContext) -> Result<
         return Ok(n);
     }
     let mut x = n.as_f64().ok_or("number out of range")?;
+    for path in &field.add {
+        if let Some(more) = path.first(row).filter(|m| !m.is_null()) {
+            x += number_of(more).and_then(|m| m.as_f64()).ok_or_else(|| {
+                format!("`{}` at `{}` is not a number", short(more), path.as_str())
+            })?;
+        }
+    }
     if let Some(path) = &field.exponent {
         let e = path
             .first(row)
@@ -1172,6 +1200,21 @@ fn arithmetic(field: &Field, n: Number, row: &Value, ctx: MapContext) -> Result<
         x = (x * f).round() / f;
     }
     Number::from_f64(clean(x)).ok_or_else(|| "not a finite number".to_owned())
+}
+
+/// The epoch seconds of a time read as `from` reads it.
+fn instant_of(
+    from: SourceFormat,
+    v: &Value,
+    record: Option<RecordZone>,
+    user: chrono_tz::Tz,
+) -> Result<i64, String> {
+    match convert_time(from, FieldType::Instant, v, record, user)? {
+        Value::String(s) => DateTime::parse_from_rfc3339(&s)
+            .map(|at| at.timestamp())
+            .map_err(|e| e.to_string()),
+        other => Err(format!("`{}` is not a time", short(&other))),
+    }
 }
 
 fn convert_time(

@@ -312,6 +312,9 @@ cases! {
         ["base_date=2026-11-22", "period=1d"], ["--system", "metric"] => Expect::Xml;
     dexcom_glucose_month: "dexcom", "glucose_month", "get_glucose",
         ["base_date=2026-11-22", "period=1m"], [] => Expect::Xml;
+    // whoop. Workouts with their durations from start to end, at their own offsets.
+    whoop_workouts: "whoop", "workouts", "get_workouts",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     // oura. Every list pages by `next_token` (the answer's field, sent back under the
     // same name); a week in two pages, nights west (-08:00) and east (+09:00) of Greenwich.
     oura_sleep_score: "oura", "sleep_score", "get_sleep_score",

@@ -14,6 +14,17 @@ pub(crate) fn replay_provider(
     answers: &[(&str, &str)],
     args: &[&str],
 ) -> String {
+    replay_provider_in(&[], name, provider, answers, args)
+}
+
+/// [`replay_provider`] with environment variables set for the run (`TZ`).
+pub(crate) fn replay_provider_in(
+    env: &[(&str, &str)],
+    name: &str,
+    provider: &str,
+    answers: &[(&str, &str)],
+    args: &[&str],
+) -> String {
     let sandbox = Sandbox::new();
     let dir = sandbox.dir.path();
     let providers = dir.join("providers");
@@ -53,6 +64,7 @@ pub(crate) fn replay_provider(
         .args(args)
         .args(["--dry-run", "--replay"])
         .arg(&recordings)
+        .envs(env.iter().copied())
         .output()
         .expect("runs");
     assert!(
@@ -302,96 +314,105 @@ fn day(d: u32, steps: u32) -> String {
     format!(r#"{{"day": "2026-11-{d:02}", "steps": {steps}}}"#)
 }
 
+/// Replays `method` of the paging provider over `pages`: each a request key (as
+/// docs/PROVIDER_FORMAT.md spells it), the answer, and the answer's headers if any;
+/// returns the days mapped, in order.
+fn paged(method: &str, pages: &[(&str, String, Option<&str>)]) -> Vec<String> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for (key, body, headers) in pages {
+        files.push((recording(key), body.clone()));
+        if let Some(h) = headers {
+            files.push((format!("{}.headers", recording(key)), (*h).to_owned()));
+        }
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(f, b)| (f.as_str(), b.as_str()))
+        .collect();
+    let xml = replay_provider("paging", PAGING, &files, &["--methods", method]);
+    xml.split("<dateTime>")
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn items(days: &[(u32, u32)], more: &str) -> String {
+    let list: Vec<String> = days.iter().map(|(d, s)| day(*d, *s)).collect();
+    format!(r#"{{"items": [{}]{more}}}"#, list.join(", "))
+}
+
 #[test]
 fn every_kind_of_paging_reaches_the_last_page() {
     // Pages by number, counted by every match of `$[*]`, the query in one order.
-    let pages = replay_provider(
-        "paging",
-        PAGING,
+    let list = |days: &[(u32, u32)]| {
+        let list: Vec<String> = days.iter().map(|(d, s)| day(*d, *s)).collect();
+        format!("[{}]", list.join(", "))
+    };
+    let pages = paged(
+        "pages",
         &[
             (
-                &recording("GET /list?kind=walk&page=1&per_page=2"),
-                &format!("[{}, {}]", day(1, 10), day(2, 20)),
+                "GET /list?kind=walk&page=1&per_page=2",
+                list(&[(1, 10), (2, 20)]),
+                None,
             ),
             (
-                &recording("GET /list?kind=walk&page=2&per_page=2"),
-                &format!("[{}, {}]", day(3, 30), day(4, 40)),
+                "GET /list?kind=walk&page=2&per_page=2",
+                list(&[(3, 30), (4, 40)]),
+                None,
             ),
             (
-                &recording("GET /list?kind=walk&page=3&per_page=2"),
-                &format!("[{}]", day(5, 50)),
+                "GET /list?kind=walk&page=3&per_page=2",
+                list(&[(5, 50)]),
+                None,
             ),
         ],
-        &["--methods", "pages"],
     );
-    assert_eq!(pages.matches("<activities-steps>").count(), 5, "{pages}");
+    assert_eq!(pages.len(), 5, "{pages:?}");
     // The `rel="next"` URL of the Link header, until an answer has none.
-    let link_headers = "Link: <https://paging.invalid/items?after=b2>; rel=\"next\", <https://paging.invalid/items>; rel=\"first\"\n";
-    let links = replay_provider(
-        "paging",
-        PAGING,
+    let links = paged(
+        "links",
         &[
             (
-                &recording("GET /items"),
-                &format!(r#"{{"items": [{}]}}"#, day(6, 60)),
+                "GET /items",
+                items(&[(6, 60)], ""),
+                Some(
+                    "Link: <https://paging.invalid/items?after=b2>; rel=\"next\", <https://paging.invalid/items>; rel=\"first\"\n",
+                ),
             ),
-            (
-                &format!("{}.headers", recording("GET /items")),
-                link_headers,
-            ),
-            (
-                &recording("GET /items?after=b2"),
-                &format!(r#"{{"items": [{}]}}"#, day(7, 70)),
-            ),
+            ("GET /items?after=b2", items(&[(7, 70)], ""), None),
         ],
-        &["--methods", "links"],
     );
-    assert!(
-        links.contains("2026-11-06") && links.contains("2026-11-07"),
-        "{links}"
-    );
+    assert_eq!(links, ["2026-11-06", "2026-11-07"]);
     // A token in an answer header, sent back in a request header.
-    let tokens = replay_provider(
-        "paging",
-        PAGING,
+    let tokens = paged(
+        "header_token",
         &[
             (
-                &recording("GET /feed"),
-                &format!(r#"{{"items": [{}]}}"#, day(8, 80)),
+                "GET /feed",
+                items(&[(8, 80)], ""),
+                Some("X-Next-Token: t2\n"),
             ),
-            (
-                &format!("{}.headers", recording("GET /feed")),
-                "X-Next-Token: t2\n",
-            ),
-            (
-                &recording("GET /feed X-Page-Token: t2"),
-                &format!(r#"{{"items": [{}]}}"#, day(9, 90)),
-            ),
+            ("GET /feed X-Page-Token: t2", items(&[(9, 90)], ""), None),
         ],
-        &["--methods", "header_token"],
     );
-    assert!(
-        tokens.contains("2026-11-08") && tokens.contains("2026-11-09"),
-        "{tokens}"
-    );
+    assert_eq!(tokens, ["2026-11-08", "2026-11-09"]);
     // A cursor in the answer, sent back as a member of the JSON body.
-    let json = replay_provider(
-        "paging",
-        PAGING,
+    let json = paged(
+        "json_cursor",
         &[
             (
-                &recording(r#"POST /search#{"query":"steps"}"#),
-                &format!(r#"{{"items": [{}], "next": "c2"}}"#, day(10, 100)),
+                r#"POST /search#{"query":"steps"}"#,
+                items(&[(10, 100)], r#", "next": "c2""#),
+                None,
             ),
             (
-                &recording(r#"POST /search#{"query":"steps","cursor":"c2"}"#),
-                &format!(r#"{{"items": [{}]}}"#, day(11, 110)),
+                r#"POST /search#{"query":"steps","cursor":"c2"}"#,
+                items(&[(11, 110)], ""),
+                None,
             ),
         ],
-        &["--methods", "json_cursor"],
     );
-    assert!(
-        json.contains("2026-11-10") && json.contains("2026-11-11"),
-        "{json}"
-    );
+    assert_eq!(json, ["2026-11-10", "2026-11-11"]);
 }

@@ -1,7 +1,6 @@
 //! Every date is the user's own: the user's time zone decides which day `today` is, and
 //! mapped times land on the day they were recorded, at the offset they were recorded in.
 
-use std::path::Path;
 use std::process::Output;
 
 use serde_json::{Value, json};
@@ -220,70 +219,25 @@ const ANSWER: &str = r#"{
   ]
 }"#;
 
-fn replay(sandbox: &Sandbox, providers: &Path, recordings: &Path, env: &[(&str, &str)]) -> String {
-    let config = sandbox.dir.path().join("zones.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "providers_dir: {}\nstore: {{kind: embedded, path: healthpull.db}}\n",
-            serde_json::to_string(providers).expect("a path")
-        ),
-    )
-    .expect("write the config");
-    let mut cmd = sandbox.command_without_config();
-    cmd.arg("--config").arg(&config).args([
-        "fetch",
-        "zones",
-        "--user",
-        "jack",
-        "--methods",
-        "samples",
-        "--now",
-        "2026-11-24T09:00:00Z",
-        "--dry-run",
-        "--replay",
-    ]);
-    cmd.arg(recordings);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    stdout(&cmd.output().expect("runs"))
-}
-
 #[test]
 fn times_land_on_the_day_and_offset_they_were_recorded_in() {
-    let sandbox = Sandbox::new();
-    let providers = sandbox.dir.path().join("providers");
-    let recordings = sandbox.dir.path().join("recordings");
-    std::fs::create_dir_all(&providers).unwrap();
-    std::fs::create_dir_all(&recordings).unwrap();
-    std::fs::write(providers.join("zones.yaml"), PROVIDER).unwrap();
-    let check = sandbox
-        .command()
-        .arg("check")
-        .arg(providers.join("zones.yaml"))
-        .output()
-        .expect("runs");
-    stdout(&check);
-    std::fs::write(recordings.join("GET__samples.json"), ANSWER).unwrap();
-    let la = replay(
-        &sandbox,
-        &providers,
-        &recordings,
-        &[("TZ", "America/Los_Angeles")],
-    );
+    let replay = |zone: &str| {
+        crate::constructs::replay_provider_in(
+            &[("TZ", zone)],
+            "zones",
+            PROVIDER,
+            &[("GET__samples.json", ANSWER)],
+            &["--methods", "samples"],
+        )
+    };
+    let la = replay("America/Los_Angeles");
     insta::assert_snapshot!("local_time_los_angeles", la);
     // West of Greenwich at 19:45 stays on the 20th, whatever the user's zone.
     assert!(
         la.contains("<dateTime>2026-11-20</dateTime><time>19:45:00</time><offset>-08:00</offset><value>61</value>"),
         "{la}"
     );
-    let amsterdam = replay(
-        &sandbox,
-        &providers,
-        &recordings,
-        &[("TZ", "Europe/Amsterdam")],
-    );
+    let amsterdam = replay("Europe/Amsterdam");
     insta::assert_snapshot!("local_time_amsterdam", amsterdam);
     assert!(
         amsterdam.contains("<dateTime>2026-11-21</dateTime><time>04:45:00</time><offset>+01:00</offset><value>58</value>"),

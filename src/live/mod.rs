@@ -523,7 +523,7 @@ impl LiveCaller {
                 return at;
             }
         }
-        None
+        rl.usage.as_ref().and_then(|u| usage_reset(u, headers, now))
     }
 
     async fn send_once(&self, request: &HttpRequest, token: &Token) -> Result<Answer, String> {
@@ -539,6 +539,38 @@ impl LiveCaller {
         )
         .await;
     }
+}
+
+/// When the latest of the used-up windows of a limit/usage header pair resets (None
+/// while every window has calls left): the next multiple of its length since the epoch.
+fn usage_reset(
+    usage: &crate::provider::raw::UsageHeadersConfig,
+    headers: &::http::HeaderMap,
+    now: f64,
+) -> Option<f64> {
+    let numbers = |name: &str| -> Vec<Option<f64>> {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(|n| n.trim().parse::<f64>().ok()).collect())
+            .unwrap_or_default()
+    };
+    let (limits, used) = (numbers(&usage.limit_header), numbers(&usage.usage_header));
+    usage
+        .windows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            matches!(
+                (limits.get(*i).copied().flatten(), used.get(*i).copied().flatten()),
+                (Some(limit), Some(used)) if used >= limit
+            )
+        })
+        .map(|(_, &window)| {
+            let w = window.max(1) as f64;
+            ((now / w).floor() + 1.0) * w
+        })
+        .reduce(f64::max)
 }
 
 /// Sends one request of `provider` with the user's access token (and `Accept: application/json`
@@ -642,6 +674,11 @@ impl Caller for LiveCaller {
             let status = answer.status;
             // The answer's document, from its bytes: the same the replay indexes.
             let doc = Doc::decode_bytes(answer.body.into());
+            if let Some(usage) = &self.provider.api.config.rate_limit.usage
+                && let Some(until) = usage_reset(usage, &headers, self.rt.clock.epoch())
+            {
+                self.record_rate_limit(until).await;
+            }
             if let Some(rl) = &self.provider.api.config.rate_limit.remaining_header {
                 let left = headers
                     .get(rl.as_str())
@@ -907,6 +944,38 @@ mod tests {
     use crate::http::memory::{MemoryTransport, Step, json as answer};
     use crate::provider::UrlOverrides;
     use crate::store::SqliteStore;
+
+    #[test]
+    fn a_used_up_window_waits_for_its_own_reset() {
+        let usage = crate::provider::raw::UsageHeadersConfig {
+            limit_header: "X-RateLimit-Limit".into(),
+            usage_header: "X-RateLimit-Usage".into(),
+            windows: vec![900, 86_400],
+        };
+        let headers = |limit: &str, used: &str| {
+            let mut h = ::http::HeaderMap::new();
+            h.insert("x-ratelimit-limit", limit.parse().unwrap());
+            h.insert("x-ratelimit-usage", used.parse().unwrap());
+            h
+        };
+        // 2026-11-24T09:07:30Z.
+        let now = 1_795_511_250.0;
+        assert_eq!(
+            usage_reset(&usage, &headers("200,2000", "15,540"), now),
+            None
+        );
+        // The quarter hour is used up: 09:15.
+        assert_eq!(
+            usage_reset(&usage, &headers("200,2000", "200,540"), now),
+            Some(1_795_511_700.0)
+        );
+        // The day is used up: midnight UTC, whatever the quarter hour says.
+        assert_eq!(
+            usage_reset(&usage, &headers("200,2000", "200,2000"), now),
+            Some(1_795_564_800.0)
+        );
+        assert_eq!(usage_reset(&usage, &headers("200", "x"), now), None);
+    }
 
     const PLUGIN: &str = "fitbit";
 

@@ -304,9 +304,27 @@ pub struct RateLimitConfig {
     /// Header telling how many calls are left in the current window.
     #[serde(default)]
     pub remaining_header: Option<String>,
+    /// Headers listing the limit and the usage of several windows at once (Strava's
+    /// `X-RateLimit-Limit: 200,2000` and `X-RateLimit-Usage: 15,540`).
+    #[serde(default)]
+    pub usage: Option<UsageHeadersConfig>,
     /// Client-side budgets, checked before each call.
     #[serde(default)]
     pub budgets: Vec<BudgetConfig>,
+}
+
+/// Limit and usage headers with one comma-separated value per window.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageHeadersConfig {
+    /// The header with each window's limit.
+    pub limit_header: String,
+    /// The header with each window's usage so far.
+    pub usage_header: String,
+    /// Each window's length in seconds, in the headers' order; a window resets at the
+    /// next multiple of its length since the epoch (900: every quarter hour; 86400:
+    /// midnight UTC).
+    pub windows: Vec<u64>,
 }
 
 /// How a reset header is to be read.

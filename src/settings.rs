@@ -52,6 +52,16 @@ pub enum SettingError {
         "unknown time zone `{0}`: use an IANA name such as America/Los_Angeles, Europe/Amsterdam or UTC"
     )]
     TimeZone(String),
+    /// `host` is not one the provider declares.
+    #[error("provider `{provider}` has no host `{host}`; its hosts: {known}")]
+    Host {
+        /// Provider.
+        provider: String,
+        /// The host given.
+        host: String,
+        /// Its hosts.
+        known: String,
+    },
     /// A key written by healthpull itself.
     #[error("`{0}` is written by healthpull, not by hand")]
     Reserved(String),
@@ -71,6 +81,7 @@ impl SettingError {
             SettingError::UnknownMethod { .. } => "methods",
             SettingError::Value(_) => "",
             SettingError::TimeZone(_) => "timezone",
+            SettingError::Host { .. } => "host",
             SettingError::Reserved(key) => key,
             SettingError::NoMethods(_) => "methods",
         }
@@ -89,6 +100,8 @@ pub struct UserSettings {
     pub system: Option<String>,
     /// The user's stored `timezone` (an IANA name).
     pub timezone: Option<String>,
+    /// The host the user's connection lives on (`api.hosts`).
+    pub host: Option<String>,
 }
 
 /// What one fetch asks for; the user's stored settings and the provider fill the rest.
@@ -133,6 +146,12 @@ pub fn plan(
         .unwrap_or_else(|| provider.api.default_system.clone());
     check_system(&system)?;
     let zone = user_zone(stored.and_then(|s| s.timezone.as_deref()))?;
+    let host = stored
+        .and_then(|s| s.host.clone())
+        .filter(|h| !h.is_empty());
+    if let Some(h) = &host {
+        check_host(provider, h)?;
+    }
     Ok(FetchPlan {
         methods,
         explicit: asked.explicit,
@@ -140,6 +159,7 @@ pub fn plan(
         layout: asked.layout,
         today: local::today_in(now, zone),
         zone,
+        host,
         call: CallContext {
             system,
             client_id,
@@ -170,7 +190,24 @@ pub fn check_timezone(value: &str) -> Result<Tz, SettingError> {
     local::parse_zone(value).ok_or_else(|| SettingError::TimeZone(value.to_owned()))
 }
 
-/// Keys every provider accepts besides its parameters.
+/// Checks a `host` setting: one of the hosts the provider declares.
+pub fn check_host(provider: &Provider, value: &str) -> Result<(), SettingError> {
+    if provider.api.hosts.contains_key(value) {
+        return Ok(());
+    }
+    Err(SettingError::Host {
+        provider: provider.name.clone(),
+        host: value.to_owned(),
+        known: if provider.api.hosts.is_empty() {
+            "none: it has one host".to_owned()
+        } else {
+            join(provider.api.hosts.keys().map(String::as_str))
+        },
+    })
+}
+
+/// Keys every provider accepts besides its parameters (and `host` where it declares
+/// hosts).
 const USER_KEYS: [&str; 2] = ["methods", "timezone"];
 
 /// Checks one stored default of a user: `methods` must name methods of `provider`,
@@ -186,6 +223,9 @@ pub fn check_user_default(provider: &Provider, key: &str, value: &str) -> Result
     }
     if key == "timezone" {
         return check_timezone(value).map(|_| ());
+    }
+    if key == "host" {
+        return check_host(provider, value);
     }
     if key == "methods" {
         for method in crate::engine::split_methods(value) {
@@ -228,6 +268,9 @@ pub fn check_user_default(provider: &Provider, key: &str, value: &str) -> Result
 /// Every key a user of `provider` may store, in the order the provider declares them.
 pub fn declared_keys(provider: &Provider) -> Vec<String> {
     let mut keys: Vec<String> = USER_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    if !provider.api.hosts.is_empty() {
+        keys.push("host".to_owned());
+    }
     for m in provider.methods.values() {
         for name in m.params.keys() {
             if !keys.contains(name) {

@@ -178,8 +178,19 @@ pub struct FetchPlan {
     pub today: NaiveDate,
     /// The user's time zone: it dates instants that carry no offset of their own.
     pub zone: chrono_tz::Tz,
+    /// The host the user's connection lives on (`api.hosts`), when not the default.
+    pub host: Option<String>,
     /// Template context.
     pub call: CallContext,
+}
+
+/// The provider as the plan's connection sees it: on the plan's host (checked when the
+/// plan was made), else as written.
+pub fn at_host<'a>(provider: &'a Provider, p: &FetchPlan) -> std::borrow::Cow<'a, Provider> {
+    match p.host.as_deref().and_then(|h| provider.at_host(h)) {
+        Some(moved) => std::borrow::Cow::Owned(moved),
+        None => std::borrow::Cow::Borrowed(provider),
+    }
 }
 
 fn resolve(provider: &Provider, p: &FetchPlan) -> Result<Vec<params::Resolved>, EngineError> {
@@ -193,6 +204,8 @@ fn resolve(provider: &Provider, p: &FetchPlan) -> Result<Vec<params::Resolved>, 
 
 /// One planned request per method and window (first pages only).
 pub fn plan(provider: &Provider, p: &FetchPlan) -> Result<Vec<HttpRequest>, EngineError> {
+    let hosted = at_host(provider, p);
+    let provider = hosted.as_ref();
     let resolved = resolve(provider, p)?;
     let mut out = Vec::new();
     for r in &resolved {
@@ -239,6 +252,8 @@ pub async fn fetch(
     p: &FetchPlan,
     caller: &dyn Caller,
 ) -> Result<Sensors, EngineError> {
+    let hosted = at_host(provider, p);
+    let provider = hosted.as_ref();
     let (mut tree, raw) = gather(provider, p, caller).await?;
     schema::validate_sensors(&tree).map_err(|problems| EngineError::Schema {
         provider: provider.name.clone(),

@@ -121,7 +121,8 @@ pub async fn begin(
         store.save().await?;
         return Err(ConsentError::TooMany);
     }
-    let consent = oauth::consent(provider, &app.client_id, redirect_uri);
+    let hosted = connection_provider(store, provider, plugin, user).await?;
+    let consent = oauth::consent(&hosted, &app.client_id, redirect_uri);
     let record = json!({
         "user": user.as_str(),
         "verifier": consent.verifier.as_ref().map(|v| v.expose().to_owned()),
@@ -248,6 +249,8 @@ pub async fn complete(
     let app = live::app_credentials(store, plugin)
         .await?
         .ok_or(ConsentError::NoApp)?;
+    let hosted = connection_provider(store, provider, plugin, &user).await?;
+    let provider = hosted.as_ref();
     let token = oauth::exchange_code(
         transport,
         provider,
@@ -270,6 +273,23 @@ pub async fn complete(
     )
     .await;
     Ok(user)
+}
+
+/// The provider as the user's connection sees it: on the host of the user's `host`
+/// setting, if any.
+async fn connection_provider<'a>(
+    store: &dyn Store,
+    provider: &'a Provider,
+    plugin: &str,
+    user: &UserName,
+) -> Result<std::borrow::Cow<'a, Provider>, ConsentError> {
+    let settings = live::user_settings(store, plugin, user).await?;
+    Ok(
+        match settings.host.as_deref().and_then(|h| provider.at_host(h)) {
+            Some(moved) => std::borrow::Cow::Owned(moved),
+            None => std::borrow::Cow::Borrowed(provider),
+        },
+    )
 }
 
 /// The provider's call after a consent (Polar's user registration): its method with the
@@ -453,6 +473,62 @@ mod tests {
         assert!(
             token.is_some(),
             "the consent's token is kept for the next try"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_on_another_host_consents_and_exchanges_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("providers/dexcom.yaml");
+        let provider = crate::provider::load(&path, &UrlOverrides::default()).expect("dexcom");
+        let store = SqliteStore::open(&dir.path().join("store.db")).expect("store");
+        for (key, value) in [
+            ("client_id", "dex-client"),
+            ("client_secret", "dex-secret-31"),
+        ] {
+            store
+                .put(&format!("{}/{key}", paths::app("dexcom")), &json!(value))
+                .await
+                .unwrap();
+        }
+        let user = UserName::parse("jack").unwrap();
+        store
+            .put(
+                &format!("{}/host", paths::user("dexcom", &user)),
+                &json!("eu"),
+            )
+            .await
+            .unwrap();
+        let clock = Clock::default();
+        let url = begin(
+            &store,
+            &provider,
+            "dexcom",
+            &user,
+            "http://127.0.0.1:9/cb",
+            clock,
+        )
+        .await
+        .expect("a consent URL");
+        assert_eq!(url.origin().ascii_serialization(), "https://api.dexcom.eu");
+        assert_eq!(url.path(), "/v2/oauth2/login");
+        let state = url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        let transport = MemoryTransport::new(vec![answer(
+            200,
+            json!({"access_token": "dex-access-1", "refresh_token": "dex-refresh-1", "expires_in": 7200, "token_type": "Bearer"}),
+        )]);
+        complete(
+            &store, &transport, &provider, "dexcom", "code-9", &state, clock,
+        )
+        .await
+        .expect("granted");
+        assert_eq!(
+            transport.sent()[0].uri,
+            "https://api.dexcom.eu/v2/oauth2/token"
         );
     }
 }

@@ -218,6 +218,9 @@ pub async fn delete_token(
 ) -> Result<TokenDeletion, crate::store::StoreError> {
     let store = rt.store.as_ref();
     let _guard = rt.locks.lock(&format!("{plugin}--{user}")).await;
+    let host = user_settings(store, plugin, user).await?.host;
+    let moved = host.as_deref().and_then(|h| provider.at_host(h));
+    let provider = moved.as_ref().unwrap_or(provider);
     let outcome = match stored_token(store, plugin, user).await {
         Ok(None) => TokenDeletion::NoToken,
         Ok(Some(_)) if provider.auth.revoke_url.is_none() => TokenDeletion::NotRevocable,
@@ -819,12 +822,14 @@ pub async fn user_settings(
     let mut defaults = IndexMap::new();
     let mut methods = None;
     let mut timezone = None;
+    let mut host = None;
     if let Value::Object(m) = &data {
         for (k, v) in m {
             match k.as_str() {
                 "token" => {}
                 "methods" => methods = leaf_text(Some(v)),
                 "timezone" => timezone = leaf_text(Some(v)),
+                "host" => host = leaf_text(Some(v)),
                 _ => {
                     if let Some(t) = leaf_text(Some(v)) {
                         defaults.insert(k.clone(), t);
@@ -838,6 +843,7 @@ pub async fn user_settings(
         methods,
         system: leaf_text(system.as_ref()),
         timezone,
+        host,
     })
 }
 
@@ -899,6 +905,11 @@ pub async fn fetch(
             user: user.to_string(),
         });
     }
+    // The connection's own host: refreshes go there too.
+    let provider = match engine::at_host(&provider, plan) {
+        std::borrow::Cow::Owned(moved) => Arc::new(moved),
+        std::borrow::Cow::Borrowed(_) => provider,
+    };
     let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app);
     let result = engine::fetch(&provider, plan, &caller).await;
     let now = rt.clock.now().to_rfc3339();

@@ -482,6 +482,22 @@ impl Compiler<'_> {
                 "the base URL may not have a query or fragment",
             );
         }
+        let mut hosts = IndexMap::new();
+        for (name, origin) in &a.hosts {
+            let pointer = format!("/api/hosts/{}", pointer_token(name));
+            if !is_identifier(name) {
+                self.key_err(
+                    &pointer,
+                    format!("host name `{name}` must be letters, digits and `_`"),
+                );
+            }
+            if let Some(url) = self.url(&pointer, origin) {
+                if url.path() != "/" || url.query().is_some() {
+                    self.err(&pointer, "a host is an origin only (`https://name[:port]`)");
+                }
+                hosts.insert(name.clone(), url);
+            }
+        }
         let no_params = IndexMap::new();
         let mut headers = Vec::new();
         for (name, source) in &a.headers {
@@ -543,6 +559,7 @@ impl Compiler<'_> {
             config: a.clone(),
             errors,
             envelope,
+            hosts,
         })
     }
 

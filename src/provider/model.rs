@@ -76,7 +76,7 @@ pub struct UrlOverrides {
 }
 
 /// A compiled provider.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Provider {
     /// Machine name.
     pub name: String,
@@ -101,7 +101,7 @@ pub struct Provider {
 }
 
 /// OAuth2 settings with URLs parsed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Auth {
     /// Consent page.
     pub authorize_url: Url,
@@ -118,7 +118,7 @@ pub struct Auth {
 }
 
 /// Compiled token-response locations.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TokenFields {
     /// Envelope root.
     pub root: Option<Selector>,
@@ -143,7 +143,7 @@ pub struct TokenFields {
 }
 
 /// API settings with URLs and rules compiled.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Api {
     /// Base URL of every method path (no trailing slash).
     pub base_url: Url,
@@ -157,10 +157,37 @@ pub struct Api {
     pub errors: Vec<ErrorRule>,
     /// Compiled envelope.
     pub envelope: Option<Envelope>,
+    /// Other hosts of a connection, by name (origins only).
+    pub hosts: IndexMap<String, Url>,
+}
+
+impl Provider {
+    /// The provider as a connection on the host named `host` sees it: every URL on
+    /// `base_url`'s origin moved to that host's. `None` when no such host is declared.
+    pub fn at_host(&self, host: &str) -> Option<Provider> {
+        let target = self.api.hosts.get(host)?;
+        let home = self.api.base_url.origin();
+        let mut moved = self.clone();
+        let shift = |url: &mut Url| {
+            if url.origin() == home {
+                let _ = url.set_scheme(target.scheme());
+                let _ = url.set_host(target.host_str());
+                let _ = url.set_port(target.port());
+            }
+        };
+        shift(&mut moved.auth.authorize_url);
+        shift(&mut moved.auth.token_url);
+        shift(&mut moved.auth.refresh_url);
+        if let Some(revoke) = moved.auth.revoke_url.as_mut() {
+            shift(revoke);
+        }
+        shift(&mut moved.api.base_url);
+        Some(moved)
+    }
 }
 
 /// A compiled error rule.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ErrorRule {
     /// Statuses it applies to (any when empty).
     pub status: Vec<u16>,
@@ -173,7 +200,7 @@ pub struct ErrorRule {
 }
 
 /// A compiled envelope.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Envelope {
     /// Status location.
     pub status: Selector,
@@ -283,7 +310,7 @@ pub fn loosely_equal(a: &Value, b: &Value) -> bool {
 }
 
 /// A compiled method.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Method {
     /// Its name.
     pub name: String,
@@ -316,7 +343,7 @@ pub struct Method {
 }
 
 /// A compiled body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Body {
     /// Form fields.
     Form(Vec<(String, Tpl)>),
@@ -325,7 +352,7 @@ pub enum Body {
 }
 
 /// A JSON document whose string leaves are templates.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum JsonTpl {
     /// A value without templates.
     Literal(Value),
@@ -338,7 +365,7 @@ pub enum JsonTpl {
 }
 
 /// Compiled pagination.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Pagination {
     /// Style.
     pub kind: raw::PaginationKind,
@@ -365,7 +392,7 @@ pub struct Pagination {
 }
 
 /// A compiled output.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Output {
     /// Sensor key.
     pub name: String,
@@ -386,7 +413,7 @@ pub struct Output {
 }
 
 /// Where a field's value comes from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum FieldSource {
     /// A path in the row.
     Row(Selector),
@@ -399,7 +426,7 @@ pub enum FieldSource {
 }
 
 /// A compiled field.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Field {
     /// Key in the entry.
     pub name: String,

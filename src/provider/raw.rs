@@ -246,6 +246,11 @@ pub struct ApiConfig {
     /// Headers on every call (templates: `{{app.system}}`).
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+    /// Other hosts a connection may live on, by name (`eu: https://api.dexcom.eu`): a
+    /// user's `host` setting moves every URL on `base_url`'s host (consent, token,
+    /// refresh, revocation, API) to the named one.
+    #[serde(default)]
+    pub hosts: IndexMap<String, String>,
     /// The unit system used when `plugindata/<plugin>/system` is not set.
     #[serde(default = "default_system")]
     pub default_system: String,

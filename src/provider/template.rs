@@ -61,6 +61,7 @@ pub const HELPERS: &[&str] = &[
 ];
 
 /// The compiled templates of one provider.
+#[derive(Clone)]
 pub struct Templates {
     path: Handlebars<'static>,
     text: Handlebars<'static>,

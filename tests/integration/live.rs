@@ -613,6 +613,7 @@ impl Live {
             layout: Layout::Mapped,
             today: now.date_naive(),
             zone: chrono_tz::Tz::UTC,
+            host: None,
             call: CallContext {
                 system: provider.api.default_system.clone(),
                 client_id: Some(self.fake.config().client_id),

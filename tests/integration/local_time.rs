@@ -244,3 +244,49 @@ fn times_land_on_the_day_and_offset_they_were_recorded_in() {
         "{amsterdam}"
     );
 }
+
+/// A connection's host (`api.hosts`, the user's `host` setting) moves the API calls of
+/// that user, and only that user's; a host the provider lacks is refused.
+#[test]
+fn a_connection_on_another_host_asks_that_host() {
+    let sandbox = Sandbox::new();
+    let plan = |user: &str| {
+        let out = run(
+            &sandbox,
+            &[],
+            &[
+                "plan",
+                "dexcom",
+                "--user",
+                user,
+                "--now",
+                "2026-11-24T09:00:00Z",
+            ],
+        );
+        stdout(&out)
+    };
+    assert!(plan("jack").contains("\"url\":\"https://api.dexcom.com/v3/users/self/egvs?"));
+    let set = run(
+        &sandbox,
+        &[],
+        &["user", "dexcom", "--user", "jack", "--set", "host=eu"],
+    );
+    stdout(&set);
+    assert!(plan("jack").contains("\"url\":\"https://api.dexcom.eu/v3/users/self/egvs?"));
+    assert!(plan("jill").contains("\"url\":\"https://api.dexcom.com/v3/users/self/egvs?"));
+    let bad = run(
+        &sandbox,
+        &[],
+        &["user", "dexcom", "--user", "jack", "--set", "host=mars"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("provider `dexcom` has no host `mars`; its hosts: eu, jp, sandbox"),
+        "{err}"
+    );
+    assert!(
+        plan("jack").contains("https://api.dexcom.eu/"),
+        "a refused host changes nothing"
+    );
+}

@@ -376,3 +376,34 @@ cases! {
     strava_distance_two_pages: "strava", "distance_two_pages", "get_distance",
         ["base_date=2026-11-23", "period=1y"], ["--system", "metric"] => Expect::Xml;
 }
+
+cases! {
+    // google-health. Exercises over two pages, dated on their local start day at the
+    // offset recorded beside it (Tokyo, Amsterdam, New York: an evening walk west of
+    // Greenwich stays on its day), distances in miles (en_US), then km.
+    google_health_workouts: "google-health", "workouts", "get_workouts",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    google_health_workouts_metric: "google-health", "workouts", "get_workouts",
+        ["base_date=2026-11-23", "period=7d"], ["--system", "metric"] => Expect::Xml;
+    // Daily summaries filtered on their `date`; a day without an average has no entry.
+    google_health_hrv: "google-health", "hrv", "get_hrv",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    // The first page holds no data points but a nextPageToken: paging goes on.
+    google_health_spo2_empty_first_page: "google-health", "spo2_empty_first_page", "get_spo2",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    google_health_respiratory_rate: "google-health", "respiratory_rate", "get_respiratory_rate",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+
+    // withings. Blood pressure over two pages: systolic, diastolic and pulse picked by
+    // type inside each group, read in the answer's zone (America/Chicago); a group with
+    // only a pulse has no entry.
+    withings_bloodpressure_two_pages: "withings", "bloodpressure_two_pages", "get_bloodpressure",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    withings_heartrate: "withings", "heartrate", "get_heartrate",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+    // Sleep summaries over two pages (`more: true`), each night at its own zone
+    // (Europe/Amsterdam, America/New_York); seconds become minutes, the efficiency ratio
+    // a percentage.
+    withings_sleep_two_pages: "withings", "sleep_two_pages", "get_sleep",
+        ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
+}

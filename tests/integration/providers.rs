@@ -149,9 +149,8 @@ cases! {
         ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     google_health_steps_intraday: "google-health", "steps_intraday", "get_steps_intraday",
         ["base_date=2026-11-23"], [] => Expect::Xml;
-    // Two days, one request per day (`window: {max_days: 1}`).
-    // FIXME: samples of one day stay newest first (Google's order): `sort_by` takes
-    // one key and `dateTime` is only the date; sorting needs (dateTime, time).
+    // Two days, one request per day (`window: {max_days: 1}`); samples sorted by date
+    // and time, each with the offset it was recorded in.
     google_health_heartrate_two_days: "google-health", "heartrate_two_days", "get_heartrate",
         ["base_date=2026-11-22", "end_date=2026-11-23"], [] => Expect::Xml;
     google_health_resting_heartrate: "google-health", "resting_heartrate", "get_resting_heartrate",
@@ -180,10 +179,9 @@ cases! {
             "The Google account has no Google Health profile linked.",
         ]);
 
-    // withings. getmeas over two pages (more/offset, the offset in the form body).
-    // FIXME: dates and times are the epoch `date` read in UTC (23:40:02 on the 22nd is
-    // 00:40 on the 23rd in the answer's `timezone`, Europe/Amsterdam): the format has
-    // no way to read an epoch in a time zone taken from the answer.
+    // withings. getmeas over two pages (more/offset, the offset in the form body);
+    // epoch times in the answer's `timezone` (23:40:02 UTC on the 22nd is 00:40 on the
+    // 23rd in Europe/Amsterdam).
     withings_bodyweight_two_pages: "withings", "weight_two_pages", "get_bodyweight",
         ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     withings_bodyweight_metric: "withings", "weight_two_pages", "get_bodyweight",

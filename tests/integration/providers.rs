@@ -300,6 +300,12 @@ cases! {
     // polar. Exercises with local start times and offsets in minutes east and west of
     // Greenwich; daily activity over a week.
     polar_workouts: "polar", "workouts", "get_workouts", [], [] => Expect::Xml;
+    // The call after a consent, asked for by hand: a user registered already (409) is
+    // an error on the data route (the consent accepts it), and maps nothing.
+    polar_register_user: "polar", "register_user", "register_user", [], [] => Expect::Error(&[
+        "polar register_user",
+        "HTTP 409",
+    ]);
     polar_steps: "polar", "steps", "get_steps",
         ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     // dexcom. Naive device times read in the user's zone, values in mg/dL or mmol/L

@@ -160,6 +160,9 @@ pub fn plan(
         today: local::today_in(now, zone),
         zone,
         host,
+        zone_set: stored
+            .and_then(|s| s.timezone.as_deref())
+            .is_some_and(|z| !z.trim().is_empty()),
         call: CallContext {
             system,
             client_id,

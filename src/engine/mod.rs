@@ -180,8 +180,53 @@ pub struct FetchPlan {
     pub zone: chrono_tz::Tz,
     /// The host the user's connection lives on (`api.hosts`), when not the default.
     pub host: Option<String>,
+    /// Whether the zone is the user's own setting (else the machine's, which the
+    /// provider's record of the user's zone replaces, see `api.time_zone`).
+    pub zone_set: bool,
     /// Template context.
     pub call: CallContext,
+}
+
+impl FetchPlan {
+    /// The plan with `zone` as the user's zone: `today` is the date there at the plan's
+    /// clock.
+    pub fn in_zone(&self, zone: chrono_tz::Tz) -> FetchPlan {
+        let mut p = self.clone();
+        if let Ok(now) = chrono::DateTime::parse_from_rfc3339(&p.call.now) {
+            p.today = transform::local::today_in(now.with_timezone(&chrono::Utc), zone);
+        }
+        p.zone = zone;
+        p.call.zone = zone.name().to_owned();
+        p
+    }
+}
+
+/// The provider's record of the user's zone (`api.time_zone`), asked for through the
+/// same caller as every other call when the user set no zone. A zone that cannot be
+/// read leaves the machine's in place, and says so in the log.
+async fn provider_zone(
+    provider: &Provider,
+    p: &FetchPlan,
+    caller: &dyn Caller,
+) -> Option<chrono_tz::Tz> {
+    let (name, path) = provider.api.time_zone.as_ref().filter(|_| !p.zone_set)?;
+    let method = provider.methods.get(name)?;
+    let request = request::build(provider, method, &Map::new(), &p.call, None).ok()?;
+    let found = match caller.call(&request).await {
+        Ok(doc) => doc.find(path),
+        Err(e) => {
+            tracing::warn!(provider = %provider.name, method = %name, error = %e.message, "The user's time zone could not be read; the machine's is used");
+            return None;
+        }
+    };
+    let zone = found
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(transform::local::parse_zone);
+    if zone.is_none() {
+        tracing::warn!(provider = %provider.name, method = %name, "The provider named no time zone; the machine's is used");
+    }
+    zone
 }
 
 /// The provider as the plan's connection sees it: on the plan's host (checked when the
@@ -270,6 +315,14 @@ async fn gather(
     p: &FetchPlan,
     caller: &dyn Caller,
 ) -> Result<(Sensors, Map<String, Value>), EngineError> {
+    let learned;
+    let p = match provider_zone(provider, p, caller).await {
+        Some(zone) => {
+            learned = p.in_zone(zone);
+            &learned
+        }
+        None => p,
+    };
     let resolved = resolve(provider, p)?;
     let ctx = transform::MapContext::new(UnitSystem::from_setting(&p.call.system), p.zone);
     let mut tree = Sensors::default();

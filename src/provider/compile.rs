@@ -127,7 +127,7 @@ pub fn compile_source(
         doc: &doc,
         problems,
         templates: Templates::new(),
-        after_consent: None,
+        helper_methods: Vec::new(),
     };
     let provider = c.provider(
         Parts {
@@ -250,8 +250,9 @@ struct Compiler<'d> {
     doc: &'d Document,
     problems: Vec<(yaml::Loc, String)>,
     templates: Templates,
-    /// The method `auth.after_consent` calls, which maps nothing.
-    after_consent: Option<String>,
+    /// Methods called for the engine's own use (`auth.after_consent`,
+    /// `api.time_zone`), which may map nothing.
+    helper_methods: Vec<String>,
 }
 
 impl Compiler<'_> {
@@ -338,11 +339,20 @@ impl Compiler<'_> {
                 self.err("/retired/since", "`since` must be a YYYY-MM-DD date");
             }
         }
-        self.after_consent = parts
+        self.helper_methods = parts
             .auth
             .as_ref()
             .and_then(|a| a.after_consent.as_ref())
-            .map(|s| s.method.clone());
+            .map(|s| s.method.clone())
+            .into_iter()
+            .chain(
+                parts
+                    .api
+                    .as_ref()
+                    .and_then(|a| a.time_zone.as_ref())
+                    .map(|t| t.method.clone()),
+            )
+            .collect();
         let auth = parts.auth.as_ref().and_then(|a| self.auth(a, overrides));
         let api = parts.api.as_ref().and_then(|a| self.api(a, overrides));
         let mut methods = IndexMap::new();
@@ -359,6 +369,14 @@ impl Compiler<'_> {
             }
         }
         self.same_units(&parts.methods);
+        if let Some(tz) = parts.api.as_ref().and_then(|a| a.time_zone.as_ref()) {
+            if !parts.methods.contains_key(&tz.method) {
+                self.err(
+                    "/api/time_zone/method",
+                    format!("`{}` is not a method of this provider", tz.method),
+                );
+            }
+        }
         if let Some(step) = parts.auth.as_ref().and_then(|a| a.after_consent.as_ref()) {
             if !parts.methods.contains_key(&step.method) {
                 self.err(
@@ -552,6 +570,12 @@ impl Compiler<'_> {
                 );
             }
         }
+        let time_zone = match &a.time_zone {
+            Some(tz) => self
+                .selector("/api/time_zone/path", &tz.path)
+                .map(|path| (tz.method.clone(), path)),
+            None => None,
+        };
         Some(Api {
             base_url: base_url?,
             headers,
@@ -560,6 +584,7 @@ impl Compiler<'_> {
             errors,
             envelope,
             hosts,
+            time_zone,
         })
     }
 
@@ -785,7 +810,8 @@ impl Compiler<'_> {
                 outputs.push(out);
             }
         }
-        if m.output.is_empty() && m.raw.is_empty() && self.after_consent.as_deref() != Some(name) {
+        if m.output.is_empty() && m.raw.is_empty() && !self.helper_methods.iter().any(|h| h == name)
+        {
             self.key_err(
                 pointer,
                 format!("method `{name}` has neither `output` nor `raw`"),

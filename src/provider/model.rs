@@ -159,6 +159,8 @@ pub struct Api {
     pub envelope: Option<Envelope>,
     /// Other hosts of a connection, by name (origins only).
     pub hosts: IndexMap<String, Url>,
+    /// The method and path of the provider's record of the user's zone.
+    pub time_zone: Option<(String, Selector)>,
 }
 
 impl Provider {

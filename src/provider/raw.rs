@@ -246,6 +246,11 @@ pub struct ApiConfig {
     /// Headers on every call (templates: `{{app.system}}`).
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+    /// Where the user's time zone comes from when the user set none: a method of this
+    /// file (it takes no parameters) and the JSONPath of the IANA name in its answer
+    /// (Google Health's `users/me/settings` `timeZone`).
+    #[serde(default)]
+    pub time_zone: Option<TimeZoneSourceConfig>,
     /// Other hosts a connection may live on, by name (`eu: https://api.dexcom.eu`): a
     /// user's `host` setting moves every URL on `base_url`'s host (consent, token,
     /// refresh, revocation, API) to the named one.
@@ -728,6 +733,16 @@ impl SortBy {
             SortBy::Many(names) => names.iter().map(String::as_str).collect(),
         }
     }
+}
+
+/// The provider's own record of the user's time zone.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeZoneSourceConfig {
+    /// The method to call.
+    pub method: String,
+    /// JSONPath of the IANA zone name in its answer.
+    pub path: String,
 }
 
 /// The call after a consent: one of the provider's methods, and the statuses besides

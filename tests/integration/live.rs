@@ -614,6 +614,7 @@ impl Live {
             today: now.date_naive(),
             zone: chrono_tz::Tz::UTC,
             host: None,
+            zone_set: true,
             call: CallContext {
                 system: provider.api.default_system.clone(),
                 client_id: Some(self.fake.config().client_id),

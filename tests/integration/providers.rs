@@ -58,8 +58,11 @@ impl Case {
             "--methods",
             self.methods,
         ])
-        .args(["--now", NOW, "--dry-run", "--replay"])
+        .args(["--dry-run", "--replay"])
         .arg(&dir);
+        if !self.args.contains(&"--now") {
+            cmd.args(["--now", NOW]);
+        }
         for kv in self.set {
             cmd.args(["--set", kv]);
         }
@@ -153,6 +156,10 @@ cases! {
     // and time, each with the offset it was recorded in.
     google_health_heartrate_two_days: "google-health", "heartrate_two_days", "get_heartrate",
         ["base_date=2026-11-22", "end_date=2026-11-23"], [] => Expect::Xml;
+    // No zone set here: Google's settings name the user's zone, and at 17:00 in Los
+    // Angeles (01:00 UTC on the 23rd) today is the 22nd.
+    google_health_weight_in_settings_zone: "google-health", "weight_in_settings_zone",
+        "get_bodyweight", [], ["--now", "2026-11-23T01:00:00Z"] => Expect::Xml;
     google_health_resting_heartrate: "google-health", "resting_heartrate", "get_resting_heartrate",
         ["base_date=2026-11-23", "period=7d"], [] => Expect::Xml;
     google_health_sleep: "google-health", "sleep", "get_sleep",

@@ -26,7 +26,7 @@ use healthpull::igor::xml;
 use healthpull::live::{self, Clock, TokenDeletion};
 use healthpull::provider::{self, Diagnostics, UrlOverrides};
 use healthpull::settings::UserSettings;
-use healthpull::transform::Layout;
+use healthpull::transform::{Doc, Layout};
 use healthpull::user::UserName;
 
 /// healthpull: collects personal health data from OAuth2 cloud APIs into Igor's database.
@@ -335,17 +335,25 @@ fn to_xml(tag: &str) -> Result<i32> {
         .lock()
         .read_to_end(&mut input)
         .context("cannot read stdin")?;
-    let value: Value = serde_json::from_slice(&input).context("stdin is not JSON")?;
-    drop(input);
-    let mut text = xml::try_to_igor_xml(tag, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The process ends after this command: freeing a large tree node by node would cost
-    // as much as writing it (docs/BENCHMARKS.md, "to-xml against Igor's converter").
-    std::mem::forget(value);
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
+    let doc = json_document(input).context("stdin is not JSON")?;
+    // Written from the document's index, without a `Value` (docs/BENCHMARKS.md, "to-xml
+    // against Igor's converter"); checked whole before anything is printed.
+    let mut text = xml::try_doc_to_igor_xml(tag, &doc).map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop(doc);
+    text.push('\n');
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(0)
+}
+
+/// Indexes JSON bytes, with `serde_json`'s error for what is not JSON.
+fn json_document(bytes: Vec<u8>) -> Result<Doc, serde_json::Error> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Doc::decode(text),
+        // Bytes that are not UTF-8 are never JSON: `serde_json` says where.
+        Err(not_utf8) => Err(serde_json::from_slice::<Value>(not_utf8.as_bytes())
+            .err()
+            .unwrap_or_else(|| serde::de::Error::custom(not_utf8.utf8_error()))),
+    }
 }
 
 /// Splits `--set k=v` arguments.

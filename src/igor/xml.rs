@@ -61,6 +61,7 @@ use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Number, Value};
 
 use crate::sensors::{Cell, Node, Segment, Sensors, Table, integer_magnitude};
+use crate::transform::{Doc, Item};
 
 /// Why a conversion failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,10 +242,7 @@ fn write_row(
                 open_content(out, &mut has_child_nodes);
                 column.push_open(out);
                 out.push('>');
-                if *integer < 0 {
-                    out.push('-');
-                }
-                push_decimal(out, integer.unsigned_abs());
+                push_signed_decimal(out, *integer);
                 column.push_close(out);
             }
             Cell::UInt(integer) => {
@@ -285,6 +283,23 @@ pub fn try_to_igor_xml(tag: &str, value: &Value) -> Result<String, XmlError> {
     Ok(to_igor_xml(tag, value))
 }
 
+/// [`try_to_igor_xml`] of an indexed JSON text (`transform::Doc`), read straight from
+/// its index without building a `Value`: the same bytes, the same errors, with the same
+/// rules (one implementation walks both). A text with duplicate keys is indexed from
+/// `serde_json`'s `Value` (`Doc::decode`), which keeps the last value at the first key's
+/// place, as Python's `json.loads` does.
+///
+/// # Errors
+///
+/// As [`try_to_igor_xml`]; nothing is written before the whole document is checked.
+pub fn try_doc_to_igor_xml(tag: &str, doc: &Doc) -> Result<String, XmlError> {
+    let root = DocNode { doc, at: 0 };
+    check_writable(root)?;
+    let mut out = String::new();
+    write_element(&mut out, ElementName::new(tag), root);
+    Ok(out)
+}
+
 /// Parses one XML element (a document; an XML declaration and surrounding whitespace,
 /// comments or processing instructions are allowed) into its name and the value Igor's
 /// JSON interface returns for it (`GET` with `Accept: application/json` is
@@ -319,6 +334,96 @@ pub fn igor_xml_to_value_verbatim(xml: &str) -> Result<(String, Value), XmlError
 // ---------------------------------------------------------------------------------------
 // Writing
 // ---------------------------------------------------------------------------------------
+
+/// A JSON tree the writer walks: a `serde_json::Value` or a node of an indexed JSON
+/// document (`transform::Doc`). Both show the same nodes, so each conversion rule
+/// (and each check) is written once, for both.
+trait Tree<'a>: Copy {
+    /// What this node is.
+    fn shape(self) -> Shape<'a>;
+    /// The items of a list, in order (nothing for another node).
+    fn items(self) -> impl Iterator<Item = Self>;
+    /// The members of an object, in order, without duplicate keys (nothing for another
+    /// node).
+    fn members(self) -> impl Iterator<Item = (&'a str, Self)>;
+}
+
+/// One node of a [`Tree`]. Integers in their simplest form may come as machine
+/// integers, any number as its token.
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    Null,
+    Bool(bool),
+    UInt(u64),
+    Int(i64),
+    Number(&'a str),
+    Str(&'a str),
+    Array,
+    Object,
+}
+
+impl<'a> Tree<'a> for &'a Value {
+    fn shape(self) -> Shape<'a> {
+        match self {
+            Value::Null => Shape::Null,
+            Value::Bool(b) => Shape::Bool(*b),
+            Value::Number(number) => Shape::Number(number.as_str()),
+            Value::String(text) => Shape::Str(text),
+            Value::Array(_) => Shape::Array,
+            Value::Object(_) => Shape::Object,
+        }
+    }
+
+    fn items(self) -> impl Iterator<Item = Self> {
+        match self {
+            Value::Array(items) => items.iter(),
+            _ => [].iter(),
+        }
+    }
+
+    fn members(self) -> impl Iterator<Item = (&'a str, Self)> {
+        let map = match self {
+            Value::Object(map) => Some(map),
+            _ => None,
+        };
+        map.into_iter()
+            .flatten()
+            .map(|(key, value)| (key.as_str(), value))
+    }
+}
+
+/// A node of an indexed document: the document and the node's tape index.
+#[derive(Clone, Copy)]
+struct DocNode<'a> {
+    doc: &'a Doc,
+    at: usize,
+}
+
+impl<'a> Tree<'a> for DocNode<'a> {
+    fn shape(self) -> Shape<'a> {
+        match self.doc.item(self.at) {
+            Item::Null => Shape::Null,
+            Item::Bool(b) => Shape::Bool(b),
+            Item::UInt(integer) => Shape::UInt(integer),
+            Item::Int(integer) => Shape::Int(integer),
+            Item::Number(text) => Shape::Number(text),
+            Item::Str(text) => Shape::Str(text),
+            Item::Array => Shape::Array,
+            Item::Object => Shape::Object,
+        }
+    }
+
+    fn items(self) -> impl Iterator<Item = Self> {
+        let doc = self.doc;
+        doc.items(self.at).map(move |at| DocNode { doc, at })
+    }
+
+    fn members(self) -> impl Iterator<Item = (&'a str, Self)> {
+        let doc = self.doc;
+        doc.members(self.at)
+            .map(move |(key, at)| (key, DocNode { doc, at }))
+    }
+}
 
 /// An element name with its escaping decided once (a list value writes many elements
 /// with the same key).
@@ -369,17 +474,17 @@ fn is_igor_tag(tag: &str) -> bool {
         && tag != "_e"
 }
 
-fn write_element(out: &mut String, name: ElementName<'_>, value: &Value) {
+fn write_element<'a, T: Tree<'a>>(out: &mut String, name: ElementName<'_>, value: T) {
     name.push_open(out);
-    let Value::Object(map) = value else {
+    if !matches!(value.shape(), Shape::Object) {
         out.push('>');
         push_plain_text(out, value);
         name.push_close(out);
         return;
-    };
+    }
     // minidom prints `<v/>` when the element got no child node at all.
     let mut has_child_nodes = false;
-    for (key, child) in map {
+    for (key, child) in value.members() {
         write_member(out, key, child, &mut has_child_nodes);
     }
     if has_child_nodes {
@@ -391,26 +496,36 @@ fn write_element(out: &mut String, name: ElementName<'_>, value: &Value) {
 
 /// The child nodes of one member of an object: an element per item of a list (or the
 /// one value), or text nodes for `#text`.
-fn write_member(out: &mut String, key: &str, child: &Value, has_child_nodes: &mut bool) {
-    let items = match child {
-        Value::Array(items) => items.as_slice(),
-        single => std::slice::from_ref(single),
-    };
+fn write_member<'a, T: Tree<'a>>(
+    out: &mut String,
+    key: &str,
+    child: T,
+    has_child_nodes: &mut bool,
+) {
     if key == "#text" {
-        for item in items {
+        for_each_item(child, |item| {
             open_content(out, has_child_nodes);
-            match item {
-                Value::String(text) => push_escaped(out, text),
+            match item.shape() {
+                Shape::Str(text) => push_escaped(out, text),
                 // Outside the precondition (Igor: TypeError); see write_igor_xml.
-                other => push_plain_text(out, other),
+                _ => push_plain_text(out, item),
             }
-        }
+        });
     } else {
         let child_name = ElementName::new(key);
-        for item in items {
+        for_each_item(child, |item| {
             open_content(out, has_child_nodes);
             write_element(out, child_name, item);
-        }
+        });
+    }
+}
+
+/// Calls `each` with every item of a list, or with the one value that is not a list.
+fn for_each_item<'a, T: Tree<'a>>(value: T, mut each: impl FnMut(T)) {
+    if matches!(value.shape(), Shape::Array) {
+        value.items().for_each(each);
+    } else {
+        each(value);
     }
 }
 
@@ -423,14 +538,16 @@ fn open_content(out: &mut String, has_child_nodes: &mut bool) {
 
 /// A non-object value as the text Igor writes for it (`"%s" % data` after mapping
 /// `None` and `False` to `''` and `True` to `'true'`), escaped.
-fn push_plain_text(out: &mut String, value: &Value) {
-    match value {
-        Value::Null | Value::Bool(false) => {}
-        Value::Bool(true) => out.push_str("true"),
+fn push_plain_text<'a, T: Tree<'a>>(out: &mut String, value: T) {
+    match value.shape() {
+        Shape::Null | Shape::Bool(false) => {}
+        Shape::Bool(true) => out.push_str("true"),
         // Digits, signs, '.', 'e' and '+' need neither escaping nor removal.
-        Value::Number(number) => push_python_number(out, number),
-        Value::String(text) => push_escaped(out, text),
-        Value::Array(_) | Value::Object(_) => {
+        Shape::UInt(integer) => push_decimal(out, integer),
+        Shape::Int(integer) => push_signed_decimal(out, integer),
+        Shape::Number(text) => push_python_number_text(out, text),
+        Shape::Str(text) => push_escaped(out, text),
+        Shape::Array | Shape::Object => {
             let mut repr = String::new();
             push_python_repr(&mut repr, value);
             push_escaped(out, &repr);
@@ -501,7 +618,11 @@ static ATTENTION: [bool; 256] = {
 /// anything else as a `float` (`json.loads` makes `1.0` and `1e5` floats; serde_json
 /// keeps every number's text, see `arbitrary_precision` in docs/ARCHITECTURE.md).
 fn push_python_number(out: &mut String, number: &Number) {
-    let text = number.as_str();
+    push_python_number_text(out, number.as_str());
+}
+
+/// [`push_python_number`] of a number token (`serde_json` has accepted it).
+fn push_python_number_text(out: &mut String, text: &str) {
     if let Some(magnitude) = integer_magnitude(text) {
         let significant = magnitude.trim_start_matches('0');
         if significant.is_empty() {
@@ -521,6 +642,14 @@ fn push_python_number(out: &mut String, number: &Number) {
             out.push_str(if float < 0.0 { "-inf" } else { "inf" });
         }
     }
+}
+
+/// Appends `value` in decimal, with its sign.
+fn push_signed_decimal(out: &mut String, value: i64) {
+    if value < 0 {
+        out.push('-');
+    }
+    push_decimal(out, value.unsigned_abs());
 }
 
 /// Appends the decimal digits of `value` (cheaper than going through `fmt`).
@@ -652,16 +781,18 @@ impl fmt::Write for StackBuffer {
 }
 
 /// Python's `repr()` of the Python object `json.loads` makes of `value`.
-fn push_python_repr(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
-        Value::Number(number) => push_python_number(out, number),
-        Value::String(text) => push_python_str_repr(out, text),
-        Value::Array(items) => {
+fn push_python_repr<'a, T: Tree<'a>>(out: &mut String, value: T) {
+    match value.shape() {
+        Shape::Null => out.push_str("None"),
+        Shape::Bool(true) => out.push_str("True"),
+        Shape::Bool(false) => out.push_str("False"),
+        Shape::UInt(integer) => push_decimal(out, integer),
+        Shape::Int(integer) => push_signed_decimal(out, integer),
+        Shape::Number(text) => push_python_number_text(out, text),
+        Shape::Str(text) => push_python_str_repr(out, text),
+        Shape::Array => {
             out.push('[');
-            for (position, item) in items.iter().enumerate() {
+            for (position, item) in value.items().enumerate() {
                 if position > 0 {
                     out.push_str(", ");
                 }
@@ -669,9 +800,9 @@ fn push_python_repr(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
+        Shape::Object => {
             out.push('{');
-            for (position, (key, item)) in map.iter().enumerate() {
+            for (position, (key, item)) in value.members().enumerate() {
                 if position > 0 {
                     out.push_str(", ");
                 }
@@ -737,18 +868,15 @@ fn range_containing(ranges: &[(u32, u32)], code: u32) -> Option<(u32, u32)> {
 }
 
 /// Finds where Igor would fail on `value` (see [`try_to_igor_xml`]), in document order.
-fn check_writable(value: &Value) -> Result<(), XmlError> {
-    let Value::Object(map) = value else {
-        // Plain values, lists included, become text: nothing can fail.
-        return Ok(());
-    };
-    for (key, child) in map {
+fn check_writable<'a, T: Tree<'a>>(value: T) -> Result<(), XmlError> {
+    // Plain values, lists included, become text: nothing can fail.
+    for (key, child) in value.members() {
         if key == "#text" {
-            match child {
-                Value::String(_) => {}
-                Value::Array(items) => {
-                    for (position, item) in items.iter().enumerate() {
-                        if !item.is_string() {
+            match child.shape() {
+                Shape::Str(_) => {}
+                Shape::Array => {
+                    for (position, item) in child.items().enumerate() {
+                        if !matches!(item.shape(), Shape::Str(_)) {
                             return Err(XmlError::TextNotString {
                                 pointer: String::new(),
                                 found: json_type(item),
@@ -758,10 +886,10 @@ fn check_writable(value: &Value) -> Result<(), XmlError> {
                         }
                     }
                 }
-                other => {
+                _ => {
                     return Err(XmlError::TextNotString {
                         pointer: String::new(),
-                        found: json_type(other),
+                        found: json_type(child),
                     }
                     .within(key));
                 }
@@ -769,11 +897,11 @@ fn check_writable(value: &Value) -> Result<(), XmlError> {
         } else if key.starts_with('@') {
             return Err(XmlError::AttributeKey {
                 pointer: String::new(),
-                key: key.clone(),
+                key: key.to_owned(),
             }
             .within(key));
-        } else if let Value::Array(items) = child {
-            for (position, item) in items.iter().enumerate() {
+        } else if matches!(child.shape(), Shape::Array) {
+            for (position, item) in child.items().enumerate() {
                 check_writable(item)
                     .map_err(|error| error.within(&position.to_string()).within(key))?;
             }
@@ -797,14 +925,14 @@ impl XmlError {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
+fn json_type<'a, T: Tree<'a>>(value: T) -> &'static str {
+    match value.shape() {
+        Shape::Null => "null",
+        Shape::Bool(_) => "a boolean",
+        Shape::UInt(_) | Shape::Int(_) | Shape::Number(_) => "a number",
+        Shape::Str(_) => "a string",
+        Shape::Array => "a list",
+        Shape::Object => "an object",
     }
 }
 

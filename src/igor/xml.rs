@@ -10,7 +10,13 @@
 //! all their quirks. `tests/integration/xml.rs` checks the recorded vectors and
 //! `tests/integration/igor_converter.rs` compares against Igor's own code.
 //!
-//! # Writing (`to_igor_xml`, `write_igor_xml`, `try_to_igor_xml`)
+//! # Writing (`to_igor_xml`, `write_igor_xml`, `try_to_igor_xml`, `check_doc`)
+//!
+//! One writer and one check, for two kinds of tree: a `serde_json::Value` and an indexed
+//! JSON text (`transform::Doc`, what `to-xml` reads from stdin), walked through the same
+//! generic code, so a rule exists once and both give the same bytes and the same errors.
+//! A `Doc` holds no duplicate keys: a text with them is indexed from `serde_json`'s
+//! `Value`, which keeps the last value at the first key's place, as Python's dict does.
 //!
 //! * An element name is the key if it matches `^[a-zA-Z_][-_.a-zA-Z0-9]*$` and is not
 //!   `_e`; otherwise the element is `<_e _e="key">`. Python's `$` also matches before
@@ -36,8 +42,9 @@
 //!   `<v></v>`.
 //!
 //! [`write_sensors_xml`] writes a compact sensor tree (`sensors::Sensors`) exactly as
-//! [`write_igor_xml`] writes its `Value` form, streaming to an `io::Write`: table rows go
-//! out as they are formatted, through a small buffer.
+//! [`write_igor_xml`] writes its `Value` form, and [`WritableDoc::write_xml`] a checked
+//! document, both streaming to an `io::Write`: elements go out as they are formatted,
+//! through a small buffer.
 //!
 //! # Reading (`igor_xml_to_value`, `igor_xml_to_value_verbatim`)
 //!
@@ -136,7 +143,9 @@ pub fn to_igor_xml(tag: &str, value: &Value) -> String {
 /// output, but not what Igor would do: an `@name` key becomes an ordinary escaped child
 /// `<_e _e="@name">`, a non-string `#text` item is written like a plain value.
 pub fn write_igor_xml(out: &mut String, tag: &str, value: &Value) {
-    write_element(out, ElementName::new(tag), value);
+    let mut xml = Out::memory(std::mem::take(out));
+    write_element(&mut xml, ElementName::new(tag), value);
+    *out = xml.text;
 }
 
 /// The element Igor stores for a sensor tree under `tag`, as text
@@ -156,25 +165,16 @@ pub fn sensors_to_xml(tag: &str, tree: &Sensors) -> String {
 ///
 /// Those of `out`.
 pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) -> io::Result<()> {
-    /// Buffered text is handed to `out` in pieces of about this size.
-    const CHUNK: usize = 1 << 16;
-    let mut buffer = String::with_capacity(CHUNK + 4096);
-    let mut flush = |buffer: &mut String, force: bool| -> io::Result<()> {
-        if force || buffer.len() >= CHUNK {
-            out.write_all(buffer.as_bytes())?;
-            buffer.clear();
-        }
-        Ok(())
-    };
+    let mut xml = Out::streaming(out);
     let name = ElementName::new(tag);
-    name.push_open(&mut buffer);
+    name.push_open(&mut xml.text);
     let mut has_child_nodes = false;
     for (key, node) in &tree.outputs {
         match node {
-            Node::Value(value) => write_member(&mut buffer, key, value, &mut has_child_nodes),
+            Node::Value(value) => write_member(&mut xml, key, value, &mut has_child_nodes),
             // `#text` lists are text nodes, not elements: as `Value`s, like the rest.
             Node::List(_) if key == "#text" => {
-                write_member(&mut buffer, key, &node.to_value(), &mut has_child_nodes);
+                write_member(&mut xml, key, &node.to_value(), &mut has_child_nodes);
             }
             Node::List(segments) => {
                 let child_name = ElementName::new(key);
@@ -187,41 +187,42 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
                                 .map(|c| ElementName::new(c))
                                 .collect();
                             for row in 0..table.len() {
-                                open_content(&mut buffer, &mut has_child_nodes);
-                                write_row(&mut buffer, child_name, table, &columns, row);
-                                flush(&mut buffer, false)?;
+                                open_content(&mut xml.text, &mut has_child_nodes);
+                                write_row(&mut xml, child_name, table, &columns, row);
+                                xml.boundary();
                             }
                         }
                     }
                 }
             }
         }
-        flush(&mut buffer, false)?;
+        xml.boundary();
     }
     if has_child_nodes {
-        name.push_close(&mut buffer);
+        name.push_close(&mut xml.text);
     } else {
-        buffer.push_str("/>");
+        xml.text.push_str("/>");
     }
-    flush(&mut buffer, true)
+    xml.finish()
 }
 
 /// Row `row` of a table as [`write_element`] writes its entry object.
 fn write_row(
-    out: &mut String,
+    xml: &mut Out<'_>,
     name: ElementName<'_>,
     table: &Table,
     columns: &[ElementName<'_>],
     row: usize,
 ) {
-    name.push_open(out);
+    name.push_open(&mut xml.text);
     let mut has_child_nodes = false;
     for (column, cell) in columns.iter().zip(table.row(row)) {
+        let out = &mut xml.text;
         match cell {
             Cell::Absent => {}
             _ if column.tag == "#text" || matches!(cell, Cell::Other(_)) => {
                 if let Some(value) = table.cell_value(cell) {
-                    write_member(out, column.tag, &value, &mut has_child_nodes);
+                    write_member(xml, column.tag, &value, &mut has_child_nodes);
                 }
             }
             Cell::Str(a, b) => {
@@ -265,9 +266,9 @@ fn write_row(
         }
     }
     if has_child_nodes {
-        name.push_close(out);
+        name.push_close(&mut xml.text);
     } else {
-        out.push_str("/>");
+        xml.text.push_str("/>");
     }
 }
 
@@ -293,11 +294,45 @@ pub fn try_to_igor_xml(tag: &str, value: &Value) -> Result<String, XmlError> {
 ///
 /// As [`try_to_igor_xml`]; nothing is written before the whole document is checked.
 pub fn try_doc_to_igor_xml(tag: &str, doc: &Doc) -> Result<String, XmlError> {
+    let mut xml = Out::memory(String::new());
+    check_doc(doc)?.write(&mut xml, tag);
+    Ok(xml.text)
+}
+
+/// Checks that Igor can write `doc` (see [`try_to_igor_xml`]); the result writes it.
+///
+/// # Errors
+///
+/// As [`try_to_igor_xml`].
+pub fn check_doc(doc: &Doc) -> Result<WritableDoc<'_>, XmlError> {
     let root = DocNode { doc, at: 0 };
     check_writable(root)?;
-    let mut out = String::new();
-    write_element(&mut out, ElementName::new(tag), root);
-    Ok(out)
+    Ok(WritableDoc { root })
+}
+
+/// An indexed JSON text that Igor can write ([`check_doc`]).
+#[derive(Clone, Copy)]
+pub struct WritableDoc<'a> {
+    root: DocNode<'a>,
+}
+
+impl WritableDoc<'_> {
+    /// Writes the element Igor stores for the document under `tag` to `out` (the bytes
+    /// of [`try_doc_to_igor_xml`]), streaming: the text goes out in pieces as it is
+    /// written. Nothing follows the element (no newline).
+    ///
+    /// # Errors
+    ///
+    /// Those of `out`.
+    pub fn write_xml(&self, out: &mut impl io::Write, tag: &str) -> io::Result<()> {
+        let mut xml = Out::streaming(out);
+        self.write(&mut xml, tag);
+        xml.finish()
+    }
+
+    fn write(&self, xml: &mut Out<'_>, tag: &str) {
+        write_element(xml, ElementName::new(tag), self.root);
+    }
 }
 
 /// Parses one XML element (a document; an XML declaration and surrounding whitespace,
@@ -400,6 +435,7 @@ struct DocNode<'a> {
 }
 
 impl<'a> Tree<'a> for DocNode<'a> {
+    #[inline]
     fn shape(self) -> Shape<'a> {
         match self.doc.item(self.at) {
             Item::Null => Shape::Null,
@@ -413,15 +449,74 @@ impl<'a> Tree<'a> for DocNode<'a> {
         }
     }
 
+    #[inline]
     fn items(self) -> impl Iterator<Item = Self> {
         let doc = self.doc;
         doc.items(self.at).map(move |at| DocNode { doc, at })
     }
 
+    #[inline]
     fn members(self) -> impl Iterator<Item = (&'a str, Self)> {
         let doc = self.doc;
         doc.members(self.at)
             .map(move |(key, at)| (key, DocNode { doc, at }))
+    }
+}
+
+/// Where the writer puts its text: a `String`, which a streaming writer hands to its
+/// `io::Write` in pieces of about [`CHUNK`] bytes, between elements (so a piece never
+/// splits a character and the whole text is never held).
+struct Out<'w> {
+    text: String,
+    sink: Option<&'w mut dyn io::Write>,
+    /// The first error of `sink`; nothing more is handed to it after one.
+    error: Option<io::Error>,
+}
+
+/// Streamed text is handed on in pieces of about this size.
+const CHUNK: usize = 1 << 16;
+
+impl<'w> Out<'w> {
+    /// Text appended to `text`, kept in memory.
+    fn memory(text: String) -> Out<'static> {
+        Out {
+            text,
+            sink: None,
+            error: None,
+        }
+    }
+
+    fn streaming(sink: &'w mut dyn io::Write) -> Self {
+        Out {
+            text: String::with_capacity(CHUNK + 4096),
+            sink: Some(sink),
+            error: None,
+        }
+    }
+
+    /// Between two elements: hands a full piece on when streaming.
+    fn boundary(&mut self) {
+        if self.text.len() >= CHUNK && self.sink.is_some() {
+            self.hand_on();
+        }
+    }
+
+    #[cold]
+    fn hand_on(&mut self) {
+        if let Some(sink) = &mut self.sink {
+            if self.error.is_none()
+                && let Err(error) = sink.write_all(self.text.as_bytes())
+            {
+                self.error = Some(error);
+            }
+            self.text.clear();
+        }
+    }
+
+    /// Hands the rest on.
+    fn finish(mut self) -> io::Result<()> {
+        self.hand_on();
+        self.error.map_or(Ok(()), Err)
     }
 }
 
@@ -474,7 +569,8 @@ fn is_igor_tag(tag: &str) -> bool {
         && tag != "_e"
 }
 
-fn write_element<'a, T: Tree<'a>>(out: &mut String, name: ElementName<'_>, value: T) {
+fn write_element<'a, T: Tree<'a>>(xml: &mut Out<'_>, name: ElementName<'_>, value: T) {
+    let out = &mut xml.text;
     name.push_open(out);
     if !matches!(value.shape(), Shape::Object) {
         out.push('>');
@@ -485,25 +581,26 @@ fn write_element<'a, T: Tree<'a>>(out: &mut String, name: ElementName<'_>, value
     // minidom prints `<v/>` when the element got no child node at all.
     let mut has_child_nodes = false;
     for (key, child) in value.members() {
-        write_member(out, key, child, &mut has_child_nodes);
+        write_member(xml, key, child, &mut has_child_nodes);
     }
     if has_child_nodes {
-        name.push_close(out);
+        name.push_close(&mut xml.text);
     } else {
-        out.push_str("/>");
+        xml.text.push_str("/>");
     }
 }
 
 /// The child nodes of one member of an object: an element per item of a list (or the
 /// one value), or text nodes for `#text`.
 fn write_member<'a, T: Tree<'a>>(
-    out: &mut String,
+    xml: &mut Out<'_>,
     key: &str,
     child: T,
     has_child_nodes: &mut bool,
 ) {
     if key == "#text" {
         for_each_item(child, |item| {
+            let out = &mut xml.text;
             open_content(out, has_child_nodes);
             match item.shape() {
                 Shape::Str(text) => push_escaped(out, text),
@@ -514,8 +611,9 @@ fn write_member<'a, T: Tree<'a>>(
     } else {
         let child_name = ElementName::new(key);
         for_each_item(child, |item| {
-            open_content(out, has_child_nodes);
-            write_element(out, child_name, item);
+            open_content(&mut xml.text, has_child_nodes);
+            write_element(xml, child_name, item);
+            xml.boundary();
         });
     }
 }

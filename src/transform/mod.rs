@@ -542,6 +542,7 @@ impl Doc {
 
     /// What the node at tape index `i` is (node 0 is the whole document); the nodes of
     /// an object or an array are read with [`Doc::members`] and [`Doc::items`].
+    #[inline]
     pub fn item(&self, i: usize) -> Item<'_> {
         match self.tape[i] {
             Tape::Null => Item::Null,
@@ -556,6 +557,7 @@ impl Doc {
     }
 
     /// The items of the array at `i`, in order (nothing for another node).
+    #[inline]
     pub fn items(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         let end = match self.tape[i] {
             Tape::Array(end) => end as usize,
@@ -573,6 +575,7 @@ impl Doc {
 
     /// The keys and values of the object at `i`, in order (nothing for another node).
     /// An indexed document has no duplicate keys.
+    #[inline]
     pub fn members(&self, i: usize) -> impl Iterator<Item = (&str, usize)> + '_ {
         let end = match self.tape[i] {
             Tape::Object(end) => end as usize,
@@ -610,6 +613,7 @@ impl Doc {
         }
     }
 
+    #[inline]
     fn str_of(&self, t: Tape) -> &str {
         match t {
             Tape::Str(a, b) => &self.text[a as usize..b as usize],
@@ -631,6 +635,7 @@ impl Doc {
     }
 
     /// The tape index after the node at `i` and its descendants.
+    #[inline]
     fn end(&self, i: usize) -> usize {
         match self.tape[i] {
             Tape::Array(end) | Tape::Object(end) => end as usize,

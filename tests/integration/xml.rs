@@ -9,8 +9,8 @@
 //! recorded the same way with minidom + `_tagAndDictFromElement` and are kept inline.
 
 use healthpull::igor::xml::{
-    XmlError, igor_xml_to_value, igor_xml_to_value_verbatim, to_igor_xml, try_doc_to_igor_xml,
-    try_to_igor_xml,
+    XmlError, check_doc, igor_xml_to_value, igor_xml_to_value_verbatim, to_igor_xml,
+    try_doc_to_igor_xml, try_to_igor_xml,
 };
 use healthpull::transform::Doc;
 use serde_json::{Map, Value, json};
@@ -444,6 +444,49 @@ fn documents_write_like_values() {
         assert_eq!(doc_route("v", &text), Ok(expected.clone()), "depth {depth}");
         assert_eq!(value_route("v", &text), Ok(expected), "depth {depth}");
     }
+}
+
+/// A checked document streams out in pieces ([`WritableDoc::write_xml`]): the same bytes
+/// as in memory and as the `Value` route, over many pieces; a failing writer's error is
+/// returned.
+#[test]
+fn documents_stream_the_same_bytes() {
+    let rows: Vec<Value> = (0..20_000)
+        .map(|i| json!({"time": format!("{i:05}"), "value": i % 97, "f": f64::from(i) / 8.0, "s": "<&\u{1}>"}))
+        .collect();
+    let text = json!({"heart-rate": rows, "#text": ["a", "b"], "x": 2}).to_string();
+    let doc = Doc::decode(text.clone()).unwrap();
+    let mut streamed = Vec::new();
+    check_doc(&doc)
+        .unwrap()
+        .write_xml(&mut streamed, "jack")
+        .unwrap();
+    let expected = value_route("jack", &text).unwrap();
+    assert!(expected.len() > 1 << 20, "{} bytes", expected.len());
+    assert_eq!(String::from_utf8(streamed).unwrap(), expected);
+    assert_eq!(doc_route("jack", &text).unwrap(), expected);
+
+    struct Refusing(usize);
+    impl std::io::Write for Refusing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += 1;
+            Err(std::io::Error::other(format!(
+                "refused {} bytes",
+                bytes.len()
+            )))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut refusing = Refusing(0);
+    let error = check_doc(&doc)
+        .unwrap()
+        .write_xml(&mut refusing, "jack")
+        .unwrap_err();
+    assert!(error.to_string().starts_with("refused "), "{error}");
+    assert_eq!(refusing.0, 1, "nothing more is written after an error");
+    assert!(check_doc(&Doc::decode(r#"{"@a":1}"#.to_owned()).unwrap()).is_err());
 }
 
 /// `healthpull to-xml`: the element and a newline, or nothing at all on stdout when Igor

@@ -998,13 +998,20 @@ fn check_writable<'a, T: Tree<'a>>(value: T) -> Result<(), XmlError> {
                 key: key.to_owned(),
             }
             .within(key));
-        } else if matches!(child.shape(), Shape::Array) {
-            for (position, item) in child.items().enumerate() {
-                check_writable(item)
-                    .map_err(|error| error.within(&position.to_string()).within(key))?;
-            }
         } else {
-            check_writable(child).map_err(|error| error.within(key))?;
+            match child.shape() {
+                Shape::Array => {
+                    for (position, item) in child.items().enumerate() {
+                        if matches!(item.shape(), Shape::Object) {
+                            check_writable(item)
+                                .map_err(|error| error.within(&position.to_string()).within(key))?;
+                        }
+                    }
+                }
+                Shape::Object => check_writable(child).map_err(|error| error.within(key))?,
+                // Nothing else has keys.
+                _ => {}
+            }
         }
     }
     Ok(())

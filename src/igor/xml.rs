@@ -144,7 +144,7 @@ pub fn to_igor_xml(tag: &str, value: &Value) -> String {
 /// `<_e _e="@name">`, a non-string `#text` item is written like a plain value.
 pub fn write_igor_xml(out: &mut String, tag: &str, value: &Value) {
     let mut xml = Out::memory(std::mem::take(out));
-    write_element(&mut xml, ElementName::new(tag), value);
+    write_element(&mut xml, ElementName::new(tag), value, value.shape());
     *out = xml.text;
 }
 
@@ -331,7 +331,7 @@ impl WritableDoc<'_> {
     }
 
     fn write(&self, xml: &mut Out<'_>, tag: &str) {
-        write_element(xml, ElementName::new(tag), self.root);
+        write_element(xml, ElementName::new(tag), self.root, self.root.shape());
     }
 }
 
@@ -569,12 +569,18 @@ fn is_igor_tag(tag: &str) -> bool {
         && tag != "_e"
 }
 
-fn write_element<'a, T: Tree<'a>>(xml: &mut Out<'_>, name: ElementName<'_>, value: T) {
+/// The element for `value`, whose shape is `shape` (each node's shape is read once).
+fn write_element<'a, T: Tree<'a>>(
+    xml: &mut Out<'_>,
+    name: ElementName<'_>,
+    value: T,
+    shape: Shape<'a>,
+) {
     let out = &mut xml.text;
     name.push_open(out);
-    if !matches!(value.shape(), Shape::Object) {
+    if !matches!(shape, Shape::Object) {
         out.push('>');
-        push_plain_text(out, value);
+        push_plain_text(out, value, shape);
         name.push_close(out);
         return;
     }
@@ -599,31 +605,31 @@ fn write_member<'a, T: Tree<'a>>(
     has_child_nodes: &mut bool,
 ) {
     if key == "#text" {
-        for_each_item(child, |item| {
+        for_each_item(child, |item, shape| {
             let out = &mut xml.text;
             open_content(out, has_child_nodes);
-            match item.shape() {
+            match shape {
                 Shape::Str(text) => push_escaped(out, text),
                 // Outside the precondition (Igor: TypeError); see write_igor_xml.
-                _ => push_plain_text(out, item),
+                _ => push_plain_text(out, item, shape),
             }
         });
     } else {
         let child_name = ElementName::new(key);
-        for_each_item(child, |item| {
+        for_each_item(child, |item, shape| {
             open_content(&mut xml.text, has_child_nodes);
-            write_element(xml, child_name, item);
+            write_element(xml, child_name, item, shape);
             xml.boundary();
         });
     }
 }
 
-/// Calls `each` with every item of a list, or with the one value that is not a list.
-fn for_each_item<'a, T: Tree<'a>>(value: T, mut each: impl FnMut(T)) {
-    if matches!(value.shape(), Shape::Array) {
-        value.items().for_each(each);
-    } else {
-        each(value);
+/// Calls `each` with every item of a list, or with the one value that is not a list,
+/// and its shape.
+fn for_each_item<'a, T: Tree<'a>>(value: T, mut each: impl FnMut(T, Shape<'a>)) {
+    match value.shape() {
+        Shape::Array => value.items().for_each(|item| each(item, item.shape())),
+        shape => each(value, shape),
     }
 }
 
@@ -636,8 +642,8 @@ fn open_content(out: &mut String, has_child_nodes: &mut bool) {
 
 /// A non-object value as the text Igor writes for it (`"%s" % data` after mapping
 /// `None` and `False` to `''` and `True` to `'true'`), escaped.
-fn push_plain_text<'a, T: Tree<'a>>(out: &mut String, value: T) {
-    match value.shape() {
+fn push_plain_text<'a, T: Tree<'a>>(out: &mut String, value: T, shape: Shape<'a>) {
+    match shape {
         Shape::Null | Shape::Bool(false) => {}
         Shape::Bool(true) => out.push_str("true"),
         // Digits, signs, '.', 'e' and '+' need neither escaping nor removal.

@@ -7,22 +7,27 @@
 #   test venv's Python, benches/support/igor_to_xml_timing.py): the conversion alone,
 #   the JSON already loaded, best of IGOR_RUNS;
 # - healthpull: the whole release process, `healthpull to-xml --tag jack < tree.json`
-#   (start-up, reading and parsing the JSON, the check, the XML to stdout), best of RUNS.
+#   (start-up, reading and indexing the JSON, the check, the XML streamed to stdout),
+#   best of RUNS.
 # Both outputs must be the same bytes. Prints both times and the ratio.
 #
 # Usage: benches/to-xml.sh [RUNS [IGOR_RUNS]]     (defaults: 20 3)
+#        HEALTHPULL_BIN=path benches/to-xml.sh ...  (time that binary, e.g. an older build,
+#                                                    instead of building this tree's)
 # Figures: docs/BENCHMARKS.md, section "to-xml against Igor's converter".
 set -euo pipefail
 
 runs="${1:-20}"
 igor_runs="${2:-3}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="$root/target/release/healthpull"
+bin="${HEALTHPULL_BIN:-$root/target/release/healthpull}"
 python="$root/.venv/bin/python"
 [ -x "$python" ] || { echo "to-xml: $python is missing (scripts/test-env.sh makes the venv)" >&2; exit 1; }
 
-echo "building the release binary" >&2
-(cd "$root" && cargo build --release --quiet --bin healthpull)
+if [ -z "${HEALTHPULL_BIN:-}" ]; then
+    echo "building the release binary" >&2
+    (cd "$root" && cargo build --release --quiet --bin healthpull)
+fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

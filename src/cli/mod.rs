@@ -4,6 +4,7 @@
 //! can run them through the binary with a pinned clock.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -26,7 +27,7 @@ use healthpull::igor::xml;
 use healthpull::live::{self, Clock, TokenDeletion};
 use healthpull::provider::{self, Diagnostics, UrlOverrides};
 use healthpull::settings::UserSettings;
-use healthpull::transform::Layout;
+use healthpull::transform::{Doc, Layout};
 use healthpull::user::UserName;
 
 /// healthpull: collects personal health data from OAuth2 cloud APIs into Igor's database.
@@ -330,22 +331,36 @@ fn check(config_path: Option<&std::path::Path>, files: Vec<PathBuf>) -> Result<i
 }
 
 fn to_xml(tag: &str) -> Result<i32> {
-    let mut input = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut input)
-        .context("cannot read stdin")?;
-    let value: Value = serde_json::from_slice(&input).context("stdin is not JSON")?;
-    drop(input);
-    let mut text = xml::try_to_igor_xml(tag, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The process ends after this command: freeing a large tree node by node would cost
-    // as much as writing it (docs/BENCHMARKS.md, "to-xml against Igor's converter").
-    std::mem::forget(value);
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    let doc =
+        json_document(read_stdin().context("cannot read stdin")?).context("stdin is not JSON")?;
+    // Written from the document's index, without a `Value`, and streamed; checked whole
+    // before anything is printed (docs/BENCHMARKS.md, "to-xml against Igor's converter").
+    let writable = xml::check_doc(&doc).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The writer hands on large pieces: straight to the file, not through the line
+    // buffer of `Stdout` (nothing else is printed).
+    let mut stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    writable.write_xml(&mut stdout, tag)?;
+    stdout.write_all(b"\n")?;
     Ok(0)
+}
+
+/// All of stdin; a regular file is read into a buffer of its size at once.
+fn read_stdin() -> std::io::Result<Vec<u8>> {
+    let mut stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let mut input = Vec::new();
+    stdin.read_to_end(&mut input)?;
+    Ok(input)
+}
+
+/// Indexes JSON bytes, with `serde_json`'s error for what is not JSON.
+fn json_document(bytes: Vec<u8>) -> Result<Doc, serde_json::Error> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Doc::decode(text),
+        // Bytes that are not UTF-8 are never JSON: `serde_json` says where.
+        Err(not_utf8) => Err(serde_json::from_slice::<Value>(not_utf8.as_bytes())
+            .err()
+            .unwrap_or_else(|| serde::de::Error::custom(not_utf8.utf8_error()))),
+    }
 }
 
 /// Splits `--set k=v` arguments.

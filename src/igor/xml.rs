@@ -10,7 +10,13 @@
 //! all their quirks. `tests/integration/xml.rs` checks the recorded vectors and
 //! `tests/integration/igor_converter.rs` compares against Igor's own code.
 //!
-//! # Writing (`to_igor_xml`, `write_igor_xml`, `try_to_igor_xml`)
+//! # Writing (`to_igor_xml`, `write_igor_xml`, `try_to_igor_xml`, `check_doc`)
+//!
+//! One writer and one check, for two kinds of tree: a `serde_json::Value` and an indexed
+//! JSON text (`transform::Doc`, what `to-xml` reads from stdin), walked through the same
+//! generic code, so a rule exists once and both give the same bytes and the same errors.
+//! A `Doc` holds no duplicate keys: a text with them is indexed from `serde_json`'s
+//! `Value`, which keeps the last value at the first key's place, as Python's dict does.
 //!
 //! * An element name is the key if it matches `^[a-zA-Z_][-_.a-zA-Z0-9]*$` and is not
 //!   `_e`; otherwise the element is `<_e _e="key">`. Python's `$` also matches before
@@ -36,8 +42,9 @@
 //!   `<v></v>`.
 //!
 //! [`write_sensors_xml`] writes a compact sensor tree (`sensors::Sensors`) exactly as
-//! [`write_igor_xml`] writes its `Value` form, streaming to an `io::Write`: table rows go
-//! out as they are formatted, through a small buffer.
+//! [`write_igor_xml`] writes its `Value` form, and [`WritableDoc::write_xml`] a checked
+//! document, both streaming to an `io::Write`: elements go out as they are formatted,
+//! through a small buffer.
 //!
 //! # Reading (`igor_xml_to_value`, `igor_xml_to_value_verbatim`)
 //!
@@ -61,6 +68,7 @@ use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Number, Value};
 
 use crate::sensors::{Cell, Node, Segment, Sensors, Table, integer_magnitude};
+use crate::transform::{Doc, Item};
 
 /// Why a conversion failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,7 +143,9 @@ pub fn to_igor_xml(tag: &str, value: &Value) -> String {
 /// output, but not what Igor would do: an `@name` key becomes an ordinary escaped child
 /// `<_e _e="@name">`, a non-string `#text` item is written like a plain value.
 pub fn write_igor_xml(out: &mut String, tag: &str, value: &Value) {
-    write_element(out, ElementName::new(tag), value);
+    let mut xml = Out::memory(std::mem::take(out));
+    write_element(&mut xml, ElementName::new(tag), value, value.shape());
+    *out = xml.text;
 }
 
 /// The element Igor stores for a sensor tree under `tag`, as text
@@ -155,25 +165,16 @@ pub fn sensors_to_xml(tag: &str, tree: &Sensors) -> String {
 ///
 /// Those of `out`.
 pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) -> io::Result<()> {
-    /// Buffered text is handed to `out` in pieces of about this size.
-    const CHUNK: usize = 1 << 16;
-    let mut buffer = String::with_capacity(CHUNK + 4096);
-    let mut flush = |buffer: &mut String, force: bool| -> io::Result<()> {
-        if force || buffer.len() >= CHUNK {
-            out.write_all(buffer.as_bytes())?;
-            buffer.clear();
-        }
-        Ok(())
-    };
+    let mut xml = Out::streaming(out);
     let name = ElementName::new(tag);
-    name.push_open(&mut buffer);
+    name.push_open(&mut xml.text);
     let mut has_child_nodes = false;
     for (key, node) in &tree.outputs {
         match node {
-            Node::Value(value) => write_member(&mut buffer, key, value, &mut has_child_nodes),
+            Node::Value(value) => write_member(&mut xml, key, value, &mut has_child_nodes),
             // `#text` lists are text nodes, not elements: as `Value`s, like the rest.
             Node::List(_) if key == "#text" => {
-                write_member(&mut buffer, key, &node.to_value(), &mut has_child_nodes);
+                write_member(&mut xml, key, &node.to_value(), &mut has_child_nodes);
             }
             Node::List(segments) => {
                 let child_name = ElementName::new(key);
@@ -186,41 +187,42 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
                                 .map(|c| ElementName::new(c))
                                 .collect();
                             for row in 0..table.len() {
-                                open_content(&mut buffer, &mut has_child_nodes);
-                                write_row(&mut buffer, child_name, table, &columns, row);
-                                flush(&mut buffer, false)?;
+                                open_content(&mut xml.text, &mut has_child_nodes);
+                                write_row(&mut xml, child_name, table, &columns, row);
+                                xml.boundary();
                             }
                         }
                     }
                 }
             }
         }
-        flush(&mut buffer, false)?;
+        xml.boundary();
     }
     if has_child_nodes {
-        name.push_close(&mut buffer);
+        name.push_close(&mut xml.text);
     } else {
-        buffer.push_str("/>");
+        xml.text.push_str("/>");
     }
-    flush(&mut buffer, true)
+    xml.finish()
 }
 
 /// Row `row` of a table as [`write_element`] writes its entry object.
 fn write_row(
-    out: &mut String,
+    xml: &mut Out<'_>,
     name: ElementName<'_>,
     table: &Table,
     columns: &[ElementName<'_>],
     row: usize,
 ) {
-    name.push_open(out);
+    name.push_open(&mut xml.text);
     let mut has_child_nodes = false;
     for (column, cell) in columns.iter().zip(table.row(row)) {
+        let out = &mut xml.text;
         match cell {
             Cell::Absent => {}
             _ if column.tag == "#text" || matches!(cell, Cell::Other(_)) => {
                 if let Some(value) = table.cell_value(cell) {
-                    write_member(out, column.tag, &value, &mut has_child_nodes);
+                    write_member(xml, column.tag, &value, &mut has_child_nodes);
                 }
             }
             Cell::Str(a, b) => {
@@ -241,10 +243,7 @@ fn write_row(
                 open_content(out, &mut has_child_nodes);
                 column.push_open(out);
                 out.push('>');
-                if *integer < 0 {
-                    out.push('-');
-                }
-                push_decimal(out, integer.unsigned_abs());
+                push_signed_decimal(out, *integer);
                 column.push_close(out);
             }
             Cell::UInt(integer) => {
@@ -267,9 +266,9 @@ fn write_row(
         }
     }
     if has_child_nodes {
-        name.push_close(out);
+        name.push_close(&mut xml.text);
     } else {
-        out.push_str("/>");
+        xml.text.push_str("/>");
     }
 }
 
@@ -283,6 +282,57 @@ fn write_row(
 pub fn try_to_igor_xml(tag: &str, value: &Value) -> Result<String, XmlError> {
     check_writable(value)?;
     Ok(to_igor_xml(tag, value))
+}
+
+/// [`try_to_igor_xml`] of an indexed JSON text (`transform::Doc`), read straight from
+/// its index without building a `Value`: the same bytes, the same errors, with the same
+/// rules (one implementation walks both). A text with duplicate keys is indexed from
+/// `serde_json`'s `Value` (`Doc::decode`), which keeps the last value at the first key's
+/// place, as Python's `json.loads` does.
+///
+/// # Errors
+///
+/// As [`try_to_igor_xml`]; nothing is written before the whole document is checked.
+pub fn try_doc_to_igor_xml(tag: &str, doc: &Doc) -> Result<String, XmlError> {
+    let mut xml = Out::memory(String::new());
+    check_doc(doc)?.write(&mut xml, tag);
+    Ok(xml.text)
+}
+
+/// Checks that Igor can write `doc` (see [`try_to_igor_xml`]); the result writes it.
+///
+/// # Errors
+///
+/// As [`try_to_igor_xml`].
+pub fn check_doc(doc: &Doc) -> Result<WritableDoc<'_>, XmlError> {
+    let root = DocNode { doc, at: 0 };
+    check_writable(root)?;
+    Ok(WritableDoc { root })
+}
+
+/// An indexed JSON text that Igor can write ([`check_doc`]).
+#[derive(Clone, Copy)]
+pub struct WritableDoc<'a> {
+    root: DocNode<'a>,
+}
+
+impl WritableDoc<'_> {
+    /// Writes the element Igor stores for the document under `tag` to `out` (the bytes
+    /// of [`try_doc_to_igor_xml`]), streaming: the text goes out in pieces as it is
+    /// written. Nothing follows the element (no newline).
+    ///
+    /// # Errors
+    ///
+    /// Those of `out`.
+    pub fn write_xml(&self, out: &mut impl io::Write, tag: &str) -> io::Result<()> {
+        let mut xml = Out::streaming(out);
+        self.write(&mut xml, tag);
+        xml.finish()
+    }
+
+    fn write(&self, xml: &mut Out<'_>, tag: &str) {
+        write_element(xml, ElementName::new(tag), self.root, self.root.shape());
+    }
 }
 
 /// Parses one XML element (a document; an XML declaration and surrounding whitespace,
@@ -319,6 +369,156 @@ pub fn igor_xml_to_value_verbatim(xml: &str) -> Result<(String, Value), XmlError
 // ---------------------------------------------------------------------------------------
 // Writing
 // ---------------------------------------------------------------------------------------
+
+/// A JSON tree the writer walks: a `serde_json::Value` or a node of an indexed JSON
+/// document (`transform::Doc`). Both show the same nodes, so each conversion rule
+/// (and each check) is written once, for both.
+trait Tree<'a>: Copy {
+    /// What this node is.
+    fn shape(self) -> Shape<'a>;
+    /// The items of a list, in order (nothing for another node).
+    fn items(self) -> impl Iterator<Item = Self>;
+    /// The members of an object, in order, without duplicate keys (nothing for another
+    /// node).
+    fn members(self) -> impl Iterator<Item = (&'a str, Self)>;
+}
+
+/// One node of a [`Tree`]. Integers in their simplest form may come as machine
+/// integers, any number as its token.
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    Null,
+    Bool(bool),
+    UInt(u64),
+    Int(i64),
+    Number(&'a str),
+    Str(&'a str),
+    Array,
+    Object,
+}
+
+impl<'a> Tree<'a> for &'a Value {
+    fn shape(self) -> Shape<'a> {
+        match self {
+            Value::Null => Shape::Null,
+            Value::Bool(b) => Shape::Bool(*b),
+            Value::Number(number) => Shape::Number(number.as_str()),
+            Value::String(text) => Shape::Str(text),
+            Value::Array(_) => Shape::Array,
+            Value::Object(_) => Shape::Object,
+        }
+    }
+
+    fn items(self) -> impl Iterator<Item = Self> {
+        match self {
+            Value::Array(items) => items.iter(),
+            _ => [].iter(),
+        }
+    }
+
+    fn members(self) -> impl Iterator<Item = (&'a str, Self)> {
+        let map = match self {
+            Value::Object(map) => Some(map),
+            _ => None,
+        };
+        map.into_iter()
+            .flatten()
+            .map(|(key, value)| (key.as_str(), value))
+    }
+}
+
+/// A node of an indexed document: the document and the node's tape index.
+#[derive(Clone, Copy)]
+struct DocNode<'a> {
+    doc: &'a Doc,
+    at: usize,
+}
+
+impl<'a> Tree<'a> for DocNode<'a> {
+    #[inline]
+    fn shape(self) -> Shape<'a> {
+        match self.doc.item(self.at) {
+            Item::Null => Shape::Null,
+            Item::Bool(b) => Shape::Bool(b),
+            Item::UInt(integer) => Shape::UInt(integer),
+            Item::Int(integer) => Shape::Int(integer),
+            Item::Number(text) => Shape::Number(text),
+            Item::Str(text) => Shape::Str(text),
+            Item::Array => Shape::Array,
+            Item::Object => Shape::Object,
+        }
+    }
+
+    #[inline]
+    fn items(self) -> impl Iterator<Item = Self> {
+        let doc = self.doc;
+        doc.items(self.at).map(move |at| DocNode { doc, at })
+    }
+
+    #[inline]
+    fn members(self) -> impl Iterator<Item = (&'a str, Self)> {
+        let doc = self.doc;
+        doc.members(self.at)
+            .map(move |(key, at)| (key, DocNode { doc, at }))
+    }
+}
+
+/// Where the writer puts its text: a `String`, which a streaming writer hands to its
+/// `io::Write` in pieces of about [`CHUNK`] bytes, between elements (so a piece never
+/// splits a character and the whole text is never held).
+struct Out<'w> {
+    text: String,
+    sink: Option<&'w mut dyn io::Write>,
+    /// The first error of `sink`; nothing more is handed to it after one.
+    error: Option<io::Error>,
+}
+
+/// Streamed text is handed on in pieces of about this size.
+const CHUNK: usize = 1 << 16;
+
+impl<'w> Out<'w> {
+    /// Text appended to `text`, kept in memory.
+    fn memory(text: String) -> Out<'static> {
+        Out {
+            text,
+            sink: None,
+            error: None,
+        }
+    }
+
+    fn streaming(sink: &'w mut dyn io::Write) -> Self {
+        Out {
+            text: String::with_capacity(CHUNK + 4096),
+            sink: Some(sink),
+            error: None,
+        }
+    }
+
+    /// Between two elements: hands a full piece on when streaming.
+    fn boundary(&mut self) {
+        if self.text.len() >= CHUNK && self.sink.is_some() {
+            self.hand_on();
+        }
+    }
+
+    #[cold]
+    fn hand_on(&mut self) {
+        if let Some(sink) = &mut self.sink {
+            if self.error.is_none()
+                && let Err(error) = sink.write_all(self.text.as_bytes())
+            {
+                self.error = Some(error);
+            }
+            self.text.clear();
+        }
+    }
+
+    /// Hands the rest on.
+    fn finish(mut self) -> io::Result<()> {
+        self.hand_on();
+        self.error.map_or(Ok(()), Err)
+    }
+}
 
 /// An element name with its escaping decided once (a list value writes many elements
 /// with the same key).
@@ -369,48 +569,67 @@ fn is_igor_tag(tag: &str) -> bool {
         && tag != "_e"
 }
 
-fn write_element(out: &mut String, name: ElementName<'_>, value: &Value) {
+/// The element for `value`, whose shape is `shape` (each node's shape is read once).
+fn write_element<'a, T: Tree<'a>>(
+    xml: &mut Out<'_>,
+    name: ElementName<'_>,
+    value: T,
+    shape: Shape<'a>,
+) {
+    let out = &mut xml.text;
     name.push_open(out);
-    let Value::Object(map) = value else {
+    if !matches!(shape, Shape::Object) {
         out.push('>');
-        push_plain_text(out, value);
+        push_plain_text(out, value, shape);
         name.push_close(out);
         return;
-    };
+    }
     // minidom prints `<v/>` when the element got no child node at all.
     let mut has_child_nodes = false;
-    for (key, child) in map {
-        write_member(out, key, child, &mut has_child_nodes);
+    for (key, child) in value.members() {
+        write_member(xml, key, child, &mut has_child_nodes);
     }
     if has_child_nodes {
-        name.push_close(out);
+        name.push_close(&mut xml.text);
     } else {
-        out.push_str("/>");
+        xml.text.push_str("/>");
     }
 }
 
 /// The child nodes of one member of an object: an element per item of a list (or the
 /// one value), or text nodes for `#text`.
-fn write_member(out: &mut String, key: &str, child: &Value, has_child_nodes: &mut bool) {
-    let items = match child {
-        Value::Array(items) => items.as_slice(),
-        single => std::slice::from_ref(single),
-    };
+fn write_member<'a, T: Tree<'a>>(
+    xml: &mut Out<'_>,
+    key: &str,
+    child: T,
+    has_child_nodes: &mut bool,
+) {
     if key == "#text" {
-        for item in items {
+        for_each_item(child, |item, shape| {
+            let out = &mut xml.text;
             open_content(out, has_child_nodes);
-            match item {
-                Value::String(text) => push_escaped(out, text),
+            match shape {
+                Shape::Str(text) => push_escaped(out, text),
                 // Outside the precondition (Igor: TypeError); see write_igor_xml.
-                other => push_plain_text(out, other),
+                _ => push_plain_text(out, item, shape),
             }
-        }
+        });
     } else {
         let child_name = ElementName::new(key);
-        for item in items {
-            open_content(out, has_child_nodes);
-            write_element(out, child_name, item);
-        }
+        for_each_item(child, |item, shape| {
+            open_content(&mut xml.text, has_child_nodes);
+            write_element(xml, child_name, item, shape);
+            xml.boundary();
+        });
+    }
+}
+
+/// Calls `each` with every item of a list, or with the one value that is not a list,
+/// and its shape.
+fn for_each_item<'a, T: Tree<'a>>(value: T, mut each: impl FnMut(T, Shape<'a>)) {
+    match value.shape() {
+        Shape::Array => value.items().for_each(|item| each(item, item.shape())),
+        shape => each(value, shape),
     }
 }
 
@@ -423,14 +642,16 @@ fn open_content(out: &mut String, has_child_nodes: &mut bool) {
 
 /// A non-object value as the text Igor writes for it (`"%s" % data` after mapping
 /// `None` and `False` to `''` and `True` to `'true'`), escaped.
-fn push_plain_text(out: &mut String, value: &Value) {
-    match value {
-        Value::Null | Value::Bool(false) => {}
-        Value::Bool(true) => out.push_str("true"),
+fn push_plain_text<'a, T: Tree<'a>>(out: &mut String, value: T, shape: Shape<'a>) {
+    match shape {
+        Shape::Null | Shape::Bool(false) => {}
+        Shape::Bool(true) => out.push_str("true"),
         // Digits, signs, '.', 'e' and '+' need neither escaping nor removal.
-        Value::Number(number) => push_python_number(out, number),
-        Value::String(text) => push_escaped(out, text),
-        Value::Array(_) | Value::Object(_) => {
+        Shape::UInt(integer) => push_decimal(out, integer),
+        Shape::Int(integer) => push_signed_decimal(out, integer),
+        Shape::Number(text) => push_python_number_text(out, text),
+        Shape::Str(text) => push_escaped(out, text),
+        Shape::Array | Shape::Object => {
             let mut repr = String::new();
             push_python_repr(&mut repr, value);
             push_escaped(out, &repr);
@@ -501,7 +722,11 @@ static ATTENTION: [bool; 256] = {
 /// anything else as a `float` (`json.loads` makes `1.0` and `1e5` floats; serde_json
 /// keeps every number's text, see `arbitrary_precision` in docs/ARCHITECTURE.md).
 fn push_python_number(out: &mut String, number: &Number) {
-    let text = number.as_str();
+    push_python_number_text(out, number.as_str());
+}
+
+/// [`push_python_number`] of a number token (`serde_json` has accepted it).
+fn push_python_number_text(out: &mut String, text: &str) {
     if let Some(magnitude) = integer_magnitude(text) {
         let significant = magnitude.trim_start_matches('0');
         if significant.is_empty() {
@@ -521,6 +746,14 @@ fn push_python_number(out: &mut String, number: &Number) {
             out.push_str(if float < 0.0 { "-inf" } else { "inf" });
         }
     }
+}
+
+/// Appends `value` in decimal, with its sign.
+fn push_signed_decimal(out: &mut String, value: i64) {
+    if value < 0 {
+        out.push('-');
+    }
+    push_decimal(out, value.unsigned_abs());
 }
 
 /// Appends the decimal digits of `value` (cheaper than going through `fmt`).
@@ -652,16 +885,18 @@ impl fmt::Write for StackBuffer {
 }
 
 /// Python's `repr()` of the Python object `json.loads` makes of `value`.
-fn push_python_repr(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
-        Value::Number(number) => push_python_number(out, number),
-        Value::String(text) => push_python_str_repr(out, text),
-        Value::Array(items) => {
+fn push_python_repr<'a, T: Tree<'a>>(out: &mut String, value: T) {
+    match value.shape() {
+        Shape::Null => out.push_str("None"),
+        Shape::Bool(true) => out.push_str("True"),
+        Shape::Bool(false) => out.push_str("False"),
+        Shape::UInt(integer) => push_decimal(out, integer),
+        Shape::Int(integer) => push_signed_decimal(out, integer),
+        Shape::Number(text) => push_python_number_text(out, text),
+        Shape::Str(text) => push_python_str_repr(out, text),
+        Shape::Array => {
             out.push('[');
-            for (position, item) in items.iter().enumerate() {
+            for (position, item) in value.items().enumerate() {
                 if position > 0 {
                     out.push_str(", ");
                 }
@@ -669,9 +904,9 @@ fn push_python_repr(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
+        Shape::Object => {
             out.push('{');
-            for (position, (key, item)) in map.iter().enumerate() {
+            for (position, (key, item)) in value.members().enumerate() {
                 if position > 0 {
                     out.push_str(", ");
                 }
@@ -737,18 +972,15 @@ fn range_containing(ranges: &[(u32, u32)], code: u32) -> Option<(u32, u32)> {
 }
 
 /// Finds where Igor would fail on `value` (see [`try_to_igor_xml`]), in document order.
-fn check_writable(value: &Value) -> Result<(), XmlError> {
-    let Value::Object(map) = value else {
-        // Plain values, lists included, become text: nothing can fail.
-        return Ok(());
-    };
-    for (key, child) in map {
+fn check_writable<'a, T: Tree<'a>>(value: T) -> Result<(), XmlError> {
+    // Plain values, lists included, become text: nothing can fail.
+    for (key, child) in value.members() {
         if key == "#text" {
-            match child {
-                Value::String(_) => {}
-                Value::Array(items) => {
-                    for (position, item) in items.iter().enumerate() {
-                        if !item.is_string() {
+            match child.shape() {
+                Shape::Str(_) => {}
+                Shape::Array => {
+                    for (position, item) in child.items().enumerate() {
+                        if !matches!(item.shape(), Shape::Str(_)) {
                             return Err(XmlError::TextNotString {
                                 pointer: String::new(),
                                 found: json_type(item),
@@ -758,10 +990,10 @@ fn check_writable(value: &Value) -> Result<(), XmlError> {
                         }
                     }
                 }
-                other => {
+                _ => {
                     return Err(XmlError::TextNotString {
                         pointer: String::new(),
-                        found: json_type(other),
+                        found: json_type(child),
                     }
                     .within(key));
                 }
@@ -769,16 +1001,23 @@ fn check_writable(value: &Value) -> Result<(), XmlError> {
         } else if key.starts_with('@') {
             return Err(XmlError::AttributeKey {
                 pointer: String::new(),
-                key: key.clone(),
+                key: key.to_owned(),
             }
             .within(key));
-        } else if let Value::Array(items) = child {
-            for (position, item) in items.iter().enumerate() {
-                check_writable(item)
-                    .map_err(|error| error.within(&position.to_string()).within(key))?;
-            }
         } else {
-            check_writable(child).map_err(|error| error.within(key))?;
+            match child.shape() {
+                Shape::Array => {
+                    for (position, item) in child.items().enumerate() {
+                        if matches!(item.shape(), Shape::Object) {
+                            check_writable(item)
+                                .map_err(|error| error.within(&position.to_string()).within(key))?;
+                        }
+                    }
+                }
+                Shape::Object => check_writable(child).map_err(|error| error.within(key))?,
+                // Nothing else has keys.
+                _ => {}
+            }
         }
     }
     Ok(())
@@ -797,14 +1036,14 @@ impl XmlError {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
+fn json_type<'a, T: Tree<'a>>(value: T) -> &'static str {
+    match value.shape() {
+        Shape::Null => "null",
+        Shape::Bool(_) => "a boolean",
+        Shape::UInt(_) | Shape::Int(_) | Shape::Number(_) => "a number",
+        Shape::Str(_) => "a string",
+        Shape::Array => "a list",
+        Shape::Object => "an object",
     }
 }
 

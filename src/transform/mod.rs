@@ -417,6 +417,27 @@ enum Tape {
     Object(u32),
 }
 
+/// One node of a [`Doc`] as [`Doc::item`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Item<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// An integer token in its simplest form that fits a `u64`.
+    UInt(u64),
+    /// A negative integer token in its simplest form that fits an `i64`.
+    Int(i64),
+    /// Any other number: its token as written (as `serde_json` keeps it).
+    Number(&'a str),
+    /// A string, decoded.
+    Str(&'a str),
+    /// An array ([`Doc::items`]).
+    Array,
+    /// An object ([`Doc::members`]).
+    Object,
+}
+
 /// Deeper documents go to `serde_json` (whose limit is 128).
 const MAX_DEPTH: u32 = 100;
 
@@ -581,6 +602,58 @@ impl Doc {
         self.value_at(0)
     }
 
+    /// What the node at tape index `i` is (node 0 is the whole document); the nodes of
+    /// an object or an array are read with [`Doc::members`] and [`Doc::items`].
+    #[inline]
+    pub fn item(&self, i: usize) -> Item<'_> {
+        match self.tape[i] {
+            Tape::Null => Item::Null,
+            Tape::Bool(b) => Item::Bool(b),
+            Tape::U(u) => Item::UInt(u),
+            Tape::I(n) => Item::Int(n),
+            Tape::Num(a, b) => Item::Number(&self.text[a as usize..b as usize]),
+            t @ (Tape::Str(..) | Tape::Esc(..)) => Item::Str(self.str_of(t)),
+            Tape::Array(_) => Item::Array,
+            Tape::Object(_) => Item::Object,
+        }
+    }
+
+    /// The items of the array at `i`, in order (nothing for another node).
+    #[inline]
+    pub fn items(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let end = match self.tape[i] {
+            Tape::Array(end) => end as usize,
+            _ => i + 1,
+        };
+        let mut k = i + 1;
+        std::iter::from_fn(move || {
+            (k < end).then(|| {
+                let item = k;
+                k = self.end(item);
+                item
+            })
+        })
+    }
+
+    /// The keys and values of the object at `i`, in order (nothing for another node).
+    /// An indexed document has no duplicate keys.
+    #[inline]
+    pub fn members(&self, i: usize) -> impl Iterator<Item = (&str, usize)> + '_ {
+        let end = match self.tape[i] {
+            Tape::Object(end) => end as usize,
+            _ => i + 1,
+        };
+        let mut k = i + 1;
+        std::iter::from_fn(move || {
+            (k < end).then(|| {
+                let key = self.str_of(self.tape[k]);
+                let value = k + 1;
+                k = self.end(value);
+                (key, value)
+            })
+        })
+    }
+
     /// The node at tape index `i` as a `Value`.
     fn value_at(&self, i: usize) -> Value {
         match self.tape[i] {
@@ -602,6 +675,7 @@ impl Doc {
         }
     }
 
+    #[inline]
     fn str_of(&self, t: Tape) -> &str {
         match t {
             Tape::Str(a, b) => &self.text[a as usize..b as usize],
@@ -623,6 +697,7 @@ impl Doc {
     }
 
     /// The tape index after the node at `i` and its descendants.
+    #[inline]
     fn end(&self, i: usize) -> usize {
         match self.tape[i] {
             Tape::Array(end) | Tape::Object(end) => end as usize,

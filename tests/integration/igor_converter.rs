@@ -17,7 +17,8 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use healthpull::igor::xml::{
-    XmlError, igor_xml_to_value, to_igor_xml, try_to_igor_xml, write_sensors_xml,
+    XmlError, igor_xml_to_value, to_igor_xml, try_doc_to_igor_xml, try_to_igor_xml,
+    write_sensors_xml,
 };
 use healthpull::sensors::Sensors;
 use healthpull::transform::units::UnitSystem;
@@ -84,6 +85,81 @@ fn generated_trees_convert_like_igor() {
     assert!(tally.big_integers > 5, "{tally:?}");
 }
 
+/// The same generated trees as JSON texts with duplicate keys, straight to Igor's
+/// converter (Python's `json.loads` keeps the last value at the first key's place) and
+/// through `to-xml`'s route, which reads the text's index without a `Value`: the XML,
+/// or the error, must be Igor's, and the route over `serde_json::Value` must agree to
+/// the byte and to the error's pointer.
+#[test]
+fn texts_with_duplicate_keys_convert_like_igor() {
+    let mut random = XorShift::new(0x5eed_d0c5_7e47_2026);
+    let texts: Vec<(String, String, usize)> = (0..TREES / 2)
+        .map(|_| {
+            // Mostly objects, where keys can repeat.
+            let value = if random.percent(90) {
+                random.object(0)
+            } else {
+                random.value(0)
+            };
+            let mut text = String::new();
+            let repeated = random.text_with_duplicates(&value, &mut text);
+            (random.name(), text, repeated)
+        })
+        .collect();
+    let mut input = String::new();
+    for (tag, text, _) in &texts {
+        input.push_str(&format!("{{\"tag\":{},\"value\":{text}}}\n", json!(tag)));
+    }
+    let replies = run_script(input);
+    assert_eq!(replies.len(), texts.len(), "one reply per text");
+    let (mut written, mut refused, mut with_duplicates) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for ((tag, text, repeated), reply) in texts.iter().zip(&replies) {
+        let value: Value = serde_json::from_str(text).expect("generated JSON");
+        let doc = Doc::decode(text.clone()).expect("generated JSON");
+        let ours = try_doc_to_igor_xml(tag, &doc);
+        if ours != try_to_igor_xml(tag, &value) {
+            failures.push(format!("the two routes differ on {text}"));
+        }
+        if *repeated > 0 {
+            with_duplicates += 1;
+        }
+        match (
+            reply.get("xml").and_then(Value::as_str),
+            reply.get("error"),
+            &ours,
+        ) {
+            (Some(igor), _, Ok(xml)) if *xml == without_illegal_characters(igor) => written += 1,
+            (None, Some(error), Err(_)) => {
+                let kind = error.as_str().and_then(|e| e.split(':').next());
+                match (kind, &ours) {
+                    (Some("TypeError"), Err(XmlError::TextNotString { .. }))
+                    | (Some("HierarchyRequestErr"), Err(XmlError::AttributeKey { .. })) => {
+                        refused += 1;
+                    }
+                    _ => failures.push(format!("Igor {error}, ours {ours:?}: {text}")),
+                }
+            }
+            _ => failures.push(format!("Igor {reply}, ours {ours:?}: {text}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} texts differ; first ones:\n{}",
+        failures.len(),
+        texts.len(),
+        failures[..failures.len().min(8)].join("\n")
+    );
+    assert!(
+        with_duplicates > TREES / 4,
+        "{with_duplicates} texts with duplicates"
+    );
+    assert!(
+        written > TREES / 4 && refused > 0,
+        "{written} written, {refused} refused"
+    );
+}
+
 /// Outcomes seen, to prove the trees cover what they should.
 #[derive(Debug, Default)]
 struct Tally {
@@ -106,6 +182,11 @@ fn compare(
 ) -> Result<Option<String>, String> {
     if has_big_integer(value) {
         tally.big_integers += 1;
+    }
+    // `to-xml`'s route, from the JSON text's index: the same XML or the same error.
+    let doc = Doc::decode(value.to_string()).map_err(|error| error.to_string())?;
+    if try_doc_to_igor_xml(tag, &doc) != try_to_igor_xml(tag, value) {
+        return Err("try_doc_to_igor_xml differs from try_to_igor_xml".to_owned());
     }
     if let Some(error) = reply.get("error").and_then(Value::as_str) {
         let ours = try_to_igor_xml(tag, value);
@@ -480,6 +561,70 @@ impl XorShift {
                 Number::from_f64(float).map_or(Value::Null, Value::Number)
             }
         }
+    }
+
+    /// `value` as JSON text where some objects repeat a key: a member with another
+    /// value placed before the key's own one (which moves the key to that place and
+    /// keeps its value) or after it (whose value then wins), keys sometimes written
+    /// with `\u` escapes.
+    /// Returns how many members repeat a key.
+    fn text_with_duplicates(&mut self, value: &Value, out: &mut String) -> usize {
+        let mut repeated = 0;
+        match value {
+            Value::Array(items) => {
+                out.push('[');
+                for (position, item) in items.iter().enumerate() {
+                    if position > 0 {
+                        out.push(',');
+                    }
+                    repeated += self.text_with_duplicates(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                let mut members: Vec<(String, String)> = Vec::new();
+                for (key, item) in map {
+                    let mut text = String::new();
+                    repeated += self.text_with_duplicates(item, &mut text);
+                    members.push((key.clone(), text));
+                }
+                for _ in 0..self.below(3) {
+                    if members.is_empty() {
+                        break;
+                    }
+                    let at = self.below(members.len());
+                    let key = members[at].0.clone();
+                    let other = self.value(3).to_string();
+                    let place = if self.percent(50) {
+                        at
+                    } else {
+                        self.below(members.len() + 1).max(at + 1)
+                    };
+                    members.insert(place, (key, other));
+                    repeated += 1;
+                }
+                out.push('{');
+                for (position, (key, text)) in members.iter().enumerate() {
+                    if position > 0 {
+                        out.push(',');
+                    }
+                    if self.percent(20) {
+                        out.push('"');
+                        for unit in key.encode_utf16() {
+                            out.push_str(&format!("\\u{unit:04x}"));
+                        }
+                        out.push('"');
+                    } else {
+                        out.push_str(&json!(key).to_string());
+                    }
+                    out.push(':');
+                    out.push_str(text);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+        repeated
     }
 
     /// A value; `depth` bounds the nesting.

@@ -9,8 +9,10 @@
 //! recorded the same way with minidom + `_tagAndDictFromElement` and are kept inline.
 
 use healthpull::igor::xml::{
-    XmlError, igor_xml_to_value, igor_xml_to_value_verbatim, to_igor_xml, try_to_igor_xml,
+    XmlError, check_doc, igor_xml_to_value, igor_xml_to_value_verbatim, to_igor_xml,
+    try_doc_to_igor_xml, try_to_igor_xml,
 };
+use healthpull::transform::Doc;
 use serde_json::{Map, Value, json};
 
 use crate::support::env;
@@ -348,10 +350,195 @@ fn conversion_errors_point_at_the_key() {
     );
 }
 
+/// The writer that reads a JSON text's index (`to-xml`) against the one that reads its
+/// `serde_json::Value`, on texts a `Value` cannot show as written: duplicate keys
+/// (Python's dict, like serde_json's map, keeps the last value at the first key's
+/// place), number tokens of every shape, escapes, illegal characters, empty containers,
+/// nesting beyond the one-pass indexer's depth. Expected XML and errors recorded with
+/// igor-iot 0.99.1 (`elementFromTagAndData("v", json.loads(text)).toxml()`), illegal
+/// characters deleted from `_e` attributes and `#text`.
+#[test]
+fn documents_write_like_values() {
+    let written: &[(&str, &str)] = &[
+        (r#"{"a":1,"b":2,"a":3}"#, "<v><a>3</a><b>2</b></v>"),
+        (r#"{"a":{"@x":1},"b":1,"a":2}"#, "<v><a>2</a><b>1</b></v>"),
+        (r#"{"l":[{"k":1,"k":2}]}"#, "<v><l><k>2</k></l></v>"),
+        (
+            r#"{"l":[[{"k":1,"k":2,"j":null}]]}"#,
+            "<v><l>[{'k': 2, 'j': None}]</l></v>",
+        ),
+        (r#"{"a":1,"\u0061":2}"#, "<v><a>2</a></v>"),
+        (r##"{"#text":5,"#text":"ok"}"##, "<v>ok</v>"),
+        (r#"{"k":[1,2],"k":[]}"#, "<v/>"),
+        (r#"{"k":[],"k":{}}"#, "<v><k/></v>"),
+        (
+            r#"{"n":-0,"f":-0.0,"e":1E5,"big":123456789012345678901234567890,"x":1.50,"i":1e999,"m":-1e999,"z":0e0,"neg":-9223372036854775809,"u":18446744073709551616}"#,
+            "<v><n>0</n><f>-0.0</f><e>100000.0</e><big>123456789012345678901234567890</big>\
+             <x>1.5</x><i>inf</i><m>-inf</m><z>0.0</z><neg>-9223372036854775809</neg>\
+             <u>18446744073709551616</u></v>",
+        ),
+        (
+            r#"{"min":-9223372036854775808,"max":18446744073709551615,"zero":0,"f":[0.1,1e-5,1e16]}"#,
+            "<v><min>-9223372036854775808</min><max>18446744073709551615</max><zero>0</zero>\
+             <f>0.1</f><f>1e-05</f><f>1e+16</f></v>",
+        ),
+        ("{}", "<v/>"),
+        ("[]", "<v>[]</v>"),
+        (" null ", "<v></v>"),
+        (
+            r#"{"a":{},"b":[],"c":[[]],"d":"","e":[{}],"f":[[],{}]}"#,
+            "<v><a/><c>[]</c><d></d><e/><f>[]</f><f/></v>",
+        ),
+        (
+            r#"{"a\u00e9\u540d":"\ud83d\ude00 \"q\" 'a' <&>","x y":[true,false,null]}"#,
+            "<v><_e _e=\"a\u{e9}\u{540d}\">\u{1f600} &quot;q&quot; 'a' &lt;&amp;&gt;</_e>\
+             <_e _e=\"x y\">true</_e><_e _e=\"x y\"></_e><_e _e=\"x y\"></_e></v>",
+        ),
+        (
+            r#"{"s":"a\u0007b\r\nc\u0085d\u0086\ufffe","t\\u":"\\","l":[["\u0007",1.0,"it's"]]}"#,
+            "<v><s>ab\nc\u{85}d</s><_e _e=\"t\\u\">\\</_e>\
+             <l>['\\x07', 1.0, &quot;it's&quot;]</l></v>",
+        ),
+        (
+            r##"{"k\u0001ey":1,"#text":["\u0002a","b\ufdd0"]}"##,
+            r#"<v><_e _e="key">1</_e>ab</v>"#,
+        ),
+        (
+            r##"{"deep":[[[[1]]]],"w":{"#text":["a","b"],"c":1}}"##,
+            "<v><deep>[[[1]]]</deep><w>ab<c>1</c></w></v>",
+        ),
+        (r#""top""#, "<v>top</v>"),
+        ("12", "<v>12</v>"),
+        (
+            r#"[1,"a",null,{"k":true}]"#,
+            "<v>[1, 'a', None, {'k': True}]</v>",
+        ),
+    ];
+    for &(text, expected) in written {
+        assert_eq!(doc_route("v", text).as_deref(), Ok(expected), "{text}");
+        assert_eq!(value_route("v", text).as_deref(), Ok(expected), "{text}");
+    }
+    // Refused trees: the first problem in the order of the keys as Python keeps them.
+    let refused: &[(&str, &str)] = &[
+        (r##"{"a":1,"b":{"#text":5},"a":{"@y":1}}"##, "/a/@y"),
+        (r##"{"#text":"ok","#text":[1]}"##, "/#text/0"),
+        (r#"{"x":{"@a":1},"y":1,"x":{"@b":2}}"#, "/x/@b"),
+        (
+            r#"{"l":[{"k":1},{"k":{"@z":0},"k":2},{"@w":3}]}"#,
+            "/l/2/@w",
+        ),
+    ];
+    for &(text, pointer) in refused {
+        let error = doc_route("v", text).expect_err(text);
+        assert_eq!(value_route("v", text).as_ref(), Err(&error), "{text}");
+        match error {
+            XmlError::TextNotString { pointer: at, .. }
+            | XmlError::AttributeKey { pointer: at, .. } => assert_eq!(at, pointer, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    // Deeper than the one-pass indexer goes (serde_json decides, up to its limit of 128).
+    for depth in [99, 100, 101, 127] {
+        let text = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+        let expected = format!("<v>{}1{}</v>", "<a>".repeat(depth), "</a>".repeat(depth));
+        assert_eq!(doc_route("v", &text), Ok(expected.clone()), "depth {depth}");
+        assert_eq!(value_route("v", &text), Ok(expected), "depth {depth}");
+    }
+}
+
+/// A checked document streams out in pieces ([`WritableDoc::write_xml`]): the same bytes
+/// as in memory and as the `Value` route, over many pieces; a failing writer's error is
+/// returned.
+#[test]
+fn documents_stream_the_same_bytes() {
+    let rows: Vec<Value> = (0..20_000)
+        .map(|i| json!({"time": format!("{i:05}"), "value": i % 97, "f": f64::from(i) / 8.0, "s": "<&\u{1}>"}))
+        .collect();
+    let text = json!({"heart-rate": rows, "#text": ["a", "b"], "x": 2}).to_string();
+    let doc = Doc::decode(text.clone()).unwrap();
+    let mut streamed = Vec::new();
+    check_doc(&doc)
+        .unwrap()
+        .write_xml(&mut streamed, "jack")
+        .unwrap();
+    let expected = value_route("jack", &text).unwrap();
+    assert!(expected.len() > 1 << 20, "{} bytes", expected.len());
+    assert_eq!(String::from_utf8(streamed).unwrap(), expected);
+    assert_eq!(doc_route("jack", &text).unwrap(), expected);
+
+    struct Refusing(usize);
+    impl std::io::Write for Refusing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += 1;
+            Err(std::io::Error::other(format!(
+                "refused {} bytes",
+                bytes.len()
+            )))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut refusing = Refusing(0);
+    let error = check_doc(&doc)
+        .unwrap()
+        .write_xml(&mut refusing, "jack")
+        .unwrap_err();
+    assert!(error.to_string().starts_with("refused "), "{error}");
+    assert_eq!(refusing.0, 1, "nothing more is written after an error");
+    assert!(check_doc(&Doc::decode(r#"{"@a":1}"#.to_owned()).unwrap()).is_err());
+}
+
+/// `healthpull to-xml`: the element and a newline, or nothing at all on stdout when Igor
+/// would refuse the tree (checked whole before anything is written), with the error of
+/// the library's writers.
+#[test]
+fn to_xml_prints_all_or_nothing() {
+    let (code, stdout, stderr) = crate::engine::run(
+        &["to-xml", "--tag", "jack"],
+        Some(r#"{"a":{"@x":1},"b":[1,{"c":"\u0007d"}],"a":2.50}"#),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "<jack><a>2.5</a><b>1</b><b><c>d</c></b></jack>\n");
+    let refused = r##"{"ok":[1,2,3],"b":{"#text":[true]},"z":"late"}"##;
+    let (code, stdout, stderr) = crate::engine::run(&["to-xml", "--tag", "jack"], Some(refused));
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "", "nothing is printed for a refused tree");
+    let error = value_route("jack", refused).unwrap_err();
+    assert!(stderr.contains(&error.to_string()), "{stderr}");
+    for not_json in ["{\"a\":1,}", "\"\u{1}\"", "[1]x", "", r#""\ud800""#] {
+        let (code, stdout, stderr) = crate::engine::run(&["to-xml", "--tag", "x"], Some(not_json));
+        assert_eq!((code, stdout.as_str()), (1, ""), "{not_json:?}");
+        let serde = serde_json::from_str::<Value>(not_json).unwrap_err();
+        assert!(
+            stderr.contains(&format!("stdin is not JSON: {serde}")),
+            "{not_json:?}: {stderr}"
+        );
+    }
+}
+
+/// [`try_doc_to_igor_xml`] of a JSON text.
+fn doc_route(tag: &str, text: &str) -> Result<String, XmlError> {
+    let doc = Doc::decode(text.to_owned()).unwrap_or_else(|error| panic!("{text}: {error}"));
+    try_doc_to_igor_xml(tag, &doc)
+}
+
+/// [`try_to_igor_xml`] of the `serde_json::Value` of a JSON text.
+fn value_route(tag: &str, text: &str) -> Result<String, XmlError> {
+    let value: Value = serde_json::from_str(text).unwrap_or_else(|error| panic!("{text}: {error}"));
+    try_to_igor_xml(tag, &value)
+}
+
 /// Asserts everything `case` holds; counts the assertions in `tally`.
 fn check(case: &Case<'_>, tally: &mut Tally) {
     let name = &case.name;
     if let (Some(tag), Some(input)) = (&case.tag, case.input) {
+        // `to-xml`'s route, from the JSON text's index: the same XML and the same error.
+        assert_eq!(
+            doc_route(tag, &input.to_string()),
+            try_to_igor_xml(tag, input),
+            "{name}: try_doc_to_igor_xml"
+        );
         if let Some(error) = case.error {
             let result = try_to_igor_xml(tag, input);
             let kind_matches = match error.split(':').next() {

@@ -19,7 +19,7 @@ use url::Url;
 
 use crate::http::{self, Limits, Request, Response, Transport, TransportError};
 use crate::provider::Provider;
-use crate::provider::raw::{ClientAuth, Pkce, Rotation};
+use crate::provider::raw::{ClientAuth, Pkce, RevokeStyle, Rotation};
 use crate::secret::{Secret, redact};
 
 /// The app registration (`plugindata/<plugin>`).
@@ -394,9 +394,10 @@ pub enum RevokeError {
     Refused(String),
 }
 
-/// Revokes a token at the provider (RFC 7009): a form POST of the refresh token (the
-/// access token when there is none) with its `token_type_hint`, authenticated like the
-/// token endpoint. One attempt; the caller decides what a failure means.
+/// Revokes a token at the provider, in the style the file declares (`revoke_style`;
+/// RFC 7009 by default: a form POST of the refresh token, else the access token, with
+/// its `token_type_hint`, authenticated like the token endpoint). One attempt; the
+/// caller decides what a failure means.
 pub async fn revoke(
     transport: &dyn Transport,
     provider: &Provider,
@@ -406,16 +407,45 @@ pub async fn revoke(
     let Some(url) = provider.auth.revoke_url.clone() else {
         return Ok(Revocation::NotSupported);
     };
-    let (value, hint) = match &token.refresh {
-        Some(refresh) => (refresh, "refresh_token"),
-        None => (&token.access, "access_token"),
+    let unavailable = |e: &dyn std::fmt::Display| RevokeError::Unavailable(redact(&e.to_string()));
+    let url = match revoke_target(&url, token) {
+        Some(url) => url,
+        None => {
+            return Err(RevokeError::Refused(
+                "the provider's id of the user is not known".into(),
+            ));
+        }
     };
-    let form = vec![
-        ("token".to_owned(), value.expose().to_owned()),
-        ("token_type_hint".to_owned(), hint.to_owned()),
-    ];
-    let request = form_post(provider, app, &url, form)
-        .map_err(|e| RevokeError::Unavailable(redact(&e.to_string())))?;
+    let bearer = |method: Method| {
+        http::request(method, url.as_str())
+            .header(ACCEPT, "application/json")
+            .header(AUTHORIZATION, format!("Bearer {}", token.access.expose()))
+            .body(Bytes::new())
+    };
+    let request = match provider.auth.config.revoke_style {
+        RevokeStyle::Rfc7009 => {
+            let (value, hint) = match &token.refresh {
+                Some(refresh) => (refresh, "refresh_token"),
+                None => (&token.access, "access_token"),
+            };
+            let form = vec![
+                ("token".to_owned(), value.expose().to_owned()),
+                ("token_type_hint".to_owned(), hint.to_owned()),
+            ];
+            form_post(provider, app, &url, form).map_err(|e| unavailable(&e))?
+        }
+        RevokeStyle::BearerDelete => bearer(Method::DELETE).map_err(|e| unavailable(&e))?,
+        RevokeStyle::BearerPost => bearer(Method::POST).map_err(|e| unavailable(&e))?,
+        RevokeStyle::AccessTokenQuery => {
+            let mut url = url.clone();
+            url.query_pairs_mut()
+                .append_pair("access_token", token.access.expose());
+            http::request(Method::POST, url.as_str())
+                .header(ACCEPT, "application/json")
+                .body(Bytes::new())
+                .map_err(|e| unavailable(&e))?
+        }
+    };
     let limits = Limits {
         max_bytes: 64 * 1024,
         ..token_limits(provider)
@@ -438,6 +468,18 @@ pub async fn revoke(
     } else {
         Err(RevokeError::Refused(detail))
     }
+}
+
+/// The revocation URL with the provider's id of the user in place of
+/// `{provider_user_id}`; `None` when it names the id and the token does not know it.
+fn revoke_target(url: &Url, token: &Token) -> Option<Url> {
+    const PLACE: &str = "%7Bprovider_user_id%7D";
+    if !url.as_str().contains(PLACE) {
+        return Some(url.clone());
+    }
+    let id = token.provider_user_id.as_deref()?;
+    let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    Url::parse(&url.as_str().replace(PLACE, &encoded)).ok()
 }
 
 /// The provider's words for a failed token call: `auth.token_response.error_message`
@@ -630,6 +672,77 @@ mod tests {
         let transport = MemoryTransport::new([step]);
         let result = refresh(&transport, provider, &app(), &current(), 1000.0).await;
         (result, transport)
+    }
+
+    #[tokio::test]
+    async fn each_provider_revokes_in_its_own_style() {
+        let token =
+            Token::from_stored(&json!({"access_token": "acc-41", "refresh_token": "ref-41",
+            "issued_at": 1.0, "user_id": "41908375"}))
+            .expect("token");
+        for (name, method, uri, bearer) in [
+            (
+                "oura",
+                "POST",
+                "https://api.ouraring.com/oauth/revoke?access_token=acc-41",
+                false,
+            ),
+            (
+                "whoop",
+                "DELETE",
+                "https://api.prod.whoop.com/developer/v2/user/access",
+                true,
+            ),
+            (
+                "strava",
+                "POST",
+                "https://www.strava.com/oauth/deauthorize",
+                true,
+            ),
+            (
+                "polar",
+                "DELETE",
+                "https://www.polaraccesslink.com/v3/users/41908375",
+                true,
+            ),
+            (
+                "google-health",
+                "POST",
+                "https://oauth2.googleapis.com/revoke",
+                false,
+            ),
+        ] {
+            let transport = MemoryTransport::new([answer(200, json!({}))]);
+            let done = revoke(&transport, &provider(name), &app(), &token).await;
+            assert_eq!(done.expect(name), Revocation::Revoked, "{name}");
+            let sent = &transport.sent()[0];
+            assert_eq!(
+                (sent.method.as_str(), sent.uri.as_str()),
+                (method, uri),
+                "{name}"
+            );
+            assert_eq!(
+                sent.header("authorization") == Some("Bearer acc-41"),
+                bearer,
+                "{name}"
+            );
+        }
+        // RFC 7009 sends the refresh token with its hint.
+        let transport = MemoryTransport::new([answer(200, json!({}))]);
+        revoke(&transport, &provider("google-health"), &app(), &token)
+            .await
+            .unwrap();
+        assert_eq!(transport.sent()[0].form("token").as_deref(), Some("ref-41"));
+        // A URL naming the user's id needs it.
+        let anonymous =
+            Token::from_stored(&json!({"access_token": "acc-42", "issued_at": 1.0})).unwrap();
+        let transport = MemoryTransport::new([]);
+        let refused = revoke(&transport, &provider("polar"), &app(), &anonymous).await;
+        assert!(
+            matches!(refused, Err(RevokeError::Refused(_))),
+            "{refused:?}"
+        );
+        assert!(transport.sent().is_empty());
     }
 
     #[tokio::test]

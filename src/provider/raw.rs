@@ -110,9 +110,13 @@ pub struct AuthConfig {
     pub authorize_url: String,
     /// The token endpoint (code exchange and refresh).
     pub token_url: String,
-    /// The revocation endpoint, if any.
+    /// The revocation endpoint, if any; `{provider_user_id}` in it stands for the
+    /// provider's id of the user (Polar's `DELETE /v3/users/{provider_user_id}`).
     #[serde(default)]
     pub revoke_url: Option<String>,
+    /// How a token is revoked at `revoke_url`.
+    #[serde(default)]
+    pub revoke_style: RevokeStyle,
     /// A call made once a consent is granted, with the new token, before any fetch
     /// (Polar's user registration).
     #[serde(default)]
@@ -733,6 +737,22 @@ impl SortBy {
             SortBy::Many(names) => names.iter().map(String::as_str).collect(),
         }
     }
+}
+
+/// How a token is revoked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeStyle {
+    /// RFC 7009: a form POST of the refresh token (else the access token) with its
+    /// `token_type_hint`, authenticated like the token endpoint.
+    #[default]
+    Rfc7009,
+    /// `DELETE` with the access token as bearer (WHOOP, Polar).
+    BearerDelete,
+    /// `POST` with the access token as bearer (Strava's deauthorize).
+    BearerPost,
+    /// `POST` with the access token in the query, `?access_token=` (Oura).
+    AccessTokenQuery,
 }
 
 /// The provider's own record of the user's time zone.

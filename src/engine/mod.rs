@@ -637,7 +637,7 @@ impl ReplayCaller<'_> {
 
     /// Indexes and classifies a recording like a live answer.
     fn decode(&self, text: String, status: u16, path: &Path) -> Result<Doc, CallError> {
-        let body = Doc::decode(text).ok();
+        let body = Doc::of_answer(status, text.into_bytes());
         if let Some((kind, message)) = classify(self.provider, status, body.as_ref()) {
             return Err(CallError {
                 kind,

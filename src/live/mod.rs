@@ -676,7 +676,7 @@ impl Caller for LiveCaller {
             let headers = answer.headers;
             let status = answer.status;
             // The answer's document, from its bytes: the same the replay indexes.
-            let doc = Doc::decode_bytes(answer.body.into());
+            let doc = Doc::of_answer(status, answer.body.into());
             if let Some(usage) = &self.provider.api.config.rate_limit.usage
                 && let Some(until) = usage_reset(usage, &headers, self.rt.clock.epoch())
             {

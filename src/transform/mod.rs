@@ -492,6 +492,15 @@ impl Doc {
         }
     }
 
+    /// The document of an answer: `null` for `204 No Content` (nothing to map, as
+    /// Polar answers when there is no data), else its body indexed.
+    pub fn of_answer(status: u16, bytes: Vec<u8>) -> Option<Doc> {
+        if status == 204 {
+            return Doc::parse("null".to_owned()).ok();
+        }
+        Doc::decode_bytes(bytes)
+    }
+
     /// Indexes JSON bytes (an HTTP body); not UTF-8 is not JSON.
     pub fn decode_bytes(bytes: Vec<u8>) -> Option<Doc> {
         Doc::decode(String::from_utf8(bytes).ok()?).ok()

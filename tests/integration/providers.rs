@@ -307,6 +307,8 @@ cases! {
     // polar. Exercises with local start times and offsets in minutes east and west of
     // Greenwich; daily activity over a week.
     polar_workouts: "polar", "workouts", "get_workouts", [], [] => Expect::Xml;
+    // No exercises: 204 with no body is no data, not an error.
+    polar_workouts_none: "polar", "workouts_none", "get_workouts", [], [] => Expect::Xml;
     // The call after a consent, asked for by hand: a user registered already (409) is
     // an error on the data route (the consent accepts it), and maps nothing.
     polar_register_user: "polar", "register_user", "register_user", [], [] => Expect::Error(&[

@@ -75,6 +75,14 @@ pub(crate) fn replay_provider_in(
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A provider file for a test: `name` on `https://NAME.invalid`, with `methods` (YAML
+/// indented under `methods:`).
+pub(crate) fn provider_file(name: &str, methods: &str) -> String {
+    format!(
+        "name: {name}\nauth:\n  authorize_url: https://{name}.invalid/authorize\n  token_url: https://{name}.invalid/token\n  scopes: []\napi:\n  base_url: https://{name}.invalid\nmethods:{methods}"
+    )
+}
+
 fn write_config(dir: &Path, providers: &Path) -> std::path::PathBuf {
     let config = dir.join("providers.yaml");
     std::fs::write(
@@ -88,15 +96,10 @@ fn write_config(dir: &Path, providers: &Path) -> std::path::PathBuf {
     config
 }
 
-const PROVIDER: &str = r#"
-name: constructs
-auth:
-  authorize_url: https://constructs.invalid/authorize
-  token_url: https://constructs.invalid/token
-  scopes: []
-api:
-  base_url: https://constructs.invalid
-methods:
+fn provider() -> String {
+    provider_file(
+        "constructs",
+        r#"
   get_sleep:
     path: /sleep
     output:
@@ -130,7 +133,9 @@ methods:
           dateTime: { path: $.date, type: date, required: true }
           # Days without steps come without the value.
           value: { path: $.steps, type: integer, default: 0, required: true }
-"#;
+"#,
+    )
+}
 
 const SLEEP: &str = r#"{"periods": [
   {"day": "2026-11-20", "type": "long_sleep", "duration": 26400, "in_bed": "PT7H45M", "score": 81},
@@ -149,7 +154,7 @@ const STEPS: &str = r#"{"days": [
 fn value_maps_defaults_durations_and_comparisons() {
     let sleep = replay_provider(
         "constructs",
-        PROVIDER,
+        &provider(),
         &[("GET__sleep.json", SLEEP)],
         &["--methods", "get_sleep"],
     );
@@ -164,7 +169,7 @@ fn value_maps_defaults_durations_and_comparisons() {
     );
     let steps = replay_provider(
         "constructs",
-        PROVIDER,
+        &provider(),
         &[("GET__steps.json", STEPS)],
         &["--methods", "get_steps"],
     );
@@ -186,7 +191,7 @@ fn entries_of_one_day_are_summed() {
     ]"#;
     let xml = replay_provider(
         "constructs",
-        PROVIDER,
+        &provider(),
         &[("GET__activities.json", activities)],
         &["--methods", "get_distance", "--system", "metric"],
     );
@@ -205,7 +210,7 @@ fn a_value_the_map_lacks_is_an_error_naming_it() {
     let recordings = dir.join("recordings");
     std::fs::create_dir_all(&providers).unwrap();
     std::fs::create_dir_all(&recordings).unwrap();
-    std::fs::write(providers.join("constructs.yaml"), PROVIDER).unwrap();
+    std::fs::write(providers.join("constructs.yaml"), provider()).unwrap();
     std::fs::write(
         recordings.join("GET__sleep.json"),
         r#"{"periods": [{"day": "2026-11-20", "type": "rest", "duration": 3000, "in_bed": "PT1H"}]}"#,
@@ -258,15 +263,10 @@ fn recording(key: &str) -> String {
     format!("{slug}.json")
 }
 
-const PAGING: &str = r#"
-name: paging
-auth:
-  authorize_url: https://paging.invalid/authorize
-  token_url: https://paging.invalid/token
-  scopes: []
-api:
-  base_url: https://paging.invalid
-methods:
+fn paging() -> String {
+    provider_file(
+        "paging",
+        r#"
   pages:
     path: /list
     query:
@@ -308,7 +308,9 @@ methods:
         fields:
           dateTime: { path: $.day, type: date, required: true }
           value: { path: $.steps, type: integer, required: true }
-"#;
+"#,
+    )
+}
 
 fn day(d: u32, steps: u32) -> String {
     format!(r#"{{"day": "2026-11-{d:02}", "steps": {steps}}}"#)
@@ -329,7 +331,7 @@ fn paged(method: &str, pages: &[(&str, String, Option<&str>)]) -> Vec<String> {
         .iter()
         .map(|(f, b)| (f.as_str(), b.as_str()))
         .collect();
-    let xml = replay_provider("paging", PAGING, &files, &["--methods", method]);
+    let xml = replay_provider("paging", &paging(), &files, &["--methods", method]);
     xml.split("<dateTime>")
         .skip(1)
         .filter_map(|rest| rest.split('<').next())

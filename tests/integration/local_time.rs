@@ -176,15 +176,10 @@ async fn user_settings_and_the_setup_page_check_the_time_zone() {
 /// A provider written for this test: one answer with instants east and west of
 /// Greenwich, an instant in UTC, a naive local time, and records with offsets of their
 /// own, mapped into `heart-rate` (an instant with its offset) and `glucose`.
-const PROVIDER: &str = r#"
-name: zones
-auth:
-  authorize_url: https://zones.invalid/authorize
-  token_url: https://zones.invalid/token
-  scopes: []
-api:
-  base_url: https://zones.invalid
-methods:
+fn provider() -> String {
+    crate::constructs::provider_file(
+        "zones",
+        r#"
   samples:
     path: /samples
     output:
@@ -204,7 +199,9 @@ methods:
           dateTime: { path: $.displayTime, from: local_datetime, offset: $.zone, type: date, required: true }
           time: { path: $.displayTime, from: local_datetime, offset: $.zone, type: time, required: true }
           offset: { path: $.displayTime, from: local_datetime, offset: $.zone, type: offset }
-"#;
+"#,
+    )
+}
 
 const ANSWER: &str = r#"{
   "samples": [
@@ -225,7 +222,7 @@ fn times_land_on_the_day_and_offset_they_were_recorded_in() {
         crate::constructs::replay_provider_in(
             &[("TZ", zone)],
             "zones",
-            PROVIDER,
+            &provider(),
             &[("GET__samples.json", ANSWER)],
             &["--methods", "samples"],
         )

@@ -383,19 +383,9 @@ trait Tree<'a>: Copy {
     fn members(self) -> impl Iterator<Item = (&'a str, Self)>;
 }
 
-/// One node of a [`Tree`]. Integers in their simplest form may come as machine
-/// integers, any number as its token.
-#[derive(Clone, Copy)]
-enum Shape<'a> {
-    Null,
-    Bool(bool),
-    UInt(u64),
-    Int(i64),
-    Number(&'a str),
-    Str(&'a str),
-    Array,
-    Object,
-}
+/// One node of a [`Tree`], as a document's node shows itself ([`Item`]): integers in
+/// their simplest form may come as machine integers, any number as its token.
+type Shape<'a> = Item<'a>;
 
 impl<'a> Tree<'a> for &'a Value {
     fn shape(self) -> Shape<'a> {
@@ -437,16 +427,7 @@ struct DocNode<'a> {
 impl<'a> Tree<'a> for DocNode<'a> {
     #[inline]
     fn shape(self) -> Shape<'a> {
-        match self.doc.item(self.at) {
-            Item::Null => Shape::Null,
-            Item::Bool(b) => Shape::Bool(b),
-            Item::UInt(integer) => Shape::UInt(integer),
-            Item::Int(integer) => Shape::Int(integer),
-            Item::Number(text) => Shape::Number(text),
-            Item::Str(text) => Shape::Str(text),
-            Item::Array => Shape::Array,
-            Item::Object => Shape::Object,
-        }
+        self.doc.item(self.at)
     }
 
     #[inline]

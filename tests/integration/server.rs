@@ -1545,6 +1545,39 @@ async fn setup_page_in_headless_chromium() {
         Some(json!("get_bodyweight,get_bodyfat"))
     );
 
+    // The time zone: its own row; a name that is no zone is shown beside it and
+    // changes nothing, an IANA name is stored.
+    browser
+        .type_text(&browser.find("#set-timezone").await, "Mars/Olympus")
+        .await;
+    browser.click(&browser.find("#save-user").await).await;
+    let source = browser
+        .wait_for_source("the zone's error", |s| s.contains("unknown time zone"))
+        .await;
+    assert!(
+        source.contains("unknown time zone `Mars/Olympus`"),
+        "{source}"
+    );
+    assert_eq!(
+        world
+            .stored(&format!("identities/{USER}/plugindata/{PLUGIN}/timezone"))
+            .await,
+        None
+    );
+    let zone = browser.find("#set-timezone").await;
+    browser.click(&zone).await;
+    browser
+        .type_text(&zone, "\u{e009}a\u{e000}\u{e003}America/Los_Angeles")
+        .await;
+    browser.click(&browser.find("#save-user").await).await;
+    browser.find("#set-methods").await;
+    assert_eq!(
+        world
+            .stored(&format!("identities/{USER}/plugindata/{PLUGIN}/timezone"))
+            .await,
+        Some(json!("America/Los_Angeles"))
+    );
+
     // Grant: the link, the provider's consent page, Allow, back to auth2.
     browser.click(&browser.find("#grant-link").await).await;
     let allow = browser.find("#allow").await;

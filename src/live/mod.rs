@@ -279,6 +279,9 @@ pub struct LiveCaller {
     rt: Runtime,
     app: AppCredentials,
     token: tokio::sync::Mutex<Option<Token>>,
+    /// The user's status as read when the fetch started: the first call's rate-limit
+    /// check reads it here instead of from the store again.
+    status: Mutex<Option<Value>>,
 }
 
 impl LiveCaller {
@@ -297,6 +300,17 @@ impl LiveCaller {
             rt,
             app,
             token: tokio::sync::Mutex::new(None),
+            status: Mutex::new(None),
+        }
+    }
+
+    /// The same caller, starting from the token and status just read from the store
+    /// (refreshes still re-read the token under the lock).
+    pub fn with_stored(self, token: Token, status: Option<Value>) -> LiveCaller {
+        LiveCaller {
+            token: tokio::sync::Mutex::new(Some(token)),
+            status: Mutex::new(Some(status.unwrap_or(Value::Null))),
+            ..self
         }
     }
 
@@ -464,12 +478,18 @@ impl LiveCaller {
     /// Checks the client-side budgets; `Err` names when the budget resets.
     async fn take_budget(&self) -> Result<(), CallError> {
         let now = self.rt.clock.epoch();
-        if let Ok(Some(status)) = self
-            .rt
-            .store
-            .get(&paths::status(&self.plugin, &self.user))
-            .await
-        {
+        let seen = self.status.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let status = match seen {
+            Some(status) => Some(status),
+            None => self
+                .rt
+                .store
+                .get(&paths::status(&self.plugin, &self.user))
+                .await
+                .ok()
+                .flatten(),
+        };
+        if let Some(status) = status {
             if let Some(until) = status.get("rate_limited_until").and_then(leaf_number) {
                 if until > now {
                     return Err(budget_error(until));
@@ -758,14 +778,20 @@ pub async fn user_settings(
     plugin: &str,
     user: &UserName,
 ) -> Result<UserSettings, crate::store::StoreError> {
-    let system = store.get(&format!("{}/system", paths::app(plugin))).await?;
-    let data = store
-        .get(&paths::user(plugin, user))
-        .await?
-        .unwrap_or(Value::Null);
+    let system = format!("{}/system", paths::app(plugin));
+    let user_path = paths::user(plugin, user);
+    let mut values = store.get_many(&[&system, &user_path]).await?.into_iter();
+    let system = values.next().flatten();
+    let data = values.next().flatten();
+    Ok(settings_from(data.as_ref(), system.as_ref()))
+}
+
+/// The settings in the user's subtree `identities/<user>/plugindata/<plugin>` and the
+/// app's `system`.
+fn settings_from(data: Option<&Value>, system: Option<&Value>) -> UserSettings {
     let mut defaults = IndexMap::new();
     let mut methods = None;
-    if let Value::Object(m) = &data {
+    if let Some(Value::Object(m)) = data {
         for (k, v) in m {
             match k.as_str() {
                 "token" => {}
@@ -778,10 +804,65 @@ pub async fn user_settings(
             }
         }
     }
-    Ok(UserSettings {
+    UserSettings {
         defaults,
         methods,
-        system: leaf_text(system.as_ref()),
+        system: leaf_text(system),
+    }
+}
+
+/// What a fetch reads before it starts, in one read of the store: the app registration,
+/// the user's settings and token, and the user's status.
+pub struct FetchInputs {
+    /// Client id and secret; `None` when either is missing.
+    pub app: Option<AppCredentials>,
+    /// The stored client id (the plan's `client_id`).
+    pub client_id: Option<String>,
+    /// The user's stored defaults and the app's `system`.
+    pub settings: UserSettings,
+    /// The user's token.
+    pub token: Option<Token>,
+    /// The user's status record as stored.
+    pub status: Option<Value>,
+    /// Whether anything is stored for the user (`identities/<user>/plugindata/<plugin>`).
+    pub user_known: bool,
+}
+
+/// Reads what a fetch for `user` needs: the leaves of the app registration (never all of
+/// `plugindata/<plugin>`, which also holds every user's status), the user's subtree
+/// (settings and token) and the user's status, together.
+pub async fn fetch_inputs(
+    store: &dyn Store,
+    plugin: &str,
+    user: &UserName,
+) -> Result<FetchInputs, crate::store::StoreError> {
+    let app = paths::app(plugin);
+    let client_id = format!("{app}/client_id");
+    let client_secret = format!("{app}/client_secret");
+    let system = format!("{app}/system");
+    let user_path = paths::user(plugin, user);
+    let status = paths::status(plugin, user);
+    let mut values = store
+        .get_many(&[&client_id, &client_secret, &system, &user_path, &status])
+        .await?
+        .into_iter();
+    let mut next = || values.next().flatten();
+    let (client_id, client_secret, system, data, status) = (next(), next(), next(), next(), next());
+    let client_id = leaf_text(client_id.as_ref());
+    let app = match (&client_id, leaf_text(client_secret.as_ref())) {
+        (Some(id), Some(secret)) => Some(AppCredentials::new(id.clone(), Secret::new(secret))),
+        _ => None,
+    };
+    Ok(FetchInputs {
+        app,
+        client_id,
+        settings: settings_from(data.as_ref(), system.as_ref()),
+        token: data
+            .as_ref()
+            .and_then(|d| d.get("token"))
+            .and_then(Token::from_stored),
+        status,
+        user_known: data.is_some(),
     })
 }
 
@@ -795,18 +876,74 @@ pub async fn store_sensors(
     user: &UserName,
     tree: &Sensors,
 ) -> Result<bool, crate::store::StoreError> {
-    let path = paths::sensors(plugin, user);
+    let Some(value) = sensors_to_write(store, plugin, user, tree).await? else {
+        return Ok(false);
+    };
+    store.put(&paths::sensors(plugin, user), &value).await?;
+    Ok(true)
+}
+
+/// The value to write at `sensors/<plugin>/<user>` for `tree`; `None` when the tree holds
+/// nothing and something is stored.
+async fn sensors_to_write(
+    store: &dyn Store,
+    plugin: &str,
+    user: &UserName,
+    tree: &Sensors,
+) -> Result<Option<Value>, crate::store::StoreError> {
     let tree = tree.to_value();
     if holds_nothing(&tree) {
-        if let Some(stored) = store.get(&path).await? {
+        if let Some(stored) = store.get(&paths::sensors(plugin, user)).await? {
             if !holds_nothing(&stored) {
                 tracing::info!(plugin, user = %user, "Fetch found nothing; the stored data is kept");
-                return Ok(false);
+                return Ok(None);
             }
         }
     }
-    store.put(&path, &tree).await?;
-    Ok(true)
+    Ok(Some(tree))
+}
+
+/// Stores a successful fetch: the tree (as [`store_sensors`] decides) and the user's
+/// `last_success`, in one write: both or neither. The status fields are written as
+/// leaves of the user's status record, so its other fields stay as they are. They are
+/// healthpull's own (a time and a flag), with no provider text to redact.
+async fn store_success(
+    store: &dyn Store,
+    plugin: &str,
+    user: &UserName,
+    tree: &Sensors,
+    now: &str,
+) -> Result<(), crate::store::StoreError> {
+    let sensors_path = paths::sensors(plugin, user);
+    let sensors = sensors_to_write(store, plugin, user, tree).await?;
+    let status = paths::status(plugin, user);
+    let fields = [
+        (format!("{status}/last_success"), json!(now)),
+        (format!("{status}/consent_needed"), json!(false)),
+    ];
+    let mut writes: Vec<(&str, &Value)> = Vec::with_capacity(3);
+    if let Some(value) = &sensors {
+        writes.push((&sensors_path, value));
+    }
+    writes.extend(fields.iter().map(|(path, value)| (path.as_str(), value)));
+    match store.put_many(&writes).await {
+        // A status that is not a record (written by hand) cannot take fields: it is
+        // replaced by one, as `update_status` does.
+        Err(crate::store::StoreError::NotAContainer { ancestor, .. }) if ancestor == status => {
+            if let Some(value) = &sensors {
+                store.put(&sensors_path, value).await?;
+            }
+            update_status(
+                store,
+                plugin,
+                user,
+                json!({"last_success": now, "consent_needed": false}),
+            )
+            .await;
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Whether a stored tree holds no value: only empty objects, empty lists and nulls.
@@ -831,32 +968,36 @@ pub async fn fetch(
     plan: &FetchPlan,
     dry_run: bool,
 ) -> Result<Sensors, FetchError> {
+    let inputs = fetch_inputs(rt.store.as_ref(), plugin, user).await?;
+    fetch_with(provider, plugin, user, rt, plan, dry_run, inputs).await
+}
+
+/// [`fetch`] with what [`fetch_inputs`] read (the plan was made from its settings).
+pub async fn fetch_with(
+    provider: Arc<Provider>,
+    plugin: &str,
+    user: &UserName,
+    rt: &Runtime,
+    plan: &FetchPlan,
+    dry_run: bool,
+    inputs: FetchInputs,
+) -> Result<Sensors, FetchError> {
     let store = rt.store.as_ref();
-    let app = app_credentials(store, plugin)
-        .await?
-        .ok_or_else(|| FetchError::NoApp {
-            plugin: plugin.to_owned(),
-        })?;
-    if stored_token(store, plugin, user).await?.is_none() {
-        return Err(FetchError::NoToken {
-            plugin: plugin.to_owned(),
-            user: user.to_string(),
-        });
-    }
-    let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app);
+    let app = inputs.app.ok_or_else(|| FetchError::NoApp {
+        plugin: plugin.to_owned(),
+    })?;
+    let token = inputs.token.ok_or_else(|| FetchError::NoToken {
+        plugin: plugin.to_owned(),
+        user: user.to_string(),
+    })?;
+    let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app)
+        .with_stored(token, inputs.status);
     let result = engine::fetch(&provider, plan, &caller).await;
     let now = rt.clock.now().to_rfc3339();
     match result {
         Ok(tree) => {
             if !dry_run {
-                store_sensors(store, plugin, user, &tree).await?;
-                update_status(
-                    store,
-                    plugin,
-                    user,
-                    json!({"last_success": now, "consent_needed": false}),
-                )
-                .await;
+                store_success(store, plugin, user, &tree, &now).await?;
             }
             Ok(tree)
         }

@@ -208,23 +208,62 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// One read transaction for all of them.
+    async fn get_many(&self, paths: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
+        let parsed = paths
+            .iter()
+            .map(|path| StorePath::parse(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = parsed.first().cloned() else {
+            return Ok(Vec::new());
+        };
+        let row_path = first.text.clone();
+        self.run(&first, move |connection, file| {
+            let sqlite_error = sqlite_error(file, "read", &row_path);
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(&sqlite_error)?;
+            let values = parsed
+                .iter()
+                .map(|path| read_subtree(&transaction, file, &path.text))
+                .collect::<Result<Vec<_>, _>>()?;
+            transaction.commit().map_err(&sqlite_error)?;
+            Ok(values)
+        })
+        .await
+    }
+
     async fn put(&self, path: &str, value: &Value) -> Result<(), StoreError> {
-        let path = StorePath::parse(path)?;
-        // Refuse what Igor would refuse, so both backends accept the same trees.
-        crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
-            StoreError::Unrepresentable {
-                path: path.text.clone(),
-                source,
-            }
-        })?;
-        let value = value.clone();
-        let target = path.clone();
-        self.run(&path, move |connection, file| {
-            let sqlite_error = sqlite_error(file, "write", &target.text);
+        self.put_many(&[(path, value)]).await
+    }
+
+    /// One write transaction for all of them: every subtree is replaced, or none is.
+    async fn put_many(&self, writes: &[(&str, &Value)]) -> Result<(), StoreError> {
+        let mut owned = Vec::with_capacity(writes.len());
+        for (path, value) in writes {
+            let path = StorePath::parse(path)?;
+            // Refuse what Igor would refuse, so both backends accept the same trees.
+            crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
+                StoreError::Unrepresentable {
+                    path: path.text.clone(),
+                    source,
+                }
+            })?;
+            owned.push((path, (*value).clone()));
+        }
+        let Some((first, _)) = owned.first() else {
+            return Ok(());
+        };
+        let first = first.clone();
+        let row_path = first.text.clone();
+        self.run(&first, move |connection, file| {
+            let sqlite_error = sqlite_error(file, "write", &row_path);
             let transaction = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&sqlite_error)?;
-            write_subtree(&transaction, file, &target, &value)?;
+            for (target, value) in &owned {
+                write_subtree(&transaction, file, target, value)?;
+            }
             transaction.commit().map_err(&sqlite_error)
         })
         .await

@@ -399,14 +399,7 @@ fn read_subtree(
     path: &str,
 ) -> Result<Option<Value>, StoreError> {
     let sqlite_error = sqlite_error(file, "read", path);
-    let top: Option<Option<String>> = transaction
-        .query_row(
-            "SELECT value FROM nodes WHERE path = ?1",
-            params![path],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(&sqlite_error)?;
+    let top = value_at(transaction, path).map_err(&sqlite_error)?;
     let Some(top) = top else {
         return Ok(None);
     };
@@ -474,23 +467,18 @@ fn write_subtree(
     let mut parent = String::new();
     for depth in 1..target.steps.len() {
         let ancestor = target.prefix(depth);
-        let existing: Option<Option<String>> = transaction
-            .query_row(
-                "SELECT value FROM nodes WHERE path = ?1",
-                params![ancestor],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(&sqlite_error)?;
+        let existing = value_at(transaction, &ancestor).map_err(&sqlite_error)?;
         match existing {
             None => {
                 let ord = next_ord(transaction, &parent).map_err(&sqlite_error)?;
                 transaction
-                    .execute(
+                    .prepare_cached(
                         "INSERT INTO nodes (path, parent, name, ord, value)
                          VALUES (?1, ?2, ?3, ?4, NULL)",
-                        params![ancestor, parent, target.steps[depth - 1], ord],
                     )
+                    .and_then(|mut insert| {
+                        insert.execute(params![ancestor, parent, target.steps[depth - 1], ord])
+                    })
                     .map_err(&sqlite_error)?;
             }
             Some(None) => {}
@@ -506,10 +494,8 @@ fn write_subtree(
                 // Igor prints null, false and "" as an empty element, which can take
                 // children; do the same.
                 transaction
-                    .execute(
-                        "UPDATE nodes SET value = NULL WHERE path = ?1",
-                        params![ancestor],
-                    )
+                    .prepare_cached("UPDATE nodes SET value = NULL WHERE path = ?1")
+                    .and_then(|mut update| update.execute(params![ancestor]))
                     .map_err(&sqlite_error)?;
             }
         }
@@ -517,12 +503,12 @@ fn write_subtree(
     }
 
     let existing_ord: Option<i64> = transaction
-        .query_row(
-            "SELECT ord FROM nodes WHERE path = ?1",
-            params![target.text],
-            |row| row.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT ord FROM nodes WHERE path = ?1")
+        .and_then(|mut select| {
+            select
+                .query_row(params![target.text], |row| row.get(0))
+                .optional()
+        })
         .map_err(&sqlite_error)?;
     let ord = match existing_ord {
         Some(ord) => {
@@ -562,20 +548,25 @@ fn describe(value: &Value) -> &'static str {
     }
 }
 
+/// The value of the row at `path`: `None` without a row, `Some(None)` for a container.
+fn value_at(transaction: &Transaction<'_>, path: &str) -> rusqlite::Result<Option<Option<String>>> {
+    transaction
+        .prepare_cached("SELECT value FROM nodes WHERE path = ?1")?
+        .query_row(params![path], |row| row.get(0))
+        .optional()
+}
+
 fn next_ord(transaction: &Transaction<'_>, parent: &str) -> rusqlite::Result<i64> {
-    transaction.query_row(
-        "SELECT COALESCE(MAX(ord) + 1, 0) FROM nodes WHERE parent = ?1",
-        params![parent],
-        |row| row.get(0),
-    )
+    transaction
+        .prepare_cached("SELECT COALESCE(MAX(ord) + 1, 0) FROM nodes WHERE parent = ?1")?
+        .query_row(params![parent], |row| row.get(0))
 }
 
 fn delete_subtree(transaction: &Transaction<'_>, path: &str) -> rusqlite::Result<()> {
     let (low, high) = descendant_bounds(path);
-    transaction.execute(
-        "DELETE FROM nodes WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
-        params![path, low, high],
-    )?;
+    transaction
+        .prepare_cached("DELETE FROM nodes WHERE path = ?1 OR (path >= ?2 AND path < ?3)")?
+        .execute(params![path, low, high])?;
     Ok(())
 }
 

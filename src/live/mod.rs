@@ -1353,6 +1353,147 @@ mod tests {
         );
     }
 
+    fn weight_tree() -> Sensors {
+        Sensors {
+            outputs: [(
+                "body-weight".to_owned(),
+                crate::sensors::Node::Value(json!({"weight": 80.5})),
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_success_writes_tree_and_status_together_and_keeps_the_other_fields() {
+        let s = setup(Vec::new());
+        let store = s.rt.store.as_ref();
+        let status = paths::status(PLUGIN, &s.user);
+        store
+            .put(
+                &status,
+                &json!({"consent_needed": true, "last_error": "busy", "rate_limited_until": 5}),
+            )
+            .await
+            .expect("seed status");
+        let now = "2026-11-02T10:00:00+00:00";
+        store_success(store, PLUGIN, &s.user, &weight_tree(), now)
+            .await
+            .expect("stored");
+        assert_eq!(
+            store
+                .get(&paths::sensors(PLUGIN, &s.user))
+                .await
+                .expect("read"),
+            Some(json!({"body-weight": {"weight": 80.5}}))
+        );
+        let stored = s.status().await;
+        assert_eq!(
+            serde_json::to_string(&stored).expect("json"),
+            serde_json::to_string(&json!({"consent_needed": false, "last_error": "busy",
+                "rate_limited_until": 5, "last_success": now}))
+            .expect("json"),
+            "fields merged in place, new ones after"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_status_that_is_not_a_record_is_replaced_by_one() {
+        let s = setup(Vec::new());
+        let store = s.rt.store.as_ref();
+        store
+            .put(&paths::status(PLUGIN, &s.user), &json!("written by hand"))
+            .await
+            .expect("seed status");
+        let now = "2026-11-02T10:00:00+00:00";
+        store_success(store, PLUGIN, &s.user, &weight_tree(), now)
+            .await
+            .expect("stored");
+        assert_eq!(
+            s.status().await,
+            json!({"last_success": now, "consent_needed": false})
+        );
+        assert!(
+            store
+                .get(&paths::sensors(PLUGIN, &s.user))
+                .await
+                .expect("read")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn fetch_inputs_are_the_app_leaves_the_users_subtree_and_status() {
+        let s = setup(Vec::new());
+        let store = s.rt.store.as_ref();
+        let stranger = UserName::parse("jill").expect("user");
+        let none = fetch_inputs(store, PLUGIN, &stranger).await.expect("read");
+        assert!(none.app.is_none() && none.token.is_none() && none.status.is_none());
+        assert!(!none.user_known);
+
+        for (leaf, value) in [("client_id", "23TEST"), ("client_secret", "app-secret-x")] {
+            store
+                .put(&format!("plugindata/{PLUGIN}/{leaf}"), &json!(value))
+                .await
+                .expect("app");
+        }
+        store
+            .put(&format!("plugindata/{PLUGIN}/system"), &json!("en_GB"))
+            .await
+            .expect("system");
+        store
+            .put(
+                &format!("{}/period", paths::user(PLUGIN, &s.user)),
+                &json!("1w"),
+            )
+            .await
+            .expect("default");
+        s.seed_expired().await;
+        store
+            .put(
+                &paths::status(PLUGIN, &s.user),
+                &json!({"rate_limited_until": 9}),
+            )
+            .await
+            .expect("status");
+        let inputs = fetch_inputs(store, PLUGIN, &s.user).await.expect("read");
+        let app = inputs.app.expect("the app registration");
+        assert_eq!(app.client_id, "23TEST");
+        assert_eq!(app.client_secret.expose(), "app-secret-x");
+        assert_eq!(inputs.client_id.as_deref(), Some("23TEST"));
+        assert_eq!(inputs.settings.system.as_deref(), Some("en_GB"));
+        assert_eq!(
+            inputs.settings.defaults.get("period").map(String::as_str),
+            Some("1w")
+        );
+        assert_eq!(inputs.token.expect("token").access.expose(), "access-1-tok");
+        assert_eq!(inputs.status, Some(json!({"rate_limited_until": 9})));
+        assert!(inputs.user_known);
+        // The settings a fetch plans with are the ones `user_settings` reads.
+        let settings = user_settings(store, PLUGIN, &s.user).await.expect("read");
+        assert_eq!(settings.defaults, inputs.settings.defaults);
+        assert_eq!(settings.system, inputs.settings.system);
+    }
+
+    #[tokio::test]
+    async fn the_first_call_checks_the_rate_limit_read_with_the_inputs() {
+        let s = setup(vec![weights()]);
+        let now = s.rt.clock.epoch();
+        let valid = token("access-1-tok", "refresh-1-tok", now + 3600.0, now - 60.0);
+        s.seed(&valid).await;
+        // Read before the fetch: rate limited for another minute. (The store itself
+        // holds no status, so only the status handed over can refuse the call.)
+        let caller = s
+            .caller()
+            .with_stored(valid, Some(json!({"rate_limited_until": now + 60.0})));
+        let e = caller.call(&weight_request()).await.expect_err("limited");
+        assert_eq!(e.kind, ErrorKind::RateLimited);
+        assert!(s.transport.sent().is_empty(), "no request was sent");
+        // Later calls read the store, which has no limit recorded.
+        caller.call(&weight_request()).await.expect("the next call");
+        assert_eq!(s.transport.sent().len(), 1);
+    }
+
     #[tokio::test]
     async fn a_retired_token_endpoint_is_reported_as_retirement() {
         let s = setup(vec![answer(

@@ -200,14 +200,14 @@ pub enum StoreError {
     #[error("igor store configuration: {0}")]
     Config(String),
 
-    /// The background task running a store operation panicked or was cancelled.
-    #[error("store task for {path} failed: {source}")]
-    Task {
+    /// The embedded store's thread did not finish the operation (it panicked, or the
+    /// store was closed).
+    #[error("embedded store {file}: the operation on {path} did not finish")]
+    Stopped {
+        /// The database file.
+        file: PathBuf,
         /// The path of the operation.
         path: String,
-        /// The task error.
-        #[source]
-        source: tokio::task::JoinError,
     },
 }
 

@@ -335,6 +335,44 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn reads_and_writes_of_several_paths_seal_and_open_each() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let inner: Arc<dyn Store> =
+            Arc::new(super::super::SqliteStore::open(&dir.path().join("s.db")).expect("open"));
+        let key = StoreKey::parse(HEX_KEY).expect("key");
+        let store = SealedStore::new(inner.clone(), Some(key));
+        let user = "identities/jack/plugindata/p";
+        let token = serde_json::json!({"token": {"access_token": "at-123456", "scope": "s"}});
+        let secret = serde_json::json!("cs-123456");
+        store
+            .put_many(&[(user, &token), ("plugindata/p/client_secret", &secret)])
+            .await
+            .expect("write");
+        let raw = inner
+            .get_many(&[
+                &format!("{user}/token/access_token"),
+                "plugindata/p/client_secret",
+            ])
+            .await
+            .expect("raw");
+        for value in &raw {
+            let text = value.as_ref().and_then(Value::as_str).expect("a string");
+            assert!(text.starts_with(SEALED_PREFIX), "{text}");
+        }
+        let read = store
+            .get_many(&[user, "plugindata/p/client_secret", "plugindata/p/absent"])
+            .await
+            .expect("read");
+        assert_eq!(read, [Some(token), Some(secret), None]);
+        let without_key = SealedStore::new(inner, None);
+        let e = without_key
+            .get_many(&["plugindata/p/absent", user])
+            .await
+            .expect_err("sealed");
+        assert!(matches!(e, StoreError::Sealed { .. }), "{e}");
+    }
+
     #[test]
     fn only_sealed_positions_are_visited() {
         let path = StorePath::parse("identities/jack").expect("path");

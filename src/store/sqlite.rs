@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -47,16 +47,33 @@ CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (parent, ord);
 
 /// The embedded [`Store`]: Igor's tree in a SQLite database file.
 ///
-/// Cloning is cheap and clones share one connection; several processes may open the
-/// same file.
+/// Cloning is cheap and clones share one connection, which one thread of its own uses,
+/// one operation at a time; several processes may open the same file.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
+/// An operation for the store's thread.
+type Job = Box<dyn FnOnce(&mut Connection, &Path) + Send>;
+
 struct Inner {
     file: PathBuf,
-    connection: Mutex<Connection>,
+    /// Operations for the store's thread; closed when the store is dropped.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The store's thread, which owns the connection.
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Closes the queue and waits for the thread to finish what was queued, so the
+    /// connection is closed when the last clone goes.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -159,10 +176,21 @@ impl SqliteStore {
             }
         }
 
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let worker_file = file.clone();
+        let worker = std::thread::Builder::new()
+            .name("healthpull-store".to_owned())
+            .spawn(move || serve_jobs(connection, &worker_file, &queue))
+            .map_err(|source| StoreError::Io {
+                file: file.clone(),
+                action: "start the store's thread",
+                source,
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 file,
-                connection: Mutex::new(connection),
+                jobs: Some(jobs),
+                worker: Some(worker),
             }),
         })
     }
@@ -172,22 +200,40 @@ impl SqliteStore {
         &self.inner.file
     }
 
-    /// Runs `work` on the connection in a blocking thread.
+    /// Runs `work` on the connection, in the store's thread.
     async fn run<T, F>(&self, path: &StorePath, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let mut connection = lock_connection(&inner.connection);
-            work(&mut connection, &inner.file)
-        })
-        .await
-        .map_err(|source| StoreError::Task {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |connection, file| {
+            // The caller may have stopped waiting; the work is done all the same.
+            let _ = answer.send(work(connection, file));
+        });
+        let stopped = || StoreError::Stopped {
+            file: self.inner.file.clone(),
             path: path.text.clone(),
-            source,
-        })?
+        };
+        self.inner
+            .jobs
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// The store's thread: runs each queued operation on the connection until the queue is
+/// closed. An operation that panics has its transaction rolled back as it unwinds; the
+/// connection stays usable and its caller gets [`StoreError::Stopped`].
+fn serve_jobs(mut connection: Connection, file: &Path, queue: &mpsc::Receiver<Job>) {
+    for job in queue {
+        let run = std::panic::AssertUnwindSafe(|| job(&mut connection, file));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!(file = %file.display(), "An embedded store operation panicked");
+        }
     }
 }
 
@@ -313,14 +359,6 @@ impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "embedded"
     }
-}
-
-/// Locks the connection; a panic in an earlier operation rolled its transaction back,
-/// so a poisoned lock still guards a usable connection.
-fn lock_connection(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    connection
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sets mode 0600 on `path` unless group and others already have no access.
@@ -600,7 +638,79 @@ fn insert_tree(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(&dir.path().join("store.db")).expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn several_writes_are_one_transaction_all_or_nothing() {
+        let (_dir, store) = open();
+        store.put("a/kept", &json!(1)).await.expect("put");
+        let tree = json!({"x": {"y": 2}});
+        let status = json!("now");
+        store
+            .put_many(&[("a/tree", &tree), ("b/status/last", &status)])
+            .await
+            .expect("both");
+        assert_eq!(
+            store
+                .get_many(&["a/tree", "b/status/last", "a/absent", "a/kept"])
+                .await
+                .expect("read"),
+            [Some(tree), Some(status), None, Some(json!(1))]
+        );
+        // The second write cannot go below a number: the first is not written either.
+        let e = store
+            .put_many(&[("a/new", &json!(3)), ("a/kept/below", &json!(4))])
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&e, StoreError::NotAContainer { ancestor, .. } if ancestor == "a/kept"),
+            "{e}"
+        );
+        assert_eq!(store.get("a/new").await.expect("read"), None);
+        assert_eq!(store.get("a/kept").await.expect("read"), Some(json!(1)));
+    }
+
+    #[tokio::test]
+    async fn an_operation_that_panics_fails_alone_and_the_store_goes_on() {
+        let (_dir, store) = open();
+        store.put("a", &json!("before")).await.expect("put");
+        let path = StorePath::parse("a").expect("path");
+        let e = store
+            .run(&path, |connection, _| -> Result<(), StoreError> {
+                let transaction = connection.transaction().expect("begin");
+                transaction
+                    .execute("DELETE FROM nodes", [])
+                    .expect("delete");
+                panic!("an operation that fails half-way");
+            })
+            .await
+            .expect_err("no answer");
+        assert!(matches!(e, StoreError::Stopped { .. }), "{e}");
+        // The half-done transaction was rolled back.
+        assert_eq!(store.get("a").await.expect("read"), Some(json!("before")));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_clone_closes_the_connection() {
+        let (dir, store) = open();
+        store.put("a", &json!(1)).await.expect("put");
+        let wal = dir.path().join("store.db-wal");
+        assert!(wal.exists(), "WAL mode keeps a log while open");
+        let clone = store.clone();
+        drop(store);
+        assert!(wal.exists(), "a clone keeps the connection open");
+        drop(clone);
+        // SQLite removes the log when its last connection closes.
+        assert!(!wal.exists(), "closed when the last clone is dropped");
+    }
 
     #[test]
     fn components_of_odd_keys_cannot_collide_with_plain_names() {

@@ -9,6 +9,9 @@ use crate::igor::paths;
 use crate::live;
 use crate::user::UserName;
 
+/// How many users' tokens the status page reads at a time.
+const TOKENS_PER_READ: usize = 64;
+
 /// Per-user status of one plugin.
 pub async fn plugin_status(
     state: &AppState,
@@ -30,16 +33,31 @@ pub async fn plugin_status(
             .collect(),
         _ => Vec::new(),
     };
-    // Every user's token in one read.
-    let token_paths: Vec<String> = records
-        .iter()
-        .map(|(user, _)| paths::token(plugin, user))
-        .collect();
-    let token_paths: Vec<&str> = token_paths.iter().map(String::as_str).collect();
-    let tokens = store.get_many(&token_paths).await?;
+    // The users' tokens, a batch of users per read: few reads, and only a batch of
+    // tokens in memory at once.
+    let mut tokens = Vec::with_capacity(records.len());
+    for batch in records.chunks(TOKENS_PER_READ) {
+        let token_paths: Vec<String> = batch
+            .iter()
+            .map(|(user, _)| paths::token(plugin, user))
+            .collect();
+        let token_paths: Vec<&str> = token_paths.iter().map(String::as_str).collect();
+        tokens.extend(
+            store
+                .get_many(&token_paths)
+                .await?
+                .iter()
+                // Only what the page shows: the tokens themselves (secrets) go at once.
+                .map(|token| {
+                    token
+                        .as_ref()
+                        .and_then(Token::from_stored)
+                        .map(|t| t.expires_at)
+                }),
+        );
+    }
     let mut users = Map::new();
     for ((user, st), token) in records.into_iter().zip(tokens) {
-        let token = token.as_ref().and_then(Token::from_stored);
         let mut budget = Map::new();
         for b in &provider.api.config.rate_limit.budgets {
             let key = match b.scope {
@@ -67,7 +85,7 @@ pub async fn plugin_status(
             user.to_string(),
             json!({
                 "granted": token.is_some(),
-                "token_expires_at": token.as_ref().and_then(|t| t.expires_at),
+                "token_expires_at": token.flatten(),
                 "consent_needed": flag("consent_needed"),
                 "last_success": live::leaf_text(st.get("last_success")),
                 "last_error": live::leaf_text(st.get("last_error")),

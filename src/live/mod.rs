@@ -867,83 +867,54 @@ pub async fn fetch_inputs(
 }
 
 /// Replaces `sensors/<plugin>/<user>` with `tree`, except that a tree holding no value
-/// (a method that maps nothing, a day without data) never replaces stored values.
+/// (a method that maps nothing, a day without data) never replaces stored values, and
+/// writes `status` fields into the user's status record in the same write: tree and
+/// fields, or neither (the embedded store; Igor has no transactions). The fields are
+/// written as leaves of the record, so its other fields stay as they are; they are not
+/// redacted, so they must be healthpull's own text, never a provider's.
 /// Every store writes the tree's one `Value` form ([`Sensors::to_value`]).
-/// Returns whether it wrote.
+/// Returns whether it wrote the tree.
 pub async fn store_sensors(
     store: &dyn Store,
     plugin: &str,
     user: &UserName,
     tree: &Sensors,
+    status: &[(&str, Value)],
 ) -> Result<bool, crate::store::StoreError> {
-    let Some(value) = sensors_to_write(store, plugin, user, tree).await? else {
-        return Ok(false);
-    };
-    store.put(&paths::sensors(plugin, user), &value).await?;
-    Ok(true)
-}
-
-/// The value to write at `sensors/<plugin>/<user>` for `tree`; `None` when the tree holds
-/// nothing and something is stored.
-async fn sensors_to_write(
-    store: &dyn Store,
-    plugin: &str,
-    user: &UserName,
-    tree: &Sensors,
-) -> Result<Option<Value>, crate::store::StoreError> {
-    let tree = tree.to_value();
-    if holds_nothing(&tree) {
-        if let Some(stored) = store.get(&paths::sensors(plugin, user)).await? {
-            if !holds_nothing(&stored) {
-                tracing::info!(plugin, user = %user, "Fetch found nothing; the stored data is kept");
-                return Ok(None);
-            }
-        }
-    }
-    Ok(Some(tree))
-}
-
-/// Stores a successful fetch: the tree (as [`store_sensors`] decides) and the user's
-/// `last_success`, in one write: both or neither. The status fields are written as
-/// leaves of the user's status record, so its other fields stay as they are. They are
-/// healthpull's own (a time and a flag), with no provider text to redact.
-async fn store_success(
-    store: &dyn Store,
-    plugin: &str,
-    user: &UserName,
-    tree: &Sensors,
-    now: &str,
-) -> Result<(), crate::store::StoreError> {
     let sensors_path = paths::sensors(plugin, user);
-    let sensors = sensors_to_write(store, plugin, user, tree).await?;
-    let status = paths::status(plugin, user);
-    let fields = [
-        (format!("{status}/last_success"), json!(now)),
-        (format!("{status}/consent_needed"), json!(false)),
-    ];
-    let mut writes: Vec<(&str, &Value)> = Vec::with_capacity(3);
+    let value = tree.to_value();
+    let keep_stored = holds_nothing(&value)
+        && matches!(store.get(&sensors_path).await?, Some(stored) if !holds_nothing(&stored));
+    if keep_stored {
+        tracing::info!(plugin, user = %user, "Fetch found nothing; the stored data is kept");
+    }
+    let sensors = (!keep_stored).then_some(value);
+    let record = paths::status(plugin, user);
+    let fields: Vec<(String, &Value)> = status
+        .iter()
+        .map(|(key, value)| (format!("{record}/{key}"), value))
+        .collect();
+    let mut writes: Vec<(&str, &Value)> = Vec::with_capacity(fields.len() + 1);
     if let Some(value) = &sensors {
         writes.push((&sensors_path, value));
     }
-    writes.extend(fields.iter().map(|(path, value)| (path.as_str(), value)));
+    writes.extend(fields.iter().map(|(path, value)| (path.as_str(), *value)));
     match store.put_many(&writes).await {
         // A status that is not a record (written by hand) cannot take fields: it is
         // replaced by one, as `update_status` does.
-        Err(crate::store::StoreError::NotAContainer { ancestor, .. }) if ancestor == status => {
+        Err(crate::store::StoreError::NotAContainer { ancestor, .. }) if ancestor == record => {
             if let Some(value) = &sensors {
                 store.put(&sensors_path, value).await?;
             }
-            update_status(
-                store,
-                plugin,
-                user,
-                json!({"last_success": now, "consent_needed": false}),
-            )
-            .await;
-            Ok(())
+            let fields: Map<String, Value> = status
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), value.clone()))
+                .collect();
+            update_status(store, plugin, user, Value::Object(fields)).await;
         }
-        other => other,
+        other => other?,
     }
+    Ok(sensors.is_some())
 }
 
 /// Whether a stored tree holds no value: only empty objects, empty lists and nulls.
@@ -997,7 +968,11 @@ pub async fn fetch_with(
     match result {
         Ok(tree) => {
             if !dry_run {
-                store_success(store, plugin, user, &tree, &now).await?;
+                let status = [
+                    ("last_success", json!(now)),
+                    ("consent_needed", json!(false)),
+                ];
+                store_sensors(store, plugin, user, &tree, &status).await?;
             }
             Ok(tree)
         }
@@ -1377,9 +1352,15 @@ mod tests {
             .await
             .expect("seed status");
         let now = "2026-11-02T10:00:00+00:00";
-        store_success(store, PLUGIN, &s.user, &weight_tree(), now)
-            .await
-            .expect("stored");
+        let status = [
+            ("last_success", json!(now)),
+            ("consent_needed", json!(false)),
+        ];
+        assert!(
+            store_sensors(store, PLUGIN, &s.user, &weight_tree(), &status)
+                .await
+                .expect("stored")
+        );
         assert_eq!(
             store
                 .get(&paths::sensors(PLUGIN, &s.user))
@@ -1398,6 +1379,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tree_holding_nothing_keeps_the_stored_one_and_still_records_the_status() {
+        let s = setup(Vec::new());
+        let store = s.rt.store.as_ref();
+        let sensors = paths::sensors(PLUGIN, &s.user);
+        store
+            .put(&sensors, &json!({"body-weight": {"weight": 79.0}}))
+            .await
+            .expect("seed data");
+        let empty = Sensors {
+            outputs: [(
+                "body-weight".to_owned(),
+                crate::sensors::Node::Value(json!({})),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let now = "2026-11-02T10:00:00+00:00";
+        let wrote = store_sensors(
+            store,
+            PLUGIN,
+            &s.user,
+            &empty,
+            &[("last_success", json!(now))],
+        )
+        .await
+        .expect("stored");
+        assert!(!wrote, "nothing does not replace something");
+        assert_eq!(
+            store.get(&sensors).await.expect("read"),
+            Some(json!({"body-weight": {"weight": 79.0}}))
+        );
+        assert_eq!(s.status().await, json!({"last_success": now}));
+    }
+
+    #[tokio::test]
     async fn a_status_that_is_not_a_record_is_replaced_by_one() {
         let s = setup(Vec::new());
         let store = s.rt.store.as_ref();
@@ -1406,9 +1422,15 @@ mod tests {
             .await
             .expect("seed status");
         let now = "2026-11-02T10:00:00+00:00";
-        store_success(store, PLUGIN, &s.user, &weight_tree(), now)
-            .await
-            .expect("stored");
+        let status = [
+            ("last_success", json!(now)),
+            ("consent_needed", json!(false)),
+        ];
+        assert!(
+            store_sensors(store, PLUGIN, &s.user, &weight_tree(), &status)
+                .await
+                .expect("stored")
+        );
         assert_eq!(
             s.status().await,
             json!({"last_success": now, "consent_needed": false})

@@ -221,6 +221,12 @@ impl State {
             }
             self.redactor = None;
             self.recent.push(value.to_owned());
+            // More than the small automaton takes: the next redaction rebuilds the
+            // large one over every value, so neither is kept until then.
+            if self.recent.len() > RECENT_MAX {
+                self.recent.clear();
+                self.base = None;
+            }
         }
         let entry = self.entries.entry(value.to_owned()).or_insert(Entry {
             live: None,
@@ -537,6 +543,9 @@ mod tests {
         for i in 0..(4 * DEAD_KEPT) {
             drop(registry.intern(&format!("dead-token-{i:06}")));
         }
+        // Without any redaction in between, the values waiting for an automaton stay
+        // bounded too (a server whose fetches all succeed redacts nothing).
+        assert!(registry.read().recent.len() <= RECENT_MAX);
         let redactor = registry.redactor();
         let builds = registry.read().builds;
         for _ in 0..100 {

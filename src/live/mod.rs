@@ -282,6 +282,9 @@ pub struct LiveCaller {
     rt: Runtime,
     app: AppCredentials,
     token: tokio::sync::Mutex<Option<Token>>,
+    /// The user's status as read when the fetch started: the first call's rate-limit
+    /// check reads it here instead of from the store again.
+    status: Mutex<Option<Value>>,
 }
 
 impl LiveCaller {
@@ -300,6 +303,17 @@ impl LiveCaller {
             rt,
             app,
             token: tokio::sync::Mutex::new(None),
+            status: Mutex::new(None),
+        }
+    }
+
+    /// The same caller, starting from the token and status just read from the store
+    /// (refreshes still re-read the token under the lock).
+    pub fn with_stored(self, token: Token, status: Option<Value>) -> LiveCaller {
+        LiveCaller {
+            token: tokio::sync::Mutex::new(Some(token)),
+            status: Mutex::new(Some(status.unwrap_or(Value::Null))),
+            ..self
         }
     }
 
@@ -467,12 +481,18 @@ impl LiveCaller {
     /// Checks the client-side budgets; `Err` names when the budget resets.
     async fn take_budget(&self) -> Result<(), CallError> {
         let now = self.rt.clock.epoch();
-        if let Ok(Some(status)) = self
-            .rt
-            .store
-            .get(&paths::status(&self.plugin, &self.user))
-            .await
-        {
+        let seen = self.status.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let status = match seen {
+            Some(status) => Some(status),
+            None => self
+                .rt
+                .store
+                .get(&paths::status(&self.plugin, &self.user))
+                .await
+                .ok()
+                .flatten(),
+        };
+        if let Some(status) = status {
             if let Some(until) = status.get("rate_limited_until").and_then(leaf_number) {
                 if until > now {
                     return Err(budget_error(until));
@@ -814,16 +834,22 @@ pub async fn user_settings(
     plugin: &str,
     user: &UserName,
 ) -> Result<UserSettings, crate::store::StoreError> {
-    let system = store.get(&format!("{}/system", paths::app(plugin))).await?;
-    let data = store
-        .get(&paths::user(plugin, user))
-        .await?
-        .unwrap_or(Value::Null);
+    let system = format!("{}/system", paths::app(plugin));
+    let user_path = paths::user(plugin, user);
+    let mut values = store.get_many(&[&system, &user_path]).await?.into_iter();
+    let system = values.next().flatten();
+    let data = values.next().flatten();
+    Ok(settings_from(data.as_ref(), system.as_ref()))
+}
+
+/// The settings in the user's subtree `identities/<user>/plugindata/<plugin>` and the
+/// app's `system`.
+fn settings_from(data: Option<&Value>, system: Option<&Value>) -> UserSettings {
     let mut defaults = IndexMap::new();
     let mut methods = None;
     let mut timezone = None;
     let mut host = None;
-    if let Value::Object(m) = &data {
+    if let Some(Value::Object(m)) = data {
         for (k, v) in m {
             match k.as_str() {
                 "token" => {}
@@ -838,37 +864,119 @@ pub async fn user_settings(
             }
         }
     }
-    Ok(UserSettings {
+    UserSettings {
         defaults,
         methods,
-        system: leaf_text(system.as_ref()),
+        system: leaf_text(system),
         timezone,
         host,
+    }
+}
+
+/// What a fetch reads before it starts, in one read of the store: the app registration,
+/// the user's settings and token, and the user's status.
+pub struct FetchInputs {
+    /// Client id and secret; `None` when either is missing.
+    pub app: Option<AppCredentials>,
+    /// The stored client id (the plan's `client_id`).
+    pub client_id: Option<String>,
+    /// The user's stored defaults and the app's `system`.
+    pub settings: UserSettings,
+    /// The user's token.
+    pub token: Option<Token>,
+    /// The user's status record as stored.
+    pub status: Option<Value>,
+    /// Whether anything is stored for the user (`identities/<user>/plugindata/<plugin>`).
+    pub user_known: bool,
+}
+
+/// Reads what a fetch for `user` needs: the leaves of the app registration (never all of
+/// `plugindata/<plugin>`, which also holds every user's status), the user's subtree
+/// (settings and token) and the user's status, together.
+pub async fn fetch_inputs(
+    store: &dyn Store,
+    plugin: &str,
+    user: &UserName,
+) -> Result<FetchInputs, crate::store::StoreError> {
+    let app = paths::app(plugin);
+    let client_id = format!("{app}/client_id");
+    let client_secret = format!("{app}/client_secret");
+    let system = format!("{app}/system");
+    let user_path = paths::user(plugin, user);
+    let status = paths::status(plugin, user);
+    let mut values = store
+        .get_many(&[&client_id, &client_secret, &system, &user_path, &status])
+        .await?
+        .into_iter();
+    let mut next = || values.next().flatten();
+    let (client_id, client_secret, system, data, status) = (next(), next(), next(), next(), next());
+    let client_id = leaf_text(client_id.as_ref());
+    let app = match (&client_id, leaf_text(client_secret.as_ref())) {
+        (Some(id), Some(secret)) => Some(AppCredentials::new(id.clone(), Secret::new(secret))),
+        _ => None,
+    };
+    Ok(FetchInputs {
+        app,
+        client_id,
+        settings: settings_from(data.as_ref(), system.as_ref()),
+        token: data
+            .as_ref()
+            .and_then(|d| d.get("token"))
+            .and_then(Token::from_stored),
+        status,
+        user_known: data.is_some(),
     })
 }
 
 /// Replaces `sensors/<plugin>/<user>` with `tree`, except that a tree holding no value
-/// (a method that maps nothing, a day without data) never replaces stored values.
+/// (a method that maps nothing, a day without data) never replaces stored values, and
+/// writes `status` fields into the user's status record in the same write: tree and
+/// fields, or neither (the embedded store; Igor has no transactions). The fields are
+/// written as leaves of the record, so its other fields stay as they are; they are not
+/// redacted, so they must be healthpull's own text, never a provider's.
 /// Every store writes the tree's one `Value` form ([`Sensors::to_value`]).
-/// Returns whether it wrote.
+/// Returns whether it wrote the tree.
 pub async fn store_sensors(
     store: &dyn Store,
     plugin: &str,
     user: &UserName,
     tree: &Sensors,
+    status: &[(&str, Value)],
 ) -> Result<bool, crate::store::StoreError> {
-    let path = paths::sensors(plugin, user);
-    let tree = tree.to_value();
-    if holds_nothing(&tree) {
-        if let Some(stored) = store.get(&path).await? {
-            if !holds_nothing(&stored) {
-                tracing::info!(plugin, user = %user, "Fetch found nothing; the stored data is kept");
-                return Ok(false);
-            }
-        }
+    let sensors_path = paths::sensors(plugin, user);
+    let value = tree.to_value();
+    let keep_stored = holds_nothing(&value)
+        && matches!(store.get(&sensors_path).await?, Some(stored) if !holds_nothing(&stored));
+    if keep_stored {
+        tracing::info!(plugin, user = %user, "Fetch found nothing; the stored data is kept");
     }
-    store.put(&path, &tree).await?;
-    Ok(true)
+    let sensors = (!keep_stored).then_some(value);
+    let record = paths::status(plugin, user);
+    let fields: Vec<(String, &Value)> = status
+        .iter()
+        .map(|(key, value)| (format!("{record}/{key}"), value))
+        .collect();
+    let mut writes: Vec<(&str, &Value)> = Vec::with_capacity(fields.len() + 1);
+    if let Some(value) = &sensors {
+        writes.push((&sensors_path, value));
+    }
+    writes.extend(fields.iter().map(|(path, value)| (path.as_str(), *value)));
+    match store.put_many(&writes).await {
+        // A status that is not a record (written by hand) cannot take fields: it is
+        // replaced by one, as `update_status` does.
+        Err(crate::store::StoreError::NotAContainer { ancestor, .. }) if ancestor == record => {
+            if let Some(value) = &sensors {
+                store.put(&sensors_path, value).await?;
+            }
+            let fields: Map<String, Value> = status
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), value.clone()))
+                .collect();
+            update_status(store, plugin, user, Value::Object(fields)).await;
+        }
+        other => other?,
+    }
+    Ok(sensors.is_some())
 }
 
 /// Whether a stored tree holds no value: only empty objects, empty lists and nulls.
@@ -893,37 +1001,45 @@ pub async fn fetch(
     plan: &FetchPlan,
     dry_run: bool,
 ) -> Result<Sensors, FetchError> {
+    let inputs = fetch_inputs(rt.store.as_ref(), plugin, user).await?;
+    fetch_with(provider, plugin, user, rt, plan, dry_run, inputs).await
+}
+
+/// [`fetch`] with what [`fetch_inputs`] read (the plan was made from its settings).
+pub async fn fetch_with(
+    provider: Arc<Provider>,
+    plugin: &str,
+    user: &UserName,
+    rt: &Runtime,
+    plan: &FetchPlan,
+    dry_run: bool,
+    inputs: FetchInputs,
+) -> Result<Sensors, FetchError> {
     let store = rt.store.as_ref();
-    let app = app_credentials(store, plugin)
-        .await?
-        .ok_or_else(|| FetchError::NoApp {
-            plugin: plugin.to_owned(),
-        })?;
-    if stored_token(store, plugin, user).await?.is_none() {
-        return Err(FetchError::NoToken {
-            plugin: plugin.to_owned(),
-            user: user.to_string(),
-        });
-    }
+    let app = inputs.app.ok_or_else(|| FetchError::NoApp {
+        plugin: plugin.to_owned(),
+    })?;
+    let token = inputs.token.ok_or_else(|| FetchError::NoToken {
+        plugin: plugin.to_owned(),
+        user: user.to_string(),
+    })?;
     // The connection's own host: refreshes go there too.
     let provider = match engine::at_host(&provider, plan) {
         std::borrow::Cow::Owned(moved) => Arc::new(moved),
         std::borrow::Cow::Borrowed(_) => provider,
     };
-    let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app);
+    let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app)
+        .with_stored(token, inputs.status);
     let result = engine::fetch(&provider, plan, &caller).await;
     let now = rt.clock.now().to_rfc3339();
     match result {
         Ok(tree) => {
             if !dry_run {
-                store_sensors(store, plugin, user, &tree).await?;
-                update_status(
-                    store,
-                    plugin,
-                    user,
-                    json!({"last_success": now, "consent_needed": false}),
-                )
-                .await;
+                let status = [
+                    ("last_success", json!(now)),
+                    ("consent_needed", json!(false)),
+                ];
+                store_sensors(store, plugin, user, &tree, &status).await?;
             }
             Ok(tree)
         }
@@ -1310,6 +1426,194 @@ mod tests {
             sent[2].limits.max_bytes,
             s.provider.api.config.max_response_bytes
         );
+    }
+
+    fn weight_tree() -> Sensors {
+        Sensors {
+            outputs: [(
+                "body-weight".to_owned(),
+                crate::sensors::Node::Value(json!({"weight": 80.5})),
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_success_writes_tree_and_status_together_and_keeps_the_other_fields() {
+        let s = setup(Vec::new());
+        let store = s.rt.store.as_ref();
+        let status = paths::status(PLUGIN, &s.user);
+        store
+            .put(
+                &status,
+                &json!({"consent_needed": true, "last_error": "busy", "rate_limited_until": 5}),
+            )
+            .await
+            .expect("seed status");
+        let now = "2026-11-02T10:00:00+00:00";
+        let status = [
+            ("last_success", json!(now)),
+            ("consent_needed", json!(false)),
+        ];
+        assert!(
+            store_sensors(store, PLUGIN, &s.user, &weight_tree(), &status)
+                .await
+                .expect("stored")
+        );
+        assert_eq!(
+            store
+                .get(&paths::sensors(PLUGIN, &s.user))
+                .await
+                .expect("read"),
+            Some(json!({"body-weight": {"weight": 80.5}}))
+        );
+        let stored = s.status().await;
+        assert_eq!(
+            serde_json::to_string(&stored).expect("json"),
+            serde_json::to_string(&json!({"consent_needed": false, "last_error": "busy",
+                "rate_limited_until": 5, "last_success": now}))
+            .expect("json"),
+            "fields merged in place, new ones after"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tree_holding_nothing_keeps_the_stored_one_and_still_records_the_status() {
+        let s = setup(Vec::new());
+        let store = s.rt.store.as_ref();
+        let sensors = paths::sensors(PLUGIN, &s.user);
+        store
+            .put(&sensors, &json!({"body-weight": {"weight": 79.0}}))
+            .await
+            .expect("seed data");
+        let empty = Sensors {
+            outputs: [(
+                "body-weight".to_owned(),
+                crate::sensors::Node::Value(json!({})),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let now = "2026-11-02T10:00:00+00:00";
+        let wrote = store_sensors(
+            store,
+            PLUGIN,
+            &s.user,
+            &empty,
+            &[("last_success", json!(now))],
+        )
+        .await
+        .expect("stored");
+        assert!(!wrote, "nothing does not replace something");
+        assert_eq!(
+            store.get(&sensors).await.expect("read"),
+            Some(json!({"body-weight": {"weight": 79.0}}))
+        );
+        assert_eq!(s.status().await, json!({"last_success": now}));
+    }
+
+    #[tokio::test]
+    async fn a_status_that_is_not_a_record_is_replaced_by_one() {
+        let s = setup(Vec::new());
+        let store = s.rt.store.as_ref();
+        store
+            .put(&paths::status(PLUGIN, &s.user), &json!("written by hand"))
+            .await
+            .expect("seed status");
+        let now = "2026-11-02T10:00:00+00:00";
+        let status = [
+            ("last_success", json!(now)),
+            ("consent_needed", json!(false)),
+        ];
+        assert!(
+            store_sensors(store, PLUGIN, &s.user, &weight_tree(), &status)
+                .await
+                .expect("stored")
+        );
+        assert_eq!(
+            s.status().await,
+            json!({"last_success": now, "consent_needed": false})
+        );
+        assert!(
+            store
+                .get(&paths::sensors(PLUGIN, &s.user))
+                .await
+                .expect("read")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn fetch_inputs_are_the_app_leaves_the_users_subtree_and_status() {
+        let s = setup(Vec::new());
+        let store = s.rt.store.as_ref();
+        let stranger = UserName::parse("jill").expect("user");
+        let none = fetch_inputs(store, PLUGIN, &stranger).await.expect("read");
+        assert!(none.app.is_none() && none.token.is_none() && none.status.is_none());
+        assert!(!none.user_known);
+
+        for (leaf, value) in [("client_id", "23TEST"), ("client_secret", "app-secret-x")] {
+            store
+                .put(&format!("plugindata/{PLUGIN}/{leaf}"), &json!(value))
+                .await
+                .expect("app");
+        }
+        store
+            .put(&format!("plugindata/{PLUGIN}/system"), &json!("en_GB"))
+            .await
+            .expect("system");
+        store
+            .put(
+                &format!("{}/period", paths::user(PLUGIN, &s.user)),
+                &json!("1w"),
+            )
+            .await
+            .expect("default");
+        s.seed_expired().await;
+        store
+            .put(
+                &paths::status(PLUGIN, &s.user),
+                &json!({"rate_limited_until": 9}),
+            )
+            .await
+            .expect("status");
+        let inputs = fetch_inputs(store, PLUGIN, &s.user).await.expect("read");
+        let app = inputs.app.expect("the app registration");
+        assert_eq!(app.client_id, "23TEST");
+        assert_eq!(app.client_secret.expose(), "app-secret-x");
+        assert_eq!(inputs.client_id.as_deref(), Some("23TEST"));
+        assert_eq!(inputs.settings.system.as_deref(), Some("en_GB"));
+        assert_eq!(
+            inputs.settings.defaults.get("period").map(String::as_str),
+            Some("1w")
+        );
+        assert_eq!(inputs.token.expect("token").access.expose(), "access-1-tok");
+        assert_eq!(inputs.status, Some(json!({"rate_limited_until": 9})));
+        assert!(inputs.user_known);
+        // The settings a fetch plans with are the ones `user_settings` reads.
+        let settings = user_settings(store, PLUGIN, &s.user).await.expect("read");
+        assert_eq!(settings.defaults, inputs.settings.defaults);
+        assert_eq!(settings.system, inputs.settings.system);
+    }
+
+    #[tokio::test]
+    async fn the_first_call_checks_the_rate_limit_read_with_the_inputs() {
+        let s = setup(vec![weights()]);
+        let now = s.rt.clock.epoch();
+        let valid = token("access-1-tok", "refresh-1-tok", now + 3600.0, now - 60.0);
+        s.seed(&valid).await;
+        // Read before the fetch: rate limited for another minute. (The store itself
+        // holds no status, so only the status handed over can refuse the call.)
+        let caller = s
+            .caller()
+            .with_stored(valid, Some(json!({"rate_limited_until": now + 60.0})));
+        let e = caller.call(&weight_request()).await.expect_err("limited");
+        assert_eq!(e.kind, ErrorKind::RateLimited);
+        assert!(s.transport.sent().is_empty(), "no request was sent");
+        // Later calls read the store, which has no limit recorded.
+        caller.call(&weight_request()).await.expect("the next call");
+        assert_eq!(s.transport.sent().len(), 1);
     }
 
     #[tokio::test]

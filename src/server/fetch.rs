@@ -9,7 +9,6 @@ use indexmap::IndexMap;
 use super::error::AppError;
 use super::state::AppState;
 use crate::engine::EngineError;
-use crate::igor::paths;
 use crate::live::{self, FetchError};
 use crate::provider::Provider;
 use crate::provider::raw::ErrorKind;
@@ -28,12 +27,9 @@ pub async fn fetch_user(
     layout: Layout,
 ) -> Result<crate::sensors::Sensors, FetchError> {
     let _running = state.user_run(plugin, user).await;
-    let store = state.rt.store.as_ref();
-    let settings = live::user_settings(store, plugin, user).await?;
-    // The leaf only: `plugindata/<plugin>` also holds every user's status.
-    let client_id = store
-        .get(&format!("{}/client_id", paths::app(plugin)))
-        .await?;
+    // One read: the app's leaves (`plugindata/<plugin>` also holds every user's status),
+    // the user's settings and token, and the user's status.
+    let inputs = live::fetch_inputs(state.rt.store.as_ref(), plugin, user).await?;
     let asked = crate::settings::Asked {
         methods,
         explicit,
@@ -44,14 +40,15 @@ pub async fn fetch_user(
         &provider,
         user,
         asked,
-        Some(&settings),
-        live::leaf_text(client_id.as_ref()),
+        Some(&inputs.settings),
+        inputs.client_id.clone(),
         state.rt.clock.now(),
     )?;
-    let result = live::fetch(provider, plugin, user, &state.rt, &plan, false).await;
-    // A fetch that succeeded read the user's token, so the user has stored data.
-    let known =
-        result.is_ok() || matches!(store.get(&paths::user(plugin, user)).await, Ok(Some(_)));
+    // A user with stored data before the fetch, or whose fetch succeeded (it read the
+    // user's token), is known.
+    let known = inputs.user_known;
+    let result = live::fetch_with(provider, plugin, user, &state.rt, &plan, false, inputs).await;
+    let known = known || result.is_ok();
     state
         .metrics
         .count(result.is_ok(), plugin, known.then_some(user));

@@ -36,6 +36,27 @@ pub trait Store: Send + Sync + 'static {
     /// touches siblings or the parents' other children.
     async fn put(&self, path: &str, value: &Value) -> Result<(), StoreError>;
 
+    /// The subtrees at `paths`, in order, read together: the embedded store reads them
+    /// in one transaction (one consistent view); the Igor store one after the other.
+    async fn get_many(&self, paths: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
+        let mut values = Vec::with_capacity(paths.len());
+        for path in paths {
+            values.push(self.get(path).await?);
+        }
+        Ok(values)
+    }
+
+    /// Replaces the subtree at each path, in order, as [`Store::put`] does. The embedded
+    /// store writes them in one transaction: all of them or none. Igor has no
+    /// transactions; there they are written one after the other and a failure stops at
+    /// the write that failed.
+    async fn put_many(&self, writes: &[(&str, &Value)]) -> Result<(), StoreError> {
+        for (path, value) in writes {
+            self.put(path, value).await?;
+        }
+        Ok(())
+    }
+
     /// Removes the subtree at `path`; removing something absent is not an error.
     async fn delete(&self, path: &str) -> Result<(), StoreError>;
 
@@ -179,14 +200,14 @@ pub enum StoreError {
     #[error("igor store configuration: {0}")]
     Config(String),
 
-    /// The background task running a store operation panicked or was cancelled.
-    #[error("store task for {path} failed: {source}")]
-    Task {
+    /// The embedded store's thread did not finish the operation (it panicked, or the
+    /// store was closed).
+    #[error("embedded store {file}: the operation on {path} did not finish")]
+    Stopped {
+        /// The database file.
+        file: PathBuf,
         /// The path of the operation.
         path: String,
-        /// The task error.
-        #[source]
-        source: tokio::task::JoinError,
     },
 }
 

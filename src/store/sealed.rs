@@ -144,6 +144,45 @@ impl SealedStore {
     pub fn new(inner: Arc<dyn Store>, key: Option<StoreKey>) -> SealedStore {
         SealedStore { inner, key }
     }
+
+    /// Opens the sealed leaves of `value`, read at `path`.
+    fn open_leaves(&self, path: &StorePath, value: &mut Value) -> Result<(), StoreError> {
+        each_sealed_leaf(path, value, &mut |at, leaf| {
+            let Value::String(text) = leaf else {
+                return Ok(());
+            };
+            if !text.starts_with(SEALED_PREFIX) {
+                return Ok(());
+            }
+            let Some(key) = &self.key else {
+                return Err(StoreError::Sealed {
+                    path: at.to_owned(),
+                    detail: "it is encrypted, but no key is configured: set store.key_env to the variable holding the key it was written with".to_owned(),
+                });
+            };
+            let plain = key.open(at, text).map_err(|detail| StoreError::Sealed {
+                path: at.to_owned(),
+                detail,
+            })?;
+            *leaf = Value::String(plain);
+            Ok(())
+        })
+    }
+
+    /// `value` as it is written at `path` with `key`: its secret leaves sealed.
+    fn sealed(key: &StoreKey, path: &str, value: &Value) -> Result<Value, StoreError> {
+        let parsed = StorePath::parse(path)?;
+        let mut value = value.clone();
+        each_sealed_leaf(&parsed, &mut value, &mut |at, leaf| {
+            if let Value::String(text) = leaf {
+                if !text.starts_with(SEALED_PREFIX) {
+                    *leaf = Value::String(key.seal(at, text));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(value)
+    }
 }
 
 /// Calls `visit(full_path, leaf)` on every leaf of `value` (stored at `path`) that sits at
@@ -199,44 +238,42 @@ impl Store for SealedStore {
         let Some(mut value) = self.inner.get(path).await? else {
             return Ok(None);
         };
-        each_sealed_leaf(&parsed, &mut value, &mut |at, leaf| {
-            let Value::String(text) = leaf else {
-                return Ok(());
-            };
-            if !text.starts_with(SEALED_PREFIX) {
-                return Ok(());
-            }
-            let Some(key) = &self.key else {
-                return Err(StoreError::Sealed {
-                    path: at.to_owned(),
-                    detail: "it is encrypted, but no key is configured: set store.key_env to the variable holding the key it was written with".to_owned(),
-                });
-            };
-            let plain = key.open(at, text).map_err(|detail| StoreError::Sealed {
-                path: at.to_owned(),
-                detail,
-            })?;
-            *leaf = Value::String(plain);
-            Ok(())
-        })?;
+        self.open_leaves(&parsed, &mut value)?;
         Ok(Some(value))
+    }
+
+    async fn get_many(&self, paths: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
+        let parsed = paths
+            .iter()
+            .map(|path| StorePath::parse(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut values = self.inner.get_many(paths).await?;
+        for (path, value) in parsed.iter().zip(values.iter_mut()) {
+            if let Some(value) = value {
+                self.open_leaves(path, value)?;
+            }
+        }
+        Ok(values)
     }
 
     async fn put(&self, path: &str, value: &Value) -> Result<(), StoreError> {
         let Some(key) = &self.key else {
             return self.inner.put(path, value).await;
         };
-        let parsed = StorePath::parse(path)?;
-        let mut value = value.clone();
-        each_sealed_leaf(&parsed, &mut value, &mut |at, leaf| {
-            if let Value::String(text) = leaf {
-                if !text.starts_with(SEALED_PREFIX) {
-                    *leaf = Value::String(key.seal(at, text));
-                }
-            }
-            Ok(())
-        })?;
-        self.inner.put(path, &value).await
+        self.inner.put(path, &Self::sealed(key, path, value)?).await
+    }
+
+    async fn put_many(&self, writes: &[(&str, &Value)]) -> Result<(), StoreError> {
+        let Some(key) = &self.key else {
+            return self.inner.put_many(writes).await;
+        };
+        let sealed = writes
+            .iter()
+            .map(|(path, value)| Ok((*path, Self::sealed(key, path, value)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let writes: Vec<(&str, &Value)> =
+            sealed.iter().map(|(path, value)| (*path, value)).collect();
+        self.inner.put_many(&writes).await
     }
 
     async fn delete(&self, path: &str) -> Result<(), StoreError> {
@@ -296,6 +333,44 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn reads_and_writes_of_several_paths_seal_and_open_each() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let inner: Arc<dyn Store> =
+            Arc::new(super::super::SqliteStore::open(&dir.path().join("s.db")).expect("open"));
+        let key = StoreKey::parse(HEX_KEY).expect("key");
+        let store = SealedStore::new(inner.clone(), Some(key));
+        let user = "identities/jack/plugindata/p";
+        let token = serde_json::json!({"token": {"access_token": "at-123456", "scope": "s"}});
+        let secret = serde_json::json!("cs-123456");
+        store
+            .put_many(&[(user, &token), ("plugindata/p/client_secret", &secret)])
+            .await
+            .expect("write");
+        let raw = inner
+            .get_many(&[
+                &format!("{user}/token/access_token"),
+                "plugindata/p/client_secret",
+            ])
+            .await
+            .expect("raw");
+        for value in &raw {
+            let text = value.as_ref().and_then(Value::as_str).expect("a string");
+            assert!(text.starts_with(SEALED_PREFIX), "{text}");
+        }
+        let read = store
+            .get_many(&[user, "plugindata/p/client_secret", "plugindata/p/absent"])
+            .await
+            .expect("read");
+        assert_eq!(read, [Some(token), Some(secret), None]);
+        let without_key = SealedStore::new(inner, None);
+        let e = without_key
+            .get_many(&["plugindata/p/absent", user])
+            .await
+            .expect_err("sealed");
+        assert!(matches!(e, StoreError::Sealed { .. }), "{e}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -47,16 +47,33 @@ CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (parent, ord);
 
 /// The embedded [`Store`]: Igor's tree in a SQLite database file.
 ///
-/// Cloning is cheap and clones share one connection; several processes may open the
-/// same file.
+/// Cloning is cheap and clones share one connection, which one thread of its own uses,
+/// one operation at a time; several processes may open the same file.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
+/// An operation for the store's thread.
+type Job = Box<dyn FnOnce(&mut Connection, &Path) + Send>;
+
 struct Inner {
     file: PathBuf,
-    connection: Mutex<Connection>,
+    /// Operations for the store's thread; closed when the store is dropped.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The store's thread, which owns the connection.
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Closes the queue and waits for the thread to finish what was queued, so the
+    /// connection is closed when the last clone goes.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -159,10 +176,21 @@ impl SqliteStore {
             }
         }
 
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let worker_file = file.clone();
+        let worker = std::thread::Builder::new()
+            .name("healthpull-store".to_owned())
+            .spawn(move || serve_jobs(connection, &worker_file, &queue))
+            .map_err(|source| StoreError::Io {
+                file: file.clone(),
+                action: "start the store's thread",
+                source,
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 file,
-                connection: Mutex::new(connection),
+                jobs: Some(jobs),
+                worker: Some(worker),
             }),
         })
     }
@@ -172,22 +200,40 @@ impl SqliteStore {
         &self.inner.file
     }
 
-    /// Runs `work` on the connection in a blocking thread.
+    /// Runs `work` on the connection, in the store's thread.
     async fn run<T, F>(&self, path: &StorePath, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let mut connection = lock_connection(&inner.connection);
-            work(&mut connection, &inner.file)
-        })
-        .await
-        .map_err(|source| StoreError::Task {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |connection, file| {
+            // The caller may have stopped waiting; the work is done all the same.
+            let _ = answer.send(work(connection, file));
+        });
+        let stopped = || StoreError::Stopped {
+            file: self.inner.file.clone(),
             path: path.text.clone(),
-            source,
-        })?
+        };
+        self.inner
+            .jobs
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// The store's thread: runs each queued operation on the connection until the queue is
+/// closed. An operation that panics has its transaction rolled back as it unwinds; the
+/// connection stays usable and its caller gets [`StoreError::Stopped`].
+fn serve_jobs(mut connection: Connection, file: &Path, queue: &mpsc::Receiver<Job>) {
+    for job in queue {
+        let run = std::panic::AssertUnwindSafe(|| job(&mut connection, file));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!(file = %file.display(), "An embedded store operation panicked");
+        }
     }
 }
 
@@ -208,23 +254,62 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// One read transaction for all of them.
+    async fn get_many(&self, paths: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
+        let parsed = paths
+            .iter()
+            .map(|path| StorePath::parse(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = parsed.first().cloned() else {
+            return Ok(Vec::new());
+        };
+        let row_path = first.text.clone();
+        self.run(&first, move |connection, file| {
+            let sqlite_error = sqlite_error(file, "read", &row_path);
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(&sqlite_error)?;
+            let values = parsed
+                .iter()
+                .map(|path| read_subtree(&transaction, file, &path.text))
+                .collect::<Result<Vec<_>, _>>()?;
+            transaction.commit().map_err(&sqlite_error)?;
+            Ok(values)
+        })
+        .await
+    }
+
     async fn put(&self, path: &str, value: &Value) -> Result<(), StoreError> {
-        let path = StorePath::parse(path)?;
-        // Refuse what Igor would refuse, so both backends accept the same trees.
-        crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
-            StoreError::Unrepresentable {
-                path: path.text.clone(),
-                source,
-            }
-        })?;
-        let value = value.clone();
-        let target = path.clone();
-        self.run(&path, move |connection, file| {
-            let sqlite_error = sqlite_error(file, "write", &target.text);
+        self.put_many(&[(path, value)]).await
+    }
+
+    /// One write transaction for all of them: every subtree is replaced, or none is.
+    async fn put_many(&self, writes: &[(&str, &Value)]) -> Result<(), StoreError> {
+        let mut owned = Vec::with_capacity(writes.len());
+        for (path, value) in writes {
+            let path = StorePath::parse(path)?;
+            // Refuse what Igor would refuse, so both backends accept the same trees.
+            crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
+                StoreError::Unrepresentable {
+                    path: path.text.clone(),
+                    source,
+                }
+            })?;
+            owned.push((path, (*value).clone()));
+        }
+        let Some((first, _)) = owned.first() else {
+            return Ok(());
+        };
+        let first = first.clone();
+        let row_path = first.text.clone();
+        self.run(&first, move |connection, file| {
+            let sqlite_error = sqlite_error(file, "write", &row_path);
             let transaction = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&sqlite_error)?;
-            write_subtree(&transaction, file, &target, &value)?;
+            for (target, value) in &owned {
+                write_subtree(&transaction, file, target, value)?;
+            }
             transaction.commit().map_err(&sqlite_error)
         })
         .await
@@ -274,14 +359,6 @@ impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "embedded"
     }
-}
-
-/// Locks the connection; a panic in an earlier operation rolled its transaction back,
-/// so a poisoned lock still guards a usable connection.
-fn lock_connection(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    connection
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sets mode 0600 on `path` unless group and others already have no access.
@@ -360,14 +437,7 @@ fn read_subtree(
     path: &str,
 ) -> Result<Option<Value>, StoreError> {
     let sqlite_error = sqlite_error(file, "read", path);
-    let top: Option<Option<String>> = transaction
-        .query_row(
-            "SELECT value FROM nodes WHERE path = ?1",
-            params![path],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(&sqlite_error)?;
+    let top = value_at(transaction, path).map_err(&sqlite_error)?;
     let Some(top) = top else {
         return Ok(None);
     };
@@ -435,23 +505,18 @@ fn write_subtree(
     let mut parent = String::new();
     for depth in 1..target.steps.len() {
         let ancestor = target.prefix(depth);
-        let existing: Option<Option<String>> = transaction
-            .query_row(
-                "SELECT value FROM nodes WHERE path = ?1",
-                params![ancestor],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(&sqlite_error)?;
+        let existing = value_at(transaction, &ancestor).map_err(&sqlite_error)?;
         match existing {
             None => {
                 let ord = next_ord(transaction, &parent).map_err(&sqlite_error)?;
                 transaction
-                    .execute(
+                    .prepare_cached(
                         "INSERT INTO nodes (path, parent, name, ord, value)
                          VALUES (?1, ?2, ?3, ?4, NULL)",
-                        params![ancestor, parent, target.steps[depth - 1], ord],
                     )
+                    .and_then(|mut insert| {
+                        insert.execute(params![ancestor, parent, target.steps[depth - 1], ord])
+                    })
                     .map_err(&sqlite_error)?;
             }
             Some(None) => {}
@@ -467,10 +532,8 @@ fn write_subtree(
                 // Igor prints null, false and "" as an empty element, which can take
                 // children; do the same.
                 transaction
-                    .execute(
-                        "UPDATE nodes SET value = NULL WHERE path = ?1",
-                        params![ancestor],
-                    )
+                    .prepare_cached("UPDATE nodes SET value = NULL WHERE path = ?1")
+                    .and_then(|mut update| update.execute(params![ancestor]))
                     .map_err(&sqlite_error)?;
             }
         }
@@ -478,12 +541,12 @@ fn write_subtree(
     }
 
     let existing_ord: Option<i64> = transaction
-        .query_row(
-            "SELECT ord FROM nodes WHERE path = ?1",
-            params![target.text],
-            |row| row.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT ord FROM nodes WHERE path = ?1")
+        .and_then(|mut select| {
+            select
+                .query_row(params![target.text], |row| row.get(0))
+                .optional()
+        })
         .map_err(&sqlite_error)?;
     let ord = match existing_ord {
         Some(ord) => {
@@ -523,20 +586,25 @@ fn describe(value: &Value) -> &'static str {
     }
 }
 
+/// The value of the row at `path`: `None` without a row, `Some(None)` for a container.
+fn value_at(transaction: &Transaction<'_>, path: &str) -> rusqlite::Result<Option<Option<String>>> {
+    transaction
+        .prepare_cached("SELECT value FROM nodes WHERE path = ?1")?
+        .query_row(params![path], |row| row.get(0))
+        .optional()
+}
+
 fn next_ord(transaction: &Transaction<'_>, parent: &str) -> rusqlite::Result<i64> {
-    transaction.query_row(
-        "SELECT COALESCE(MAX(ord) + 1, 0) FROM nodes WHERE parent = ?1",
-        params![parent],
-        |row| row.get(0),
-    )
+    transaction
+        .prepare_cached("SELECT COALESCE(MAX(ord) + 1, 0) FROM nodes WHERE parent = ?1")?
+        .query_row(params![parent], |row| row.get(0))
 }
 
 fn delete_subtree(transaction: &Transaction<'_>, path: &str) -> rusqlite::Result<()> {
     let (low, high) = descendant_bounds(path);
-    transaction.execute(
-        "DELETE FROM nodes WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
-        params![path, low, high],
-    )?;
+    transaction
+        .prepare_cached("DELETE FROM nodes WHERE path = ?1 OR (path >= ?2 AND path < ?3)")?
+        .execute(params![path, low, high])?;
     Ok(())
 }
 
@@ -570,7 +638,79 @@ fn insert_tree(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(&dir.path().join("store.db")).expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn several_writes_are_one_transaction_all_or_nothing() {
+        let (_dir, store) = open();
+        store.put("a/kept", &json!(1)).await.expect("put");
+        let tree = json!({"x": {"y": 2}});
+        let status = json!("now");
+        store
+            .put_many(&[("a/tree", &tree), ("b/status/last", &status)])
+            .await
+            .expect("both");
+        assert_eq!(
+            store
+                .get_many(&["a/tree", "b/status/last", "a/absent", "a/kept"])
+                .await
+                .expect("read"),
+            [Some(tree), Some(status), None, Some(json!(1))]
+        );
+        // The second write cannot go below a number: the first is not written either.
+        let e = store
+            .put_many(&[("a/new", &json!(3)), ("a/kept/below", &json!(4))])
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&e, StoreError::NotAContainer { ancestor, .. } if ancestor == "a/kept"),
+            "{e}"
+        );
+        assert_eq!(store.get("a/new").await.expect("read"), None);
+        assert_eq!(store.get("a/kept").await.expect("read"), Some(json!(1)));
+    }
+
+    #[tokio::test]
+    async fn an_operation_that_panics_fails_alone_and_the_store_goes_on() {
+        let (_dir, store) = open();
+        store.put("a", &json!("before")).await.expect("put");
+        let path = StorePath::parse("a").expect("path");
+        let e = store
+            .run(&path, |connection, _| -> Result<(), StoreError> {
+                let transaction = connection.transaction().expect("begin");
+                transaction
+                    .execute("DELETE FROM nodes", [])
+                    .expect("delete");
+                panic!("an operation that fails half-way");
+            })
+            .await
+            .expect_err("no answer");
+        assert!(matches!(e, StoreError::Stopped { .. }), "{e}");
+        // The half-done transaction was rolled back.
+        assert_eq!(store.get("a").await.expect("read"), Some(json!("before")));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_clone_closes_the_connection() {
+        let (dir, store) = open();
+        store.put("a", &json!(1)).await.expect("put");
+        let wal = dir.path().join("store.db-wal");
+        assert!(wal.exists(), "WAL mode keeps a log while open");
+        let clone = store.clone();
+        drop(store);
+        assert!(wal.exists(), "a clone keeps the connection open");
+        drop(clone);
+        // SQLite removes the log when its last connection closes.
+        assert!(!wal.exists(), "closed when the last clone is dropped");
+    }
 
     #[test]
     fn components_of_odd_keys_cannot_collide_with_plain_names() {

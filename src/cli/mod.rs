@@ -26,6 +26,7 @@ use healthpull::igor::xml;
 use healthpull::live::{self, Clock, TokenDeletion};
 use healthpull::provider::{self, Diagnostics, UrlOverrides};
 use healthpull::settings::UserSettings;
+use healthpull::store::Store;
 use healthpull::transform::Layout;
 use healthpull::user::UserName;
 
@@ -369,16 +370,11 @@ struct Stored {
     client_id: Option<String>,
 }
 
-async fn stored(config: &Config, plugin: &str, user: &UserName, create: bool) -> Result<Stored> {
-    let store = if create {
-        Some(app::open_store(config)?)
-    } else {
-        app::open_existing_store(config)?
-    };
+async fn stored(store: Option<&dyn Store>, plugin: &str, user: &UserName) -> Result<Stored> {
     let Some(store) = store else {
         return Ok(Stored::default());
     };
-    let settings = live::user_settings(store.as_ref(), plugin, user).await?;
+    let settings = live::user_settings(store, plugin, user).await?;
     let app_data = store
         .get(&healthpull::igor::paths::app(plugin))
         .await?
@@ -446,7 +442,8 @@ async fn plan(config: &Config, args: &FetchArgs, now: DateTime<Utc>) -> Result<i
     if let Some(notice) = engine::retirement_notice(&provider) {
         eprintln!("{notice}");
     }
-    let stored = stored(config, &args.plugin, &args.user, false).await?;
+    let store = app::open_existing_store(config)?;
+    let stored = stored(store.as_deref(), &args.plugin, &args.user).await?;
     let p = fetch_plan(&provider, args, now, &stored)?;
     let requests = engine::plan(&provider, &p)?;
     let mut out = std::io::stdout().lock();
@@ -466,7 +463,8 @@ async fn fetch_replay(
     if let Some(notice) = engine::retirement_notice(&provider) {
         eprintln!("{notice}");
     }
-    let stored = stored(config, &args.plugin, &args.user, false).await?;
+    let store = app::open_existing_store(config)?;
+    let stored = stored(store.as_deref(), &args.plugin, &args.user).await?;
     let p = fetch_plan(&provider, args, now, &stored)?;
     let caller = ReplayCaller::new(dir, &provider);
     // Compact lists, written straight to stdout: a long day never exists as one text.
@@ -485,7 +483,7 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
         eprintln!("{notice}");
     }
     let store = app::open_store(config)?;
-    let stored = stored(config, &args.plugin, &args.user, true).await?;
+    let stored = stored(Some(store.as_ref()), &args.plugin, &args.user).await?;
     let p = fetch_plan(&provider, args, clock.now(), &stored)?;
     let rt = app::runtime(config, store, clock);
     let tree = live::fetch(provider, &args.plugin, &args.user, &rt, &p, dry_run).await?;

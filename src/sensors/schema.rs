@@ -38,21 +38,19 @@ fn properties() -> Option<&'static serde_json::Map<String, Value>> {
     sensor_schema().get("properties").and_then(Value::as_object)
 }
 
-fn pattern_properties() -> Vec<(regex_lite::Regex, &'static Value)> {
+fn pattern_properties() -> &'static [(regex_lite::Regex, &'static Value)] {
     static PATTERNS: OnceLock<Vec<(regex_lite::Regex, &'static Value)>> = OnceLock::new();
-    PATTERNS
-        .get_or_init(|| {
-            sensor_schema()
-                .get("patternProperties")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| regex_lite::Regex::new(k).ok().map(|r| (r, v)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .clone()
+    PATTERNS.get_or_init(|| {
+        sensor_schema()
+            .get("patternProperties")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| regex_lite::Regex::new(k).ok().map(|r| (r, v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
 }
 
 /// The schema of output `name`: its property, else the first matching pattern.
@@ -61,9 +59,9 @@ fn output_schema(name: &str) -> Option<&'static Value> {
         return Some(p);
     }
     pattern_properties()
-        .into_iter()
+        .iter()
         .find(|(re, _)| re.is_match(name))
-        .map(|(_, v)| v)
+        .map(|(_, v)| *v)
 }
 
 /// Whether a provider may produce an output (or raw key) called `name`.

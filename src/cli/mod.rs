@@ -474,6 +474,9 @@ async fn fetch_replay(
     // The element always ends with `>`: one newline, as `GET` answers it.
     out.write_all(b"\n")?;
     out.flush()?;
+    // The process ends after this command: freeing a day of rows one by one would only
+    // cost time (docs/BENCHMARKS.md, "Replay and live, side by side").
+    std::mem::forget(tree);
     Ok(0)
 }
 
@@ -493,6 +496,8 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
         xml::write_sensors_xml(&mut out, &args.user, &tree)?;
         out.write_all(b"\n")?;
         out.flush()?;
+        // As after a replay: the process ends, the tree is not freed row by row.
+        std::mem::forget(tree);
     } else {
         let outputs: Vec<&String> = tree.outputs.keys().collect();
         eprintln!(

@@ -453,6 +453,18 @@ async fn plan(config: &Config, args: &FetchArgs, now: DateTime<Utc>) -> Result<i
     Ok(0)
 }
 
+/// Standard output for a long text written in large pieces: straight to the file
+/// descriptor, without the line buffering of `std::io::stdout()`, which would search
+/// every piece for a newline (a day of XML has none). Where standard output cannot be
+/// duplicated (it is closed), `std::io::stdout()` itself, which then writes nothing.
+fn long_stdout() -> Box<dyn Write> {
+    use std::os::fd::AsFd;
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(std::io::stdout().lock()),
+    }
+}
+
 async fn fetch_replay(
     config: &Config,
     args: &FetchArgs,
@@ -469,7 +481,7 @@ async fn fetch_replay(
     let caller = ReplayCaller::new(dir, &provider);
     // Compact lists, written straight to stdout: a long day never exists as one text.
     let tree = engine::fetch(&provider, &p, &caller).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = long_stdout();
     xml::write_sensors_xml(&mut out, &args.user, &tree)?;
     // The element always ends with `>`: one newline, as `GET` answers it.
     out.write_all(b"\n")?;
@@ -492,7 +504,7 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
     let tree = live::fetch(provider, &args.plugin, &args.user, &rt, &p, dry_run).await?;
     if dry_run {
         // Streamed like the replay's output: the same bytes, one newline after.
-        let mut out = std::io::stdout().lock();
+        let mut out = long_stdout();
         xml::write_sensors_xml(&mut out, &args.user, &tree)?;
         out.write_all(b"\n")?;
         out.flush()?;

@@ -493,6 +493,7 @@ async fn fetch_replay(
 }
 
 async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bool) -> Result<i32> {
+    let transport = app::prepare_transport();
     let provider = Arc::new(config.load_plugin(&args.plugin)?);
     if let Some(notice) = engine::retirement_notice(&provider) {
         eprintln!("{notice}");
@@ -500,7 +501,12 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
     let store = app::open_store(config)?;
     let stored = stored(Some(store.as_ref()), &args.plugin, &args.user).await?;
     let p = fetch_plan(&provider, args, clock.now(), &stored)?;
-    let rt = app::runtime(config, store, clock);
+    let transport = match transport.await {
+        Ok(transport) => transport,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(e).context("cannot start the HTTP client"),
+    };
+    let rt = app::runtime_with(config, store, clock, transport);
     let tree = live::fetch(provider, &args.plugin, &args.user, &rt, &p, dry_run).await?;
     if dry_run {
         // Streamed like the replay's output: the same bytes, one newline after.

@@ -1080,9 +1080,17 @@ mod tests {
     /// Whether the typed reading accepts `value`, checked against what the schema and
     /// serde's own reading say: it must accept exactly what both accept.
     fn typed_reading_agrees(value: &Value) -> Result<bool, String> {
-        let typed = strict::from_value::<raw::ProviderFile>(value).is_ok();
+        let typed = strict::from_value::<raw::ProviderFile>(value);
         let schema = validator().is_valid(value);
-        let serde = serde_json::from_value::<raw::ProviderFile>(value.clone()).is_ok();
+        let serde = serde_json::from_value::<raw::ProviderFile>(value.clone());
+        // What it reads is what serde reads.
+        if let (Ok(typed), Ok(serde)) = (&typed, &serde) {
+            let (typed, serde) = (format!("{typed:?}"), format!("{serde:?}"));
+            if typed != serde {
+                return Err(format!("typed reading {typed}\nserde {serde}"));
+            }
+        }
+        let (typed, serde) = (typed.is_ok(), serde.is_ok());
         if typed == (schema && serde) {
             Ok(typed)
         } else {

@@ -18,6 +18,8 @@
 #
 # Installs hyperfine and GNU time with apt-get when they are missing (needs root).
 # Usage: benches/whole-process.sh [RUNS]     (RUNS: hyperfine runs, default 10)
+#        HEALTHPULL_BIN=PATH benches/whole-process.sh [RUNS]
+#        (measures that healthpull binary, an earlier build say, instead of building one)
 # Figures and how to read them: docs/BENCHMARKS.md.
 set -euo pipefail
 
@@ -26,7 +28,7 @@ warmup=2
 points=86400
 day=2026-10-30
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="$root/target/release/healthpull"
+bin="${HEALTHPULL_BIN:-$root/target/release/healthpull}"
 fake_bin="$root/target/release/examples/fake_provider"
 
 need() { # need COMMAND APT-PACKAGE
@@ -41,8 +43,13 @@ need() { # need COMMAND APT-PACKAGE
 need hyperfine hyperfine
 [ -x /usr/bin/time ] || need /usr/bin/time time
 
-echo "building the release binary and the fake provider" >&2
-(cd "$root" && cargo build --release --quiet --bin healthpull --example fake_provider)
+if [ -n "${HEALTHPULL_BIN:-}" ]; then
+    echo "building the fake provider; measuring $bin" >&2
+    (cd "$root" && cargo build --release --quiet --example fake_provider)
+else
+    echo "building the release binary and the fake provider" >&2
+    (cd "$root" && cargo build --release --quiet --bin healthpull --example fake_provider)
+fi
 
 work="$(mktemp -d)"
 fake_pid=""

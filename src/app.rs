@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::auth::lock::LockDir;
 use crate::config::{Config, StoreConfig};
-use crate::http::HttpTransport;
+use crate::http::{HttpTransport, Transport};
 use crate::live::{Budgets, Clock, Runtime};
 use crate::store::{
     IgorStore, IgorStoreConfig, KeyError, SealedStore, SqliteStore, Store, StoreError, StoreKey,
@@ -122,11 +122,30 @@ pub fn lock_dir(config: &Config) -> PathBuf {
 
 /// The shared parts of live calls, with the process's one HTTP transport.
 pub fn runtime(config: &Config, store: Arc<dyn Store>, clock: Clock) -> Runtime {
+    runtime_with(config, store, clock, HttpTransport::shared())
+}
+
+/// The shared parts of live calls, with `transport` (the process's one, as
+/// [`prepare_transport`] gives it).
+pub fn runtime_with(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    transport: Arc<dyn Transport>,
+) -> Runtime {
     Runtime {
         store,
         locks: Arc::new(LockDir::new(lock_dir(config))),
         clock,
         budgets: Arc::new(Budgets::default()),
-        transport: HttpTransport::shared(),
+        transport,
     }
+}
+
+/// Starts getting the process's one HTTP transport ([`HttpTransport::shared`]) on a
+/// blocking thread: a new client reads the platform's root certificates (a few
+/// milliseconds), which then happens while the caller goes on (compiling the provider
+/// file, opening the store). Called within the runtime the transport serves.
+pub fn prepare_transport() -> tokio::task::JoinHandle<Arc<dyn Transport>> {
+    tokio::task::spawn_blocking(HttpTransport::shared)
 }

@@ -19,13 +19,15 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(|| healthpull::secret::log_writer())
         .init();
+    // The server answers many requests at once on worker threads; every other command
+    // is one task, which the main thread runs without starting workers.
+    let mut builder = match cli.command {
+        cli::Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
     // Blocking work is the embedded store's one connection (one operation at a time) and
     // lock files: more threads than this mostly wait, each with its own stack and heap.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(8)
-        .build()
-    {
+    let runtime = match builder.enable_all().max_blocking_threads(8).build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

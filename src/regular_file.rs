@@ -40,8 +40,10 @@ pub fn read(path: &Path, limit: usize) -> Result<Option<String>, Error> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    check(&file.metadata()?, limit)?;
-    let mut text = String::new();
+    let meta = file.metadata()?;
+    check(&meta, limit)?;
+    // One buffer of the file's size: nothing is grown and copied while reading.
+    let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
         .read_to_string(&mut text)?;
     if text.len() > limit {

@@ -27,6 +27,7 @@ use healthpull::igor::xml;
 use healthpull::live::{self, Clock, TokenDeletion};
 use healthpull::provider::{self, Diagnostics, UrlOverrides};
 use healthpull::settings::UserSettings;
+use healthpull::store::Store;
 use healthpull::transform::{Doc, Layout};
 use healthpull::user::UserName;
 
@@ -384,16 +385,11 @@ struct Stored {
     client_id: Option<String>,
 }
 
-async fn stored(config: &Config, plugin: &str, user: &UserName, create: bool) -> Result<Stored> {
-    let store = if create {
-        Some(app::open_store(config)?)
-    } else {
-        app::open_existing_store(config)?
-    };
+async fn stored(store: Option<&dyn Store>, plugin: &str, user: &UserName) -> Result<Stored> {
     let Some(store) = store else {
         return Ok(Stored::default());
     };
-    let settings = live::user_settings(store.as_ref(), plugin, user).await?;
+    let settings = live::user_settings(store, plugin, user).await?;
     let app_data = store
         .get(&healthpull::igor::paths::app(plugin))
         .await?
@@ -462,7 +458,8 @@ async fn plan(config: &Config, args: &FetchArgs, now: DateTime<Utc>) -> Result<i
     if let Some(notice) = engine::retirement_notice(&provider) {
         eprintln!("{notice}");
     }
-    let stored = stored(config, &args.plugin, &args.user, false).await?;
+    let store = app::open_existing_store(config)?;
+    let stored = stored(store.as_deref(), &args.plugin, &args.user).await?;
     let p = fetch_plan(&provider, args, now, &stored)?;
     let requests = engine::plan(&provider, &p)?;
     let mut out = std::io::stdout().lock();
@@ -470,6 +467,18 @@ async fn plan(config: &Config, args: &FetchArgs, now: DateTime<Utc>) -> Result<i
         writeln!(out, "{}", plan_line(r))?;
     }
     Ok(0)
+}
+
+/// Standard output for a long text written in large pieces: straight to the file
+/// descriptor, without the line buffering of `std::io::stdout()`, which would search
+/// every piece for a newline (a day of XML has none). Where standard output cannot be
+/// duplicated (it is closed), `std::io::stdout()` itself, which then writes nothing.
+fn long_stdout() -> Box<dyn Write> {
+    use std::os::fd::AsFd;
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(std::io::stdout().lock()),
+    }
 }
 
 async fn fetch_replay(
@@ -482,35 +491,47 @@ async fn fetch_replay(
     if let Some(notice) = engine::retirement_notice(&provider) {
         eprintln!("{notice}");
     }
-    let stored = stored(config, &args.plugin, &args.user, false).await?;
+    let store = app::open_existing_store(config)?;
+    let stored = stored(store.as_deref(), &args.plugin, &args.user).await?;
     let p = fetch_plan(&provider, args, now, &stored)?;
     let caller = ReplayCaller::new(dir, &provider);
     // Compact lists, written straight to stdout: a long day never exists as one text.
     let tree = engine::fetch(&provider, &p, &caller).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = long_stdout();
     xml::write_sensors_xml(&mut out, &args.user, &tree)?;
     // The element always ends with `>`: one newline, as `GET` answers it.
     out.write_all(b"\n")?;
     out.flush()?;
+    // The process ends after this command: freeing a day of rows one by one would only
+    // cost time (docs/BENCHMARKS.md, "Replay and live, side by side").
+    std::mem::forget(tree);
     Ok(0)
 }
 
 async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bool) -> Result<i32> {
+    let transport = app::prepare_transport();
     let provider = Arc::new(config.load_plugin(&args.plugin)?);
     if let Some(notice) = engine::retirement_notice(&provider) {
         eprintln!("{notice}");
     }
     let store = app::open_store(config)?;
-    let stored = stored(config, &args.plugin, &args.user, true).await?;
+    let stored = stored(Some(store.as_ref()), &args.plugin, &args.user).await?;
     let p = fetch_plan(&provider, args, clock.now(), &stored)?;
-    let rt = app::runtime(config, store, clock);
+    let transport = match transport.await {
+        Ok(transport) => transport,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(e).context("cannot start the HTTP client"),
+    };
+    let rt = app::runtime_with(config, store, clock, transport);
     let tree = live::fetch(provider, &args.plugin, &args.user, &rt, &p, dry_run).await?;
     if dry_run {
         // Streamed like the replay's output: the same bytes, one newline after.
-        let mut out = std::io::stdout().lock();
+        let mut out = long_stdout();
         xml::write_sensors_xml(&mut out, &args.user, &tree)?;
         out.write_all(b"\n")?;
         out.flush()?;
+        // As after a replay: the process ends, the tree is not freed row by row.
+        std::mem::forget(tree);
     } else {
         let outputs: Vec<&String> = tree.outputs.keys().collect();
         eprintln!(

@@ -1,10 +1,13 @@
 //! From a provider file's text to a [`Provider`], collecting every problem on the way.
 //!
-//! Order: YAML syntax (with duplicate keys), then the structure against the provider
-//! JSON Schema (unknown keys, wrong types, missing fields), then the meaning (URLs,
-//! templates and the names they use, JSONPaths, parameter rules, outputs against the
-//! sensor schema). Structural errors stop before the meaning is checked, since the
-//! typed form cannot be built; all errors of one stage are reported together.
+//! Order: YAML syntax (with duplicate keys), then the structure (unknown keys, wrong
+//! types, missing fields), then the meaning (URLs, templates and the names they use,
+//! JSONPaths, parameter rules, outputs against the sensor schema). The structure is
+//! checked by reading the file into the [`raw`] types with the schema's rules
+//! ([`super::strict`]); only a file that reading refuses is validated against the
+//! provider JSON Schema, whose errors say where and what. Structural errors stop before
+//! the meaning of the parts they break is checked, since their typed form cannot be
+//! built; all errors of one stage are reported together.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -20,6 +23,7 @@ use super::model::{
 };
 use super::raw::{self, ParamType};
 use super::selector::Selector;
+use super::strict;
 use super::yaml::{self, Document, pointer_token};
 use crate::provider::template::{Place, Templates, Tpl};
 use crate::sensors::schema;
@@ -67,6 +71,95 @@ pub fn compile_source(
         .iter()
         .map(|p| (p.loc, p.message.clone()))
         .collect();
+    // A file the typed reading accepts is valid against the schema (`strict`); only
+    // one it refuses is validated, for messages that say what is wrong.
+    let parts = match strict::from_value::<raw::ProviderFile>(&doc.value) {
+        Ok(file) => Parts::from(file),
+        Err(_) => {
+            problems.extend(structural_problems(&doc));
+            Parts::read(&doc.value)
+        }
+    };
+    let structural_ok = problems.is_empty();
+
+    let mut c = Compiler {
+        doc: &doc,
+        problems,
+        templates: Templates::new(),
+        helper_methods: Vec::new(),
+    };
+    let provider = c.provider(parts, path, overrides);
+    if structural_ok && c.problems.is_empty() {
+        if let Some(provider) = provider {
+            return Ok(provider);
+        }
+    }
+    let mut problems = c.problems;
+    problems.sort_by_key(|(loc, _)| (loc.line, loc.col));
+    problems.dedup();
+    Err(Diagnostics(
+        problems
+            .into_iter()
+            .map(|(loc, msg)| located(loc, msg))
+            .collect(),
+    ))
+}
+
+/// The typed parts of a file; `None` where a part is malformed (already reported).
+struct Parts {
+    name: Option<String>,
+    title: Option<String>,
+    retired: Option<raw::RetiredConfig>,
+    default_methods: Vec<String>,
+    auth: Option<raw::AuthConfig>,
+    api: Option<raw::ApiConfig>,
+    methods: IndexMap<String, Option<raw::MethodConfig>>,
+}
+
+impl From<raw::ProviderFile> for Parts {
+    fn from(file: raw::ProviderFile) -> Self {
+        Parts {
+            name: Some(file.name),
+            title: file.title,
+            retired: file.retired,
+            default_methods: file.default_methods,
+            auth: Some(file.auth),
+            api: Some(file.api),
+            methods: file
+                .methods
+                .into_iter()
+                .map(|(name, method)| (name, Some(method)))
+                .collect(),
+        }
+    }
+}
+
+impl Parts {
+    /// Each part typed on its own, so that the meaning of every well-formed part is
+    /// checked even when another part is malformed.
+    fn read(value: &Value) -> Self {
+        let part = |key: &str| value.get(key).cloned().unwrap_or(Value::Null);
+        let mut methods = IndexMap::new();
+        if let Some(Value::Object(m)) = value.get("methods") {
+            for (k, v) in m {
+                methods.insert(k.clone(), serde_json::from_value(v.clone()).ok());
+            }
+        }
+        Parts {
+            name: serde_json::from_value(part("name")).ok(),
+            title: serde_json::from_value(part("title")).ok().flatten(),
+            retired: serde_json::from_value(part("retired")).ok().flatten(),
+            default_methods: serde_json::from_value(part("default_methods")).unwrap_or_default(),
+            auth: serde_json::from_value(part("auth")).ok(),
+            api: serde_json::from_value(part("api")).ok(),
+            methods,
+        }
+    }
+}
+
+/// The problems the provider JSON Schema finds, each at its place in the file.
+fn structural_problems(doc: &Document) -> Vec<(yaml::Loc, String)> {
+    let mut problems = Vec::new();
     for error in validator().iter_errors(&doc.value) {
         let pointer = error.instance_path().as_str().to_owned();
         let schema_path = error.schema_path().as_str().to_owned();
@@ -103,70 +196,7 @@ pub fn compile_source(
             }
         }
     }
-    let structural_ok = problems.is_empty();
-
-    // Each part is typed on its own, so that the meaning of every well-formed part
-    // is checked even when another part is malformed.
-    let part = |key: &str| doc.value.get(key).cloned().unwrap_or(Value::Null);
-    let name: Option<String> = serde_json::from_value(part("name")).ok();
-    let title: Option<String> = serde_json::from_value(part("title")).ok().flatten();
-    let retired: Option<raw::RetiredConfig> =
-        serde_json::from_value(part("retired")).ok().flatten();
-    let default_methods: Vec<String> =
-        serde_json::from_value(part("default_methods")).unwrap_or_default();
-    let auth: Option<raw::AuthConfig> = serde_json::from_value(part("auth")).ok();
-    let api: Option<raw::ApiConfig> = serde_json::from_value(part("api")).ok();
-    let mut methods: IndexMap<String, Option<raw::MethodConfig>> = IndexMap::new();
-    if let Some(Value::Object(m)) = doc.value.get("methods") {
-        for (k, v) in m {
-            methods.insert(k.clone(), serde_json::from_value(v.clone()).ok());
-        }
-    }
-
-    let mut c = Compiler {
-        doc: &doc,
-        problems,
-        templates: Templates::new(),
-        helper_methods: Vec::new(),
-    };
-    let provider = c.provider(
-        Parts {
-            name,
-            title,
-            retired,
-            default_methods,
-            auth,
-            api,
-            methods,
-        },
-        path,
-        overrides,
-    );
-    if structural_ok && c.problems.is_empty() {
-        if let Some(provider) = provider {
-            return Ok(provider);
-        }
-    }
-    let mut problems = c.problems;
-    problems.sort_by_key(|(loc, _)| (loc.line, loc.col));
-    problems.dedup();
-    Err(Diagnostics(
-        problems
-            .into_iter()
-            .map(|(loc, msg)| located(loc, msg))
-            .collect(),
-    ))
-}
-
-/// The typed parts of a file; `None` where a part is malformed (already reported).
-struct Parts {
-    name: Option<String>,
-    title: Option<String>,
-    retired: Option<raw::RetiredConfig>,
-    default_methods: Vec<String>,
-    auth: Option<raw::AuthConfig>,
-    api: Option<raw::ApiConfig>,
-    methods: IndexMap<String, Option<raw::MethodConfig>>,
+    problems
 }
 
 /// The constants an enum-like `oneOf`/`anyOf` allows, for a readable message.
@@ -355,19 +385,13 @@ impl Compiler<'_> {
             .collect();
         let auth = parts.auth.as_ref().and_then(|a| self.auth(a, overrides));
         let api = parts.api.as_ref().and_then(|a| self.api(a, overrides));
-        let mut methods = IndexMap::new();
-        for (name, method) in &parts.methods {
-            let pointer = format!("/methods/{}", pointer_token(name));
-            if !is_identifier(name) {
-                self.key_err(
-                    &pointer,
-                    format!("method name `{name}` must be letters, digits and `_`"),
-                );
-            }
-            if let Some(m) = method.as_ref().and_then(|m| self.method(name, m, &pointer)) {
-                methods.insert(name.clone(), m);
-            }
-        }
+        let unknown_defaults: Vec<(usize, String)> = parts
+            .default_methods
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !parts.methods.contains_key(*m))
+            .map(|(i, m)| (i, m.clone()))
+            .collect();
         self.same_units(&parts.methods);
         if let Some(tz) = parts.api.as_ref().and_then(|a| a.time_zone.as_ref()) {
             if !parts.methods.contains_key(&tz.method) {
@@ -393,13 +417,24 @@ impl Compiler<'_> {
                 }
             }
         }
-        for (i, m) in parts.default_methods.iter().enumerate() {
-            if !parts.methods.contains_key(m) {
-                self.err(
-                    &format!("/default_methods/{i}"),
-                    format!("`{m}` is not a method of this provider"),
+        let mut methods = IndexMap::with_capacity(parts.methods.len());
+        for (name, method) in parts.methods {
+            let pointer = format!("/methods/{}", pointer_token(&name));
+            if !is_identifier(&name) {
+                self.key_err(
+                    &pointer,
+                    format!("method name `{name}` must be letters, digits and `_`"),
                 );
             }
+            if let Some(m) = method.and_then(|m| self.method(&name, m, &pointer)) {
+                methods.insert(name, m);
+            }
+        }
+        for (i, m) in unknown_defaults {
+            self.err(
+                &format!("/default_methods/{i}"),
+                format!("`{m}` is not a method of this provider"),
+            );
         }
         let (auth, api) = (auth?, api?);
         let mut answer_headers: Vec<String> = Vec::new();
@@ -688,7 +723,8 @@ impl Compiler<'_> {
         }
     }
 
-    fn method(&mut self, name: &str, m: &raw::MethodConfig, pointer: &str) -> Option<Method> {
+    fn method(&mut self, name: &str, method: raw::MethodConfig, pointer: &str) -> Option<Method> {
+        let m = &method;
         self.params(&m.params, pointer);
         if !m.path.starts_with('/') {
             self.err(&format!("{pointer}/path"), "a method path starts with `/`");
@@ -817,21 +853,22 @@ impl Compiler<'_> {
                 format!("method `{name}` has neither `output` nor `raw`"),
             );
         }
+        let window_days = m.window.as_ref().map(|w| w.max_days);
         Some(Method {
             name: name.to_owned(),
-            description: m.description.clone(),
-            verb: m.verb,
+            description: method.description,
+            verb: method.verb,
             path: path?,
             query,
             headers,
             body,
-            params: m.params.clone(),
-            vars: m.vars.clone(),
-            range: m.range.clone(),
-            window_days: m.window.as_ref().map(|w| w.max_days),
+            params: method.params,
+            vars: method.vars,
+            range: method.range,
+            window_days,
             pagination,
             outputs,
-            raw: m.raw.clone(),
+            raw: method.raw,
         })
     }
 
@@ -1352,5 +1389,178 @@ fn type_name(t: ParamType) -> &'static str {
         ParamType::Enum => "enum",
         ParamType::Integer => "integer",
         ParamType::Boolean => "boolean",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the typed reading accepts `value`, checked against what the schema and
+    /// serde's own reading say: it must accept exactly what both accept.
+    fn typed_reading_agrees(value: &Value) -> Result<bool, String> {
+        let typed = strict::from_value::<raw::ProviderFile>(value);
+        let schema = validator().is_valid(value);
+        let serde = serde_json::from_value::<raw::ProviderFile>(value.clone());
+        // What it reads is what serde reads.
+        if let (Ok(typed), Ok(serde)) = (&typed, &serde) {
+            let (typed, serde) = (format!("{typed:?}"), format!("{serde:?}"));
+            if typed != serde {
+                return Err(format!("typed reading {typed}\nserde {serde}"));
+            }
+        }
+        let (typed, serde) = (typed.is_ok(), serde.is_ok());
+        if typed == (schema && serde) {
+            Ok(typed)
+        } else {
+            Err(format!(
+                "typed reading {typed}, schema {schema}, serde {serde} for {value}"
+            ))
+        }
+    }
+
+    /// The JSON Pointers of every node of `value`.
+    fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+        match value {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    pointers(v, format!("{at}/{}", pointer_token(k)), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    pointers(v, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+        out.push(at);
+    }
+
+    /// Values of other kinds in place of `node`: each kind of scalar, integers beyond
+    /// the ranges of the format's types, names of enum variants, empty and wrapped
+    /// collections, an object as the list of its values (which serde reads as a
+    /// struct) and a name as a one-key object (which serde reads as an enum variant).
+    fn replacements(node: &Value) -> Vec<Value> {
+        let mut out = vec![
+            Value::Null,
+            Value::Bool(true),
+            serde_json::json!(0),
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!(2.0),
+            serde_json::json!(70000),
+            serde_json::json!(1u64 << 40),
+            serde_json::json!(u64::MAX),
+            serde_json::json!("x"),
+            serde_json::json!("basic"),
+            serde_json::json!("GET"),
+            serde_json::json!("date"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!([node]),
+            serde_json::json!({ "x": node }),
+        ];
+        match node {
+            Value::Object(m) => {
+                out.push(Value::Array(m.values().cloned().collect()));
+                let mut extra = m.clone();
+                extra.insert("unknown_key".into(), Value::Null);
+                out.push(Value::Object(extra));
+            }
+            Value::String(s) => out.push(serde_json::json!({ s.as_str(): null })),
+            _ => {}
+        }
+        out
+    }
+
+    /// A pointer with list indexes and names the schema does not define (methods,
+    /// parameters, outputs, map keys) left out: the place in the format it is at.
+    fn shape(pointer: &str, known: &std::collections::HashSet<String>) -> String {
+        pointer
+            .split('/')
+            .map(|t| if known.contains(t) { t } else { "*" })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The property names the provider schema defines.
+    fn schema_names() -> std::collections::HashSet<String> {
+        fn names(node: &Value, out: &mut std::collections::HashSet<String>) {
+            match node {
+                Value::Object(m) => {
+                    if let Some(Value::Object(props)) = m.get("properties") {
+                        out.extend(props.keys().cloned());
+                    }
+                    m.values().for_each(|v| names(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| names(v, out)),
+                _ => {}
+            }
+        }
+        let mut known = std::collections::HashSet::new();
+        names(super::super::model::provider_schema(), &mut known);
+        known
+    }
+
+    fn with_node(doc: &Value, pointer: &str, node: Option<Value>) -> Value {
+        let mut doc = doc.clone();
+        match node {
+            Some(node) => {
+                if let Some(slot) = doc.pointer_mut(pointer) {
+                    *slot = node;
+                }
+            }
+            None => {
+                let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+                let key = key.replace("~1", "/").replace("~0", "~");
+                if let Some(Value::Object(m)) = doc.pointer_mut(parent) {
+                    m.shift_remove(&key);
+                }
+            }
+        }
+        doc
+    }
+
+    fn shipped_providers() -> Vec<(std::path::PathBuf, Value)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("providers");
+        let files = super::super::provider_files(&dir).unwrap();
+        assert!(files.len() >= 3, "{files:?}");
+        files
+            .into_iter()
+            .map(|f| {
+                let doc = yaml::parse(&yaml::read_file(&f).unwrap()).unwrap();
+                (f, doc.value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_typed_reading_accepts_what_the_schema_accepts() {
+        let known = schema_names();
+        for (file, doc) in shipped_providers() {
+            // The shipped files are read without the schema validator.
+            assert_eq!(typed_reading_agrees(&doc), Ok(true), "{}", file.display());
+            let mut all = Vec::new();
+            pointers(&doc, String::new(), &mut all);
+            // One node per place in the format (the shipped methods repeat their shapes).
+            let mut shapes = std::collections::HashSet::new();
+            all.retain(|p| !p.is_empty() && shapes.insert(shape(p, &known)));
+            let (mut accepted, mut refused) = (0, 0);
+            for pointer in &all {
+                let node = doc.pointer(pointer).unwrap();
+                let changed = std::iter::once(None).chain(replacements(node).into_iter().map(Some));
+                for replacement in changed {
+                    let mutated = with_node(&doc, pointer, replacement);
+                    match typed_reading_agrees(&mutated) {
+                        Ok(true) => accepted += 1,
+                        Ok(false) => refused += 1,
+                        Err(e) => panic!("{} at {pointer}: {e}", file.display()),
+                    }
+                }
+            }
+            // Both answers occur: the comparison covers both directions.
+            assert!(accepted > 100 && refused > 100, "{accepted} {refused}");
+        }
     }
 }

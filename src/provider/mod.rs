@@ -8,6 +8,7 @@ pub mod compile;
 pub mod model;
 pub mod raw;
 pub mod selector;
+mod strict;
 pub mod template;
 pub mod values;
 pub mod yaml;

@@ -115,6 +115,13 @@ impl Templates {
         if source.contains("{{{") {
             return Err("triple braces are not allowed: values must be encoded".to_owned());
         }
+        let id = format!("t{}", self.count);
+        self.count += 1;
+        if !source.contains("{{") {
+            // Text without an expression is one raw string to Handlebars: itself.
+            let literal = Some(source.to_owned());
+            return Ok((Tpl { id, place, literal }, Vec::new()));
+        }
         let template = Template::compile(source).map_err(|e| {
             let reason = e.reason().to_string();
             format!("bad template: {reason}")
@@ -122,8 +129,6 @@ impl Templates {
         check_helpers(&template.elements)?;
         let mut names = BTreeSet::new();
         collect_names(&template.elements, &mut names);
-        let id = format!("t{}", self.count);
-        self.count += 1;
         let literal = if template
             .elements
             .iter()
@@ -457,6 +462,37 @@ mod tests {
             out,
             "weight >= \"2024-03-05T00:00:00Z\" 1709596800 2024-3-5"
         );
+    }
+
+    #[test]
+    fn text_without_expressions_renders_as_handlebars_reads_it() {
+        for source in [
+            "",
+            "json",
+            "a b",
+            "/1/user/-/profile.json",
+            "{",
+            "}",
+            "}}",
+            "{ {",
+            "a\\b",
+            "\\{",
+            "{x}",
+            "é ü",
+            "50",
+            " spaced ",
+            "line\nbreak",
+        ] {
+            let mut t = Templates::new();
+            let (tpl, names) = t.add(source, Place::Path).unwrap();
+            assert!(names.is_empty(), "{source:?}");
+            let ours = t.render(&tpl, &json!({})).unwrap();
+            let mut reference = Handlebars::new();
+            reference.set_strict_mode(true);
+            reference.register_escape_fn(handlebars::no_escape);
+            let theirs = reference.render_template(source, &json!({})).unwrap();
+            assert_eq!(ours, theirs, "{source:?}");
+        }
     }
 
     #[test]

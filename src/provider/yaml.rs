@@ -1,10 +1,11 @@
-//! A YAML reader that keeps where every key and value came from.
+//! A YAML reader that knows where every key and value came from.
 //!
 //! Provider files must report every error at once with line and column, which serde
 //! deserializers cannot do (they stop at the first error). So a file is first read
-//! into a plain JSON value plus a map from JSON Pointer to source position; structural
-//! checks (JSON Schema) and semantic checks then run over the value and look up
-//! positions for their messages.
+//! into a plain JSON value; structural and semantic checks then run over the value
+//! and look up positions for their messages by JSON Pointer. The map from pointer to
+//! position is made when the first position is asked for (by reading the text once
+//! more), so a file without problems never builds it.
 //!
 //! This is the one route by which YAML is read (provider files and `healthpull.yaml`),
 //! so its limits hold for every file: at most [`MAX_FILE_BYTES`], and aliases may not
@@ -13,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -35,7 +37,7 @@ pub struct Located {
     pub message: String,
 }
 
-/// A parsed document with the positions of its parts.
+/// A parsed document, able to tell the positions of its parts.
 #[derive(Debug, Default)]
 pub struct Document {
     /// The content as JSON (of duplicate keys, the first one is kept).
@@ -44,16 +46,36 @@ pub struct Document {
     pub problems: Vec<Located>,
     /// Nodes the aliases expanded into, together (see [`alias_budget`]).
     pub alias_nodes: usize,
+    /// The text, read again for [`Positions`] when a position is first asked for.
+    source: String,
+    positions: OnceLock<Positions>,
+}
+
+/// Where the values and the keys of a document are, by JSON Pointer.
+#[derive(Debug, Default)]
+struct Positions {
     values: HashMap<String, Loc>,
     keys: HashMap<String, Loc>,
 }
 
 impl Document {
+    fn positions(&self) -> &Positions {
+        self.positions.get_or_init(|| {
+            // The same text read the same way: it reads as it did the first time.
+            let mut reader = Reader::new(&self.source, true);
+            match reader.document() {
+                Ok(_) => reader.positions,
+                Err(_) => Positions::default(),
+            }
+        })
+    }
+
     /// Position of the value at a JSON Pointer, or of its nearest ancestor.
     pub fn value_loc(&self, pointer: &str) -> Loc {
+        let values = &self.positions().values;
         let mut p = pointer;
         loop {
-            if let Some(loc) = self.values.get(p) {
+            if let Some(loc) = values.get(p) {
                 return *loc;
             }
             match p.rfind('/') {
@@ -65,7 +87,8 @@ impl Document {
 
     /// Position of the key that holds the value at a JSON Pointer (falls back to the value).
     pub fn key_loc(&self, pointer: &str) -> Loc {
-        self.keys
+        self.positions()
+            .keys
             .get(pointer)
             .copied()
             .unwrap_or_else(|| self.value_loc(pointer))
@@ -115,25 +138,17 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
             message: format!("the file {}", ReadError::TooLarge(MAX_FILE_BYTES)),
         }]);
     }
-    let mut reader = Reader {
-        events: Parser::new_from_str(source),
-        doc: Document::default(),
-        anchors: HashMap::new(),
-        problems: Vec::new(),
-        alias_budget: alias_budget(source.len()),
-        alias_nodes: 0,
-        keep_positions: true,
-    };
+    let mut reader = Reader::new(source, false);
     let result = reader.document();
     let mut problems = reader.problems;
     match result {
-        Ok(value) => {
-            let mut doc = reader.doc;
-            doc.value = value;
-            doc.problems = problems;
-            doc.alias_nodes = reader.alias_nodes;
-            Ok(doc)
-        }
+        Ok(value) => Ok(Document {
+            value,
+            problems,
+            alias_nodes: reader.alias_nodes,
+            source: source.to_owned(),
+            positions: OnceLock::new(),
+        }),
         Err(e) => {
             problems.push(e);
             Err(problems)
@@ -143,7 +158,9 @@ pub fn parse(source: &str) -> Result<Document, Vec<Located>> {
 
 struct Reader<'a> {
     events: Parser<'a, saphyr_parser::StrInput<'a>>,
-    doc: Document,
+    /// Whether positions are recorded (into `positions`).
+    record: bool,
+    positions: Positions,
     /// Anchored values with their sizes.
     anchors: HashMap<usize, (Value, Size)>,
     problems: Vec<Located>,
@@ -185,6 +202,28 @@ fn loc(span: &Span) -> Loc {
 }
 
 impl<'a> Reader<'a> {
+    fn new(source: &'a str, record: bool) -> Self {
+        Reader {
+            events: Parser::new_from_str(source),
+            record,
+            positions: Positions::default(),
+            anchors: HashMap::new(),
+            problems: Vec::new(),
+            alias_budget: alias_budget(source.len()),
+            alias_nodes: 0,
+            keep_positions: true,
+        }
+    }
+
+    /// The pointer of a child of `pointer` (only needed when positions are recorded).
+    fn child(&self, pointer: &str, token: impl FnOnce() -> String) -> String {
+        if self.record {
+            format!("{pointer}/{}", token())
+        } else {
+            String::new()
+        }
+    }
+
     fn next(&mut self) -> Result<(Event<'a>, Span), Located> {
         match self.events.next_event() {
             Some(Ok(ev)) => Ok(ev),
@@ -253,8 +292,8 @@ impl<'a> Reader<'a> {
                 message: format!("values nest deeper than {MAX_DEPTH} levels"),
             });
         }
-        if self.keep_positions {
-            self.doc.values.insert(pointer.clone(), loc(&span));
+        if self.record && self.keep_positions {
+            self.positions.values.insert(pointer.clone(), loc(&span));
         }
         let (value, size, anchor) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
@@ -274,7 +313,7 @@ impl<'a> Reader<'a> {
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
-                    let child = format!("{pointer}/{}", items.len());
+                    let child = self.child(&pointer, || items.len().to_string());
                     let (item, item_size) = self.node(ev, span, child, depth + 1)?;
                     items.push(item);
                     size.add(item_size);
@@ -298,7 +337,7 @@ impl<'a> Reader<'a> {
                             });
                         }
                     };
-                    let child = format!("{pointer}/{}", pointer_token(&key));
+                    let child = self.child(&pointer, || pointer_token(&key));
                     let (ev, span) = self.next()?;
                     if map.contains_key(&key) {
                         self.problems.push(Located {
@@ -312,8 +351,8 @@ impl<'a> Reader<'a> {
                         read?;
                         continue;
                     }
-                    if self.keep_positions {
-                        self.doc.keys.insert(child.clone(), loc(&key_span));
+                    if self.record && self.keep_positions {
+                        self.positions.keys.insert(child.clone(), loc(&key_span));
                     }
                     let (value, value_size) = self.node(ev, span, child, depth + 1)?;
                     map.insert(key, value);

@@ -38,21 +38,19 @@ fn properties() -> Option<&'static serde_json::Map<String, Value>> {
     sensor_schema().get("properties").and_then(Value::as_object)
 }
 
-fn pattern_properties() -> Vec<(regex_lite::Regex, &'static Value)> {
+fn pattern_properties() -> &'static [(regex_lite::Regex, &'static Value)] {
     static PATTERNS: OnceLock<Vec<(regex_lite::Regex, &'static Value)>> = OnceLock::new();
-    PATTERNS
-        .get_or_init(|| {
-            sensor_schema()
-                .get("patternProperties")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| regex_lite::Regex::new(k).ok().map(|r| (r, v)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .clone()
+    PATTERNS.get_or_init(|| {
+        sensor_schema()
+            .get("patternProperties")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| regex_lite::Regex::new(k).ok().map(|r| (r, v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
 }
 
 /// The schema of output `name`: its property, else the first matching pattern.
@@ -61,9 +59,9 @@ fn output_schema(name: &str) -> Option<&'static Value> {
         return Some(p);
     }
     pattern_properties()
-        .into_iter()
+        .iter()
         .find(|(re, _)| re.is_match(name))
-        .map(|(_, v)| v)
+        .map(|(_, v)| *v)
 }
 
 /// Whether a provider may produce an output (or raw key) called `name`.
@@ -602,6 +600,7 @@ impl Rules {
                 allowed[c] &= self.member_rules(rule, key, &mut checks[c]);
             }
         }
+        let flat: Vec<Option<Flat>> = checks.iter().map(|c| self.flatten(c, depth + 1)).collect();
         let mut last: Vec<Option<(usize, usize)>> = vec![None; columns.len()];
         (0..table.len()).all(|row| {
             table
@@ -613,15 +612,48 @@ impl Rules {
                     Cell::Str(a, b) if last[c] == Some((*a, *b)) => true,
                     _ => {
                         let ok = allowed[c]
-                            && checks[c]
-                                .iter()
-                                .all(|&x| self.cell_ok(x, table, cell, depth + 1));
+                            && flat[c]
+                                .as_ref()
+                                .and_then(|f| f.cell_ok(table, cell))
+                                .unwrap_or_else(|| {
+                                    checks[c]
+                                        .iter()
+                                        .all(|&x| self.cell_ok(x, table, cell, depth + 1))
+                                });
                         if let (true, Cell::Str(a, b)) = (ok, cell) {
                             last[c] = Some((*a, *b));
                         }
                         ok
                     }
                 })
+        })
+    }
+
+    /// The rules `rules` (at `depth`) and every rule they refer to, gathered once for
+    /// a column; `None` where [`Rules::cell_ok`] would refuse every cell (a rule not
+    /// supported, or too deep) or the rules refer to each other too often to gather.
+    fn flatten(&self, rules: &[usize], depth: u32) -> Option<Flat<'_>> {
+        let mut types = Vec::new();
+        let mut patterns = Vec::new();
+        let mut pending: Vec<(usize, u32)> = rules.iter().map(|&r| (r, depth)).collect();
+        let mut visited = 0;
+        while let Some((r, d)) = pending.pop() {
+            let rule = &self.rules[r];
+            visited += 1;
+            if visited > 256 || !rule.supported || d > MAX_RULE_DEPTH {
+                return None;
+            }
+            types.push(rule.types);
+            patterns.extend(rule.pattern.as_ref());
+            pending.extend(rule.refs.iter().map(|&x| (x, d + 1)));
+        }
+        let all = |kind: u8| types.iter().all(|&t| Self::type_ok(t, kind));
+        Some(Flat {
+            string: all(T_STRING),
+            integer: all(T_NUMBER | T_INTEGER),
+            boolean: all(T_BOOL),
+            patterns,
+            types,
         })
     }
 
@@ -651,6 +683,36 @@ impl Rules {
     }
 }
 
+/// What the cells of one column must meet: the rules that apply to it, `$ref`s
+/// followed, as one list of types and patterns.
+struct Flat<'r> {
+    types: Vec<Option<u8>>,
+    patterns: Vec<&'r Pattern>,
+    string: bool,
+    integer: bool,
+    boolean: bool,
+}
+
+impl Flat<'_> {
+    /// [`Rules::cell_ok`] of every gathered rule at once; `None` for a cell holding
+    /// another value, which is checked rule by rule.
+    fn cell_ok(&self, table: &Table, cell: &Cell) -> Option<bool> {
+        Some(match cell {
+            Cell::Absent => true,
+            Cell::Str(a, b) => {
+                self.string && {
+                    let text = table.text(*a, *b);
+                    self.patterns.iter().all(|p| p.is_match(text))
+                }
+            }
+            Cell::Num(n) => self.types.iter().all(|&t| Rules::number_ok(t, n)),
+            Cell::Int(_) | Cell::UInt(_) => self.integer,
+            Cell::Bool(_) => self.boolean,
+            Cell::Other(_) => return None,
+        })
+    }
+}
+
 /// A regular expression of a small subset (ASCII literals and escaped punctuation,
 /// classes `[...]` of those and ranges, groups with `|`, the quantifiers `?`, `*`, `+`,
 /// `{n}`, `{n,}`, `{n,m}`, and `^`/`$` at the ends), compiled into a DFA over bytes.
@@ -661,6 +723,77 @@ struct Pattern {
     accepting: Vec<bool>,
     dead: Option<u16>,
     anchored_end: bool,
+    /// For a pattern anchored at both ends that matches strings of a few fixed shapes
+    /// (the date and time patterns): those shapes, a class (which bytes it holds) per
+    /// position. A text of such a length is checked byte by byte, each byte on its own
+    /// rather than through the automaton's chain of lookups; the answer is the same.
+    shapes: Option<Vec<Vec<Class>>>,
+}
+
+/// Shapes a pattern may expand into, and their longest length, for [`Pattern::shapes`].
+const MAX_SHAPES: usize = 8;
+const MAX_SHAPE_LEN: usize = 64;
+
+/// The bytes one position of a shape holds (none beyond ASCII).
+type Class = Box<[bool; 256]>;
+
+/// The strings `re` matches as sequences of classes, when they are few and short.
+fn shapes(re: &Re) -> Option<Vec<Vec<Class>>> {
+    match re {
+        Re::Class(set) => {
+            let mut class = Box::new([false; 256]);
+            class[..128].copy_from_slice(&set[..]);
+            Some(vec![vec![class]])
+        }
+        Re::Concat(items) => items
+            .iter()
+            .try_fold(vec![Vec::new()], |done, item| then(&done, &shapes(item)?)),
+        Re::Alt(options) => {
+            let mut all = Vec::new();
+            for option in options {
+                all.extend(shapes(option)?);
+                if all.len() > MAX_SHAPES {
+                    return None;
+                }
+            }
+            Some(all)
+        }
+        Re::Repeat(inner, min, max) => {
+            let max = (*max)?;
+            let inner = shapes(inner)?;
+            let mut all = Vec::new();
+            let mut repeated = vec![Vec::new()];
+            for times in 0..=max {
+                if times >= *min {
+                    all.extend(repeated.iter().cloned());
+                    if all.len() > MAX_SHAPES {
+                        return None;
+                    }
+                }
+                if times < max {
+                    repeated = then(&repeated, &inner)?;
+                }
+            }
+            Some(all)
+        }
+    }
+}
+
+/// Every shape of `first` followed by every shape of `second`.
+fn then(first: &[Vec<Class>], second: &[Vec<Class>]) -> Option<Vec<Vec<Class>>> {
+    if first.len() * second.len() > MAX_SHAPES {
+        return None;
+    }
+    let mut all = Vec::new();
+    for a in first {
+        for b in second {
+            if a.len() + b.len() > MAX_SHAPE_LEN {
+                return None;
+            }
+            all.push(a.iter().chain(b).cloned().collect());
+        }
+    }
+    Some(all)
 }
 
 #[derive(Debug, Clone)]
@@ -697,6 +830,9 @@ impl Pattern {
         if parser.at != parser.bytes.len() {
             return None;
         }
+        let shapes = (anchored_start && anchored_end)
+            .then(|| shapes(&re))
+            .flatten();
         let mut g = Glushkov::default();
         let (nullable, first, last) = g.build(&re)?;
         const START: u64 = 1 << 63;
@@ -763,11 +899,27 @@ impl Pattern {
             accepting: states.iter().map(|&s| accepts(s)).collect(),
             dead,
             anchored_end,
+            shapes,
         })
     }
 
     /// Whether the pattern matches somewhere in `text` (JSON Schema's `pattern`).
     fn is_match(&self, text: &str) -> bool {
+        if let Some(shapes) = &self.shapes {
+            let bytes = text.as_bytes();
+            return shapes.iter().any(|shape| {
+                shape.len() == bytes.len()
+                    && shape
+                        .iter()
+                        .zip(bytes)
+                        .all(|(class, &byte)| class[usize::from(byte)])
+            });
+        }
+        self.automaton_match(text)
+    }
+
+    /// [`Pattern::is_match`] by the automaton.
+    fn automaton_match(&self, text: &str) -> bool {
         let mut state = 0u16;
         if !self.anchored_end && self.accepting[0] {
             return true;
@@ -1076,6 +1228,7 @@ mod tests {
                 inputs.push(format!("xx{b}{a}"));
             }
         }
+        let mut shaped = Vec::new();
         for source in patterns {
             let ours = Pattern::compile(source).unwrap_or_else(|| panic!("{source} compiles"));
             let reference = regex_lite::Regex::new(source).unwrap();
@@ -1085,8 +1238,27 @@ mod tests {
                     reference.is_match(input),
                     "{source} on {input:?}"
                 );
+                assert_eq!(
+                    ours.automaton_match(input),
+                    reference.is_match(input),
+                    "{source} on {input:?} (automaton)"
+                );
+            }
+            if ours.shapes.is_some() {
+                shaped.push(source);
             }
         }
+        // The date and time patterns are matched by shape; the unbounded ones cannot be.
+        assert_eq!(
+            shaped,
+            [
+                "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                "^[0-9]{2}:[0-9]{2}(:[0-9]{2})?$",
+                "^x{2,3}y?$",
+                "^[-a]\\.z{0,2}$",
+                "^$",
+            ]
+        );
         for unsupported in [
             "\\d", "[^a]", "a.b", "(?i)a", "a{,2}", "x^", "a$b", "[a-\\d]",
         ] {

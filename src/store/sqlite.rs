@@ -387,10 +387,13 @@ fn initialise_schema(connection: &mut Connection, file: &Path) -> Result<(), Sto
             ),
         });
     }
-    transaction.execute_batch(SCHEMA).map_err(&sqlite_error)?;
-    transaction
-        .pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(&sqlite_error)?;
+    // A store of this version has its table: opening it writes nothing (and syncs nothing).
+    if version < SCHEMA_VERSION {
+        transaction.execute_batch(SCHEMA).map_err(&sqlite_error)?;
+        transaction
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(&sqlite_error)?;
+    }
     transaction.commit().map_err(&sqlite_error)
 }
 

@@ -229,15 +229,6 @@ async fn provider_zone(
     zone
 }
 
-/// The provider as the plan's connection sees it: on the plan's host (checked when the
-/// plan was made), else as written.
-pub fn at_host<'a>(provider: &'a Provider, p: &FetchPlan) -> std::borrow::Cow<'a, Provider> {
-    match p.host.as_deref().and_then(|h| provider.at_host(h)) {
-        Some(moved) => std::borrow::Cow::Owned(moved),
-        None => std::borrow::Cow::Borrowed(provider),
-    }
-}
-
 fn resolve(provider: &Provider, p: &FetchPlan) -> Result<Vec<params::Resolved>, EngineError> {
     params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(|cause| {
         EngineError::Params {
@@ -249,7 +240,7 @@ fn resolve(provider: &Provider, p: &FetchPlan) -> Result<Vec<params::Resolved>, 
 
 /// One planned request per method and window (first pages only).
 pub fn plan(provider: &Provider, p: &FetchPlan) -> Result<Vec<HttpRequest>, EngineError> {
-    let hosted = at_host(provider, p);
+    let hosted = provider.at_host(p.host.as_deref());
     let provider = hosted.as_ref();
     let resolved = resolve(provider, p)?;
     let mut out = Vec::new();
@@ -297,7 +288,7 @@ pub async fn fetch(
     p: &FetchPlan,
     caller: &dyn Caller,
 ) -> Result<Sensors, EngineError> {
-    let hosted = at_host(provider, p);
+    let hosted = provider.at_host(p.host.as_deref());
     let provider = hosted.as_ref();
     let (mut tree, raw) = gather(provider, p, caller).await?;
     schema::validate_sensors(&tree).map_err(|problems| EngineError::Schema {

@@ -284,12 +284,7 @@ async fn connection_provider<'a>(
     user: &UserName,
 ) -> Result<std::borrow::Cow<'a, Provider>, ConsentError> {
     let settings = live::user_settings(store, plugin, user).await?;
-    Ok(
-        match settings.host.as_deref().and_then(|h| provider.at_host(h)) {
-            Some(moved) => std::borrow::Cow::Owned(moved),
-            None => std::borrow::Cow::Borrowed(provider),
-        },
-    )
+    Ok(provider.at_host(settings.host.as_deref()))
 }
 
 /// The provider's call after a consent (Polar's user registration): its method with the

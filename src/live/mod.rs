@@ -219,8 +219,8 @@ pub async fn delete_token(
     let store = rt.store.as_ref();
     let _guard = rt.locks.lock(&format!("{plugin}--{user}")).await;
     let host = user_settings(store, plugin, user).await?.host;
-    let moved = host.as_deref().and_then(|h| provider.at_host(h));
-    let provider = moved.as_ref().unwrap_or(provider);
+    let hosted = provider.at_host(host.as_deref());
+    let provider = hosted.as_ref();
     let outcome = match stored_token(store, plugin, user).await {
         Ok(None) => TokenDeletion::NoToken,
         Ok(Some(_)) if provider.auth.revoke_url.is_none() => TokenDeletion::NotRevocable,
@@ -1024,7 +1024,7 @@ pub async fn fetch_with(
         user: user.to_string(),
     })?;
     // The connection's own host: refreshes go there too.
-    let provider = match engine::at_host(&provider, plan) {
+    let provider = match provider.at_host(plan.host.as_deref()) {
         std::borrow::Cow::Owned(moved) => Arc::new(moved),
         std::borrow::Cow::Borrowed(_) => provider,
     };

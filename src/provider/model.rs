@@ -165,10 +165,18 @@ pub struct Api {
 
 impl Provider {
     /// The provider as a connection on the host named `host` sees it: every URL on
-    /// `base_url`'s origin moved to that host's. `None` when no such host is declared.
-    pub fn at_host(&self, host: &str) -> Option<Provider> {
-        let target = self.api.hosts.get(host)?;
+    /// `base_url`'s origin moved to that host's. The provider as it is for no host, a
+    /// host it does not declare (settings are checked where they are stored), or the
+    /// host it is on already.
+    pub fn at_host(&self, host: Option<&str>) -> std::borrow::Cow<'_, Provider> {
+        use std::borrow::Cow;
+        let Some(target) = host.and_then(|h| self.api.hosts.get(h)) else {
+            return Cow::Borrowed(self);
+        };
         let home = self.api.base_url.origin();
+        if target.origin() == home {
+            return Cow::Borrowed(self);
+        }
         let mut moved = self.clone();
         let shift = |url: &mut Url| {
             if url.origin() == home {
@@ -184,7 +192,7 @@ impl Provider {
             shift(revoke);
         }
         shift(&mut moved.api.base_url);
-        Some(moved)
+        Cow::Owned(moved)
     }
 }
 

@@ -216,16 +216,20 @@ pub fn parse_zone(name: &str) -> Option<Tz> {
 }
 
 /// The machine's zone: `TZ` when it names an IANA zone, else the system's, else UTC.
+/// Looked up once per process.
 pub fn machine_zone() -> Tz {
-    if let Ok(tz) = std::env::var("TZ")
-        && let Some(zone) = parse_zone(tz.trim_start_matches(':'))
-    {
-        return zone;
-    }
-    iana_time_zone::get_timezone()
-        .ok()
-        .and_then(|name| parse_zone(&name))
-        .unwrap_or(Tz::UTC)
+    static ZONE: std::sync::OnceLock<Tz> = std::sync::OnceLock::new();
+    *ZONE.get_or_init(|| {
+        if let Ok(tz) = std::env::var("TZ")
+            && let Some(zone) = parse_zone(tz.trim_start_matches(':'))
+        {
+            return zone;
+        }
+        iana_time_zone::get_timezone()
+            .ok()
+            .and_then(|name| parse_zone(&name))
+            .unwrap_or(Tz::UTC)
+    })
 }
 
 /// The civil date at `now` in `zone`.

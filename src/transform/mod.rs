@@ -1293,12 +1293,46 @@ fn instant_of(
     record: Option<RecordZone>,
     user: chrono_tz::Tz,
 ) -> Result<i64, String> {
-    match convert_time(from, FieldType::Instant, v, record, user)? {
-        Value::String(s) => DateTime::parse_from_rfc3339(&s)
-            .map(|at| at.timestamp())
-            .map_err(|e| e.to_string()),
-        other => Err(format!("`{}` is not a time", short(&other))),
-    }
+    read_local(from, v, record, user)?
+        .map(|at| at.utc().timestamp())
+        .ok_or_else(|| format!("`{}` is not an instant", short(v)))
+}
+
+/// An instant or local date-time read as `from` reads it, at the offset it was
+/// recorded in; `None` for the civil formats, which have no instant.
+fn read_local(
+    from: SourceFormat,
+    v: &Value,
+    record: Option<RecordZone>,
+    user: chrono_tz::Tz,
+) -> Result<Option<local::Local>, String> {
+    let text = || {
+        v.as_str()
+            .ok_or_else(|| format!("`{}` is not text", short(v)))
+    };
+    Ok(Some(match from {
+        SourceFormat::EpochS | SourceFormat::EpochMs => {
+            let n = number_of(v)
+                .and_then(|n| n.as_f64())
+                .ok_or_else(|| format!("`{}` is not an epoch number", short(v)))?;
+            let ms = if from == SourceFormat::EpochS {
+                n * 1000.0
+            } else {
+                n
+            };
+            let at = DateTime::<Utc>::from_timestamp_millis(ms as i64)
+                .ok_or_else(|| format!("`{}` is out of range", short(v)))?;
+            local::at_instant(at, None, record, user)
+        }
+        SourceFormat::Rfc3339 => {
+            let (at, own) = local::parse_rfc3339(text()?)?;
+            local::at_instant(at, own, record, user)
+        }
+        SourceFormat::LocalDatetime => local::at_local(local::parse_naive(text()?)?, record, user)?,
+        SourceFormat::CivilDate | SourceFormat::CivilTime | SourceFormat::Duration => {
+            return Ok(None);
+        }
+    }))
 }
 
 fn convert_time(
@@ -1342,33 +1376,13 @@ fn convert_time(
                 part("seconds")
             ))
         }
-        SourceFormat::EpochS | SourceFormat::EpochMs => {
-            let n = number_of(v)
-                .and_then(|n| n.as_f64())
-                .ok_or_else(|| format!("`{}` is not an epoch number", short(v)))?;
-            let ms = if from == SourceFormat::EpochS {
-                n * 1000.0
-            } else {
-                n
-            };
-            let at = DateTime::<Utc>::from_timestamp_millis(ms as i64)
-                .ok_or_else(|| format!("`{}` is out of range", short(v)))?;
-            format_local(local::at_instant(at, None, record, user), kind)
-        }
-        SourceFormat::Rfc3339 => {
-            let s = v
-                .as_str()
-                .ok_or_else(|| format!("`{}` is not text", short(v)))?;
-            let (at, own) = local::parse_rfc3339(s)?;
-            format_local(local::at_instant(at, own, record, user), kind)
-        }
-        SourceFormat::LocalDatetime => {
-            let s = v
-                .as_str()
-                .ok_or_else(|| format!("`{}` is not text", short(v)))?;
-            let at = local::parse_naive(s)?;
-            format_local(local::at_local(at, record, user)?, kind)
-        }
+        SourceFormat::EpochS
+        | SourceFormat::Rfc3339
+        | SourceFormat::EpochMs
+        | SourceFormat::LocalDatetime => match read_local(from, v, record, user)? {
+            Some(at) => format_local(at, kind),
+            None => Err(format!("`{}` is not a time", short(v))),
+        },
         SourceFormat::Duration => Err("a duration is not a time".to_owned()),
     }
 }

@@ -18,8 +18,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::model::{
-    Api, Auth, Body, Condition, Diagnostic, Diagnostics, ErrorRule, Field, FieldSource, JsonTpl,
-    Method, Output, Pagination, Provider, TokenFields, UrlOverrides,
+    Api, Auth, Body, Condition, Diagnostic, Diagnostics, ErrorRule, Field, FieldSource, History,
+    JsonTpl, Method, Output, Pagination, Provider, TokenFields, UrlOverrides,
 };
 use super::raw::{self, ParamType};
 use super::selector::Selector;
@@ -854,6 +854,10 @@ impl Compiler<'_> {
             );
         }
         let window_days = m.window.as_ref().map(|w| w.max_days);
+        let history = m
+            .history
+            .as_ref()
+            .and_then(|h| self.history(&format!("{pointer}/history"), h, m));
         Some(Method {
             name: name.to_owned(),
             description: method.description,
@@ -866,9 +870,86 @@ impl Compiler<'_> {
             vars: method.vars,
             range: method.range,
             window_days,
+            history,
             pagination,
             outputs,
             raw: method.raw,
+        })
+    }
+
+    fn history(
+        &mut self,
+        pointer: &str,
+        h: &raw::HistoryConfig,
+        m: &raw::MethodConfig,
+    ) -> Option<History> {
+        if m.range.is_none() {
+            self.err(
+                pointer,
+                "`history` needs the method's `range`: sync and backfill ask for days",
+            );
+            return None;
+        }
+        let max_days = match (h.max_days, &m.window) {
+            (Some(0), _) => {
+                self.err(
+                    &format!("{pointer}/max_days"),
+                    "a request covers at least one day",
+                );
+                return None;
+            }
+            (Some(days), Some(w)) if days > w.max_days => {
+                self.err(
+                    &format!("{pointer}/max_days"),
+                    format!(
+                        "{days} days is more than the method's window ({})",
+                        w.max_days
+                    ),
+                );
+                return None;
+            }
+            (Some(days), _) => days,
+            (None, Some(w)) => w.max_days,
+            (None, None) => {
+                self.err(
+                    pointer,
+                    "`history` needs `max_days` (or a `window`): the longest range one request may cover",
+                );
+                return None;
+            }
+        };
+        let range = m.range.as_ref()?;
+        if range.end.is_none() && max_days > 1 {
+            self.err(
+                &format!("{pointer}/max_days"),
+                "without an end parameter in `range`, a request covers one day: `max_days` must be 1",
+            );
+        }
+        let Some(settle) = super::values::parse_span(&h.settle) else {
+            self.err(
+                &format!("{pointer}/settle"),
+                format!("`{}` is not a span of time (`90m`, `6h`, `2d`)", h.settle),
+            );
+            return None;
+        };
+        let earliest = match &h.earliest {
+            None => None,
+            Some(text) => match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                Ok(day) => Some(day),
+                Err(_) => {
+                    self.err(
+                        &format!("{pointer}/earliest"),
+                        format!("`{text}` is not a date (YYYY-MM-DD)"),
+                    );
+                    None
+                }
+            },
+        };
+        Some(History {
+            max_days,
+            settle,
+            deletions: h.deletions,
+            earliest,
         })
     }
 
@@ -1148,6 +1229,15 @@ impl Compiler<'_> {
         }
         let sort_by = self.field_list(o, o.sort_by.as_ref(), &format!("{pointer}/sort_by"));
         let sum_by = self.field_list(o, o.sum_by.as_ref(), &format!("{pointer}/sum_by"));
+        let time = time_fields(o);
+        let identity = match &o.identity {
+            Some(names) => self.field_list(o, Some(names), &format!("{pointer}/identity")),
+            None => {
+                let mut fields = time.clone();
+                fields.extend(o.fields.get_index_of("source"));
+                fields
+            }
+        };
         let declared: Vec<schema::DeclaredField<'_>> = o
             .fields
             .iter()
@@ -1169,6 +1259,8 @@ impl Compiler<'_> {
             sort_by,
             sum_by,
             single: o.single,
+            identity,
+            time,
         })
     }
 
@@ -1334,6 +1426,24 @@ impl Compiler<'_> {
 }
 
 /// What a field gives, for the check against the sensor schema.
+/// The fields that place an output's entries in time: the first field of type `date`,
+/// `datetime` or `instant`, then, after a date, the first field of type `time`.
+fn time_fields(o: &raw::OutputConfig) -> Vec<usize> {
+    use raw::FieldType as T;
+    let kinds: Vec<T> = o.fields.values().map(|f| f.kind).collect();
+    let Some(first) = kinds
+        .iter()
+        .position(|k| matches!(k, T::Date | T::Datetime | T::Instant))
+    else {
+        return Vec::new();
+    };
+    let mut fields = vec![first];
+    if kinds[first] == T::Date {
+        fields.extend(kinds.iter().position(|k| *k == T::Time));
+    }
+    fields
+}
+
 fn field_kind(f: &raw::FieldConfig) -> schema::FieldKind {
     use raw::FieldType as T;
     use schema::FieldKind as K;

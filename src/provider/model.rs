@@ -344,6 +344,8 @@ pub struct Method {
     pub range: Option<raw::RangeConfig>,
     /// Longest window in days.
     pub window_days: Option<u32>,
+    /// How the method's past is synced and archived; `None`: fetched whole each time.
+    pub history: Option<History>,
     /// Pagination.
     pub pagination: Option<Pagination>,
     /// Outputs.
@@ -420,6 +422,27 @@ pub struct Output {
     pub sort_by: Vec<usize>,
     /// One object instead of a list.
     pub single: bool,
+    /// The fields whose values identify an entry in the archive (never empty for an
+    /// output with time fields: the declared `identity`, else the time fields and a
+    /// `source` field when there is one).
+    pub identity: Vec<usize>,
+    /// The fields that place an entry in time, in order: the first field of type
+    /// `date`, `datetime` or `instant`, then a `time` field when the first is a date.
+    /// Empty for account data (profile, devices), which the archive keeps whole.
+    pub time: Vec<usize>,
+}
+
+/// How a method's history is synced and archived (`history:` in the file).
+#[derive(Debug, Clone)]
+pub struct History {
+    /// Longest range one request covers, in days.
+    pub max_days: u32,
+    /// How long after a day ends its data may still change.
+    pub settle: chrono::Duration,
+    /// Whether a complete, non-empty answer for a window lists every entry of it.
+    pub deletions: bool,
+    /// The earliest day backfill asks for.
+    pub earliest: Option<chrono::NaiveDate>,
 }
 
 /// Where a field's value comes from.

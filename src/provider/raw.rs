@@ -511,6 +511,9 @@ pub struct MethodConfig {
     /// Longest range one request may cover; longer ranges are split.
     #[serde(default)]
     pub window: Option<WindowConfig>,
+    /// How the method's past is kept: incremental sync, backfill and the archive.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
     /// How further pages are asked for.
     #[serde(default)]
     pub pagination: Option<PaginationConfig>,
@@ -615,6 +618,29 @@ pub struct RangeConfig {
     pub max_days: u32,
 }
 
+/// How a method's history is fetched and archived.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Longest range, in days, that one request may cover when syncing or backfilling
+    /// (the provider's documented maximum); defaults to `window.max_days`.
+    #[serde(default)]
+    pub max_days: Option<u32>,
+    /// How long after a day ends its data may still arrive or change (late uploads,
+    /// sleep scored in the morning): `6h`, `2d`, `90m`. A day is fetched again by
+    /// every sync until it has been fetched once this long after its end.
+    pub settle: String,
+    /// The answer for a window lists every entry of that window, so an archived entry
+    /// of the window missing from a complete, non-empty answer was deleted at the
+    /// provider and is removed from the archive too.
+    #[serde(default)]
+    pub deletions: bool,
+    /// The earliest day the provider keeps data for (`2009-01-01`); backfill starts no
+    /// earlier.
+    #[serde(default)]
+    pub earliest: Option<String>,
+}
+
 /// Range splitting.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -717,6 +743,10 @@ pub struct OutputConfig {
     /// Emit one object (the first entry) instead of a list.
     #[serde(default)]
     pub single: bool,
+    /// The fields that identify an entry in the archive (the provider's record id where
+    /// there is one); by default the entry's time fields and its `source`.
+    #[serde(default)]
+    pub identity: Option<SortBy>,
 }
 
 /// One field to sort by, or several.

@@ -77,3 +77,18 @@ pub fn parse_period(p: &str) -> Option<Period> {
         _ => None,
     }
 }
+
+/// A span of time written as a number and a unit, `90m`, `6h` or `2d` (`0h`: none).
+pub fn parse_span(text: &str) -> Option<chrono::Duration> {
+    let unit = text.chars().last()?;
+    let number: i64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    if number < 0 {
+        return None;
+    }
+    match unit {
+        'm' => Some(chrono::Duration::minutes(number)),
+        'h' => Some(chrono::Duration::hours(number)),
+        'd' => Some(chrono::Duration::days(number)),
+        _ => None,
+    }
+}

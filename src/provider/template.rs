@@ -368,7 +368,7 @@ pub fn parse_date(text: &str) -> Option<NaiveDate> {
 
 /// The instant the day `d` begins in `zone` (the first moment that exists, should
 /// clocks change at midnight).
-fn midnight(d: NaiveDate, zone: Tz) -> chrono::DateTime<chrono::Utc> {
+pub fn midnight(d: NaiveDate, zone: Tz) -> chrono::DateTime<chrono::Utc> {
     use chrono::TimeZone as _;
     let start = d.and_time(NaiveTime::MIN);
     zone.from_local_datetime(&start)

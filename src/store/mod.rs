@@ -8,6 +8,7 @@
 //!
 //! [`SealedStore`] wraps either backend and encrypts secret leaves at rest.
 
+pub mod archive;
 mod igor;
 mod sealed;
 mod sqlite;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+pub use self::archive::Archive;
 pub use self::igor::{IgorStore, IgorStoreConfig};
 pub use self::sealed::{KeyError, SEALED, SEALED_PREFIX, SealedStore, StoreKey};
 pub use self::sqlite::SqliteStore;

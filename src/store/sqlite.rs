@@ -32,7 +32,7 @@ use super::{Store, StoreError, StorePath, is_element_name};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema version written to `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS nodes (
@@ -201,7 +201,7 @@ impl SqliteStore {
     }
 
     /// Runs `work` on the connection, in the store's thread.
-    async fn run<T, F>(&self, path: &StorePath, work: F) -> Result<T, StoreError>
+    pub(super) async fn run<T, F>(&self, path: &StorePath, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
@@ -391,6 +391,9 @@ fn initialise_schema(connection: &mut Connection, file: &Path) -> Result<(), Sto
     if version < SCHEMA_VERSION {
         transaction.execute_batch(SCHEMA).map_err(&sqlite_error)?;
         transaction
+            .execute_batch(super::archive::SCHEMA)
+            .map_err(&sqlite_error)?;
+        transaction
             .pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(&sqlite_error)?;
     }
@@ -398,7 +401,11 @@ fn initialise_schema(connection: &mut Connection, file: &Path) -> Result<(), Sto
 }
 
 /// A mapper from a SQLite error to a [`StoreError`] naming the action and path.
-fn sqlite_error(file: &Path, verb: &str, path: &str) -> impl Fn(rusqlite::Error) -> StoreError {
+pub(super) fn sqlite_error(
+    file: &Path,
+    verb: &str,
+    path: &str,
+) -> impl Fn(rusqlite::Error) -> StoreError {
     let file = file.to_path_buf();
     let action = if path.is_empty() {
         verb.to_owned()

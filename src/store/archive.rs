@@ -1,0 +1,845 @@
+//! The archive: every mapped entry a user's fetches produced, each once, with the days
+//! each method has covered, the last run of each method, and the rate budgets that
+//! every process of an installation shares.
+//!
+//! An entry is keyed by plugin, user, output, method and identity (the JSON text of
+//! the identity fields the provider file declares, see [`crate::history::place`]);
+//! writing the same entry again replaces it, so fetching days again never doubles
+//! anything. A window's entries, deletions and coverage are written in one
+//! transaction: after a crash the window is either archived and covered, or neither.
+//!
+//! The embedded store keeps the archive in tables of its own in its SQLite file; with
+//! the Igor store it lives in an embedded file beside it (`store.archive`), while Igor
+//! keeps receiving the user's tree.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+
+use super::sqlite::{SqliteStore, sqlite_error};
+use super::{StoreError, StorePath};
+use crate::history::{Coverage, Span};
+
+/// An entry as a fetch mapped it, placed for the archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    /// The output it belongs to (`body-weight`).
+    pub output: String,
+    /// Its identity among the output's entries; empty for an output kept whole.
+    pub identity: String,
+    /// Its sortable local time; `None` for an output kept whole.
+    pub at: Option<String>,
+    /// The user's day it belongs to; `None` for an output kept whole.
+    pub day: Option<NaiveDate>,
+    /// The entry itself (or the whole output).
+    pub value: Value,
+}
+
+/// An entry read back from the archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedEntry {
+    /// The method that fetched it.
+    pub method: String,
+    /// Its sortable local time.
+    pub at: Option<String>,
+    /// The user's day.
+    pub day: Option<NaiveDate>,
+    /// The entry.
+    pub value: Value,
+}
+
+/// What one successful window (or one fetch of a method without history) archives.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The plugin.
+    pub plugin: String,
+    /// The user.
+    pub user: String,
+    /// The method.
+    pub method: String,
+    /// The days the answer covered; `None` for a method without history.
+    pub window: Option<(NaiveDate, NaiveDate)>,
+    /// When the fetch ended.
+    pub fetched_at: DateTime<Utc>,
+    /// The user's zone and the method's settling window (coverage is compacted with them).
+    pub zone: chrono_tz::Tz,
+    /// How long after a day ends its data may change.
+    pub settle: Duration,
+    /// Whether entries of the window missing from a non-empty answer are removed.
+    pub deletions: bool,
+    /// The mapped entries.
+    pub entries: Vec<NewEntry>,
+}
+
+/// What a commit did to the archive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Entries that were not archived before.
+    pub added: u64,
+    /// Entries whose value changed.
+    pub changed: u64,
+    /// Entries archived already with the same value.
+    pub unchanged: u64,
+    /// Entries the provider no longer lists (deleted there).
+    pub removed: u64,
+}
+
+impl Counts {
+    /// Adds another commit's counts.
+    pub fn add(&mut self, other: Counts) {
+        self.added += other.added;
+        self.changed += other.changed;
+        self.unchanged += other.unchanged;
+        self.removed += other.removed;
+    }
+}
+
+/// Which archived entries of an output to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// Entries of these days (inclusive), and whole outputs.
+    Days(NaiveDate, NaiveDate),
+    /// The last `n` entries, and whole outputs.
+    Last(u32),
+    /// Every entry from this day on (all of them with `None`).
+    Since(Option<NaiveDate>),
+}
+
+/// The archive's interface, whichever database holds it.
+#[async_trait::async_trait]
+pub trait Archive: Send + Sync + 'static {
+    /// Archives one window's entries, applies deletions and adds the window to the
+    /// method's coverage, in one transaction.
+    async fn commit(&self, commit: Commit) -> Result<Counts, StoreError>;
+
+    /// The days of `method` the archive covers.
+    async fn coverage(
+        &self,
+        plugin: &str,
+        user: &str,
+        method: &str,
+    ) -> Result<Coverage, StoreError>;
+
+    /// Entries of `output`, sorted by time (whole outputs first).
+    async fn entries(
+        &self,
+        plugin: &str,
+        user: &str,
+        output: &str,
+        select: Select,
+    ) -> Result<Vec<ArchivedEntry>, StoreError>;
+
+    /// The outputs the archive holds entries of for the user.
+    async fn outputs(&self, plugin: &str, user: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Replaces the status record of a method (its last run, backfill progress).
+    async fn put_status(
+        &self,
+        plugin: &str,
+        user: &str,
+        method: &str,
+        status: &Value,
+    ) -> Result<(), StoreError>;
+
+    /// The status records of the user's methods, by method name.
+    async fn statuses(&self, plugin: &str, user: &str) -> Result<Vec<(String, Value)>, StoreError>;
+
+    /// Takes one call from the budget `key` (at most `limit` calls in any `per_seconds`);
+    /// `Ok(Err(at))` when it is spent until the epoch second `at`. Every process sharing
+    /// the archive shares the budget.
+    async fn take_call(
+        &self,
+        key: &str,
+        limit: u32,
+        per_seconds: f64,
+        now: f64,
+    ) -> Result<Result<(), f64>, StoreError>;
+
+    /// Calls left in the budget `key` now.
+    async fn calls_left(
+        &self,
+        key: &str,
+        limit: u32,
+        per_seconds: f64,
+        now: f64,
+    ) -> Result<u32, StoreError>;
+
+    /// Removes everything archived for the user.
+    async fn forget(&self, plugin: &str, user: &str) -> Result<(), StoreError>;
+}
+
+/// The archive's tables in the embedded store's file.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS archive_entries (
+    plugin   TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    output   TEXT NOT NULL,
+    method   TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    day      TEXT,
+    at       TEXT,
+    value    TEXT NOT NULL,
+    PRIMARY KEY (plugin, user, output, method, identity)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS archive_entries_by_day ON archive_entries (plugin, user, output, day);
+CREATE TABLE IF NOT EXISTS archive_coverage (
+    plugin     TEXT NOT NULL,
+    user       TEXT NOT NULL,
+    method     TEXT NOT NULL,
+    start      TEXT NOT NULL,
+    end        TEXT NOT NULL,
+    fetched_at TEXT NOT NULL,
+    PRIMARY KEY (plugin, user, method, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS archive_status (
+    plugin TEXT NOT NULL,
+    user   TEXT NOT NULL,
+    method TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (plugin, user, method)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS budget_calls (
+    key TEXT NOT NULL,
+    at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_calls_by_key ON budget_calls (key, at);
+";
+
+fn label() -> StorePath {
+    StorePath {
+        text: "archive".to_owned(),
+        steps: vec!["archive".to_owned()],
+    }
+}
+
+fn day_text(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+fn parse_day(text: Option<String>) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(text.as_deref()?, "%Y-%m-%d").ok()
+}
+
+fn corrupt(file: &std::path::Path, detail: String) -> StoreError {
+    StoreError::Corrupt {
+        file: file.to_path_buf(),
+        detail,
+    }
+}
+
+fn read_spans(
+    transaction: &rusqlite::Transaction<'_>,
+    file: &std::path::Path,
+    key: (&str, &str, &str),
+) -> Result<Vec<Span>, StoreError> {
+    let error = sqlite_error(file, "read coverage", "");
+    let mut statement = transaction
+        .prepare_cached(
+            "SELECT start, end, fetched_at FROM archive_coverage
+             WHERE plugin = ?1 AND user = ?2 AND method = ?3 ORDER BY start",
+        )
+        .map_err(&error)?;
+    let rows = statement
+        .query_map(params![key.0, key.1, key.2], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(&error)?;
+    let mut spans = Vec::new();
+    for row in rows {
+        let (start, end, fetched_at) = row.map_err(&error)?;
+        let span = (|| {
+            Some(Span {
+                start: parse_day(Some(start))?,
+                end: parse_day(Some(end))?,
+                fetched_at: DateTime::parse_from_rfc3339(&fetched_at)
+                    .ok()?
+                    .with_timezone(&Utc),
+            })
+        })()
+        .ok_or_else(|| {
+            corrupt(
+                file,
+                format!("unreadable coverage of {}/{}/{}", key.0, key.1, key.2),
+            )
+        })?;
+        spans.push(span);
+    }
+    Ok(spans)
+}
+
+fn write_spans(
+    transaction: &rusqlite::Transaction<'_>,
+    file: &std::path::Path,
+    key: (&str, &str, &str),
+    coverage: &Coverage,
+) -> Result<(), StoreError> {
+    let error = sqlite_error(file, "write coverage", "");
+    transaction
+        .execute(
+            "DELETE FROM archive_coverage WHERE plugin = ?1 AND user = ?2 AND method = ?3",
+            params![key.0, key.1, key.2],
+        )
+        .map_err(&error)?;
+    let mut insert = transaction
+        .prepare_cached(
+            "INSERT INTO archive_coverage (plugin, user, method, start, end, fetched_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(&error)?;
+    for span in coverage.spans() {
+        insert
+            .execute(params![
+                key.0,
+                key.1,
+                key.2,
+                day_text(span.start),
+                day_text(span.end),
+                span.fetched_at.to_rfc3339(),
+            ])
+            .map_err(&error)?;
+    }
+    Ok(())
+}
+
+/// Upserts the entries and counts what changed; returns the identities seen per output.
+fn write_entries(
+    transaction: &rusqlite::Transaction<'_>,
+    file: &std::path::Path,
+    commit: &Commit,
+    counts: &mut Counts,
+) -> Result<Vec<(String, HashSet<String>)>, StoreError> {
+    let error = sqlite_error(file, "write entries", "");
+    let mut read = transaction
+        .prepare_cached(
+            "SELECT value FROM archive_entries
+             WHERE plugin = ?1 AND user = ?2 AND output = ?3 AND method = ?4 AND identity = ?5",
+        )
+        .map_err(&error)?;
+    let mut upsert = transaction
+        .prepare_cached(
+            "INSERT INTO archive_entries (plugin, user, output, method, identity, day, at, value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (plugin, user, output, method, identity)
+             DO UPDATE SET day = excluded.day, at = excluded.at, value = excluded.value",
+        )
+        .map_err(&error)?;
+    let mut seen: Vec<(String, HashSet<String>)> = Vec::new();
+    for entry in &commit.entries {
+        let text = serde_json::to_string(&entry.value)
+            .map_err(|e| corrupt(file, format!("an entry cannot be written: {e}")))?;
+        let key = params![
+            commit.plugin,
+            commit.user,
+            entry.output,
+            commit.method,
+            entry.identity
+        ];
+        let old: Option<String> = read
+            .query_row(key, |row| row.get(0))
+            .optional()
+            .map_err(&error)?;
+        match old {
+            Some(old) if old == text => counts.unchanged += 1,
+            old => {
+                if old.is_some() {
+                    counts.changed += 1;
+                } else {
+                    counts.added += 1;
+                }
+                upsert
+                    .execute(params![
+                        commit.plugin,
+                        commit.user,
+                        entry.output,
+                        commit.method,
+                        entry.identity,
+                        entry.day.map(day_text),
+                        entry.at,
+                        text,
+                    ])
+                    .map_err(&error)?;
+            }
+        }
+        match seen.iter_mut().find(|(output, _)| *output == entry.output) {
+            Some((_, ids)) => {
+                ids.insert(entry.identity.clone());
+            }
+            None => seen.push((
+                entry.output.clone(),
+                HashSet::from([entry.identity.clone()]),
+            )),
+        }
+    }
+    Ok(seen)
+}
+
+/// Removes the window's entries of each output that the answer listed entries of, but
+/// not these: the provider deleted them.
+fn apply_deletions(
+    transaction: &rusqlite::Transaction<'_>,
+    file: &std::path::Path,
+    commit: &Commit,
+    window: (NaiveDate, NaiveDate),
+    seen: &[(String, HashSet<String>)],
+) -> Result<u64, StoreError> {
+    let error = sqlite_error(file, "apply deletions", "");
+    let mut list = transaction
+        .prepare_cached(
+            "SELECT identity FROM archive_entries
+             WHERE plugin = ?1 AND user = ?2 AND output = ?3 AND method = ?4
+               AND day >= ?5 AND day <= ?6",
+        )
+        .map_err(&error)?;
+    let mut delete = transaction
+        .prepare_cached(
+            "DELETE FROM archive_entries
+             WHERE plugin = ?1 AND user = ?2 AND output = ?3 AND method = ?4 AND identity = ?5",
+        )
+        .map_err(&error)?;
+    let mut removed = 0;
+    for (output, ids) in seen {
+        let stored: Vec<String> = list
+            .query_map(
+                params![
+                    commit.plugin,
+                    commit.user,
+                    output,
+                    commit.method,
+                    day_text(window.0),
+                    day_text(window.1)
+                ],
+                |row| row.get(0),
+            )
+            .map_err(&error)?
+            .collect::<Result<_, _>>()
+            .map_err(&error)?;
+        for identity in stored.iter().filter(|id| !ids.contains(*id)) {
+            delete
+                .execute(params![
+                    commit.plugin,
+                    commit.user,
+                    output,
+                    commit.method,
+                    identity
+                ])
+                .map_err(&error)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn commit_in(
+    connection: &mut rusqlite::Connection,
+    file: &std::path::Path,
+    commit: &Commit,
+) -> Result<Counts, StoreError> {
+    let error = sqlite_error(file, "archive", "");
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&error)?;
+    let mut counts = Counts::default();
+    let seen = write_entries(&transaction, file, commit, &mut counts)?;
+    if let Some(window) = commit.window {
+        if commit.deletions {
+            counts.removed = apply_deletions(&transaction, file, commit, window, &seen)?;
+        }
+        let key = (
+            commit.plugin.as_str(),
+            commit.user.as_str(),
+            commit.method.as_str(),
+        );
+        let mut coverage = Coverage::from_spans(read_spans(&transaction, file, key)?);
+        coverage.add(Span {
+            start: window.0,
+            end: window.1,
+            fetched_at: commit.fetched_at,
+        });
+        coverage.compact(commit.zone, commit.settle);
+        write_spans(&transaction, file, key, &coverage)?;
+    }
+    transaction.commit().map_err(&error)?;
+    Ok(counts)
+}
+
+fn read_entries(
+    connection: &rusqlite::Connection,
+    file: &std::path::Path,
+    key: (&str, &str, &str),
+    select: Select,
+) -> Result<Vec<ArchivedEntry>, StoreError> {
+    let error = sqlite_error(file, "read entries", "");
+    let base = "SELECT method, at, day, value FROM archive_entries
+                WHERE plugin = ?1 AND user = ?2 AND output = ?3";
+    let (sql, first, second): (String, Option<String>, Option<String>) = match select {
+        Select::Days(first, last) => (
+            format!("{base} AND (day IS NULL OR (day >= ?4 AND day <= ?5)) ORDER BY at, identity"),
+            Some(day_text(first)),
+            Some(day_text(last)),
+        ),
+        Select::Since(Some(first)) => (
+            format!("{base} AND (day IS NULL OR day >= ?4) ORDER BY at, identity"),
+            Some(day_text(first)),
+            None,
+        ),
+        Select::Since(None) => (format!("{base} ORDER BY at, identity"), None, None),
+        Select::Last(n) => (
+            format!(
+                "SELECT * FROM ({base} AND day IS NULL UNION ALL
+                   SELECT * FROM ({base} AND day IS NOT NULL ORDER BY at DESC, identity DESC LIMIT {n}))
+                 ORDER BY at"
+            ),
+            None,
+            None,
+        ),
+    };
+    let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+    let map = |row: &rusqlite::Row<'_>| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, Option<String>>(1)?,
+            row.get::<_, Option<String>>(2)?,
+            row.get::<_, String>(3)?,
+        ))
+    };
+    let rows: Vec<(String, Option<String>, Option<String>, String)> = match (&first, &second) {
+        (Some(a), Some(b)) => statement.query_map(params![key.0, key.1, key.2, a, b], map),
+        (Some(a), None) => statement.query_map(params![key.0, key.1, key.2, a], map),
+        _ => statement.query_map(params![key.0, key.1, key.2], map),
+    }
+    .map_err(&error)?
+    .collect::<Result<_, _>>()
+    .map_err(&error)?;
+    rows.into_iter()
+        .map(|(method, at, day, value)| {
+            let value = serde_json::from_str(&value)
+                .map_err(|e| corrupt(file, format!("an archived entry is not JSON: {e}")))?;
+            Ok(ArchivedEntry {
+                method,
+                at,
+                day: parse_day(day),
+                value,
+            })
+        })
+        .collect()
+}
+
+fn take_call_in(
+    connection: &mut rusqlite::Connection,
+    file: &std::path::Path,
+    key: &str,
+    limit: u32,
+    per_seconds: f64,
+    now: f64,
+) -> Result<Result<(), f64>, StoreError> {
+    let error = sqlite_error(file, "count a call", "");
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&error)?;
+    transaction
+        .execute(
+            "DELETE FROM budget_calls WHERE key = ?1 AND at <= ?2",
+            params![key, now - per_seconds],
+        )
+        .map_err(&error)?;
+    let (used, oldest): (u32, Option<f64>) = transaction
+        .query_row(
+            "SELECT count(*), min(at) FROM budget_calls WHERE key = ?1",
+            params![key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(&error)?;
+    let answer = if used >= limit {
+        Err(oldest.unwrap_or(now) + per_seconds)
+    } else {
+        transaction
+            .execute(
+                "INSERT INTO budget_calls (key, at) VALUES (?1, ?2)",
+                params![key, now],
+            )
+            .map_err(&error)?;
+        Ok(())
+    };
+    transaction.commit().map_err(&error)?;
+    Ok(answer)
+}
+
+#[async_trait::async_trait]
+impl Archive for SqliteStore {
+    async fn commit(&self, commit: Commit) -> Result<Counts, StoreError> {
+        self.run(&label(), move |connection, file| {
+            commit_in(connection, file, &commit)
+        })
+        .await
+    }
+
+    async fn coverage(
+        &self,
+        plugin: &str,
+        user: &str,
+        method: &str,
+    ) -> Result<Coverage, StoreError> {
+        let key = (plugin.to_owned(), user.to_owned(), method.to_owned());
+        self.run(&label(), move |connection, file| {
+            let error = sqlite_error(file, "read coverage", "");
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(&error)?;
+            let spans = read_spans(&transaction, file, (&key.0, &key.1, &key.2))?;
+            transaction.commit().map_err(&error)?;
+            Ok(Coverage::from_spans(spans))
+        })
+        .await
+    }
+
+    async fn entries(
+        &self,
+        plugin: &str,
+        user: &str,
+        output: &str,
+        select: Select,
+    ) -> Result<Vec<ArchivedEntry>, StoreError> {
+        let key = (plugin.to_owned(), user.to_owned(), output.to_owned());
+        self.run(&label(), move |connection, file| {
+            read_entries(connection, file, (&key.0, &key.1, &key.2), select)
+        })
+        .await
+    }
+
+    async fn outputs(&self, plugin: &str, user: &str) -> Result<Vec<String>, StoreError> {
+        let key = (plugin.to_owned(), user.to_owned());
+        self.run(&label(), move |connection, file| {
+            let error = sqlite_error(file, "read outputs", "");
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT DISTINCT output FROM archive_entries
+                     WHERE plugin = ?1 AND user = ?2 ORDER BY output",
+                )
+                .map_err(&error)?;
+            let outputs = statement
+                .query_map(params![key.0, key.1], |row| row.get(0))
+                .map_err(&error)?
+                .collect::<Result<_, _>>()
+                .map_err(&error)?;
+            Ok(outputs)
+        })
+        .await
+    }
+
+    async fn put_status(
+        &self,
+        plugin: &str,
+        user: &str,
+        method: &str,
+        status: &Value,
+    ) -> Result<(), StoreError> {
+        let row = (
+            plugin.to_owned(),
+            user.to_owned(),
+            method.to_owned(),
+            status.to_string(),
+        );
+        self.run(&label(), move |connection, file| {
+            connection
+                .execute(
+                    "INSERT INTO archive_status (plugin, user, method, record) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (plugin, user, method) DO UPDATE SET record = excluded.record",
+                    params![row.0, row.1, row.2, row.3],
+                )
+                .map_err(sqlite_error(file, "write a run's status", ""))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn statuses(&self, plugin: &str, user: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let key = (plugin.to_owned(), user.to_owned());
+        self.run(&label(), move |connection, file| {
+            let error = sqlite_error(file, "read run statuses", "");
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT method, record FROM archive_status
+                     WHERE plugin = ?1 AND user = ?2 ORDER BY method",
+                )
+                .map_err(&error)?;
+            let rows: Vec<(String, String)> = statement
+                .query_map(params![key.0, key.1], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(&error)?
+                .collect::<Result<_, _>>()
+                .map_err(&error)?;
+            rows.into_iter()
+                .map(|(method, record)| {
+                    let value = serde_json::from_str(&record)
+                        .map_err(|e| corrupt(file, format!("a run status is not JSON: {e}")))?;
+                    Ok((method, value))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn take_call(
+        &self,
+        key: &str,
+        limit: u32,
+        per_seconds: f64,
+        now: f64,
+    ) -> Result<Result<(), f64>, StoreError> {
+        let key = key.to_owned();
+        self.run(&label(), move |connection, file| {
+            take_call_in(connection, file, &key, limit, per_seconds, now)
+        })
+        .await
+    }
+
+    async fn calls_left(
+        &self,
+        key: &str,
+        limit: u32,
+        per_seconds: f64,
+        now: f64,
+    ) -> Result<u32, StoreError> {
+        let key = key.to_owned();
+        self.run(&label(), move |connection, file| {
+            let used: u32 = connection
+                .query_row(
+                    "SELECT count(*) FROM budget_calls WHERE key = ?1 AND at > ?2",
+                    params![key, now - per_seconds],
+                    |row| row.get(0),
+                )
+                .map_err(sqlite_error(file, "count calls", ""))?;
+            Ok(limit.saturating_sub(used))
+        })
+        .await
+    }
+
+    async fn forget(&self, plugin: &str, user: &str) -> Result<(), StoreError> {
+        let key = (plugin.to_owned(), user.to_owned());
+        self.run(&label(), move |connection, file| {
+            let error = sqlite_error(file, "forget a user's archive", "");
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&error)?;
+            for table in ["archive_entries", "archive_coverage", "archive_status"] {
+                transaction
+                    .execute(
+                        &format!("DELETE FROM {table} WHERE plugin = ?1 AND user = ?2"),
+                        params![key.0, key.1],
+                    )
+                    .map_err(&error)?;
+            }
+            transaction.commit().map_err(&error)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn weight(id: u64, day: &str, kg: f64) -> NewEntry {
+        NewEntry {
+            output: "body-weight".into(),
+            identity: format!("[{id}]"),
+            at: Some(format!("{day}T07:00:00")),
+            day: Some(d(day)),
+            value: json!({"value": kg, "dateTime": day, "logId": id}),
+        }
+    }
+
+    fn commit(window: (&str, &str), entries: Vec<NewEntry>) -> Commit {
+        Commit {
+            plugin: "fitbit".into(),
+            user: "jack".into(),
+            method: "get_bodyweight".into(),
+            window: Some((d(window.0), d(window.1))),
+            fetched_at: Utc::now(),
+            zone: chrono_tz::UTC,
+            settle: Duration::days(2),
+            deletions: true,
+            entries,
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_are_kept_once_changed_in_place_and_deleted_when_the_provider_drops_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let first = vec![
+            weight(1, "2026-11-01", 80.0),
+            weight(2, "2026-11-02", 79.5),
+            weight(3, "2026-11-03", 79.0),
+        ];
+        let counts = store
+            .commit(commit(("2026-11-01", "2026-11-03"), first.clone()))
+            .await
+            .unwrap();
+        assert_eq!((counts.added, counts.changed, counts.unchanged), (3, 0, 0));
+        // Fetched again: one changed, one gone, one the same.
+        let again = vec![weight(1, "2026-11-01", 80.0), weight(3, "2026-11-03", 78.8)];
+        let counts = store
+            .commit(commit(("2026-11-01", "2026-11-03"), again))
+            .await
+            .unwrap();
+        assert_eq!(
+            counts,
+            Counts {
+                added: 0,
+                changed: 1,
+                unchanged: 1,
+                removed: 1
+            }
+        );
+        // An empty answer deletes nothing.
+        let counts = store
+            .commit(commit(("2026-11-01", "2026-11-03"), Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(counts, Counts::default());
+        let kept = store
+            .entries("fitbit", "jack", "body-weight", Select::Since(None))
+            .await
+            .unwrap();
+        let values: Vec<&Value> = kept.iter().map(|e| &e.value["value"]).collect();
+        assert_eq!(values, [&json!(80.0), &json!(78.8)]);
+        let last = store
+            .entries("fitbit", "jack", "body-weight", Select::Last(1))
+            .await
+            .unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].day, Some(d("2026-11-03")));
+        let coverage = store
+            .coverage("fitbit", "jack", "get_bodyweight")
+            .await
+            .unwrap();
+        assert_eq!(coverage.bounds(), Some((d("2026-11-01"), d("2026-11-03"))));
+    }
+
+    #[tokio::test]
+    async fn a_budget_is_shared_by_every_handle_on_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let b = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(a.take_call("k", 2, 60.0, 1000.0).await.unwrap(), Ok(()));
+        assert_eq!(b.take_call("k", 2, 60.0, 1001.0).await.unwrap(), Ok(()));
+        assert_eq!(
+            a.take_call("k", 2, 60.0, 1002.0).await.unwrap(),
+            Err(1060.0)
+        );
+        assert_eq!(b.calls_left("k", 2, 60.0, 1002.0).await.unwrap(), 0);
+        assert_eq!(b.take_call("k", 2, 60.0, 1060.5).await.unwrap(), Ok(()));
+    }
+}

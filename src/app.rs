@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::auth::lock::LockDir;
 use crate::config::{Config, StoreConfig};
 use crate::http::{HttpTransport, Transport};
-use crate::live::{Budgets, Clock, Runtime};
+use crate::live::{Clock, Runtime};
 use crate::store::{
-    IgorStore, IgorStoreConfig, KeyError, SealedStore, SqliteStore, Store, StoreError, StoreKey,
+    Archive, IgorStore, IgorStoreConfig, KeyError, SealedStore, SqliteStore, Store, StoreError,
+    StoreKey,
 };
 
 /// Why the configured store cannot be opened.
@@ -120,8 +121,23 @@ pub fn lock_dir(config: &Config) -> PathBuf {
     }
 }
 
+/// The archive of entries, coverage, run statuses and budgets: the embedded store's own
+/// file, or with the Igor store an embedded file beside it (`store.archive`).
+pub fn open_archive(config: &Config) -> Result<Arc<dyn Archive>> {
+    let path = match &config.store {
+        StoreConfig::Embedded { path, .. } => config.resolve_path(path),
+        StoreConfig::Igor { archive, .. } => config.resolve_path(archive),
+    };
+    Ok(Arc::new(SqliteStore::open(&path).map_err(|source| {
+        OpenError::Embedded {
+            path: path.display().to_string(),
+            source,
+        }
+    })?))
+}
+
 /// The shared parts of live calls, with the process's one HTTP transport.
-pub fn runtime(config: &Config, store: Arc<dyn Store>, clock: Clock) -> Runtime {
+pub fn runtime(config: &Config, store: Arc<dyn Store>, clock: Clock) -> Result<Runtime> {
     runtime_with(config, store, clock, HttpTransport::shared())
 }
 
@@ -132,14 +148,14 @@ pub fn runtime_with(
     store: Arc<dyn Store>,
     clock: Clock,
     transport: Arc<dyn Transport>,
-) -> Runtime {
-    Runtime {
+) -> Result<Runtime> {
+    Ok(Runtime {
         store,
+        archive: open_archive(config)?,
         locks: Arc::new(LockDir::new(lock_dir(config))),
         clock,
-        budgets: Arc::new(Budgets::default()),
         transport,
-    }
+    })
 }
 
 /// Starts getting the process's one HTTP transport ([`HttpTransport::shared`]) on a

@@ -74,6 +74,10 @@ pub enum StoreConfig {
         /// Environment variable holding the password.
         #[serde(default = "default_password_env")]
         password_env: String,
+        /// The embedded file that holds the archive of entries, coverage and budgets
+        /// beside Igor's tree.
+        #[serde(default = "default_archive")]
+        archive: PathBuf,
         /// Environment variable holding the key (32 bytes, base64 or hex) that encrypts
         /// tokens, PKCE verifiers and client secrets at rest; unset: stored in plain text.
         #[serde(default)]
@@ -120,6 +124,10 @@ pub struct PluginConfig {
     /// Replaces the provider's `api.base_url`.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// How much of the archive the user's tree in Igor shows: `{days: N}`, `{entries: N}`
+    /// (per output); by default the days each method asks for.
+    #[serde(default)]
+    pub keep: crate::live::sync::Keep,
 }
 
 impl PluginConfig {
@@ -210,6 +218,10 @@ fn default_db() -> PathBuf {
 fn default_listen() -> String {
     "127.0.0.1:8099".to_owned()
 }
+fn default_archive() -> PathBuf {
+    PathBuf::from("healthpull-archive.sqlite")
+}
+
 fn default_password_env() -> String {
     "HEALTHPULL_IGOR_PASSWORD".to_owned()
 }
@@ -381,6 +393,11 @@ impl Config {
     }
 
     /// Loads the provider a plugin uses, with its URL overrides applied.
+    /// What the user's tree of `plugin` shows of the archive.
+    pub fn plugin_keep(&self, plugin: &str) -> crate::live::sync::Keep {
+        self.plugins.get(plugin).map(|p| p.keep).unwrap_or_default()
+    }
+
     pub fn load_plugin(&self, plugin: &str) -> Result<Provider, ConfigError> {
         let (file, overrides) = if self.plugins.is_empty() {
             (plugin.to_owned(), UrlOverrides::default())

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
+mod history;
 mod igor_install;
 mod terminal_auth;
 
@@ -24,6 +25,7 @@ use healthpull::config::Config;
 use healthpull::engine::request::HttpRequest;
 use healthpull::engine::{self, FetchPlan, ReplayCaller};
 use healthpull::igor::xml;
+use healthpull::live::sync::Reach;
 use healthpull::live::{self, Clock, TokenDeletion};
 use healthpull::provider::{self, Diagnostics, UrlOverrides};
 use healthpull::settings::UserSettings;
@@ -152,6 +154,53 @@ pub enum Command {
         /// Seconds between fetches (the old action's 36000).
         #[arg(long, default_value_t = 36000)]
         interval: u64,
+    },
+    /// Fetch what is new for a user: per method, from the end of what the archive covers
+    /// minus the provider's settling window, and days that failed before.
+    Sync {
+        /// Plugin name.
+        plugin: String,
+        /// The Igor user.
+        #[arg(long)]
+        user: UserName,
+        /// Comma-separated methods (default: the user's stored `methods`, else the provider's defaults).
+        #[arg(long)]
+        methods: Option<String>,
+    },
+    /// Fetch a user's history since a date, within the provider's ranges and budgets;
+    /// killed, it goes on where it stopped next time.
+    Backfill {
+        /// Plugin name.
+        plugin: String,
+        /// The Igor user.
+        #[arg(long)]
+        user: UserName,
+        /// The first day to fetch (YYYY-MM-DD).
+        #[arg(long)]
+        since: chrono::NaiveDate,
+        /// Comma-separated methods (default: the user's stored `methods`, else the provider's defaults).
+        #[arg(long)]
+        methods: Option<String>,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print a user's archived entries of one output.
+    History {
+        /// Plugin name.
+        plugin: String,
+        /// The Igor user.
+        #[arg(long)]
+        user: UserName,
+        /// The output (`body-weight`, `heart-rate`, ...).
+        #[arg(long)]
+        output: String,
+        /// The first day to print (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<chrono::NaiveDate>,
+        /// csv, jsonl or xml.
+        #[arg(long, default_value = "csv")]
+        format: String,
     },
     /// Print a subtree of the store as Igor XML (default: everything healthpull wrote).
     Export {
@@ -287,6 +336,36 @@ pub async fn run(cli: Cli) -> Result<i32> {
             )
             .await?;
             Ok(0)
+        }
+        Command::Sync {
+            plugin,
+            user,
+            methods,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let setup = history::setup(&config, &plugin, &user, methods, clock).await?;
+            history::sync_command(&plugin, &user, setup).await
+        }
+        Command::Backfill {
+            plugin,
+            user,
+            since,
+            methods,
+            dry_run,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let setup = history::setup(&config, &plugin, &user, methods, clock).await?;
+            history::backfill_command(&plugin, &user, since, dry_run, setup).await
+        }
+        Command::History {
+            plugin,
+            user,
+            output,
+            since,
+            format,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            history::history_command(&config, &plugin, &user, &output, since, &format).await
         }
         Command::Export { path } => {
             let config = Config::load(cli.config.as_deref())?;
@@ -522,9 +601,24 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => return Err(e).context("cannot start the HTTP client"),
     };
-    let rt = app::runtime_with(config, store, clock, transport);
+    let rt = app::runtime_with(config, store, clock, transport)?;
+    if !dry_run {
+        // Stored through the archive: the asked days are archived, and the tree shows
+        // them from there.
+        let keep = config.plugin_keep(&args.plugin);
+        return history::run_and_report(
+            &provider,
+            &args.plugin,
+            &args.user,
+            &rt,
+            &p,
+            keep,
+            Reach::Asked,
+        )
+        .await;
+    }
     let tree = live::fetch(provider, &args.plugin, &args.user, &rt, &p, dry_run).await?;
-    if dry_run {
+    {
         // Streamed like the replay's output: the same bytes, one newline after.
         let mut out = long_stdout();
         xml::write_sensors_xml(&mut out, &args.user, &tree)?;
@@ -532,17 +626,6 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
         out.flush()?;
         // As after a replay: the process ends, the tree is not freed row by row.
         std::mem::forget(tree);
-    } else {
-        let outputs: Vec<&String> = tree.outputs.keys().collect();
-        eprintln!(
-            "stored {} ({})",
-            healthpull::igor::paths::sensors(&args.plugin, &args.user),
-            outputs
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
     }
     Ok(0)
 }
@@ -609,7 +692,7 @@ async fn user_command(
     }
     let mut revocation_failed = None;
     if delete_token {
-        let rt = app::runtime(config, store.clone(), Clock::default());
+        let rt = app::runtime(config, store.clone(), Clock::default())?;
         match live::delete_token(&rt, &provider, plugin, user).await? {
             TokenDeletion::NoToken => eprintln!("no token was stored for `{user}`"),
             TokenDeletion::NotRevocable => eprintln!(
@@ -774,7 +857,7 @@ async fn serve(config: Config, listen: Option<String>, clock: Clock) -> Result<i
         config.public_url = Some(format!("http://{bound}"));
     }
     let store = app::open_store(&config)?;
-    let rt = app::runtime(&config, store, clock);
+    let rt = app::runtime(&config, store, clock)?;
     let state = Arc::new(healthpull::server::AppState::new(
         &config,
         rt,

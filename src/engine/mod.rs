@@ -229,6 +229,48 @@ async fn provider_zone(
     zone
 }
 
+/// The plan in the zone the provider records for the user (`api.time_zone`), asked for
+/// once, when the user set no zone; the plan returned names its zone as set, so that
+/// fetches made from it do not ask again.
+pub async fn with_provider_zone(
+    provider: &Provider,
+    p: &FetchPlan,
+    caller: &dyn Caller,
+) -> FetchPlan {
+    let mut plan = match provider_zone(provider, p, caller).await {
+        Some(zone) => p.in_zone(zone),
+        None => p.clone(),
+    };
+    plan.zone_set = true;
+    plan
+}
+
+/// The days `method` asks for with the plan's arguments (`None` without a `range`).
+pub fn requested_range(
+    provider: &Provider,
+    p: &FetchPlan,
+    method: &str,
+) -> Result<Option<params::DateRange>, EngineError> {
+    let Some(range) = provider.methods.get(method).and_then(|m| m.range.as_ref()) else {
+        return Ok(None);
+    };
+    let one = FetchPlan {
+        methods: vec![method.to_owned()],
+        ..p.clone()
+    };
+    let resolved = resolve(provider, &one)?;
+    let Some(r) = resolved.first() else {
+        return Ok(None);
+    };
+    params::date_range(range, &r.values, p.today)
+        .map(Some)
+        .map_err(|message| EngineError::Render {
+            provider: provider.name.clone(),
+            method: method.to_owned(),
+            message,
+        })
+}
+
 fn resolve(provider: &Provider, p: &FetchPlan) -> Result<Vec<params::Resolved>, EngineError> {
     params::resolve(provider, &p.methods, &p.explicit, &p.stored, p.today).map_err(|cause| {
         EngineError::Params {

@@ -8,8 +8,8 @@
 //! refresh token, and persist the new token before anything uses it.
 
 pub mod consent;
+pub mod sync;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,11 +26,11 @@ use crate::engine::{self, CallError, Caller, EngineError, FetchPlan};
 use crate::http::{self, Limits, Transport};
 use crate::igor::paths;
 use crate::provider::Provider;
-use crate::provider::raw::{BudgetScope, ErrorKind, ResetUnit, Verb};
+use crate::provider::raw::{BudgetConfig, BudgetScope, ErrorKind, ResetUnit, Verb};
 use crate::secret::{Secret, redact};
 use crate::sensors::Sensors;
 use crate::settings::{SettingError, UserSettings};
-use crate::store::Store;
+use crate::store::{Archive, Store};
 use crate::transform::Doc;
 use crate::user::UserName;
 
@@ -60,47 +60,21 @@ impl Clock {
 pub struct Runtime {
     /// Settings, tokens and data.
     pub store: Arc<dyn Store>,
+    /// The archive of entries, coverage, run statuses and shared budgets.
+    pub archive: Arc<dyn Archive>,
     /// Refresh locks.
     pub locks: Arc<LockDir>,
     /// The clock.
     pub clock: Clock,
-    /// Client-side rate budgets.
-    pub budgets: Arc<Budgets>,
     /// The HTTP transport of API and token calls (the process's one client).
     pub transport: Arc<dyn Transport>,
 }
 
-/// Counted calls per budget window, within this process.
-#[derive(Debug, Default)]
-pub struct Budgets {
-    windows: Mutex<HashMap<String, (f64, u32)>>,
-}
-
-impl Budgets {
-    /// Takes one call from the budget `key`; `Err(reset)` when it is spent.
-    fn take(&self, key: &str, limit: u32, per: f64, now: f64) -> Result<(), f64> {
-        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = w.entry(key.to_owned()).or_insert((now, 0));
-        if now - entry.0 >= per {
-            *entry = (now, 0);
-        }
-        if entry.1 >= limit {
-            return Err(entry.0 + per);
-        }
-        entry.1 += 1;
-        Ok(())
-    }
-
-    /// Calls left in the budget `key` (None when it was never used).
-    pub fn left(&self, key: &str, limit: u32, per: f64, now: f64) -> Option<u32> {
-        let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        w.get(key).map(|(start, used)| {
-            if now - start >= per {
-                limit
-            } else {
-                limit.saturating_sub(*used)
-            }
-        })
+/// The key a budget is counted under: per user, or for the plugin's whole app.
+pub fn budget_key(plugin: &str, user: &UserName, budget: &BudgetConfig) -> String {
+    match budget.scope {
+        BudgetScope::User => format!("{plugin}/{user}/{}", budget.per_seconds),
+        BudgetScope::App => format!("{plugin}/{}", budget.per_seconds),
     }
 }
 
@@ -115,7 +89,7 @@ pub fn leaf_text(v: Option<&Value>) -> Option<String> {
 }
 
 /// A stored number (the Igor store returns numbers as their text).
-fn leaf_number(v: &Value) -> Option<f64> {
+pub fn leaf_number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -500,13 +474,16 @@ impl LiveCaller {
             }
         }
         for b in &self.provider.api.config.rate_limit.budgets {
-            let key = match b.scope {
-                BudgetScope::User => format!("{}/{}/{}", self.plugin, self.user, b.per_seconds),
-                BudgetScope::App => format!("{}/{}", self.plugin, b.per_seconds),
-            };
+            let key = budget_key(&self.plugin, &self.user, b);
             self.rt
-                .budgets
-                .take(&key, b.limit, b.per_seconds as f64, now)
+                .archive
+                .take_call(&key, b.limit, b.per_seconds as f64, now)
+                .await
+                .map_err(|e| CallError {
+                    kind: ErrorKind::Fatal,
+                    status: None,
+                    message: format!("cannot count the call against the rate budget: {e}"),
+                })?
                 .map_err(budget_error)?;
         }
         Ok(())
@@ -1127,7 +1104,7 @@ mod tests {
             store: Arc::new(store),
             locks: Arc::new(LockDir::new(dir.path().join("locks"))),
             clock: Clock::default(),
-            budgets: Arc::new(Budgets::default()),
+            archive: Arc::new(SqliteStore::open(&dir.path().join("archive.db")).expect("archive")),
             transport: transport.clone(),
         };
         Setup {

@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use super::error::AppError;
 use super::state::AppState;
 use crate::engine::EngineError;
+use crate::live::sync::{self, Reach, RunOptions};
 use crate::live::{self, FetchError};
 use crate::provider::Provider;
 use crate::provider::raw::ErrorKind;
@@ -47,7 +48,20 @@ pub async fn fetch_user(
     // A user with stored data before the fetch, or whose fetch succeeded (it read the
     // user's token), is known.
     let known = inputs.user_known;
-    let result = live::fetch_with(provider, plugin, user, &state.rt, &plan, false, inputs).await;
+    // Asked days are fetched as asked; otherwise the user's history is synced.
+    let options = RunOptions {
+        reach: if sync::asks_days(&provider, &plan) {
+            Reach::Asked
+        } else {
+            Reach::Recent
+        },
+        keep: state.keep.get(plugin).copied().unwrap_or_default(),
+        wait_for_budget: false,
+        progress: &sync::Quiet,
+    };
+    let result = sync::run(provider, plugin, user, &state.rt, &plan, inputs, options)
+        .await
+        .map(|report| report.tree);
     let known = known || result.is_ok();
     state
         .metrics

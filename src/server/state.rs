@@ -31,7 +31,9 @@ pub enum StartError {
 pub struct AppState {
     /// Plugins by name, with their providers.
     pub plugins: IndexMap<String, Arc<Provider>>,
-    /// Store, locks, clock, budgets.
+    /// What each plugin's tree shows of the archive.
+    pub keep: IndexMap<String, crate::live::sync::Keep>,
+    /// Store, archive, locks, clock.
     pub rt: Runtime,
     /// The URL providers redirect back to (no trailing slash).
     pub public_url: String,
@@ -112,8 +114,10 @@ impl AppState {
         port: u16,
     ) -> Result<AppState, StartError> {
         let mut plugins = IndexMap::new();
+        let mut keep = IndexMap::new();
         for name in config.plugin_names() {
             let provider = config.load_plugin(&name)?;
+            keep.insert(name.clone(), config.plugin_keep(&name));
             plugins.insert(name, Arc::new(provider));
         }
         let public_url = consent::public_url(config);
@@ -121,6 +125,7 @@ impl AppState {
             Hosts::new(&public_url, port, &config.allowed_hosts).map_err(StartError::Hosts)?;
         Ok(AppState {
             plugins,
+            keep,
             rt,
             public_url,
             access: Arc::new(access),

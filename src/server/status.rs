@@ -60,16 +60,12 @@ pub async fn plugin_status(
     for ((user, st), token) in records.into_iter().zip(tokens) {
         let mut budget = Map::new();
         for b in &provider.api.config.rate_limit.budgets {
-            let key = match b.scope {
-                crate::provider::raw::BudgetScope::User => {
-                    format!("{plugin}/{user}/{}", b.per_seconds)
-                }
-                crate::provider::raw::BudgetScope::App => format!("{plugin}/{}", b.per_seconds),
-            };
+            let key = crate::live::budget_key(plugin, &user, b);
             let left = state
                 .rt
-                .budgets
-                .left(&key, b.limit, b.per_seconds as f64, now)
+                .archive
+                .calls_left(&key, b.limit, b.per_seconds as f64, now)
+                .await
                 .unwrap_or(b.limit);
             budget.insert(format!("per_{}s", b.per_seconds), json!(left));
         }

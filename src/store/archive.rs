@@ -166,6 +166,15 @@ pub trait Archive: Send + Sync + 'static {
         now: f64,
     ) -> Result<u32, StoreError>;
 
+    /// When the budget `key` allows a call again, `None` if it does now.
+    async fn next_call_at(
+        &self,
+        key: &str,
+        limit: u32,
+        per_seconds: f64,
+        now: f64,
+    ) -> Result<Option<f64>, StoreError>;
+
     /// Removes everything archived for the user.
     async fn forget(&self, plugin: &str, user: &str) -> Result<(), StoreError>;
 }
@@ -180,6 +189,7 @@ CREATE TABLE IF NOT EXISTS archive_entries (
     identity TEXT NOT NULL,
     day      TEXT,
     at       TEXT,
+    seq      INTEGER NOT NULL,
     value    TEXT NOT NULL,
     PRIMARY KEY (plugin, user, output, method, identity)
 ) WITHOUT ROWID;
@@ -323,14 +333,15 @@ fn write_entries(
         .map_err(&error)?;
     let mut upsert = transaction
         .prepare_cached(
-            "INSERT INTO archive_entries (plugin, user, output, method, identity, day, at, value)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO archive_entries (plugin, user, output, method, identity, day, at, seq, value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (plugin, user, output, method, identity)
-             DO UPDATE SET day = excluded.day, at = excluded.at, value = excluded.value",
+             DO UPDATE SET day = excluded.day, at = excluded.at, seq = excluded.seq,
+                           value = excluded.value",
         )
         .map_err(&error)?;
     let mut seen: Vec<(String, HashSet<String>)> = Vec::new();
-    for entry in &commit.entries {
+    for (seq, entry) in commit.entries.iter().enumerate() {
         let text = serde_json::to_string(&entry.value)
             .map_err(|e| corrupt(file, format!("an entry cannot be written: {e}")))?;
         let key = params![
@@ -361,6 +372,7 @@ fn write_entries(
                         entry.identity,
                         entry.day.map(day_text),
                         entry.at,
+                        seq as i64,
                         text,
                     ])
                     .map_err(&error)?;
@@ -479,21 +491,21 @@ fn read_entries(
                 WHERE plugin = ?1 AND user = ?2 AND output = ?3";
     let (sql, first, second): (String, Option<String>, Option<String>) = match select {
         Select::Days(first, last) => (
-            format!("{base} AND (day IS NULL OR (day >= ?4 AND day <= ?5)) ORDER BY at, identity"),
+            format!("{base} AND (day IS NULL OR (day >= ?4 AND day <= ?5)) ORDER BY at, seq"),
             Some(day_text(first)),
             Some(day_text(last)),
         ),
         Select::Since(Some(first)) => (
-            format!("{base} AND (day IS NULL OR day >= ?4) ORDER BY at, identity"),
+            format!("{base} AND (day IS NULL OR day >= ?4) ORDER BY at, seq"),
             Some(day_text(first)),
             None,
         ),
-        Select::Since(None) => (format!("{base} ORDER BY at, identity"), None, None),
+        Select::Since(None) => (format!("{base} ORDER BY at, seq"), None, None),
         Select::Last(n) => (
             format!(
                 "SELECT * FROM ({base} AND day IS NULL UNION ALL
-                   SELECT * FROM ({base} AND day IS NOT NULL ORDER BY at DESC, identity DESC LIMIT {n}))
-                 ORDER BY at"
+                   SELECT * FROM ({base} AND day IS NOT NULL ORDER BY at DESC, seq DESC LIMIT {n}))
+                 ORDER BY at, seq"
             ),
             None,
             None,
@@ -715,6 +727,40 @@ impl Archive for SqliteStore {
                 )
                 .map_err(sqlite_error(file, "count calls", ""))?;
             Ok(limit.saturating_sub(used))
+        })
+        .await
+    }
+
+    async fn next_call_at(
+        &self,
+        key: &str,
+        limit: u32,
+        per_seconds: f64,
+        now: f64,
+    ) -> Result<Option<f64>, StoreError> {
+        let key = key.to_owned();
+        self.run(&label(), move |connection, file| {
+            let error = sqlite_error(file, "count calls", "");
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT at FROM budget_calls WHERE key = ?1 AND at > ?2 ORDER BY at DESC",
+                )
+                .map_err(&error)?;
+            let calls: Vec<f64> = statement
+                .query_map(params![key, now - per_seconds], |row| row.get(0))
+                .map_err(&error)?
+                .collect::<Result<_, _>>()
+                .map_err(&error)?;
+            // With `limit` calls in the window, one frees when the oldest that keeps the
+            // count at the limit leaves it.
+            Ok(calls
+                .get(
+                    usize::try_from(limit)
+                        .unwrap_or(usize::MAX)
+                        .saturating_sub(1),
+                )
+                .filter(|_| calls.len() >= limit as usize)
+                .map(|at| at + per_seconds))
         })
         .await
     }

@@ -598,7 +598,7 @@ impl Live {
 
     /// A runtime on the same store and lock directory as the binary.
     fn runtime(&self) -> Runtime {
-        healthpull::app::runtime(&self.config(), self.store(), Clock::default())
+        healthpull::app::runtime(&self.config(), self.store(), Clock::default()).expect("runtime")
     }
 
     fn plan(&self, provider: &Provider, methods: &str, set: &[(&str, &str)]) -> FetchPlan {

@@ -34,6 +34,8 @@ const APP_FIELDS: &[&str] = &["system", "client_id"];
 const RANGE_FIELDS: &[&str] = &["start", "end", "end_exclusive"];
 const CONNECTION_FIELDS: &[&str] = &["provider_user_id"];
 const USER_FIELDS: &[&str] = &["zone", "name"];
+/// The longest `history.settle`, in days.
+const MAX_SETTLE_DAYS: i64 = 365;
 /// Keyword arguments the engine itself interprets.
 pub const RESERVED_PARAMS: &[&str] = &["methods", "user", "layout", "format"];
 
@@ -877,30 +879,74 @@ impl Compiler<'_> {
         })
     }
 
+    /// Checks a method's `history` and compiles it; every mistake is reported, and
+    /// `None` is returned when there was one.
     fn history(
         &mut self,
         pointer: &str,
         h: &raw::HistoryConfig,
         m: &raw::MethodConfig,
     ) -> Option<History> {
+        let errors = self.problems.len();
         if m.range.is_none() {
             self.err(
                 pointer,
                 "`history` needs the method's `range`: sync and backfill ask for days",
             );
+        }
+        let max_days = self.history_max_days(pointer, h, m);
+        let settle = self.history_settle(pointer, &h.settle);
+        let earliest = match &h.earliest {
+            None => None,
+            Some(text) => {
+                let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
+                if day.is_none() {
+                    self.err(
+                        &format!("{pointer}/earliest"),
+                        format!("`{text}` is not a date (YYYY-MM-DD)"),
+                    );
+                }
+                day
+            }
+        };
+        let method = pointer.strip_suffix("/history").unwrap_or(pointer);
+        for (name, o) in &m.output {
+            if time_fields(o).is_empty() {
+                self.key_err(
+                    &format!("{method}/output/{}", pointer_token(name)),
+                    format!(
+                        "`history` archives entries by their day: output `{name}` has no field of type date, datetime or instant"
+                    ),
+                );
+            }
+        }
+        if self.problems.len() > errors {
             return None;
         }
-        let max_days = match (h.max_days, &m.window) {
+        Some(History {
+            max_days: max_days?,
+            settle: settle?,
+            deletions: h.deletions,
+            earliest,
+        })
+    }
+
+    /// The longest range one request of the history covers: declared, else the window's.
+    fn history_max_days(
+        &mut self,
+        pointer: &str,
+        h: &raw::HistoryConfig,
+        m: &raw::MethodConfig,
+    ) -> Option<u32> {
+        let at = format!("{pointer}/max_days");
+        let days = match (h.max_days, &m.window) {
             (Some(0), _) => {
-                self.err(
-                    &format!("{pointer}/max_days"),
-                    "a request covers at least one day",
-                );
+                self.err(&at, "a request covers at least one day");
                 return None;
             }
             (Some(days), Some(w)) if days > w.max_days => {
                 self.err(
-                    &format!("{pointer}/max_days"),
+                    &at,
                     format!(
                         "{days} days is more than the method's window ({})",
                         w.max_days
@@ -919,38 +965,55 @@ impl Compiler<'_> {
             }
         };
         let range = m.range.as_ref()?;
-        if range.end.is_none() && max_days > 1 {
+        if days > range.max_days {
             self.err(
-                &format!("{pointer}/max_days"),
-                "without an end parameter in `range`, a request covers one day: `max_days` must be 1",
-            );
-        }
-        let Some(settle) = super::values::parse_span(&h.settle) else {
-            self.err(
-                &format!("{pointer}/settle"),
-                format!("`{}` is not a span of time (`90m`, `6h`, `2d`)", h.settle),
+                &at,
+                format!(
+                    "{days} days is more than the range's longest (`range.max_days`, {})",
+                    range.max_days
+                ),
             );
             return None;
-        };
-        let earliest = match &h.earliest {
-            None => None,
-            Some(text) => match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-                Ok(day) => Some(day),
-                Err(_) => {
-                    self.err(
-                        &format!("{pointer}/earliest"),
-                        format!("`{text}` is not a date (YYYY-MM-DD)"),
-                    );
-                    None
-                }
-            },
-        };
-        Some(History {
-            max_days,
-            settle,
-            deletions: h.deletions,
-            earliest,
-        })
+        }
+        if range.end.is_none() && days > 1 {
+            let from = if h.max_days.is_some() {
+                String::new()
+            } else {
+                format!(" (it is the window's {days})")
+            };
+            self.err(
+                &at,
+                format!(
+                    "without an end parameter in `range`, a request covers one day: `max_days` must be 1{from}"
+                ),
+            );
+            return None;
+        }
+        Some(days)
+    }
+
+    /// How long a day's data may still change, at most a year.
+    fn history_settle(&mut self, pointer: &str, text: &str) -> Option<chrono::Duration> {
+        let at = format!("{pointer}/settle");
+        match super::values::parse_span(text) {
+            None => {
+                self.err(
+                    &at,
+                    format!("`{text}` is not a span of time (`90m`, `6h`, `2d`)"),
+                );
+                None
+            }
+            Some(span) if span > chrono::Duration::days(MAX_SETTLE_DAYS) => {
+                self.err(
+                    &at,
+                    format!(
+                        "`{text}` is more than {MAX_SETTLE_DAYS} days: a day that may still change a year after it ended is never settled"
+                    ),
+                );
+                None
+            }
+            Some(span) => Some(span),
+        }
     }
 
     fn range_param(
@@ -1231,6 +1294,13 @@ impl Compiler<'_> {
         let sum_by = self.field_list(o, o.sum_by.as_ref(), &format!("{pointer}/sum_by"));
         let time = time_fields(o);
         let identity = match &o.identity {
+            Some(names) if names.names().is_empty() => {
+                self.err(
+                    &format!("{pointer}/identity"),
+                    "`identity` names no field: leave it out for the entry's time fields and `source`",
+                );
+                Vec::new()
+            }
             Some(names) => self.field_list(o, Some(names), &format!("{pointer}/identity")),
             None => {
                 let mut fields = time.clone();

@@ -78,7 +78,8 @@ pub fn parse_period(p: &str) -> Option<Period> {
     }
 }
 
-/// A span of time written as a number and a unit, `90m`, `6h` or `2d` (`0h`: none).
+/// A span of time written as a number and a unit, `90m`, `6h` or `2d` (`0h`: none);
+/// `None` for other text and for spans too long to represent.
 pub fn parse_span(text: &str) -> Option<chrono::Duration> {
     let unit = text.chars().last()?;
     let number: i64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
@@ -86,9 +87,9 @@ pub fn parse_span(text: &str) -> Option<chrono::Duration> {
         return None;
     }
     match unit {
-        'm' => Some(chrono::Duration::minutes(number)),
-        'h' => Some(chrono::Duration::hours(number)),
-        'd' => Some(chrono::Duration::days(number)),
+        'm' => chrono::Duration::try_minutes(number),
+        'h' => chrono::Duration::try_hours(number),
+        'd' => chrono::Duration::try_days(number),
         _ => None,
     }
 }

@@ -89,6 +89,38 @@ fn check_refuses_what_the_vocabulary_would_refuse_later() {
     insta::assert_snapshot!(relative(&stderr));
 }
 
+/// Every wrong `history` and `identity` is refused with its position, all at once: a
+/// history without `range`, `max_days` of 0, above the window or the range's longest,
+/// above 1 without an end parameter (declared or taken from the window), missing
+/// without a window, settles that are no span or longer than a year, a date that is
+/// none, identities naming an unknown field or none, and an output with no date.
+#[test]
+fn check_refuses_every_wrong_history_with_positions() {
+    let file = fixture("history.yaml");
+    let (code, stdout, stderr) = run(&["check", file.to_str().unwrap()], None);
+    assert_eq!(code, 1, "stdout: {stdout}");
+    let expected = concat!(
+        "tests/fixtures/check/history.yaml:15:14: `history` needs the method's `range`: sync and backfill ask for days\n",
+        "tests/fixtures/check/history.yaml:15:37: `soon` is not a span of time (`90m`, `6h`, `2d`)\n",
+        "tests/fixtures/check/history.yaml:15:53: `yesterday` is not a date (YYYY-MM-DD)\n",
+        "tests/fixtures/check/history.yaml:28:26: a request covers at least one day\n",
+        "tests/fixtures/check/history.yaml:35:26: 31 days is more than the method's window (30)\n",
+        "tests/fixtures/check/history.yaml:41:26: without an end parameter in `range`, a request covers one day: `max_days` must be 1\n",
+        "tests/fixtures/check/history.yaml:48:14: without an end parameter in `range`, a request covers one day: `max_days` must be 1 (it is the window's 7)\n",
+        "tests/fixtures/check/history.yaml:54:14: `history` needs `max_days` (or a `window`): the longest range one request may cover\n",
+        "tests/fixtures/check/history.yaml:60:38: `2 days` is not a span of time (`90m`, `6h`, `2d`)\n",
+        "tests/fixtures/check/history.yaml:66:38: `400d` is more than 365 days: a day that may still change a year after it ended is never settled\n",
+        "tests/fixtures/check/history.yaml:72:26: 200 days is more than the range's longest (`range.max_days`, 100)\n",
+        "tests/fixtures/check/history.yaml:78:38: `99999999999999d` is not a span of time (`90m`, `6h`, `2d`)\n",
+        "tests/fixtures/check/history.yaml:84:52: `2009-13-01` is not a date (YYYY-MM-DD)\n",
+        "tests/fixtures/check/history.yaml:98:19: `grpid` is not a field of this output\n",
+        "tests/fixtures/check/history.yaml:110:19: `identity` names no field: leave it out for the entry's time fields and `source`\n",
+        "tests/fixtures/check/history.yaml:117:7: `history` archives entries by their day: output `food-units` has no field of type date, datetime or instant\n",
+        "16 error(s) in 1 of 1 file(s)\n",
+    );
+    assert_eq!(relative(&stderr), expected);
+}
+
 /// docs/SENSORS.md describes exactly the outputs of the sensor schema, and every output
 /// states its unit and its time basis.
 #[test]

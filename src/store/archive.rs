@@ -487,7 +487,7 @@ fn read_entries(
     select: Select,
 ) -> Result<Vec<ArchivedEntry>, StoreError> {
     let error = sqlite_error(file, "read entries", "");
-    let base = "SELECT method, at, day, value FROM archive_entries
+    let base = "SELECT method, at, day, value, seq FROM archive_entries
                 WHERE plugin = ?1 AND user = ?2 AND output = ?3";
     let (sql, first, second): (String, Option<String>, Option<String>) = match select {
         Select::Days(first, last) => (

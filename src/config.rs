@@ -127,7 +127,7 @@ pub struct PluginConfig {
     /// How much of the archive the user's tree in Igor shows: `{days: N}`, `{entries: N}`
     /// (per output); by default the days each method asks for.
     #[serde(default)]
-    pub keep: crate::live::sync::Keep,
+    pub keep: crate::history::Keep,
 }
 
 impl PluginConfig {
@@ -394,7 +394,7 @@ impl Config {
 
     /// Loads the provider a plugin uses, with its URL overrides applied.
     /// What the user's tree of `plugin` shows of the archive.
-    pub fn plugin_keep(&self, plugin: &str) -> crate::live::sync::Keep {
+    pub fn plugin_keep(&self, plugin: &str) -> crate::history::Keep {
         self.plugins.get(plugin).map(|p| p.keep).unwrap_or_default()
     }
 

@@ -66,6 +66,10 @@ fn print_report(plugin: &str, user: &UserName, report: &sync::RunReport) {
             }
         }
     }
+    // Cron and scripts see the first failure as the error of the run.
+    if let Some(f) = report.methods.iter().flat_map(|m| &m.failed).next() {
+        eprintln!("error: {}", f.reason);
+    }
 }
 
 /// What `sync` and `backfill` need: the provider, the plan and the runtime.

@@ -251,6 +251,20 @@ fn local_time(text: &str, zone: chrono_tz::Tz) -> Option<(String, NaiveDate)> {
     Some((local.format("%Y-%m-%dT%H:%M:%S").to_string(), local.date()))
 }
 
+/// How much of the archive the user's tree shows (`keep` of a plugin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Keep {
+    /// The days each method asks for with the user's arguments (what the old plugin
+    /// stored: today, by default).
+    #[default]
+    Asked,
+    /// The last `N` days.
+    Days(u32),
+    /// The last `N` entries of each output.
+    Entries(u32),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -259,6 +259,8 @@ pub struct LiveCaller {
     /// The user's status as read when the fetch started: the first call's rate-limit
     /// check reads it here instead of from the store again.
     status: Mutex<Option<Value>>,
+    /// Set when a refresh failed.
+    token_failed: std::sync::atomic::AtomicBool,
 }
 
 impl LiveCaller {
@@ -278,6 +280,7 @@ impl LiveCaller {
             app,
             token: tokio::sync::Mutex::new(None),
             status: Mutex::new(None),
+            token_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -329,7 +332,22 @@ impl LiveCaller {
 
     /// Refreshes `seen` unless someone else already did; `after_401` forces a refresh
     /// of a token the provider called expired even when its expiry says otherwise.
+    /// Whether a refresh of this caller's token failed: every further call would fail
+    /// the same way, so a run stops.
+    pub fn token_failed(&self) -> bool {
+        self.token_failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn refresh(&self, seen: &Token, after_401: bool) -> Result<Token, CallError> {
+        let result = self.refresh_token(seen, after_401).await;
+        if result.is_err() {
+            self.token_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn refresh_token(&self, seen: &Token, after_401: bool) -> Result<Token, CallError> {
         let store = self.rt.store.as_ref();
         let _guard = self
             .rt

@@ -16,6 +16,7 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
 
 use crate::engine::{self, FetchPlan};
+pub use crate::history::Keep;
 use crate::history::{self, Coverage};
 use crate::live::{self, FetchError, FetchInputs, LiveCaller, Runtime};
 use crate::provider::raw::ErrorKind;
@@ -35,20 +36,6 @@ pub enum Reach {
     Since(NaiveDate),
     /// The days the plan's own arguments ask for (a fetch with a range).
     Asked,
-}
-
-/// How much of the archive the user's tree shows (`keep` of a plugin).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum Keep {
-    /// The days each method asks for with the user's arguments (what the old plugin
-    /// stored: today, by default).
-    #[default]
-    Asked,
-    /// The last `N` days.
-    Days(u32),
-    /// The last `N` entries of each output.
-    Entries(u32),
 }
 
 /// One request window of one method (`None`: a method without history, fetched whole).
@@ -141,8 +128,9 @@ impl RunReport {
     }
 }
 
-/// Whether the plan's arguments name days (a range parameter of one of its methods):
-/// such a fetch asks for those days, any other syncs.
+/// Whether the plan's arguments or the user's stored defaults name days (a range
+/// parameter of one of its methods): such a fetch asks for those days, as the old
+/// plugin did; any other syncs.
 pub fn asks_days(provider: &Provider, plan: &FetchPlan) -> bool {
     plan.methods.iter().any(|name| {
         provider
@@ -153,7 +141,7 @@ pub fn asks_days(provider: &Provider, plan: &FetchPlan) -> bool {
                 std::iter::once(&r.start)
                     .chain(&r.period)
                     .chain(&r.end)
-                    .any(|p| plan.explicit.contains_key(p))
+                    .any(|p| plan.explicit.contains_key(p) || plan.stored.contains_key(p))
             })
     })
 }
@@ -475,7 +463,7 @@ pub async fn run(
                 options
                     .progress
                     .finished(task, &TaskOutcome::Failed(reason));
-                if ends_run(&e) {
+                if ends_run(&e) || caller.token_failed() {
                     stop = Some(e);
                 } else if first_error.is_none() {
                     first_error = Some(e);

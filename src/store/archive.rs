@@ -179,44 +179,6 @@ pub trait Archive: Send + Sync + 'static {
     async fn forget(&self, plugin: &str, user: &str) -> Result<(), StoreError>;
 }
 
-/// The archive's tables in the embedded store's file.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS archive_entries (
-    plugin   TEXT NOT NULL,
-    user     TEXT NOT NULL,
-    output   TEXT NOT NULL,
-    method   TEXT NOT NULL,
-    identity TEXT NOT NULL,
-    day      TEXT,
-    at       TEXT,
-    seq      INTEGER NOT NULL,
-    value    TEXT NOT NULL,
-    PRIMARY KEY (plugin, user, output, method, identity)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS archive_entries_by_day ON archive_entries (plugin, user, output, day);
-CREATE TABLE IF NOT EXISTS archive_coverage (
-    plugin     TEXT NOT NULL,
-    user       TEXT NOT NULL,
-    method     TEXT NOT NULL,
-    start      TEXT NOT NULL,
-    end        TEXT NOT NULL,
-    fetched_at TEXT NOT NULL,
-    PRIMARY KEY (plugin, user, method, start)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS archive_status (
-    plugin TEXT NOT NULL,
-    user   TEXT NOT NULL,
-    method TEXT NOT NULL,
-    record TEXT NOT NULL,
-    PRIMARY KEY (plugin, user, method)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS budget_calls (
-    key TEXT NOT NULL,
-    at  REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS budget_calls_by_key ON budget_calls (key, at);
-";
-
 fn label() -> StorePath {
     StorePath {
         text: "archive".to_owned(),

@@ -45,6 +45,44 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (parent, ord);
 ";
 
+/// The archive's tables (`store::archive`) in the same file.
+const ARCHIVE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS archive_entries (
+    plugin   TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    output   TEXT NOT NULL,
+    method   TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    day      TEXT,
+    at       TEXT,
+    seq      INTEGER NOT NULL,
+    value    TEXT NOT NULL,
+    PRIMARY KEY (plugin, user, output, method, identity)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS archive_entries_by_day ON archive_entries (plugin, user, output, day);
+CREATE TABLE IF NOT EXISTS archive_coverage (
+    plugin     TEXT NOT NULL,
+    user       TEXT NOT NULL,
+    method     TEXT NOT NULL,
+    start      TEXT NOT NULL,
+    end        TEXT NOT NULL,
+    fetched_at TEXT NOT NULL,
+    PRIMARY KEY (plugin, user, method, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS archive_status (
+    plugin TEXT NOT NULL,
+    user   TEXT NOT NULL,
+    method TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (plugin, user, method)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS budget_calls (
+    key TEXT NOT NULL,
+    at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_calls_by_key ON budget_calls (key, at);
+";
+
 /// The embedded [`Store`]: Igor's tree in a SQLite database file.
 ///
 /// Cloning is cheap and clones share one connection, which one thread of its own uses,
@@ -391,7 +429,7 @@ fn initialise_schema(connection: &mut Connection, file: &Path) -> Result<(), Sto
     if version < SCHEMA_VERSION {
         transaction.execute_batch(SCHEMA).map_err(&sqlite_error)?;
         transaction
-            .execute_batch(super::archive::SCHEMA)
+            .execute_batch(ARCHIVE_SCHEMA)
             .map_err(&sqlite_error)?;
         transaction
             .pragma_update(None, "user_version", SCHEMA_VERSION)

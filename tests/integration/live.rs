@@ -1636,7 +1636,11 @@ async fn faults_leave_data_and_tokens_as_they_were(kind: Kind) {
     for part in ["fitbit get_bodyweight", "HTTP 503", "after 3 attempts"] {
         assert!(error.contains(part), "{part}: {error}");
     }
-    assert_eq!(live.fake.requests_to(api).len() - sent, 3, "three attempts");
+    assert_eq!(
+        live.fake.requests_to(api).len() - sent,
+        4,
+        "three attempts, then the next method"
+    );
     live.assert_unchanged(&before, "503").await;
 
     // Two 503s are retried away.
@@ -1664,7 +1668,8 @@ async fn faults_leave_data_and_tokens_as_they_were(kind: Kind) {
     assert!(error.contains("not JSON"), "{error}");
     live.assert_unchanged(&before, "invalid JSON").await;
 
-    // The second method fails: the first one's data is not written either.
+    // The second method fails: the run says so; the first method's answer is archived
+    // (the same data as before).
     live.fake
         .inject_fault("/1/user/-/body/log/fat", Fault::Status(500), 3);
     let out = live.fetch().await;
@@ -2463,4 +2468,392 @@ async fn server_delete_token_revokes_at_the_provider() {
     );
     serve.stop(&live).await;
     live.assert_no_secrets();
+}
+
+// ---------------------------------------------------------------------------------------
+// History: archive, sync, backfill
+// ---------------------------------------------------------------------------------------
+
+/// The clock of the history tests: noon on the last day of the history.
+const HISTORY_NOW: &str = "2026-11-30T12:00:00Z";
+
+/// Raises the copied Fitbit provider's hourly budget, so that a year of one-day windows
+/// runs in seconds (the shipped budget, 150 calls an hour, is tested on its own).
+fn roomy_budget(live: &Live) {
+    let file = live.dir.path().join("providers/fitbit.yaml");
+    let text = std::fs::read_to_string(&file).expect("read the provider copy");
+    let patched = text.replacen(
+        "- { limit: 150, per_seconds: 3600, scope: user }",
+        "- { limit: 5000, per_seconds: 3600, scope: user }",
+        1,
+    );
+    assert_ne!(patched, text, "the Fitbit budget line moved");
+    std::fs::write(&file, patched).expect("write the provider copy");
+}
+
+/// A weight log on `day` with a log id of its own.
+fn weight_log(day: &str, kg: f64) -> Value {
+    let id: i64 = day.replace('-', "").parse::<i64>().expect("a date") * 100;
+    json!({"bmi": 23.5, "date": day, "logId": id, "source": "Aria", "time": "07:00:00", "weight": kg})
+}
+
+fn days_from(first: &str, count: i64) -> Vec<String> {
+    let first = chrono::NaiveDate::parse_from_str(first, "%Y-%m-%d").expect("a date");
+    (0..count)
+        .map(|i| (first + chrono::Duration::days(i)).to_string())
+        .collect()
+}
+
+impl Live {
+    /// The archive of the test's embedded store.
+    fn archive(&self) -> SqliteStore {
+        SqliteStore::open(&self.db_path).expect("open the archive")
+    }
+
+    async fn archived(&self, output: &str) -> Vec<Value> {
+        use healthpull::store::Archive as _;
+        self.archive()
+            .entries(
+                &self.plugin,
+                USER,
+                output,
+                healthpull::store::archive::Select::Since(None),
+            )
+            .await
+            .expect("read the archive")
+            .into_iter()
+            .map(|e| e.value)
+            .collect()
+    }
+
+    /// The dates the fake was asked for weight logs, as `start/end` pairs.
+    fn weight_windows(&self) -> Vec<String> {
+        self.fake
+            .requests_to("/1/user/-/body/log/weight/date/")
+            .iter()
+            .map(|r| {
+                r.path
+                    .trim_start_matches("/1/user/-/body/log/weight/date/")
+                    .trim_end_matches(".json")
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_killed_again_and_again_ends_with_every_entry_once() {
+    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "hkill", Tuning::Fast).await;
+    roomy_budget(&live);
+    live.register_app().await;
+    live.seed_token(false).await;
+    live.fake.set_rate_limit(None);
+    let plugin = live.plugin.clone();
+    live.run(&[
+        "user",
+        &plugin,
+        "--user",
+        USER,
+        "--set",
+        "resource=activities/heart",
+        "--set",
+        "detail_level=15min",
+    ])
+    .await
+    .assert_ok("the user's defaults");
+    let since = "2025-12-01";
+    let args = [
+        "--now",
+        HISTORY_NOW,
+        "backfill",
+        &plugin,
+        "--user",
+        USER,
+        "--since",
+        since,
+        "--methods",
+        "intraday_time_series",
+    ];
+    let mut kills = 0;
+    let mut rounds = 0;
+    while kills < 5 {
+        rounds += 1;
+        assert!(
+            rounds < 40,
+            "the backfill ended before it was killed five times"
+        );
+        let mut child = live.spawn(&args);
+        let wait = 200 + rand::random::<u64>() % 500;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if child.try_wait().expect("poll the backfill").is_some() {
+            break;
+        }
+        child.start_kill().expect("SIGKILL the backfill");
+        child.wait().await.expect("reap the backfill");
+        kills += 1;
+    }
+    assert!(kills >= 5, "killed {kills} times only");
+    live.run(&args)
+        .await
+        .assert_ok("the backfill after the kills");
+
+    // Every day once at the fake, but for the window each kill cut short.
+    let mut asked: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in live.fake.requests_to("/1/user/-/activities/heart/date/") {
+        let day = r.path["/1/user/-/activities/heart/date/".len()..][..10].to_owned();
+        *asked.entry(day).or_default() += 1;
+    }
+    let days = days_from(since, 365);
+    for day in &days {
+        assert!(asked.contains_key(day), "{day} was never asked for");
+    }
+    let twice = asked.values().filter(|n| **n > 1).count();
+    assert!(
+        twice <= kills && asked.values().all(|n| *n <= 2),
+        "windows fetched again after they were archived: {twice} days twice after {kills} kills"
+    );
+    // The archive holds each point of every day once.
+    let points = live.archived("heart-rate").await;
+    let mut seen = BTreeSet::new();
+    for p in &points {
+        let key = format!("{}T{}", text_of(p, "dateTime"), text_of(p, "time"));
+        assert!(seen.insert(key.clone()), "{key} archived twice");
+    }
+    assert_eq!(points.len(), 365 * 96, "every 15-minute point of the year");
+    // A further backfill asks for nothing.
+    live.fake.clear_requests();
+    let out = live.run(&args).await;
+    out.assert_ok("a finished backfill again");
+    assert!(out.stdout.contains(": 0 request(s)"), "{}", out.stdout);
+    assert!(live.fake.requests_to("/1/user/-/activities/").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_fetches_the_settling_window_again_and_nothing_older() {
+    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "hsettle", Tuning::Fast).await;
+    live.register_app().await;
+    live.seed_token(false).await;
+    let plugin = live.plugin.clone();
+    let mut logs: Vec<Value> = days_from("2026-10-20", 38)
+        .iter()
+        .map(|d| weight_log(d, 80.0))
+        .collect();
+    live.fake.seed_fitbit_weight(FAKE_USER, logs.clone());
+    let backfill = [
+        "--now",
+        HISTORY_NOW,
+        "backfill",
+        &plugin,
+        "--user",
+        USER,
+        "--since",
+        "2026-10-20",
+        "--methods",
+        "get_bodyweight",
+    ];
+    let out = live.run(&backfill).await;
+    out.assert_ok("the backfill");
+    assert!(out.stdout.contains("2 request(s)"), "{}", out.stdout);
+    assert_eq!(live.archived("body-weight").await.len(), 38);
+
+    // Late uploads: one inside the two settling days, one long settled.
+    logs.push(weight_log("2026-11-29", 79.0));
+    logs.push(json!({"date": "2026-11-10", "logId": 999, "time": "21:00:00", "weight": 81.0}));
+    logs[0]["weight"] = json!(80.5);
+    live.fake.seed_fitbit_weight(FAKE_USER, logs);
+    live.fake.clear_requests();
+    let sync = [
+        "--now",
+        HISTORY_NOW,
+        "sync",
+        &plugin,
+        "--user",
+        USER,
+        "--methods",
+        "get_bodyweight",
+    ];
+    let out = live.run(&sync).await;
+    out.assert_ok("the sync");
+    assert_eq!(live.weight_windows(), ["2026-11-28/2026-11-30"]);
+    let archived = live.archived("body-weight").await;
+    let days: Vec<String> = archived.iter().map(|e| text_of(e, "dateTime")).collect();
+    assert!(
+        days.contains(&"2026-11-29".to_owned()),
+        "the late upload is archived"
+    );
+    assert!(
+        !archived.iter().any(|e| e["logId"] == json!(999)),
+        "a settled day is not asked again"
+    );
+    assert_eq!(
+        archived[0]["value"],
+        json!(80.0),
+        "a settled day keeps its value"
+    );
+    assert_eq!(archived.len(), 39, "nothing doubled");
+    assert!(
+        out.stderr
+            .contains("get_bodyweight: ok, 1 window(s): 1 added, 0 changed, 0 unchanged"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_window_is_fetched_again_and_nothing_maps_to_no_data() {
+    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "hfail", Tuning::Fast).await;
+    live.register_app().await;
+    live.seed_token(false).await;
+    let plugin = live.plugin.clone();
+    let logs: Vec<Value> = days_from("2026-09-01", 91)
+        .iter()
+        .map(|d| weight_log(d, 80.0))
+        .collect();
+    live.fake.seed_fitbit_weight(FAKE_USER, logs);
+    // The newest window is asked for first: its three attempts fail.
+    live.fake
+        .inject_fault("/1/user/-/body/log/weight", Fault::Status(500), 3);
+    let backfill = [
+        "--now",
+        HISTORY_NOW,
+        "backfill",
+        &plugin,
+        "--user",
+        USER,
+        "--since",
+        "2026-09-01",
+        "--methods",
+        "get_bodyweight",
+    ];
+    let out = live.run(&backfill).await;
+    out.assert_failed("a backfill with a failed window");
+    assert!(
+        out.stderr.contains("get_bodyweight: partial, 2 window(s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("failed 2026-11-02..2026-11-30: fitbit get_bodyweight"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("HTTP 500"), "{}", out.stderr);
+    let archived = live.archived("body-weight").await;
+    assert_eq!(
+        archived.len(),
+        62,
+        "the two windows that succeeded are kept"
+    );
+    assert!(
+        archived
+            .iter()
+            .all(|e| text_of(e, "dateTime").as_str() < "2026-11-02")
+    );
+    let tree_before = live.export(&live.sensors_path()).await;
+
+    // The next sync asks for the failed days again, and the settling ones.
+    live.fake.clear_requests();
+    let sync = [
+        "--now",
+        HISTORY_NOW,
+        "sync",
+        &plugin,
+        "--user",
+        USER,
+        "--methods",
+        "get_bodyweight",
+    ];
+    live.run(&sync)
+        .await
+        .assert_ok("the sync after the failure");
+    assert_eq!(live.weight_windows(), ["2026-11-02/2026-11-30"]);
+    assert_eq!(live.archived("body-weight").await.len(), 91);
+
+    // A method that maps nothing, and a day without logs, change nothing.
+    let tree = live.export(&live.sensors_path()).await;
+    assert_ne!(tree, tree_before);
+    for (methods, set) in [
+        ("get_meals", None),
+        ("get_bodyweight", Some("base_date=2024-06-01")),
+    ] {
+        let mut args = vec![
+            "--now",
+            HISTORY_NOW,
+            "fetch",
+            &plugin,
+            "--user",
+            USER,
+            "--methods",
+            methods,
+        ];
+        args.extend(set.iter().flat_map(|s| ["--set", *s]));
+        let out = live.run(&args).await;
+        out.assert_ok(methods);
+        assert_eq!(
+            live.export(&live.sensors_path()).await,
+            tree,
+            "{methods} changed the tree"
+        );
+        assert_eq!(
+            live.archived("body-weight").await.len(),
+            91,
+            "{methods} changed the archive"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn igor_shows_the_merged_recent_window_after_two_syncs() {
+    let live = Live::start(Kind::Igor, Dialect::Fitbit, "hkeep", Tuning::Fast).await;
+    // The tree shows the last seven days of the archive.
+    let config = std::fs::read_to_string(&live.config_path).expect("read the config");
+    let config = config.replacen("    provider: ", "    keep: {days: 7}\n    provider: ", 1);
+    std::fs::write(&live.config_path, config).expect("write the config");
+    live.register_app().await;
+    live.seed_token(false).await;
+    let plugin = live.plugin.clone();
+    let logs: Vec<Value> = days_from("2026-11-10", 21)
+        .iter()
+        .enumerate()
+        .map(|(i, d)| weight_log(d, 80.0 - i as f64 / 10.0))
+        .collect();
+    live.fake.seed_fitbit_weight(FAKE_USER, logs);
+    for now in ["2026-11-27T12:00:00Z", HISTORY_NOW] {
+        live.run(&[
+            "--now",
+            now,
+            "sync",
+            &plugin,
+            "--user",
+            USER,
+            "--methods",
+            "get_bodyweight",
+        ])
+        .await
+        .assert_ok(now);
+    }
+    // The first sync archived the 25th to the 27th, the second the 25th to the 30th.
+    let tree = live.export(&live.sensors_path()).await;
+    let dates: Vec<&str> = tree
+        .match_indices("<dateTime>")
+        .map(|(i, _)| &tree[i + "<dateTime>".len()..i + "<dateTime>".len() + 10])
+        .collect();
+    assert_eq!(
+        dates,
+        [
+            "2026-11-25",
+            "2026-11-26",
+            "2026-11-27",
+            "2026-11-28",
+            "2026-11-29",
+            "2026-11-30"
+        ],
+        "{tree}"
+    );
+    let archive = live.dir.path().join("healthpull-archive.sqlite");
+    assert!(
+        archive.exists(),
+        "the archive lives in a file beside the config"
+    );
 }

@@ -339,16 +339,27 @@ async fn budget_free_at(
 }
 
 /// Runs one task: fetch, place, archive.
+/// Whose run: the provider, plugin, user and runtime.
+struct Whose<'a> {
+    provider: &'a Provider,
+    plugin: &'a str,
+    user: &'a UserName,
+    rt: &'a Runtime,
+}
+
 async fn run_task(
-    provider: &Provider,
-    plugin: &str,
-    user: &UserName,
-    rt: &Runtime,
+    whose: &Whose<'_>,
     plan: &FetchPlan,
     caller: &LiveCaller,
     task: &Task,
     raw: &mut Map<String, Value>,
 ) -> Result<Counts, FetchError> {
+    let Whose {
+        provider,
+        plugin,
+        user,
+        rt,
+    } = *whose;
     let method = &provider.methods[&task.method];
     let p = task_plan(plan, method, task);
     let tree = engine::fetch(provider, &p, caller).await?;
@@ -427,7 +438,13 @@ pub async fn run(
             continue;
         }
         let outcome = loop {
-            match run_task(&provider, plugin, user, rt, plan, &caller, task, &mut raw).await {
+            let whose = Whose {
+                provider: &provider,
+                plugin,
+                user,
+                rt,
+            };
+            match run_task(&whose, plan, &caller, task, &mut raw).await {
                 Ok(counts) => break Ok(counts),
                 Err(e) if options.wait_for_budget && is_rate_limited(&e) => {
                     match budget_free_at(&provider, plugin, user, rt).await? {
@@ -572,7 +589,9 @@ pub async fn recent_tree(
     plan: &FetchPlan,
     keep: Keep,
 ) -> Result<Sensors, FetchError> {
-    let mut lists: IndexMap<String, (bool, Vec<(Option<String>, Value)>)> = IndexMap::new();
+    // Per output: whether it is one object, and its entries with their times.
+    type Lists = IndexMap<String, (bool, Vec<(Option<String>, Value)>)>;
+    let mut lists: Lists = IndexMap::new();
     for name in &plan.methods {
         let Some(method) = provider.methods.get(name) else {
             continue;

@@ -440,7 +440,7 @@ fn counts_table(methods: &serde_json::Map<String, Value>) -> String {
                 .unwrap_or_else(|| "—".into())
         };
         let run_text = match (run["kind"].as_str(), run["at"].as_str()) {
-            (Some(kind), Some(at)) => format!("{} {}", esc(kind), esc(at)),
+            (Some(kind), Some(at)) => format!("{}, {}", esc(kind), esc(&run_time(at))),
             _ => "never".to_owned(),
         };
         let outcome = match run["outcome"].as_str() {
@@ -475,6 +475,13 @@ fn counts_table(methods: &serde_json::Map<String, Value>) -> String {
     }
     h.push_str("</table>");
     h
+}
+
+/// When a run was, to the minute in UTC (the record's own text if it is not a time).
+fn run_time(at: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| t.to_utc().format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| at.to_owned())
 }
 
 /// One point of a plot: its time (seconds on the entry's own clock), its day and value.

@@ -22,7 +22,8 @@
 //!   beyond loopback without them (server_hardening checks that it is refused before binding);
 //! * graceful shutdown: SIGTERM while a slow fetch runs lets it finish and be stored;
 //! * the setup page in headless Chromium (`support::browser`): register, create a user,
-//!   consent through the fake's HTML page, see "granted"; a cross-site form is refused;
+//!   consent through the fake's HTML page, see "granted"; after a fetch, the last run
+//!   of each method and an SVG plot of each output; a cross-site form is refused;
 //! * a real Igor (igor-iot 0.99.1) whose action, installed by `healthpull igor-install`,
 //!   calls the server and fills `sensors/fitbit/jack` through the Igor store;
 //! * load: 200 concurrent fetches for 50 users with expired tokens, one refresh per user.
@@ -1817,6 +1818,99 @@ async fn setup_page_in_headless_chromium() {
     assert!(source.contains("id=\"delete-token-button\""));
     world.assert_no_secrets_in("the setup page", &source);
     assert!(!source.contains(&config.client_secret));
+    assert!(
+        source.contains("<tr id=\"counts-get_bodyweight\"><td>get_bodyweight</td><td>never</td>")
+            && !source.contains("<svg"),
+        "nothing is archived yet: {source}"
+    );
+
+    // A fetch of two weeks archives the fake's weight and fat logs; the page then shows
+    // each method's last run and plots each output's values as inline SVG.
+    let today = Utc::now().date_naive();
+    let (start, end) = (
+        today - chrono::Duration::days(14),
+        today - chrono::Duration::days(1),
+    );
+    let reply = world
+        .get(&format!(
+            "/plugin/{PLUGIN}?user={USER}&base_date={start}&end_date={end}"
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    browser.goto(&format!("{setup_url}?user={USER}")).await;
+    let cell = |method: &str, class: &str| format!("#sync-counts #counts-{method} .{class}");
+    for method in ["get_bodyweight", "get_bodyfat"] {
+        assert_eq!(
+            browser
+                .text(&browser.find(&cell(method, "outcome")).await)
+                .await,
+            "ok"
+        );
+        assert_eq!(
+            browser
+                .text(&browser.find(&cell(method, "covered")).await)
+                .await,
+            format!("{start} to {end}")
+        );
+        assert_eq!(
+            browser
+                .text(&browser.find(&cell(method, "changed")).await)
+                .await,
+            "0"
+        );
+    }
+    let added: usize = browser
+        .text(&browser.find(&cell("get_bodyweight", "added")).await)
+        .await
+        .parse()
+        .expect("a count");
+    assert!(added >= 5, "two weeks of weight logs: {added}");
+    let plot = browser.find("svg#plot-body-weight").await;
+    assert_eq!(
+        browser.property(&plot, "clientWidth").await,
+        json!(600),
+        "the plot is drawn as SVG"
+    );
+    browser.find("#plot-body-weight polyline").await;
+    let source = browser.source().await;
+    let svg = source
+        .split("<svg id=\"plot-body-weight\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .expect("the weight plot");
+    let drawn = svg
+        .split("points=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a polyline");
+    assert_eq!(
+        drawn.split(' ').count(),
+        added,
+        "a point per archived weight: {svg}"
+    );
+    let label = |class: &str| {
+        svg.split(&format!("class=\"{class}\""))
+            .nth(1)
+            .and_then(|rest| rest.split_once('>'))
+            .and_then(|(_, rest)| rest.split('<').next())
+            .unwrap_or_else(|| panic!("no {class} label: {svg}"))
+            .to_owned()
+    };
+    let (first, last) = (label("first"), label("last"));
+    assert!(
+        start.to_string() <= first && first < last && last <= end.to_string(),
+        "{first} to {last}"
+    );
+    let (min, max): (f64, f64) = (
+        label("min").parse().expect("a number"),
+        label("max").parse().expect("a number"),
+    );
+    assert!(min < max, "{min} to {max}");
+    assert!(
+        !source.contains("<script"),
+        "the page has no script: {source}"
+    );
+    world.assert_no_secrets_in("the setup page with plots", &source);
 
     let screenshot = browser.screenshot().await;
     let shot = world.dir.path().join("setup-page.png");

@@ -534,7 +534,9 @@ async fn status(
     Path(plugin): Path<String>,
 ) -> Result<Response, AppError> {
     state.provider(&plugin)?;
-    let v = plugin_status(&state, &plugin).await?;
+    let v = status::plugin_status_with_methods(&state, &plugin)
+        .await
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -592,8 +594,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut consent = String::new();
     let mut expiry = String::new();
     let mut success = String::new();
+    let mut history = HistoryGauges::default();
     for plugin in state.plugins.keys() {
-        let Ok(v) = plugin_status(&state, plugin).await else {
+        let Ok(v) = status::plugin_status_with_methods(&state, plugin).await else {
             continue;
         };
         let Some(Value::Object(users)) = v.get("users") else {
@@ -616,6 +619,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                     "healthpull_last_success_seconds{{{l}}} {}\n",
                     t.timestamp()
                 ));
+            }
+            if let Some(Value::Object(methods)) = s.get("methods") {
+                for (method, m) in methods {
+                    history.add(&format!("{l},method=\"{}\"", label(method)), m);
+                }
             }
         }
     }
@@ -640,6 +648,26 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "When the user's data was last stored.",
             success,
         ),
+        (
+            "healthpull_covered_days",
+            "Days of the method's history the archive covers.",
+            history.covered,
+        ),
+        (
+            "healthpull_last_run_ok",
+            "Whether the method's last run archived every window.",
+            history.ok,
+        ),
+        (
+            "healthpull_last_run_entries",
+            "Entries the method's last run added, changed or found unchanged.",
+            history.entries,
+        ),
+        (
+            "healthpull_backfill_windows_done",
+            "Windows the method's last backfill archived.",
+            history.backfill,
+        ),
     ] {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} gauge\n{body}"
@@ -651,4 +679,49 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// The per-method gauges of `/metrics`, read from each method's status
+/// ([`live::sync::method_status`]): only methods with a record in the archive get series.
+#[derive(Default)]
+struct HistoryGauges {
+    covered: String,
+    ok: String,
+    entries: String,
+    backfill: String,
+}
+
+impl HistoryGauges {
+    /// Adds the series of one method, `l` being its labels.
+    fn add(&mut self, l: &str, m: &Value) {
+        if let Some(days) = covered_days(&m["covered"]) {
+            self.covered
+                .push_str(&format!("healthpull_covered_days{{{l}}} {days}\n"));
+        }
+        let run = &m["last_run"];
+        if let Some(outcome) = run["outcome"].as_str() {
+            let ok = u8::from(outcome == "ok");
+            self.ok
+                .push_str(&format!("healthpull_last_run_ok{{{l}}} {ok}\n"));
+            for kind in ["added", "changed", "unchanged"] {
+                let n = run[kind].as_u64().unwrap_or(0);
+                self.entries.push_str(&format!(
+                    "healthpull_last_run_entries{{{l},kind=\"{kind}\"}} {n}\n"
+                ));
+            }
+        }
+        if let Some(done) = m["backfill"]["windows_done"].as_u64() {
+            self.backfill
+                .push_str(&format!("healthpull_backfill_windows_done{{{l}}} {done}\n"));
+        }
+    }
+}
+
+/// The number of days a `covered` record ({first, last, gaps}) covers.
+fn covered_days(covered: &Value) -> Option<i64> {
+    let day =
+        |k: &str| chrono::NaiveDate::parse_from_str(covered.get(k)?.as_str()?, "%Y-%m-%d").ok();
+    let (first, last) = (day("first")?, day("last")?);
+    let gaps = covered.get("gaps").and_then(Value::as_i64).unwrap_or(0);
+    Some((last - first).num_days() + 1 - gaps)
 }

@@ -50,6 +50,9 @@ pub struct AppState {
     user_locks: Mutex<HashMap<String, RunLock>>,
     /// Counters for /metrics.
     pub metrics: Metrics,
+    /// When the built-in schedule fetches each (plugin, user) next, in epoch seconds,
+    /// keyed `plugin\0user`; empty when the schedule does not run.
+    pub next_due: Mutex<HashMap<String, f64>>,
 }
 
 /// Counters exposed at `/metrics`. Fetches are counted per user only for users with
@@ -134,6 +137,7 @@ impl AppState {
             csrf: Csrf::new(),
             user_locks: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            next_due: Mutex::new(HashMap::new()),
         })
     }
 
@@ -160,6 +164,13 @@ impl AppState {
         };
         run.guard = Some(lock.lock_owned().await);
         run
+    }
+
+    /// When the built-in schedule fetches `user` of `plugin` next (epoch seconds); `None`
+    /// when the schedule does not run or has not seen the user yet.
+    pub fn next_due(&self, plugin: &str, user: &str) -> Option<f64> {
+        let m = self.next_due.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&format!("{plugin}\u{0}{user}")).copied()
     }
 
     /// The callback URL to register with the provider.

@@ -1,12 +1,15 @@
 //! The per-user status of a plugin: grant, token expiry, last success and error, rate
-//! limit and budgets left.
+//! limit, budgets left and the schedule's next fetch; with [`plugin_status_with_methods`]
+//! also each planned method's covered days, last run and backfill progress, read from
+//! the archive.
 
 use serde_json::{Map, Value, json};
 
 use super::state::AppState;
 use crate::auth::oauth::Token;
 use crate::igor::paths;
-use crate::live;
+use crate::live::{self, FetchError, sync};
+use crate::provider::Provider;
 use crate::user::UserName;
 
 /// How many users' tokens the status page reads at a time.
@@ -88,6 +91,7 @@ pub async fn plugin_status(
                 "last_error_at": live::leaf_text(st.get("last_error_at")),
                 "rate_limited_until": num("rate_limited_until").filter(|u| *u > now),
                 "budget_left": budget,
+                "next_due": next_due(state, plugin, &user, token.is_some(), flag("consent_needed"), num("rate_limited_until")),
             }),
         );
     }
@@ -97,4 +101,83 @@ pub async fn plugin_status(
         "retired": provider.retired.as_ref().map(|r| json!({"since": r.since, "replacement": r.replacement})),
         "users": users,
     }))
+}
+
+/// When the built-in schedule fetches the user next (RFC 3339): its due time, or the end
+/// of a rate limit after it; `None` without the schedule, or for a user it does not fetch
+/// (no grant, consent needed).
+fn next_due(
+    state: &AppState,
+    plugin: &str,
+    user: &UserName,
+    granted: bool,
+    consent_needed: bool,
+    rate_limited_until: Option<f64>,
+) -> Option<String> {
+    if !granted || consent_needed {
+        return None;
+    }
+    let due = state.next_due(plugin, user.as_str())?;
+    let at = rate_limited_until.map_or(due, |u| u.max(due));
+    chrono::DateTime::from_timestamp(at.ceil() as i64, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The methods a fetch for the user runs (as [`crate::settings::plan`] picks them): the
+/// stored `methods`, else the provider's defaults. Names the provider lacks are left
+/// out, so what is reported per method stays bounded by the provider file.
+pub fn planned_methods(provider: &Provider, stored: Option<&str>) -> Vec<String> {
+    let methods = match stored {
+        Some(m) => crate::engine::split_methods(m),
+        None => provider.default_methods.clone(),
+    };
+    methods
+        .into_iter()
+        .filter(|m| provider.methods.contains_key(m))
+        .collect()
+}
+
+/// The status of the user's planned methods as data ([`sync::method_status`]).
+pub async fn user_methods(
+    state: &AppState,
+    plugin: &str,
+    user: &UserName,
+    stored_methods: Option<&str>,
+) -> Result<Value, FetchError> {
+    let provider = &state.plugins[plugin];
+    let methods = planned_methods(provider, stored_methods);
+    sync::method_status(provider, plugin, user, &state.rt, &methods).await
+}
+
+/// [`plugin_status`] with each user's `methods`: per planned method its covered days,
+/// last run and backfill progress. The users' stored `methods` are read a batch at a
+/// time.
+pub async fn plugin_status_with_methods(
+    state: &AppState,
+    plugin: &str,
+) -> Result<Value, FetchError> {
+    let mut status = plugin_status(state, plugin).await?;
+    let Some(Value::Object(users)) = status.get_mut("users") else {
+        return Ok(status);
+    };
+    let names: Vec<UserName> = users
+        .keys()
+        .filter_map(|u| UserName::parse(u).ok())
+        .collect();
+    for batch in names.chunks(TOKENS_PER_READ) {
+        let method_paths: Vec<String> = batch
+            .iter()
+            .map(|user| format!("{}/methods", paths::user(plugin, user)))
+            .collect();
+        let method_paths: Vec<&str> = method_paths.iter().map(String::as_str).collect();
+        let stored = state.rt.store.get_many(&method_paths).await?;
+        for (user, stored) in batch.iter().zip(stored) {
+            let methods = live::leaf_text(stored.as_ref());
+            let value = user_methods(state, plugin, user, methods.as_deref()).await?;
+            if let Some(Value::Object(record)) = users.get_mut(user.as_str()) {
+                record.insert("methods".to_owned(), value);
+            }
+        }
+    }
+    Ok(status)
 }

@@ -12,7 +12,8 @@
 //!   and query overrides, 400 without `user`, 403 without app registration or token,
 //!   409 when consent is needed again, 502 naming provider, method and status, 429 when
 //!   our own rate budget is spent; `/plugin/<p>/status` (JSON) and `/metrics`
-//!   (Prometheus text);
+//!   (Prometheus text), with each method's covered days, last run and backfill progress
+//!   after syncs, a backfill and a failed sync, and the schedule's next due time;
 //! * `auth1` (303 to the provider with an unguessable state and PKCE) and `auth2`
 //!   (wrong, used and expired states refused without touching the stored token);
 //! * `settings` and `userSettings` with the old plugin's parameters, `returnTo` limited
@@ -21,7 +22,8 @@
 //!   beyond loopback without them (server_hardening checks that it is refused before binding);
 //! * graceful shutdown: SIGTERM while a slow fetch runs lets it finish and be stored;
 //! * the setup page in headless Chromium (`support::browser`): register, create a user,
-//!   consent through the fake's HTML page, see "granted"; a cross-site form is refused;
+//!   consent through the fake's HTML page, see "granted"; after a fetch, the last run
+//!   of each method and an SVG plot of each output; a cross-site form is refused;
 //! * a real Igor (igor-iot 0.99.1) whose action, installed by `healthpull igor-install`,
 //!   calls the server and fills `sensors/fitbit/jack` through the Igor store;
 //! * load: 200 concurrent fetches for 50 users with expired tokens, one refresh per user.
@@ -821,6 +823,216 @@ async fn spent_own_rate_budget_answers_429_without_asking() {
     world.assert_no_secrets();
 }
 
+/// `/plugin/<p>/status` as JSON.
+async fn status_of(world: &World, server: &str) -> Value {
+    let reply = world
+        .send(world.http.get(format!("{server}/plugin/{PLUGIN}/status")))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    serde_json::from_str(&reply.body).expect("JSON status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_report_each_methods_history() {
+    let world = World::start(Setup::default()).await;
+    world.register_app().await;
+    world.grant(USER).await;
+    // No stored methods: the provider's defaults (get_bodyweight) are planned; the fake
+    // answers its generated weight log for any recent day.
+    let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    let before = Utc::now().date_naive();
+    let reply = world.get(&format!("/plugin/{PLUGIN}?user={USER}")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let after = Utc::now().date_naive();
+    let tree: Value = serde_json::from_str(
+        &world
+            .get_with(
+                &format!("/plugin/{PLUGIN}/status"),
+                &[("Accept", "application/json")],
+            )
+            .await
+            .body,
+    )
+    .expect("JSON status");
+    let method = &tree["users"][USER]["methods"]["get_bodyweight"];
+    let run = &method["last_run"];
+    assert_eq!(run["kind"], json!("sync"), "{tree}");
+    assert_eq!(run["outcome"], json!("ok"), "{tree}");
+    assert_eq!(run["failed"], json!([]), "{tree}");
+    let added = run["added"].as_u64().expect("added");
+    assert!(added >= 1, "the first sync archived the weight log: {tree}");
+    assert_eq!(
+        (run["changed"].clone(), run["unchanged"].clone()),
+        (json!(0), json!(0))
+    );
+    // A first sync asks for the days not settled yet: the two before today and today.
+    let last = method["covered"]["last"].as_str().expect("covered");
+    assert!(last == day(before) || last == day(after), "{tree}");
+    let last = chrono::NaiveDate::parse_from_str(last, "%Y-%m-%d").expect("a day");
+    assert_eq!(
+        method["covered"],
+        json!({"first": day(last - chrono::Duration::days(2)), "last": day(last), "gaps": 0}),
+        "{tree}"
+    );
+    assert_eq!(
+        tree["users"][USER]["next_due"],
+        Value::Null,
+        "no schedule, no due time: {tree}"
+    );
+
+    // Again: everything is archived already.
+    let reply = world.get(&format!("/plugin/{PLUGIN}?user={USER}")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let status = status_of(&world, &world.server.url).await;
+    let run = &status["users"][USER]["methods"]["get_bodyweight"]["last_run"];
+    assert_eq!(
+        (run["added"].clone(), run["unchanged"].clone()),
+        (json!(0), json!(added)),
+        "{status}"
+    );
+
+    // A backfill through the command line, on the same store: two windows of at most
+    // 31 days reach 40 days back.
+    let since = last - chrono::Duration::days(40);
+    let backfill = Command::new(healthpull_bin())
+        .arg("--config")
+        .arg(&world.config_path)
+        .args(["backfill", PLUGIN, "--user", USER, "--since", &day(since)])
+        .envs(world.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("TZ", "UTC")
+        .current_dir(world.dir.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let backfill = tokio::time::timeout(WAIT, backfill)
+        .await
+        .expect("the backfill ends")
+        .expect("run healthpull backfill");
+    assert!(
+        backfill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backfill.stderr)
+    );
+    let status = status_of(&world, &world.server.url).await;
+    let method = &status["users"][USER]["methods"]["get_bodyweight"];
+    assert_eq!(method["backfill"]["windows_done"], json!(2), "{status}");
+    assert_eq!(method["backfill"]["since"], json!(day(since)), "{status}");
+    assert_eq!(method["last_run"]["kind"], json!("backfill"), "{status}");
+    assert_eq!(method["covered"]["first"], json!(day(since)), "{status}");
+
+    // A failed sync: the provider answers 503.
+    world.fake.inject_fault("/1/", Fault::Status(503), 3);
+    let reply = world.get(&format!("/plugin/{PLUGIN}?user={USER}")).await;
+    assert_eq!(reply.status, 502, "{reply:?}");
+    let status = status_of(&world, &world.server.url).await;
+    let run = &status["users"][USER]["methods"]["get_bodyweight"]["last_run"];
+    assert_eq!(run["outcome"], json!("failed"), "{status}");
+    assert!(
+        run["failed"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("503")),
+        "{status}"
+    );
+
+    // The gauges, for the known user only (a name without stored data gets none).
+    let reply = world.get(&format!("/plugin/{PLUGIN}?user=nobody")).await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    let metrics = world.get("/metrics").await.body;
+    let l = format!("plugin=\"{PLUGIN}\",user=\"{USER}\",method=\"get_bodyweight\"");
+    for name in [
+        "healthpull_covered_days",
+        "healthpull_last_run_ok",
+        "healthpull_last_run_entries",
+        "healthpull_backfill_windows_done",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} gauge\n")),
+            "{name}: {metrics}"
+        );
+    }
+    assert_eq!(
+        sample(&metrics, &format!("healthpull_covered_days{{{l}}}")),
+        Some(41.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, &format!("healthpull_last_run_ok{{{l}}}")),
+        Some(0.0),
+        "the last run failed: {metrics}"
+    );
+    for kind in ["added", "changed", "unchanged"] {
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!("healthpull_last_run_entries{{{l},kind=\"{kind}\"}}")
+            ),
+            Some(0.0),
+            "{kind}: {metrics}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("healthpull_backfill_windows_done{{{l}}}")
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("user=\"nobody\""), "{metrics}");
+
+    // A sync that works again: ok, and what it found unchanged.
+    let reply = world.get(&format!("/plugin/{PLUGIN}?user={USER}")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let metrics = world.get("/metrics").await.body;
+    assert_eq!(
+        sample(&metrics, &format!("healthpull_last_run_ok{{{l}}}")),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            &format!("healthpull_last_run_entries{{{l},kind=\"unchanged\"}}")
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+
+    // With the built-in schedule (a second server on the same store), the user's next
+    // fetch is due one interval after the schedule's first fetch.
+    let scheduled = world.dir.path().join("scheduled.yaml");
+    let config = std::fs::read_to_string(&world.config_path).expect("read the config");
+    std::fs::write(
+        &scheduled,
+        config + "schedule: {enabled: true, interval_seconds: 3600, jitter_seconds: 0}\n",
+    )
+    .expect("write the scheduled config");
+    let started = Utc::now().timestamp();
+    let server = Server::start(&scheduled, world.dir.path(), &world.env, &[]).await;
+    let deadline = Instant::now() + WAIT;
+    let due = loop {
+        let status = status_of(&world, &server.url).await;
+        if let Some(due) = status["users"][USER]["next_due"].as_str() {
+            break due.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the schedule set no due time: {status}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let due = chrono::DateTime::parse_from_rfc3339(&due)
+        .expect("RFC 3339")
+        .timestamp();
+    let now = Utc::now().timestamp();
+    assert!(
+        due >= started + 3600 && due <= now + 3601,
+        "due {due}, started {started}, now {now}"
+    );
+    world.assert_no_secrets();
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. auth1 and auth2
 // ---------------------------------------------------------------------------------------
@@ -1606,6 +1818,99 @@ async fn setup_page_in_headless_chromium() {
     assert!(source.contains("id=\"delete-token-button\""));
     world.assert_no_secrets_in("the setup page", &source);
     assert!(!source.contains(&config.client_secret));
+    assert!(
+        source.contains("<tr id=\"counts-get_bodyweight\"><td>get_bodyweight</td><td>never</td>")
+            && !source.contains("<svg"),
+        "nothing is archived yet: {source}"
+    );
+
+    // A fetch of two weeks archives the fake's weight and fat logs; the page then shows
+    // each method's last run and plots each output's values as inline SVG.
+    let today = Utc::now().date_naive();
+    let (start, end) = (
+        today - chrono::Duration::days(14),
+        today - chrono::Duration::days(1),
+    );
+    let reply = world
+        .get(&format!(
+            "/plugin/{PLUGIN}?user={USER}&base_date={start}&end_date={end}"
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    browser.goto(&format!("{setup_url}?user={USER}")).await;
+    let cell = |method: &str, class: &str| format!("#sync-counts #counts-{method} .{class}");
+    for method in ["get_bodyweight", "get_bodyfat"] {
+        assert_eq!(
+            browser
+                .text(&browser.find(&cell(method, "outcome")).await)
+                .await,
+            "ok"
+        );
+        assert_eq!(
+            browser
+                .text(&browser.find(&cell(method, "covered")).await)
+                .await,
+            format!("{start} to {end}")
+        );
+        assert_eq!(
+            browser
+                .text(&browser.find(&cell(method, "changed")).await)
+                .await,
+            "0"
+        );
+    }
+    let added: usize = browser
+        .text(&browser.find(&cell("get_bodyweight", "added")).await)
+        .await
+        .parse()
+        .expect("a count");
+    assert!(added >= 5, "two weeks of weight logs: {added}");
+    let plot = browser.find("svg#plot-body-weight").await;
+    assert_eq!(
+        browser.property(&plot, "clientWidth").await,
+        json!(600),
+        "the plot is drawn as SVG"
+    );
+    browser.find("#plot-body-weight polyline").await;
+    let source = browser.source().await;
+    let svg = source
+        .split("<svg id=\"plot-body-weight\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .expect("the weight plot");
+    let drawn = svg
+        .split("points=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a polyline");
+    assert_eq!(
+        drawn.split(' ').count(),
+        added,
+        "a point per archived weight: {svg}"
+    );
+    let label = |class: &str| {
+        svg.split(&format!("class=\"{class}\""))
+            .nth(1)
+            .and_then(|rest| rest.split_once('>'))
+            .and_then(|(_, rest)| rest.split('<').next())
+            .unwrap_or_else(|| panic!("no {class} label: {svg}"))
+            .to_owned()
+    };
+    let (first, last) = (label("first"), label("last"));
+    assert!(
+        start.to_string() <= first && first < last && last <= end.to_string(),
+        "{first} to {last}"
+    );
+    let (min, max): (f64, f64) = (
+        label("min").parse().expect("a number"),
+        label("max").parse().expect("a number"),
+    );
+    assert!(min < max, "{min} to {max}");
+    assert!(
+        !source.contains("<script"),
+        "the page has no script: {source}"
+    );
+    world.assert_no_secrets_in("the setup page with plots", &source);
 
     let screenshot = browser.screenshot().await;
     let shot = world.dir.path().join("setup-page.png");

@@ -985,6 +985,32 @@ fn holds_nothing(v: &Value) -> bool {
     }
 }
 
+/// The caller for one user's fetch, from what [`fetch_inputs`] read, and the provider at
+/// the user's connection's own host (refreshes go there too).
+pub fn user_caller(
+    provider: Arc<Provider>,
+    plugin: &str,
+    user: &UserName,
+    rt: &Runtime,
+    plan: &FetchPlan,
+    inputs: FetchInputs,
+) -> Result<(Arc<Provider>, LiveCaller), FetchError> {
+    let app = inputs.app.ok_or_else(|| FetchError::NoApp {
+        plugin: plugin.to_owned(),
+    })?;
+    let token = inputs.token.ok_or_else(|| FetchError::NoToken {
+        plugin: plugin.to_owned(),
+        user: user.to_string(),
+    })?;
+    let provider = match provider.at_host(plan.host.as_deref()) {
+        std::borrow::Cow::Owned(moved) => Arc::new(moved),
+        std::borrow::Cow::Borrowed(_) => provider,
+    };
+    let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app)
+        .with_stored(token, inputs.status);
+    Ok((provider, caller))
+}
+
 /// Fetches live for one user and, unless `dry_run`, replaces `sensors/<plugin>/<user>`
 /// only after every method succeeded. Token rotation is persisted even in a dry run:
 /// a single-use refresh token that is not kept would lose the user's access.
@@ -1011,20 +1037,7 @@ pub async fn fetch_with(
     inputs: FetchInputs,
 ) -> Result<Sensors, FetchError> {
     let store = rt.store.as_ref();
-    let app = inputs.app.ok_or_else(|| FetchError::NoApp {
-        plugin: plugin.to_owned(),
-    })?;
-    let token = inputs.token.ok_or_else(|| FetchError::NoToken {
-        plugin: plugin.to_owned(),
-        user: user.to_string(),
-    })?;
-    // The connection's own host: refreshes go there too.
-    let provider = match provider.at_host(plan.host.as_deref()) {
-        std::borrow::Cow::Owned(moved) => Arc::new(moved),
-        std::borrow::Cow::Borrowed(_) => provider,
-    };
-    let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app)
-        .with_stored(token, inputs.status);
+    let (provider, caller) = user_caller(provider, plugin, user, rt, plan, inputs)?;
     let result = engine::fetch(&provider, plan, &caller).await;
     let now = rt.clock.now().to_rfc3339();
     match result {

@@ -396,19 +396,7 @@ pub async fn run(
     inputs: FetchInputs,
     options: RunOptions<'_>,
 ) -> Result<RunReport, FetchError> {
-    let app = inputs.app.ok_or_else(|| FetchError::NoApp {
-        plugin: plugin.to_owned(),
-    })?;
-    let token = inputs.token.ok_or_else(|| FetchError::NoToken {
-        plugin: plugin.to_owned(),
-        user: user.to_string(),
-    })?;
-    let provider = match provider.at_host(plan.host.as_deref()) {
-        std::borrow::Cow::Owned(moved) => Arc::new(moved),
-        std::borrow::Cow::Borrowed(_) => provider,
-    };
-    let caller = LiveCaller::new(provider.clone(), plugin, user, rt.clone(), app)
-        .with_stored(token, inputs.status);
+    let (provider, caller) = live::user_caller(provider, plugin, user, rt, plan, inputs)?;
     // Methods are checked before anything is asked of the provider.
     engine::plan(&provider, plan)?;
     let plan = &engine::with_provider_zone(&provider, plan, &caller).await;

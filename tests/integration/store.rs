@@ -1661,3 +1661,213 @@ async fn contract_several_writers(b: Backend) {
     };
     assert!(last < WRITERS, "{last}");
 }
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL store: schema, migrations, configuration and errors
+// ---------------------------------------------------------------------------------------
+
+mod postgres {
+    use super::*;
+    use crate::support::postgres::TestDatabase;
+    use healthpull::store::PostgresStore;
+
+    #[tokio::test]
+    async fn rows_hold_json_text_paths_and_sibling_order() {
+        let Some(database) = TestDatabase::create("store::postgres::rows").await else {
+            return;
+        };
+        let store = PostgresStore::connect(&database.url, 2)
+            .await
+            .expect("connect");
+        assert_eq!(store.kind(), "postgres");
+        // Leaves hold serde_json's text of the value, read back as the same value.
+        let written: Value =
+            serde_json::from_str(r#"{"n": 1e20, "odd key": [1, "x"], "t": "007"}"#).expect("json");
+        store.put("a/b", &written).await.expect("put");
+        store.put("a/c", &json!(null)).await.expect("put");
+        let client = database.client().await;
+        let rows: Vec<(String, String, i64, Option<String>)> = client
+            .query(
+                "SELECT path, parent, ord, value FROM healthpull_nodes ORDER BY path",
+                &[],
+            )
+            .await
+            .expect("select")
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect();
+        let row = |path: &str, parent: &str, ord: i64, value: Option<&str>| {
+            (
+                path.to_owned(),
+                parent.to_owned(),
+                ord,
+                value.map(str::to_owned),
+            )
+        };
+        assert_eq!(
+            rows,
+            [
+                row("a", "", 0, None),
+                row("a/b", "a", 0, None),
+                row("a/b/n", "a/b", 0, Some("1e+20")),
+                row("a/b/t", "a/b", 2, Some("\"007\"")),
+                row("a/b/~odd%20key", "a/b", 1, Some("[1,\"x\"]")),
+                row("a/c", "a", 1, Some("null")),
+            ]
+        );
+        // The pool is there for tables kept beside the tree.
+        let pooled = store.pool().get().await.expect("a pooled connection");
+        let count: i64 = pooled
+            .query_one("SELECT count(*) FROM healthpull_nodes", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(count, 6);
+        assert_eq!(store.get("a/b").await.expect("get"), Some(written));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn instances_starting_together_migrate_once() {
+        let Some(database) = TestDatabase::create("store::postgres::migrate").await else {
+            return;
+        };
+        let starts: Vec<_> = (0..6)
+            .map(|_| {
+                let url = database.url.clone();
+                tokio::spawn(async move { PostgresStore::connect(&url, 1).await })
+            })
+            .collect();
+        for start in starts {
+            start.await.expect("task").expect("migrated");
+        }
+        let client = database.client().await;
+        let versions: Vec<i32> = client
+            .query(
+                "SELECT version FROM healthpull_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .expect("select")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(versions, [1]);
+        // A later start applies nothing and keeps the data.
+        let store = PostgresStore::connect(&database.url, 1)
+            .await
+            .expect("connect");
+        store.put("a", &json!(1)).await.expect("put");
+        let again = PostgresStore::connect(&database.url, 1)
+            .await
+            .expect("again");
+        assert_eq!(again.get("a").await.expect("get"), Some(json!(1)));
+
+        // A database written by a newer healthpull is refused, naming the versions.
+        client
+            .execute(
+                "INSERT INTO healthpull_migrations (version) VALUES (99)",
+                &[],
+            )
+            .await
+            .expect("insert");
+        let error = PostgresStore::connect(&database.url, 1)
+            .await
+            .expect_err("newer schema");
+        assert!(
+            matches!(error, StoreError::PostgresSchema { .. }),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .ends_with("schema version 99 is newer than this healthpull understands (1)"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_database_but_never_the_password() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("address").port();
+        drop(closed);
+        let password = "Pg5ecretPassw0rd";
+        let url = format!("postgresql://hp:{password}@127.0.0.1:{port}/health");
+        let store = PostgresStore::new(&url, 2).expect("no connection is made yet");
+        let error = store.get("sensors/x").await.expect_err("nobody listens");
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains(password), "{shown}");
+        assert!(
+            error.to_string().starts_with(&format!(
+                "postgres store hp@127.0.0.1:{port}/health: cannot migrate the schema: no connection: "
+            )),
+            "{error}"
+        );
+        assert!(!format!("{store:?}").contains(password));
+
+        let error = PostgresStore::new(&format!("postgresql://hp:{password}@db:port/x"), 2)
+            .expect_err("bad port");
+        assert!(
+            !format!("{error} {error:?}").contains(password),
+            "{error:?}"
+        );
+    }
+
+    /// The binary with `store: {kind: postgres}`: writes through the configured URL
+    /// variable and reads back what it wrote.
+    #[tokio::test]
+    async fn the_configured_store_is_used_by_the_commands() {
+        let Some(database) = TestDatabase::create("store::postgres::configured").await else {
+            return;
+        };
+        let sandbox = crate::support::env::Sandbox::new();
+        let config = format!(
+            "providers_dir: {}\nstore: {{kind: postgres, url_env: HP_TEST_DB, pool: 2}}\n",
+            serde_json::to_string(&crate::support::env::root().join("providers"))
+                .expect("a path as JSON")
+        );
+        std::fs::write(sandbox.config(), config).expect("write the config");
+        let run = |args: &[&str]| {
+            let output = sandbox
+                .command()
+                .args(args)
+                .env("HP_TEST_DB", &database.url)
+                .env_remove("HEALTHPULL_DATABASE_URL")
+                .output()
+                .expect("run healthpull");
+            (
+                output.status,
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        };
+        let (status, _, stderr) = run(&["settings", "withings", "--client-id", "0123456"]);
+        assert!(status.success(), "settings: {stderr}");
+        let (status, stdout, stderr) = run(&["export", "plugindata/withings/client_id"]);
+        assert!(status.success(), "export: {stderr}");
+        assert_eq!(stdout, "<client_id>0123456</client_id>\n");
+        let store = PostgresStore::connect(&database.url, 1)
+            .await
+            .expect("connect");
+        assert_eq!(
+            store
+                .get("plugindata/withings/client_id")
+                .await
+                .expect("get"),
+            Some(json!("0123456"))
+        );
+
+        let output = sandbox
+            .command()
+            .args(["export", "plugindata"])
+            .env_remove("HP_TEST_DB")
+            .output()
+            .expect("run healthpull");
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr)
+                .contains("the postgres url is read from $HP_TEST_DB, which is not set"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

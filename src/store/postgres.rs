@@ -232,6 +232,16 @@ fn postgres_error(
     }
 }
 
+/// `sql` prepared once per connection (the pool's statement cache), so that running it
+/// is one round trip.
+async fn prepared<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+    sql: &str,
+    error: &impl Fn(tokio_postgres::Error) -> StoreError,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    client.prepare_cached(sql).await.map_err(error)
+}
+
 /// Applies the missing migrations in one transaction under [`MIGRATION_LOCK`].
 async fn apply_migrations(client: &mut Object, target: &str) -> Result<(), StoreError> {
     let error = postgres_error(target, "migrate the schema");
@@ -298,12 +308,15 @@ async fn read_subtree<C: deadpool_postgres::GenericClient + Sync>(
 ) -> Result<Option<Value>, StoreError> {
     let error = postgres_error(target, &format!("read {path}"));
     let (low, high) = descendant_bounds(path);
+    let select = prepared(
+        client,
+        "SELECT path, parent, value FROM healthpull_nodes
+         WHERE path = $1 OR (path >= $2 AND path < $3) ORDER BY parent, ord",
+        &error,
+    )
+    .await?;
     let rows = client
-        .query(
-            "SELECT path, parent, value FROM healthpull_nodes
-             WHERE path = $1 OR (path >= $2 AND path < $3) ORDER BY parent, ord",
-            &[&path, &low, &high],
-        )
+        .query(&select, &[&path, &low, &high])
         .await
         .map_err(&error)?;
     let mut top = None;
@@ -412,11 +425,14 @@ async fn write_subtree(
     let prefixes: Vec<String> = (1..=path.steps.len())
         .map(|depth| path.prefix(depth))
         .collect();
+    let select = prepared(
+        transaction,
+        "SELECT path, ord, value FROM healthpull_nodes WHERE path = ANY($1)",
+        &error,
+    )
+    .await?;
     let existing: HashMap<String, (i64, Option<String>)> = transaction
-        .query(
-            "SELECT path, ord, value FROM healthpull_nodes WHERE path = ANY($1)",
-            &[&prefixes],
-        )
+        .query(&select, &[&prefixes])
         .await
         .map_err(&error)?
         .into_iter()
@@ -471,10 +487,16 @@ async fn write_subtree(
         None => next_ord(transaction, &parent, &error).await?,
     };
     rows.push_tree(&path.text, &parent, ord, value);
+    let insert = prepared(
+        transaction,
+        "INSERT INTO healthpull_nodes (path, parent, ord, value)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])",
+        &error,
+    )
+    .await?;
     transaction
         .execute(
-            "INSERT INTO healthpull_nodes (path, parent, ord, value)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])",
+            &insert,
             &[&rows.paths, &rows.parents, &rows.ords, &rows.values],
         )
         .await
@@ -487,11 +509,14 @@ async fn next_ord(
     parent: &str,
     error: &impl Fn(tokio_postgres::Error) -> StoreError,
 ) -> Result<i64, StoreError> {
+    let select = prepared(
+        transaction,
+        "SELECT COALESCE(MAX(ord) + 1, 0) FROM healthpull_nodes WHERE parent = $1",
+        error,
+    )
+    .await?;
     Ok(transaction
-        .query_one(
-            "SELECT COALESCE(MAX(ord) + 1, 0) FROM healthpull_nodes WHERE parent = $1",
-            &[&parent],
-        )
+        .query_one(&select, &[&parent])
         .await
         .map_err(error)?
         .get(0))
@@ -503,11 +528,27 @@ async fn delete_subtree<C: deadpool_postgres::GenericClient + Sync>(
     error: &impl Fn(tokio_postgres::Error) -> StoreError,
 ) -> Result<(), StoreError> {
     let (low, high) = descendant_bounds(path);
+    let delete = prepared(
+        client,
+        "DELETE FROM healthpull_nodes WHERE path = $1 OR (path >= $2 AND path < $3)",
+        error,
+    )
+    .await?;
     client
-        .execute(
-            "DELETE FROM healthpull_nodes WHERE path = $1 OR (path >= $2 AND path < $3)",
-            &[&path, &low, &high],
-        )
+        .execute(&delete, &[&path, &low, &high])
+        .await
+        .map_err(error)?;
+    Ok(())
+}
+
+/// Takes [`WRITE_LOCK`] until `transaction` ends.
+async fn lock_writes(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    error: &impl Fn(tokio_postgres::Error) -> StoreError,
+) -> Result<(), StoreError> {
+    let lock = prepared(transaction, "SELECT pg_advisory_xact_lock($1)", error).await?;
+    transaction
+        .execute(&lock, &[&WRITE_LOCK])
         .await
         .map_err(error)?;
     Ok(())
@@ -574,10 +615,7 @@ impl Store for PostgresStore {
         let error = self.error(&action);
         let mut client = self.client(&action).await?;
         let transaction = client.transaction().await.map_err(&error)?;
-        transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await
-            .map_err(&error)?;
+        lock_writes(&transaction, &error).await?;
         for (path, value) in &parsed {
             write_subtree(&transaction, &self.target, path, value).await?;
         }
@@ -590,10 +628,7 @@ impl Store for PostgresStore {
         let error = self.error(&action);
         let mut client = self.client(&action).await?;
         let transaction = client.transaction().await.map_err(&error)?;
-        transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await
-            .map_err(&error)?;
+        lock_writes(&transaction, &error).await?;
         delete_subtree(&transaction, &path.text, &error).await?;
         transaction.commit().await.map_err(&error)
     }

@@ -90,10 +90,7 @@ pub enum StoreConfig {
         #[serde(default = "default_postgres_url_env")]
         url_env: String,
         /// Connections kept open at most.
-        #[serde(
-            default = "default_postgres_pool",
-            deserialize_with = "deserialize_count"
-        )]
+        #[serde(default = "default_postgres_pool")]
         pool: usize,
         /// The embedded file that holds the archive of entries, coverage and budgets
         /// beside the tree.
@@ -251,24 +248,6 @@ fn default_postgres_url_env() -> String {
 }
 fn default_postgres_pool() -> usize {
     8
-}
-
-/// A count inside a tagged enum. Such enums are read through serde's buffered content,
-/// where serde_json's `arbitrary_precision` numbers arrive as a map holding the number's
-/// text, which a plain integer field refuses; a `Value` reads that map back as a number.
-fn deserialize_count<'de, D>(deserializer: D) -> Result<usize, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let value = serde_json::Value::deserialize(deserializer)?;
-    value
-        .as_u64()
-        .and_then(|count| usize::try_from(count).ok())
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "expected a whole number of connections, not {value}"
-            ))
-        })
 }
 
 fn default_header_timeout() -> u64 {
@@ -484,6 +463,8 @@ mod tests {
         Config::load(Some(&path))
     }
 
+    /// A number inside the internally tagged `store` (read through serde's buffered
+    /// content, with serde_json's `arbitrary_precision` on).
     #[test]
     fn a_postgres_store_reads_its_url_variable_and_pool_size() {
         let config = load("store: {kind: postgres, url_env: HP_DB, pool: 4}\n").expect("config");

@@ -8,7 +8,8 @@
 #   scripts/with-postgres.sh cargo test --test integration store::
 #
 # PostgreSQL refuses to run as root: as root the server runs as the `postgres` user
-# (created by Debian's package), otherwise as the calling user. The binaries are the
+# (created by Debian's package; `nobody` where it is missing), otherwise as the calling
+# user. The binaries are the
 # newest of /usr/lib/postgresql/<version>/bin (Debian's layout), or the directory given
 # in HEALTHPULL_PG_BIN, or the `initdb` and `pg_ctl` on the PATH; scripts/test-env.sh
 # installs them.
@@ -47,8 +48,11 @@ bin=$(pg_bin_dir) || {
 dir=$(mktemp -d "${TMPDIR:-/tmp}/healthpull-pg.XXXXXX")
 as_server=()
 if [ "$(id -u)" = 0 ]; then
-  chown postgres: "$dir"
-  as_server=(runuser -u postgres --)
+  # Debian's package creates `postgres`; without it, the unprivileged `nobody`.
+  server_user=postgres
+  id "$server_user" >/dev/null 2>&1 || server_user=nobody
+  chown "$server_user:" "$dir"
+  as_server=(runuser -u "$server_user" --)
 fi
 chmod 700 "$dir"
 

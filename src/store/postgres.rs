@@ -5,8 +5,8 @@
 //! Layout: the table `healthpull_nodes` holds one row per element, as the embedded
 //! store's `nodes` table does: objects are container rows (`value` NULL) with one row
 //! per key below them; every other JSON value is a leaf row holding its JSON text (not
-//! `jsonb`, which would rewrite numbers such as `1e20` and drop nothing else we need),
-//! so numbers come back as written. `ord` keeps sibling order. Paths are compared
+//! `jsonb`, which rewrites number text, `1e20` as `100000000000000000000`, and sorts
+//! keys), so numbers come back as written. `ord` keeps sibling order. Paths are compared
 //! byte by byte (`COLLATE "C"`), so a subtree is one range of the primary key. Object
 //! keys that are not plain element names are stored as `~` and their percent-encoded
 //! text (the same encoding as the embedded store); a row's key is decoded from its path,

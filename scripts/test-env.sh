@@ -2,7 +2,10 @@
 # Installs everything the test suite needs beside the Rust crates:
 #   - .venv: Python 3.11 with igor-iot 0.99.1 (and the pins it needs to run today)
 #     and python-fitbit 0.3.1, the library the old Igor plugin used;
-#   - Debian's chromium and chromium-driver, for the setup-page browser tests.
+#   - Debian's chromium and chromium-driver, for the setup-page browser tests;
+#   - Debian's postgresql (server binaries under /usr/lib/postgresql/<version>/bin), for
+#     the PostgreSQL store's tests, which scripts/with-postgres.sh runs beside a
+#     throwaway server.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,13 +24,24 @@ if ! .venv/bin/python -c 'import igor, fitbit, flask' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check "${pins[@]}"
 fi
 
+# Debian packages still missing.
+packages=()
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-  else
-    sudo apt-get update -qq
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-  fi
+  packages+=(chromium chromium-driver)
 fi
-echo "test-env: ready (.venv, $(chromium --version 2>/dev/null | head -1))"
+# The server binaries: Debian keeps them off the PATH (its pg_ctlcluster wraps them).
+postgres_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -n -r | head -1)
+if [ -z "$postgres_bin" ] || [ ! -x "$postgres_bin/initdb" ] || [ ! -x "$postgres_bin/pg_ctl" ]; then
+  packages+=(postgresql)
+fi
+if [ "${#packages[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    sudo=()
+  else
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+postgres_version=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -n -r | head -1 | cut -d/ -f5)
+echo "test-env: ready (.venv, $(chromium --version 2>/dev/null | head -1), PostgreSQL ${postgres_version:-missing})"

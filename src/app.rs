@@ -9,8 +9,8 @@ use crate::config::{Config, StoreConfig};
 use crate::http::{HttpTransport, Transport};
 use crate::live::{Clock, Runtime};
 use crate::store::{
-    Archive, IgorStore, IgorStoreConfig, KeyError, SealedStore, SqliteStore, Store, StoreError,
-    StoreKey,
+    Archive, IgorStore, IgorStoreConfig, KeyError, PostgresStore, SealedStore, SqliteStore, Store,
+    StoreError, StoreKey,
 };
 
 /// Why the configured store cannot be opened.
@@ -41,6 +41,17 @@ pub enum OpenError {
     /// The Igor store's settings are refused.
     #[error(transparent)]
     Igor(StoreError),
+    /// The PostgreSQL URL's variable is not set.
+    #[error("the postgres url is read from ${0}, which is not set")]
+    UrlUnset(String),
+    /// The PostgreSQL store's settings are refused.
+    #[error("${var}: {source}")]
+    Postgres {
+        /// The variable holding the URL.
+        var: String,
+        /// What is wrong with it.
+        source: StoreError,
+    },
 }
 
 type Result<T> = std::result::Result<T, OpenError>;
@@ -94,7 +105,41 @@ fn open_backend(config: &Config) -> Result<Arc<dyn Store>> {
                 .map_err(OpenError::Igor)?,
             )
         }
+        StoreConfig::Postgres { url_env, pool, .. } => {
+            let url = std::env::var(url_env).map_err(|_| OpenError::UrlUnset(url_env.clone()))?;
+            register_url_password(&url);
+            let store = PostgresStore::new(&url, *pool).map_err(|source| OpenError::Postgres {
+                var: url_env.clone(),
+                source,
+            })?;
+            start_migrations(&store);
+            Arc::new(store)
+        }
     })
+}
+
+/// Registers the password of a PostgreSQL URL (URL or `key=value` form) for redaction.
+fn register_url_password(url: &str) {
+    if let Ok(config) = url.parse::<tokio_postgres::Config>() {
+        if let Some(password) = config.get_password() {
+            if let Ok(password) = std::str::from_utf8(password) {
+                crate::secret::register(password);
+            }
+        }
+    }
+}
+
+/// Applies the store's migrations in the background as the process starts, when a
+/// runtime is running; the first operation waits for them (or applies them itself).
+fn start_migrations(store: &PostgresStore) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let store = store.clone();
+        runtime.spawn(async move {
+            if let Err(error) = store.migrate().await {
+                tracing::warn!(%error, "The postgres store's schema is not ready yet");
+            }
+        });
+    }
 }
 
 /// Opens the store only if it already exists (commands that must write nothing).
@@ -117,16 +162,21 @@ pub fn lock_dir(config: &Config) -> PathBuf {
             name.push(".locks");
             db.with_file_name(name)
         }
-        StoreConfig::Igor { .. } => config.resolve_path(std::path::Path::new(".healthpull-locks")),
+        StoreConfig::Igor { .. } | StoreConfig::Postgres { .. } => {
+            config.resolve_path(std::path::Path::new(".healthpull-locks"))
+        }
     }
 }
 
 /// The archive of entries, coverage, run statuses and budgets: the embedded store's own
-/// file, or with the Igor store an embedded file beside it (`store.archive`).
+/// file, or with the Igor and PostgreSQL stores an embedded file beside them
+/// (`store.archive`).
 pub fn open_archive(config: &Config) -> Result<Arc<dyn Archive>> {
     let path = match &config.store {
         StoreConfig::Embedded { path, .. } => config.resolve_path(path),
-        StoreConfig::Igor { archive, .. } => config.resolve_path(archive),
+        StoreConfig::Igor { archive, .. } | StoreConfig::Postgres { archive, .. } => {
+            config.resolve_path(archive)
+        }
     };
     Ok(Arc::new(SqliteStore::open(&path).map_err(|source| {
         OpenError::Embedded {

@@ -83,6 +83,24 @@ pub enum StoreConfig {
         #[serde(default)]
         key_env: Option<String>,
     },
+    /// A PostgreSQL database.
+    Postgres {
+        /// Environment variable holding the connection URL
+        /// (`postgresql://user:password@host:port/dbname`), which carries the password.
+        #[serde(default = "default_postgres_url_env")]
+        url_env: String,
+        /// Connections kept open at most.
+        #[serde(default = "default_postgres_pool")]
+        pool: usize,
+        /// The embedded file that holds the archive of entries, coverage and budgets
+        /// beside the tree.
+        #[serde(default = "default_archive")]
+        archive: PathBuf,
+        /// Environment variable holding the key (32 bytes, base64 or hex) that encrypts
+        /// tokens, PKCE verifiers and client secrets at rest; unset: stored in plain text.
+        #[serde(default)]
+        key_env: Option<String>,
+    },
 }
 
 impl Default for StoreConfig {
@@ -98,9 +116,9 @@ impl StoreConfig {
     /// The environment variable holding the at-rest key, when one is configured.
     pub fn key_env(&self) -> Option<&str> {
         match self {
-            StoreConfig::Embedded { key_env, .. } | StoreConfig::Igor { key_env, .. } => {
-                key_env.as_deref()
-            }
+            StoreConfig::Embedded { key_env, .. }
+            | StoreConfig::Igor { key_env, .. }
+            | StoreConfig::Postgres { key_env, .. } => key_env.as_deref(),
         }
     }
 }
@@ -225,6 +243,13 @@ fn default_archive() -> PathBuf {
 fn default_password_env() -> String {
     "HEALTHPULL_IGOR_PASSWORD".to_owned()
 }
+fn default_postgres_url_env() -> String {
+    "HEALTHPULL_DATABASE_URL".to_owned()
+}
+fn default_postgres_pool() -> usize {
+    8
+}
+
 fn default_header_timeout() -> u64 {
     10
 }
@@ -424,5 +449,51 @@ impl Config {
                 known: self.plugin_names().join(", "),
             })?;
         Ok(provider::load(&path, &overrides)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("healthpull.yaml");
+        std::fs::write(&path, text).expect("write the config");
+        Config::load(Some(&path))
+    }
+
+    /// A number inside the internally tagged `store` (read through serde's buffered
+    /// content, with serde_json's `arbitrary_precision` on).
+    #[test]
+    fn a_postgres_store_reads_its_url_variable_and_pool_size() {
+        let config = load("store: {kind: postgres, url_env: HP_DB, pool: 4}\n").expect("config");
+        let StoreConfig::Postgres {
+            url_env,
+            pool,
+            key_env,
+            ..
+        } = config.store
+        else {
+            panic!("not postgres: {:?}", config.store);
+        };
+        assert_eq!((url_env.as_str(), pool, key_env), ("HP_DB", 4, None));
+
+        let config = load("store:\n  kind: postgres\n  key_env: HP_KEY\n").expect("config");
+        let StoreConfig::Postgres { url_env, pool, .. } = &config.store else {
+            panic!("not postgres: {:?}", config.store);
+        };
+        assert_eq!((url_env.as_str(), *pool), ("HEALTHPULL_DATABASE_URL", 8));
+        assert_eq!(config.store.key_env(), Some("HP_KEY"));
+    }
+
+    #[test]
+    fn a_pool_size_must_be_a_whole_number() {
+        for bad in ["pool: 2.5", "pool: -1", "pool: four", "url: postgresql://x"] {
+            let error = load(&format!("store: {{kind: postgres, {bad}}}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("healthpull.yaml: "), "{bad}: {error}");
+        }
     }
 }

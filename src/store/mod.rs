@@ -1,15 +1,19 @@
 //! Stores: one interface over Igor's database tree, so the engine reads settings and
 //! tokens and writes sensor data the same way whether the tree lives in an embedded
-//! SQLite file ([`SqliteStore`]) or in a running Igor server ([`IgorStore`]).
+//! SQLite file ([`SqliteStore`]), a PostgreSQL database ([`PostgresStore`]) or a running
+//! Igor server ([`IgorStore`]). The embedded and PostgreSQL stores have one semantics
+//! (same values back, same errors, transactions); Igor keeps leaf text and has no
+//! transactions, as the methods below say.
 //!
 //! Paths are Igor's, relative to its `/data` root and slash-separated
 //! (`identities/jack/plugindata/fitbit/token`); every step must be a plain element name
 //! (`^[a-zA-Z_][-_.a-zA-Z0-9]*$`), which keeps paths free of XPath syntax.
 //!
-//! [`SealedStore`] wraps either backend and encrypts secret leaves at rest.
+//! [`SealedStore`] wraps any backend and encrypts secret leaves at rest.
 
 pub mod archive;
 mod igor;
+mod postgres;
 mod sealed;
 mod sqlite;
 
@@ -19,6 +23,7 @@ use serde_json::Value;
 
 pub use self::archive::Archive;
 pub use self::igor::{IgorStore, IgorStoreConfig};
+pub use self::postgres::PostgresStore;
 pub use self::sealed::{KeyError, SEALED, SEALED_PREFIX, SealedStore, StoreKey};
 pub use self::sqlite::SqliteStore;
 
@@ -31,15 +36,19 @@ pub trait Store: Send + Sync + 'static {
     /// The subtree at `path`, `None` if it does not exist.
     ///
     /// Readers must accept a string where a number was written: the Igor backend keeps
-    /// leaf text verbatim (`"75.3"`), the embedded one returns what was written (`75.3`).
+    /// leaf text verbatim (`"75.3"`), the embedded and PostgreSQL ones return what was
+    /// written (`75.3`).
     async fn get(&self, path: &str) -> Result<Option<Value>, StoreError>;
 
     /// Replaces the whole subtree at `path` atomically, creating missing parents; never
-    /// touches siblings or the parents' other children.
+    /// touches siblings or the parents' other children. The embedded and PostgreSQL
+    /// stores refuse a write below a stored list, number, string or `true`
+    /// ([`StoreError::NotAContainer`]); Igor applies its own rules there.
     async fn put(&self, path: &str, value: &Value) -> Result<(), StoreError>;
 
-    /// The subtrees at `paths`, in order, read together: the embedded store reads them
-    /// in one transaction (one consistent view); the Igor store one after the other.
+    /// The subtrees at `paths`, in order, read together: the embedded and PostgreSQL
+    /// stores read them in one transaction (one consistent view); the Igor store one
+    /// after the other.
     async fn get_many(&self, paths: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
         let mut values = Vec::with_capacity(paths.len());
         for path in paths {
@@ -49,7 +58,7 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Replaces the subtree at each path, in order, as [`Store::put`] does. The embedded
-    /// store writes them in one transaction: all of them or none. Igor has no
+    /// and PostgreSQL stores write them in one transaction: all of them or none. Igor has no
     /// transactions; there they are written one after the other and a failure stops at
     /// the write that failed.
     async fn put_many(&self, writes: &[(&str, &Value)]) -> Result<(), StoreError> {
@@ -69,10 +78,11 @@ pub trait Store: Send + Sync + 'static {
     /// Makes earlier writes durable now. Igor saves its database lazily, so callers
     /// invoke this after writing tokens; the embedded store's writes are durable already,
     /// and it checkpoints and empties its write-ahead log here, so that old copies of a
-    /// token do not linger in the `-wal` file.
+    /// token do not linger in the `-wal` file. PostgreSQL's commits are durable: nothing
+    /// to do.
     async fn save(&self) -> Result<(), StoreError>;
 
-    /// A short name for messages (`"embedded"`, `"igor"`).
+    /// A short name for messages (`"embedded"`, `"postgres"`, `"igor"`).
     fn kind(&self) -> &'static str;
 }
 
@@ -201,6 +211,42 @@ pub enum StoreError {
     /// The Igor store configuration is unusable.
     #[error("igor store configuration: {0}")]
     Config(String),
+
+    /// The PostgreSQL store configuration (URL, pool size) is unusable.
+    #[error("postgres store configuration: {0}")]
+    PostgresConfig(String),
+
+    /// A PostgreSQL statement or transaction failed.
+    #[error("postgres store {target}: cannot {action}: {source}")]
+    Postgres {
+        /// The database as `user@host:port/dbname` (never the password).
+        target: String,
+        /// What was being done, with the path if there is one.
+        action: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// No connection to PostgreSQL could be had from the pool.
+    #[error("postgres store {target}: cannot {action}: no connection: {message}")]
+    PostgresPool {
+        /// The database as `user@host:port/dbname`.
+        target: String,
+        /// What was being done.
+        action: String,
+        /// Why (connection refused, authentication failed, timeout), secrets redacted.
+        message: String,
+    },
+
+    /// The PostgreSQL database holds something this version cannot read.
+    #[error("postgres store {target}: {detail}")]
+    PostgresSchema {
+        /// The database as `user@host:port/dbname`.
+        target: String,
+        /// What is wrong.
+        detail: String,
+    },
 
     /// The embedded store's thread did not finish the operation (it panicked, or the
     /// store was closed).

@@ -458,7 +458,7 @@ pub(super) fn sqlite_error(
 }
 
 /// The row path component for an object key.
-fn component(key: &str) -> String {
+pub(super) fn component(key: &str) -> String {
     if is_element_name(key) {
         key.to_owned()
     } else {
@@ -468,7 +468,7 @@ fn component(key: &str) -> String {
 
 /// The bounds of the row paths strictly below `path`: `[path/, path0)`, since `0`
 /// follows `/` in byte order.
-fn descendant_bounds(path: &str) -> (String, String) {
+pub(super) fn descendant_bounds(path: &str) -> (String, String) {
     (format!("{path}/"), format!("{path}0"))
 }
 
@@ -615,7 +615,7 @@ fn write_subtree(
 }
 
 /// Whether Igor would print `value` as an element without text or children.
-fn is_empty_element(value: &Value) -> bool {
+pub(super) fn is_empty_element(value: &Value) -> bool {
     match value {
         Value::Null | Value::Bool(false) => true,
         Value::String(text) => text.is_empty(),
@@ -623,7 +623,7 @@ fn is_empty_element(value: &Value) -> bool {
     }
 }
 
-fn describe(value: &Value) -> &'static str {
+pub(super) fn describe(value: &Value) -> &'static str {
     match value {
         Value::Array(_) => "a list",
         Value::String(_) => "a string",

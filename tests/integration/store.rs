@@ -1120,3 +1120,754 @@ async fn igor_without_capabilities_gets_every_missing_level_and_saves_on_stop() 
     );
     drop(igor);
 }
+
+// ---------------------------------------------------------------------------------------
+// The store contract, run against every backend: embedded, Igor (a real igor-iot 0.99.1)
+// and PostgreSQL (a real server, see support::postgres)
+// ---------------------------------------------------------------------------------------
+
+/// `xml` as Igor prints it back: an element without text or children as `<tag/>` (the
+/// conversion of `null`, `false` and `""` writes `<tag></tag>`, which Igor stores and
+/// then prints in the short form).
+fn igor_printed(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(close) = rest.find("></") {
+        let (before, after) = rest.split_at(close);
+        let open = before.rfind('<').expect("an open tag");
+        let name = before[open + 1..].split(' ').next().expect("a name");
+        let end = format!("></{name}>");
+        if !before[open..].starts_with("</") && after.starts_with(&end) {
+            out.push_str(before);
+            out.push_str("/>");
+            rest = &after[end.len()..];
+        } else {
+            out.push_str(&rest[..close + 1]);
+            rest = &rest[close + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A store under test, with what keeps it alive.
+struct Backend {
+    store: Arc<dyn Store>,
+    /// The element every path of the test goes below (Igor's server is shared by tests).
+    base: String,
+    /// Whether reads give back the JSON written (embedded, PostgreSQL) rather than Igor's
+    /// verbatim leaf text, which is then compared as the XML Igor prints.
+    typed: bool,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+impl Backend {
+    /// `path` below the test's base element.
+    fn at(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
+    /// Reads `path` (below the base) and checks it holds `expected`: exactly, key order
+    /// and number text included, where reads are typed; as the same Igor XML elsewhere.
+    async fn assert_holds(&self, path: &str, expected: Option<&Value>) {
+        let full = self.at(path);
+        let got = self
+            .store
+            .get(&full)
+            .await
+            .unwrap_or_else(|error| panic!("{} get {full}: {error}", self.store.kind()));
+        self.assert_same(&full, got.as_ref(), expected);
+    }
+
+    /// The XML export of `value` under `tag`: Igor's conversion, as Igor prints it back
+    /// where Igor holds the tree.
+    fn expected_xml(&self, tag: &str, value: &Value) -> String {
+        let xml = to_igor_xml(tag, value);
+        if self.typed { xml } else { igor_printed(&xml) }
+    }
+
+    fn assert_same(&self, path: &str, got: Option<&Value>, expected: Option<&Value>) {
+        let kind = self.store.kind();
+        let tag = path.rsplit('/').next().expect("a tag");
+        match (got, expected) {
+            (Some(got), Some(expected)) if self.typed => {
+                assert_eq!(got, expected, "{kind} {path}");
+                assert_eq!(
+                    serde_json::to_string(got).expect("json"),
+                    serde_json::to_string(expected).expect("json"),
+                    "{kind} {path}: key order and number text survive"
+                );
+            }
+            (Some(got), Some(expected)) => assert_eq!(
+                igor_printed(&to_igor_xml(tag, got)),
+                igor_printed(&to_igor_xml(tag, expected)),
+                "{kind} {path}"
+            ),
+            (got, expected) => assert_eq!(got, expected, "{kind} {path}"),
+        }
+    }
+}
+
+mod backend {
+    use super::*;
+    use crate::support::postgres::TestDatabase;
+
+    pub async fn embedded(contract: &str) -> Option<Backend> {
+        let (dir, store) = temp_store();
+        Some(Backend {
+            store: Arc::new(store),
+            base: format!("sensors/{contract}"),
+            typed: true,
+            _keep: Box::new(dir),
+        })
+    }
+
+    /// Igor without access control, shared by the tests: each contract writes below its
+    /// own element, which is emptied first (a rerun in the same server starts clean).
+    pub async fn igor(contract: &str) -> Option<Backend> {
+        let igor = Igor::shared(IgorOptions {
+            capabilities: false,
+        });
+        let store = igor_store(igor, "anyone", "anything");
+        let base = format!("sensors/{contract}");
+        store.delete(&base).await.expect("empty the test's element");
+        Some(Backend {
+            store: Arc::new(store),
+            base,
+            typed: false,
+            _keep: Box::new(()),
+        })
+    }
+
+    pub async fn postgres(contract: &str) -> Option<Backend> {
+        let database = TestDatabase::create(&format!("store::{contract}::postgres")).await?;
+        let store = healthpull::store::PostgresStore::connect(&database.url, 4)
+            .await
+            .unwrap_or_else(|error| panic!("connect to {}: {error}", database.name));
+        Some(Backend {
+            store: Arc::new(store),
+            base: format!("sensors/{contract}"),
+            typed: true,
+            _keep: Box::new(database),
+        })
+    }
+}
+
+/// One test per backend named, each running the contract `$contract` on a fresh store.
+macro_rules! contract {
+    ($contract:ident: $($backend:ident),+) => {
+        mod $contract {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $backend() {
+                    if let Some(backend) = super::backend::$backend(stringify!($contract)).await {
+                        super::$contract(backend).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+contract!(contract_round_trip: embedded, igor, postgres);
+contract!(contract_put_replaces_subtree_keeps_siblings: embedded, igor, postgres);
+contract!(contract_put_many_is_all_or_nothing: embedded, postgres);
+contract!(contract_get_many_reads_in_order: embedded, igor, postgres);
+contract!(contract_export_xml_is_igors: embedded, igor, postgres);
+contract!(contract_refuses_bad_paths: embedded, igor, postgres);
+contract!(contract_not_a_container: embedded, postgres);
+contract!(contract_several_writers: embedded, igor, postgres);
+
+/// Values come back as written; a leaf replaces an object; deletes are idempotent; a
+/// parent assembles its children in the order they were created.
+async fn contract_round_trip(b: Backend) {
+    let path = b.at("jack/token");
+    assert_eq!(b.store.get(&path).await.expect("get"), None);
+    let value = json!({
+        "token": token(),
+        "numbers": [0, -3, 1551400000000_u64, 23.0, 75.3, 1e20, 18446744073709551615_u64],
+        "flags": {"yes": true, "no": false, "nothing": null, "empty": "", "obj": {}},
+        "nested": [[1, 2], {"a": [{"b": "007"}]}],
+        "text": "<tag> & \"quotes\" é ☃"
+    });
+    b.store.put(&path, &value).await.expect("put");
+    b.assert_holds("jack/token", Some(&value)).await;
+    b.assert_holds("jack/token/token/user_id", Some(&json!("7ABCDE")))
+        .await;
+    b.assert_holds("jack/token/token/scope/x", None).await;
+    if b.typed {
+        // Igor stores a list as repeated elements, which a path cannot read as one.
+        b.assert_holds(
+            "jack/token/token/scope",
+            Some(&json!(["weight", "heartrate"])),
+        )
+        .await;
+        // Keys that are not element names (Igor keeps them in `_e` elements, which read
+        // back as such) and text Igor cannot hold (NUL).
+        let odd = json!({
+            "1abc": 1, "a/b": 2, "~x": 3, "": 4, "_e": 5, "nul\u{0}key": 6, "a b": {"c": 7},
+            "text": "nul \u{0} end"
+        });
+        b.store
+            .put(&b.at("jack/odd"), &odd)
+            .await
+            .expect("put odd keys");
+        b.assert_holds("jack/odd", Some(&odd)).await;
+    }
+
+    b.store
+        .put(&path, &json!("just text"))
+        .await
+        .expect("put a leaf");
+    b.assert_holds("jack/token", Some(&json!("just text")))
+        .await;
+    b.store.delete(&path).await.expect("delete");
+    b.assert_holds("jack/token", None).await;
+    b.store
+        .delete(&path)
+        .await
+        .expect("deleting what is absent");
+    b.store
+        .delete(&b.at("never/was/here"))
+        .await
+        .expect("deleting what is absent");
+
+    for (key, child) in [
+        ("token", token()),
+        ("methods", json!("get_bodyweight,get_bodyfat")),
+        ("period", json!("1m")),
+    ] {
+        b.store
+            .put(&b.at(&format!("jill/{key}")), &child)
+            .await
+            .expect("put a child");
+    }
+    let expected =
+        json!({"token": token(), "methods": "get_bodyweight,get_bodyfat", "period": "1m"});
+    b.assert_holds("jill", Some(&expected)).await;
+    let jill = b
+        .store
+        .get(&b.at("jill"))
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        jill.as_object().expect("object").keys().collect::<Vec<_>>(),
+        ["token", "methods", "period"],
+        "{}: children in the order they were created",
+        b.store.kind()
+    );
+    b.store.save().await.expect("save");
+}
+
+/// A put replaces the whole subtree in its place among its siblings, creates missing
+/// parents, and touches nothing else; an empty element takes children.
+async fn contract_put_replaces_subtree_keeps_siblings(b: Backend) {
+    let put = |path: &str, value: Value| {
+        let store = Arc::clone(&b.store);
+        let path = b.at(path);
+        async move {
+            store
+                .put(&path, &value)
+                .await
+                .unwrap_or_else(|error| panic!("put {path}: {error}"));
+        }
+    };
+    put("a/b", json!({"x": 1, "y": {"z": 2}})).await;
+    put("a/c", json!(3)).await;
+    put("a/b/y/w", json!(4)).await;
+    b.assert_holds(
+        "a",
+        Some(&json!({"b": {"x": 1, "y": {"z": 2, "w": 4}}, "c": 3})),
+    )
+    .await;
+
+    put("a/b", json!({"q": [1, 2]})).await;
+    b.assert_holds("a", Some(&json!({"b": {"q": [1, 2]}, "c": 3})))
+        .await;
+    put("a/c", json!({"deeper": true})).await;
+    if b.typed {
+        put("a/b/q", json!("text")).await;
+    } else {
+        // Igor stores a list as repeated elements, which one path cannot replace.
+        put("a/b", json!({"q": "text"})).await;
+    }
+    b.assert_holds(
+        "a",
+        Some(&json!({"b": {"q": "text"}, "c": {"deeper": true}})),
+    )
+    .await;
+
+    put("a", json!({"only": 1})).await;
+    b.assert_holds("a", Some(&json!({"only": 1}))).await;
+    b.assert_holds("a/b", None).await;
+
+    put("n", json!(null)).await;
+    put("n/kid", json!(1)).await;
+    b.assert_holds("n", Some(&json!({"kid": 1}))).await;
+    put("e", json!("")).await;
+    put("e/kid", json!(2)).await;
+    b.assert_holds("e", Some(&json!({"kid": 2}))).await;
+
+    b.store.delete(&b.at("a/only")).await.expect("delete");
+    b.assert_holds("a", Some(&json!({}))).await;
+    put("a/x", json!(1)).await;
+    b.store.delete(&b.at("a")).await.expect("delete a subtree");
+    b.assert_holds("a/x", None).await;
+    b.assert_holds("n/kid", Some(&json!(1))).await;
+}
+
+/// A put_many writes every subtree or none (Igor has no transactions: not run there).
+async fn contract_put_many_is_all_or_nothing(b: Backend) {
+    b.store.put(&b.at("kept"), &json!(1)).await.expect("put");
+    let tree = json!({"x": {"y": 2}});
+    let status = json!("now");
+    b.store
+        .put_many(&[(&b.at("tree"), &tree), (&b.at("status/last"), &status)])
+        .await
+        .expect("both");
+    b.assert_holds("tree", Some(&tree)).await;
+    b.assert_holds("status/last", Some(&status)).await;
+
+    // The third write cannot go below a number: the first two are not written either.
+    let error = b
+        .store
+        .put_many(&[
+            (&b.at("new"), &json!(3)),
+            (&b.at("tree"), &json!("replaced")),
+            (&b.at("kept/below"), &json!(4)),
+        ])
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&error, StoreError::NotAContainer { ancestor, .. } if *ancestor == b.at("kept")),
+        "{error}"
+    );
+    b.assert_holds("new", None).await;
+    b.assert_holds("tree", Some(&tree)).await;
+    b.assert_holds("kept", Some(&json!(1))).await;
+    b.store.put_many(&[]).await.expect("nothing to write");
+}
+
+/// get_many answers each path in order, `None` for the absent ones.
+async fn contract_get_many_reads_in_order(b: Backend) {
+    let tree = json!({"x": {"y": 2}});
+    b.store.put(&b.at("tree"), &tree).await.expect("put");
+    b.store
+        .put(&b.at("leaf"), &json!("text"))
+        .await
+        .expect("put");
+    let paths = [b.at("leaf"), b.at("absent"), b.at("tree"), b.at("tree/x")];
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let values = b.store.get_many(&refs).await.expect("get_many");
+    assert_eq!(values.len(), 4);
+    let expected = [
+        Some(json!("text")),
+        None,
+        Some(tree.clone()),
+        Some(json!({"y": 2})),
+    ];
+    for ((path, got), expected) in paths.iter().zip(&values).zip(&expected) {
+        b.assert_same(path, got.as_ref(), expected.as_ref());
+    }
+    let one = b.store.get_many(&[&b.at("leaf")]).await.expect("get_many");
+    b.assert_same(&b.at("leaf"), one[0].as_ref(), Some(&json!("text")));
+    assert!(b.store.get_many(&[]).await.expect("nothing").is_empty());
+}
+
+/// export_xml gives what Igor prints for the element (for Igor itself, what it stored).
+async fn contract_export_xml_is_igors(b: Backend) {
+    b.store
+        .put(&b.at("jack"), &raw_weight())
+        .await
+        .expect("put");
+    assert_eq!(
+        b.store
+            .export_xml(&b.at("jack"))
+            .await
+            .expect("export")
+            .as_deref(),
+        Some(RAW_WEIGHT_XML),
+        "{}",
+        b.store.kind()
+    );
+    let values = [
+        ("token", token()),
+        ("client_id", json!("0123456")),
+        (
+            "jill",
+            json!({"body-weight": [{"value": 75.0, "dateTime": "2026-11-01"}, {"value": 74.5, "dateTime": "2026-11-02"}],
+                   "a b": {"c": null}, "flags": [true, false], "none": [], "list": [[1, 2]]}),
+        ),
+        ("empty", json!({})),
+        ("nothing", json!(null)),
+        ("text", json!("<&> \"é\"")),
+    ];
+    for (tag, value) in &values {
+        let path = b.at(tag);
+        b.store.put(&path, value).await.expect("put");
+        assert_eq!(
+            b.store.export_xml(&path).await.expect("export"),
+            Some(b.expected_xml(tag, value)),
+            "{} {path}",
+            b.store.kind()
+        );
+    }
+    // A parent assembled from separate writes exports as one element.
+    let mut parent = serde_json::Map::new();
+    parent.insert("jack".to_owned(), raw_weight());
+    for (tag, value) in &values {
+        parent.insert((*tag).to_owned(), value.clone());
+    }
+    let tag = b.base.rsplit('/').next().expect("tag").to_owned();
+    assert_eq!(
+        b.store.export_xml(&b.base).await.expect("export"),
+        Some(b.expected_xml(&tag, &Value::Object(parent))),
+        "{}",
+        b.store.kind()
+    );
+    assert_eq!(
+        b.store.export_xml(&b.at("nobody")).await.expect("export"),
+        None
+    );
+}
+
+/// Paths that are not plain element names, and trees Igor cannot hold, are refused
+/// before anything is written.
+async fn contract_refuses_bad_paths(b: Backend) {
+    for bad in ["", "/a", "a/", "a//b", "1abc", "a/b c", "a/b[1]", "a/../b"] {
+        let message = b.store.get(bad).await.expect_err(bad).to_string();
+        assert!(message.starts_with("invalid store path"), "{message}");
+        b.store.put(bad, &json!(1)).await.expect_err(bad);
+        b.store.delete(bad).await.expect_err(bad);
+        b.store.export_xml(bad).await.expect_err(bad);
+        b.store.get_many(&[bad]).await.expect_err(bad);
+    }
+    let path = b.at("attr");
+    let error = b
+        .store
+        .put(&path, &json!({"@unit": "kg", "#text": "75.3"}))
+        .await
+        .expect_err("attributes cannot be written from JSON");
+    assert!(
+        matches!(error, StoreError::Unrepresentable { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("cannot store {path}: ")),
+        "{error}"
+    );
+    b.assert_holds("attr", None).await;
+}
+
+/// A write below a stored list, number, string or `true` is refused, naming the
+/// ancestor in the way (Igor applies its own rules there: not run on Igor).
+async fn contract_not_a_container(b: Backend) {
+    for (leaf, kind) in [
+        (json!([1, 2]), "a list"),
+        (json!(3), "a number"),
+        (json!("text"), "a string"),
+        (json!(true), "a boolean"),
+    ] {
+        b.store.put(&b.at("s/leaf"), &leaf).await.expect("put");
+        let path = b.at("s/leaf/x/y");
+        let error = b
+            .store
+            .put(&path, &json!(1))
+            .await
+            .expect_err("below a leaf");
+        assert!(
+            matches!(error, StoreError::NotAContainer { .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot write {path}: {} holds {kind}, not a container of elements",
+                b.at("s/leaf")
+            )
+        );
+        b.assert_holds("s/leaf", Some(&leaf)).await;
+    }
+}
+
+/// Many tasks writing at once: every write lands whole, readers see whole children only,
+/// and a parent created by several writers at once is created once.
+async fn contract_several_writers(b: Backend) {
+    const WRITERS: usize = 24;
+    let store = Arc::clone(&b.store);
+    // Igor creates a missing parent with a PUT that would replace one created meanwhile
+    // (see IgorStore): the shared parents exist before the writers start.
+    if !b.typed {
+        store.put(&b.at("many"), &json!({})).await.expect("put");
+        store.put(&b.at("shared"), &json!({})).await.expect("put");
+    }
+    let mut tasks = Vec::new();
+    for index in 0..WRITERS {
+        let store = Arc::clone(&store);
+        let many = b.at("many");
+        let shared = b.at("shared/last");
+        tasks.push(tokio::spawn(async move {
+            store
+                .put(
+                    &format!("{many}/user{index}"),
+                    &json!({"n": index, "all": [index, index]}),
+                )
+                .await?;
+            store.put(&shared, &json!(index)).await?;
+            if let Some(Value::Object(users)) = store.get(&many).await? {
+                for (name, user) in users {
+                    let n: u64 = match &user["n"] {
+                        Value::String(text) => text.parse().expect("n"),
+                        number => number.as_u64().expect("n"),
+                    };
+                    assert_eq!(name, format!("user{n}"), "a whole child");
+                    assert_eq!(
+                        to_igor_xml(&name, &user),
+                        to_igor_xml(&name, &json!({"n": n, "all": [n, n]})),
+                        "a whole child"
+                    );
+                }
+            }
+            Ok::<_, StoreError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("store operations");
+    }
+    let users = store
+        .get(&b.at("many"))
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(users.as_object().expect("object").len(), WRITERS);
+    for index in 0..WRITERS {
+        b.assert_holds(
+            &format!("many/user{index}"),
+            Some(&json!({"n": index, "all": [index, index]})),
+        )
+        .await;
+    }
+    let last = store
+        .get(&b.at("shared/last"))
+        .await
+        .expect("get")
+        .expect("present");
+    let last = match last {
+        Value::String(text) => text.parse::<usize>().expect("a number"),
+        number => number.as_u64().expect("a number") as usize,
+    };
+    assert!(last < WRITERS, "{last}");
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL store: schema, migrations, configuration and errors
+// ---------------------------------------------------------------------------------------
+
+mod postgres {
+    use super::*;
+    use crate::support::postgres::TestDatabase;
+    use healthpull::store::PostgresStore;
+
+    #[tokio::test]
+    async fn rows_hold_json_text_paths_and_sibling_order() {
+        let Some(database) = TestDatabase::create("store::postgres::rows").await else {
+            return;
+        };
+        let store = PostgresStore::connect(&database.url, 2)
+            .await
+            .expect("connect");
+        assert_eq!(store.kind(), "postgres");
+        // Leaves hold serde_json's text of the value, read back as the same value.
+        let written: Value =
+            serde_json::from_str(r#"{"n": 1e20, "odd key": [1, "x"], "t": "007"}"#).expect("json");
+        store.put("a/b", &written).await.expect("put");
+        store.put("a/c", &json!(null)).await.expect("put");
+        let client = database.client().await;
+        let rows: Vec<(String, String, i64, Option<String>)> = client
+            .query(
+                "SELECT path, parent, ord, value FROM healthpull_nodes ORDER BY path",
+                &[],
+            )
+            .await
+            .expect("select")
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect();
+        let row = |path: &str, parent: &str, ord: i64, value: Option<&str>| {
+            (
+                path.to_owned(),
+                parent.to_owned(),
+                ord,
+                value.map(str::to_owned),
+            )
+        };
+        assert_eq!(
+            rows,
+            [
+                row("a", "", 0, None),
+                row("a/b", "a", 0, None),
+                row("a/b/n", "a/b", 0, Some("1e+20")),
+                row("a/b/t", "a/b", 2, Some("\"007\"")),
+                row("a/b/~odd%20key", "a/b", 1, Some("[1,\"x\"]")),
+                row("a/c", "a", 1, Some("null")),
+            ]
+        );
+        // The pool is there for tables kept beside the tree.
+        let pooled = store.pool().get().await.expect("a pooled connection");
+        let count: i64 = pooled
+            .query_one("SELECT count(*) FROM healthpull_nodes", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(count, 6);
+        assert_eq!(store.get("a/b").await.expect("get"), Some(written));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn instances_starting_together_migrate_once() {
+        let Some(database) = TestDatabase::create("store::postgres::migrate").await else {
+            return;
+        };
+        let starts: Vec<_> = (0..6)
+            .map(|_| {
+                let url = database.url.clone();
+                tokio::spawn(async move { PostgresStore::connect(&url, 1).await })
+            })
+            .collect();
+        for start in starts {
+            start.await.expect("task").expect("migrated");
+        }
+        let client = database.client().await;
+        let versions: Vec<i32> = client
+            .query(
+                "SELECT version FROM healthpull_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .expect("select")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(versions, [1]);
+        // A later start applies nothing and keeps the data.
+        let store = PostgresStore::connect(&database.url, 1)
+            .await
+            .expect("connect");
+        store.put("a", &json!(1)).await.expect("put");
+        let again = PostgresStore::connect(&database.url, 1)
+            .await
+            .expect("again");
+        assert_eq!(again.get("a").await.expect("get"), Some(json!(1)));
+
+        // A database written by a newer healthpull is refused, naming the versions.
+        client
+            .execute(
+                "INSERT INTO healthpull_migrations (version) VALUES (99)",
+                &[],
+            )
+            .await
+            .expect("insert");
+        let error = PostgresStore::connect(&database.url, 1)
+            .await
+            .expect_err("newer schema");
+        assert!(
+            matches!(error, StoreError::PostgresSchema { .. }),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .ends_with("schema version 99 is newer than this healthpull understands (1)"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_database_but_never_the_password() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("address").port();
+        drop(closed);
+        let password = "Pg5ecretPassw0rd";
+        let url = format!("postgresql://hp:{password}@127.0.0.1:{port}/health");
+        let store = PostgresStore::new(&url, 2).expect("no connection is made yet");
+        let error = store.get("sensors/x").await.expect_err("nobody listens");
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains(password), "{shown}");
+        assert!(
+            error.to_string().starts_with(&format!(
+                "postgres store hp@127.0.0.1:{port}/health: cannot migrate the schema: no connection: "
+            )),
+            "{error}"
+        );
+        assert!(!format!("{store:?}").contains(password));
+
+        let error = PostgresStore::new(&format!("postgresql://hp:{password}@db:port/x"), 2)
+            .expect_err("bad port");
+        assert!(
+            !format!("{error} {error:?}").contains(password),
+            "{error:?}"
+        );
+    }
+
+    /// The binary with `store: {kind: postgres}`: writes through the configured URL
+    /// variable and reads back what it wrote.
+    #[tokio::test]
+    async fn the_configured_store_is_used_by_the_commands() {
+        let Some(database) = TestDatabase::create("store::postgres::configured").await else {
+            return;
+        };
+        let sandbox = crate::support::env::Sandbox::new();
+        let config = format!(
+            "providers_dir: {}\nstore: {{kind: postgres, url_env: HP_TEST_DB, pool: 2}}\n",
+            serde_json::to_string(&crate::support::env::root().join("providers"))
+                .expect("a path as JSON")
+        );
+        std::fs::write(sandbox.config(), config).expect("write the config");
+        let run = |args: &[&str]| {
+            let output = sandbox
+                .command()
+                .args(args)
+                .env("HP_TEST_DB", &database.url)
+                .env_remove("HEALTHPULL_DATABASE_URL")
+                .output()
+                .expect("run healthpull");
+            (
+                output.status,
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        };
+        let (status, _, stderr) = run(&["settings", "withings", "--client-id", "0123456"]);
+        assert!(status.success(), "settings: {stderr}");
+        let (status, stdout, stderr) = run(&["export", "plugindata/withings/client_id"]);
+        assert!(status.success(), "export: {stderr}");
+        assert_eq!(stdout, "<client_id>0123456</client_id>\n");
+        let store = PostgresStore::connect(&database.url, 1)
+            .await
+            .expect("connect");
+        assert_eq!(
+            store
+                .get("plugindata/withings/client_id")
+                .await
+                .expect("get"),
+            Some(json!("0123456"))
+        );
+
+        let output = sandbox
+            .command()
+            .args(["export", "plugindata"])
+            .env_remove("HP_TEST_DB")
+            .output()
+            .expect("run healthpull");
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr)
+                .contains("the postgres url is read from $HP_TEST_DB, which is not set"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

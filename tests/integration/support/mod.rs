@@ -4,4 +4,5 @@ pub mod browser;
 pub mod env;
 pub mod fake_provider;
 pub mod igor;
+pub mod postgres;
 pub mod serve_log;

@@ -2857,3 +2857,72 @@ async fn igor_shows_the_merged_recent_window_after_two_syncs() {
         "the archive lives in a file beside the config"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_and_a_cli_fetch_share_the_users_budget_and_double_nothing() {
+    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "hshare", Tuning::Fast).await;
+    // Four calls an hour for the user, counted across processes.
+    let file = live.dir.path().join("providers/fitbit.yaml");
+    let text = std::fs::read_to_string(&file).expect("read the provider copy");
+    let patched = text.replacen(
+        "- { limit: 150, per_seconds: 3600, scope: user }",
+        "- { limit: 4, per_seconds: 3600, scope: user }",
+        1,
+    );
+    assert_ne!(patched, text, "the Fitbit budget line moved");
+    std::fs::write(&file, patched).expect("write the provider copy");
+    let mut config = std::fs::read_to_string(&live.config_path).expect("read the config");
+    config.push_str("schedule: {enabled: true, interval_seconds: 3600, jitter_seconds: 0}\n");
+    std::fs::write(&live.config_path, config).expect("write the config");
+    live.register_app().await;
+    live.seed_token(false).await;
+    live.fake.set_rate_limit(None);
+    let today = Utc::now().date_naive();
+    let first = today - chrono::Duration::days(180);
+    let logs: Vec<Value> = days_from(&first.to_string(), 181)
+        .iter()
+        .map(|d| weight_log(d, 80.0))
+        .collect();
+    live.fake.seed_fitbit_weight(FAKE_USER, logs);
+
+    let serve = Serve::start(&live).await;
+    // Six windows of 31 days asked at once with the schedule's sync of the last days.
+    let plugin = live.plugin.clone();
+    let (start, end) = (format!("base_date={first}"), format!("end_date={today}"));
+    let out = live
+        .run(&[
+            "fetch",
+            &plugin,
+            "--user",
+            USER,
+            "--methods",
+            "get_bodyweight",
+            "--set",
+            &start,
+            "--set",
+            &end,
+        ])
+        .await;
+    wait_until(Duration::from_secs(30), "the scheduled sync", || {
+        serve
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains("Scheduled fetch")
+    })
+    .await;
+    serve.stop(&live).await;
+    assert!(
+        out.stderr.contains("rate budget exhausted"),
+        "the fetch ran into the shared budget: {}",
+        out.stderr
+    );
+    let asked = live.weight_windows().len();
+    assert!(
+        asked <= 4,
+        "{asked} calls against a budget of 4 shared by two processes"
+    );
+    let archived = live.archived("body-weight").await;
+    let ids: BTreeSet<String> = archived.iter().map(|e| e["logId"].to_string()).collect();
+    assert_eq!(ids.len(), archived.len(), "an entry archived twice");
+}

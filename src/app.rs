@@ -106,15 +106,20 @@ fn open_backend(config: &Config) -> Result<Arc<dyn Store>> {
             )
         }
         StoreConfig::Postgres { url_env, pool, .. } => {
-            let url = std::env::var(url_env).map_err(|_| OpenError::UrlUnset(url_env.clone()))?;
-            register_url_password(&url);
-            let store = PostgresStore::new(&url, *pool).map_err(|source| OpenError::Postgres {
-                var: url_env.clone(),
-                source,
-            })?;
+            let store = open_postgres(url_env, *pool)?;
             start_migrations(&store);
             Arc::new(store)
         }
+    })
+}
+
+/// The PostgreSQL store at the URL `url_env` holds, with up to `pool` connections.
+fn open_postgres(url_env: &str, pool: usize) -> Result<PostgresStore> {
+    let url = std::env::var(url_env).map_err(|_| OpenError::UrlUnset(url_env.to_owned()))?;
+    register_url_password(&url);
+    PostgresStore::new(&url, pool).map_err(|source| OpenError::Postgres {
+        var: url_env.to_owned(),
+        source,
     })
 }
 
@@ -169,13 +174,15 @@ pub fn lock_dir(config: &Config) -> PathBuf {
 }
 
 /// The archive of entries, coverage, run statuses and budgets: the embedded store's own
-/// file, or with the Igor and PostgreSQL stores an embedded file beside them
-/// (`store.archive`).
+/// file; with the PostgreSQL store, tables in its database (a store of its own on the
+/// same database, so the archive's connections come from a pool of their own); with the
+/// Igor store, an embedded file beside the config (`store.archive`).
 pub fn open_archive(config: &Config) -> Result<Arc<dyn Archive>> {
     let path = match &config.store {
         StoreConfig::Embedded { path, .. } => config.resolve_path(path),
-        StoreConfig::Igor { archive, .. } | StoreConfig::Postgres { archive, .. } => {
-            config.resolve_path(archive)
+        StoreConfig::Igor { archive, .. } => config.resolve_path(archive),
+        StoreConfig::Postgres { url_env, pool, .. } => {
+            return Ok(Arc::new(open_postgres(url_env, *pool)?));
         }
     };
     Ok(Arc::new(SqliteStore::open(&path).map_err(|source| {

@@ -92,10 +92,6 @@ pub enum StoreConfig {
         /// Connections kept open at most.
         #[serde(default = "default_postgres_pool")]
         pool: usize,
-        /// The embedded file that holds the archive of entries, coverage and budgets
-        /// beside the tree.
-        #[serde(default = "default_archive")]
-        archive: PathBuf,
         /// Environment variable holding the key (32 bytes, base64 or hex) that encrypts
         /// tokens, PKCE verifiers and client secrets at rest; unset: stored in plain text.
         #[serde(default)]

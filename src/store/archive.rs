@@ -186,11 +186,13 @@ fn label() -> StorePath {
     }
 }
 
-fn day_text(day: NaiveDate) -> String {
+/// A day as the archive stores it (`YYYY-MM-DD`, which sorts as text).
+pub(super) fn day_text(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
-fn parse_day(text: Option<String>) -> Option<NaiveDate> {
+/// A stored day back (`None` for a whole output's).
+pub(super) fn parse_day(text: Option<String>) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(text.as_deref()?, "%Y-%m-%d").ok()
 }
 
@@ -199,6 +201,49 @@ fn corrupt(file: &std::path::Path, detail: String) -> StoreError {
         file: file.to_path_buf(),
         detail,
     }
+}
+
+/// A stored coverage span back: its first and last day and the RFC 3339 instant its
+/// fetch ended.
+pub(super) fn parse_span(start: String, end: String, fetched_at: &str) -> Option<Span> {
+    Some(Span {
+        start: parse_day(Some(start))?,
+        end: parse_day(Some(end))?,
+        fetched_at: DateTime::parse_from_rfc3339(fetched_at)
+            .ok()?
+            .with_timezone(&Utc),
+    })
+}
+
+/// When a budget of `limit` calls per `per_seconds` allows a call again, given the calls
+/// still in its window, newest first; `None` if it does now. With `limit` calls in the
+/// window, one frees when the oldest that keeps the count at the limit leaves it.
+pub(super) fn next_free(calls_newest_first: &[f64], limit: u32, per_seconds: f64) -> Option<f64> {
+    calls_newest_first
+        .get(
+            usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(1),
+        )
+        .filter(|_| calls_newest_first.len() >= limit as usize)
+        .map(|at| at + per_seconds)
+}
+
+/// The coverage of a method after a window: the stored spans with the window added,
+/// compacted with the user's zone and the method's settling window.
+pub(super) fn covered_after(
+    stored: Vec<Span>,
+    commit: &Commit,
+    window: (NaiveDate, NaiveDate),
+) -> Coverage {
+    let mut coverage = Coverage::from_spans(stored);
+    coverage.add(Span {
+        start: window.0,
+        end: window.1,
+        fetched_at: commit.fetched_at,
+    });
+    coverage.compact(commit.zone, commit.settle);
+    coverage
 }
 
 fn read_spans(
@@ -225,16 +270,7 @@ fn read_spans(
     let mut spans = Vec::new();
     for row in rows {
         let (start, end, fetched_at) = row.map_err(&error)?;
-        let span = (|| {
-            Some(Span {
-                start: parse_day(Some(start))?,
-                end: parse_day(Some(end))?,
-                fetched_at: DateTime::parse_from_rfc3339(&fetched_at)
-                    .ok()?
-                    .with_timezone(&Utc),
-            })
-        })()
-        .ok_or_else(|| {
+        let span = parse_span(start, end, &fetched_at).ok_or_else(|| {
             corrupt(
                 file,
                 format!("unreadable coverage of {}/{}/{}", key.0, key.1, key.2),
@@ -429,13 +465,7 @@ fn commit_in(
             commit.user.as_str(),
             commit.method.as_str(),
         );
-        let mut coverage = Coverage::from_spans(read_spans(&transaction, file, key)?);
-        coverage.add(Span {
-            start: window.0,
-            end: window.1,
-            fetched_at: commit.fetched_at,
-        });
-        coverage.compact(commit.zone, commit.settle);
+        let coverage = covered_after(read_spans(&transaction, file, key)?, commit, window);
         write_spans(&transaction, file, key, &coverage)?;
     }
     transaction.commit().map_err(&error)?;
@@ -713,16 +743,7 @@ impl Archive for SqliteStore {
                 .map_err(&error)?
                 .collect::<Result<_, _>>()
                 .map_err(&error)?;
-            // With `limit` calls in the window, one frees when the oldest that keeps the
-            // count at the limit leaves it.
-            Ok(calls
-                .get(
-                    usize::try_from(limit)
-                        .unwrap_or(usize::MAX)
-                        .saturating_sub(1),
-                )
-                .filter(|_| calls.len() >= limit as usize)
-                .map(|at| at + per_seconds))
+            Ok(next_free(&calls, limit, per_seconds))
         })
         .await
     }
@@ -745,109 +766,5 @@ impl Archive for SqliteStore {
             transaction.commit().map_err(&error)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn d(s: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-    }
-
-    fn weight(id: u64, day: &str, kg: f64) -> NewEntry {
-        NewEntry {
-            output: "body-weight".into(),
-            identity: format!("[{id}]"),
-            at: Some(format!("{day}T07:00:00")),
-            day: Some(d(day)),
-            value: json!({"value": kg, "dateTime": day, "logId": id}),
-        }
-    }
-
-    fn commit(window: (&str, &str), entries: Vec<NewEntry>) -> Commit {
-        Commit {
-            plugin: "fitbit".into(),
-            user: "jack".into(),
-            method: "get_bodyweight".into(),
-            window: Some((d(window.0), d(window.1))),
-            fetched_at: Utc::now(),
-            zone: chrono_tz::UTC,
-            settle: Duration::days(2),
-            deletions: true,
-            entries,
-        }
-    }
-
-    #[tokio::test]
-    async fn entries_are_kept_once_changed_in_place_and_deleted_when_the_provider_drops_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        let first = vec![
-            weight(1, "2026-11-01", 80.0),
-            weight(2, "2026-11-02", 79.5),
-            weight(3, "2026-11-03", 79.0),
-        ];
-        let counts = store
-            .commit(commit(("2026-11-01", "2026-11-03"), first.clone()))
-            .await
-            .unwrap();
-        assert_eq!((counts.added, counts.changed, counts.unchanged), (3, 0, 0));
-        // Fetched again: one changed, one gone, one the same.
-        let again = vec![weight(1, "2026-11-01", 80.0), weight(3, "2026-11-03", 78.8)];
-        let counts = store
-            .commit(commit(("2026-11-01", "2026-11-03"), again))
-            .await
-            .unwrap();
-        assert_eq!(
-            counts,
-            Counts {
-                added: 0,
-                changed: 1,
-                unchanged: 1,
-                removed: 1
-            }
-        );
-        // An empty answer deletes nothing.
-        let counts = store
-            .commit(commit(("2026-11-01", "2026-11-03"), Vec::new()))
-            .await
-            .unwrap();
-        assert_eq!(counts, Counts::default());
-        let kept = store
-            .entries("fitbit", "jack", "body-weight", Select::Since(None))
-            .await
-            .unwrap();
-        let values: Vec<&Value> = kept.iter().map(|e| &e.value["value"]).collect();
-        assert_eq!(values, [&json!(80.0), &json!(78.8)]);
-        let last = store
-            .entries("fitbit", "jack", "body-weight", Select::Last(1))
-            .await
-            .unwrap();
-        assert_eq!(last.len(), 1);
-        assert_eq!(last[0].day, Some(d("2026-11-03")));
-        let coverage = store
-            .coverage("fitbit", "jack", "get_bodyweight")
-            .await
-            .unwrap();
-        assert_eq!(coverage.bounds(), Some((d("2026-11-01"), d("2026-11-03"))));
-    }
-
-    #[tokio::test]
-    async fn a_budget_is_shared_by_every_handle_on_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        let b = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        assert_eq!(a.take_call("k", 2, 60.0, 1000.0).await.unwrap(), Ok(()));
-        assert_eq!(b.take_call("k", 2, 60.0, 1001.0).await.unwrap(), Ok(()));
-        assert_eq!(
-            a.take_call("k", 2, 60.0, 1002.0).await.unwrap(),
-            Err(1060.0)
-        );
-        assert_eq!(b.calls_left("k", 2, 60.0, 1002.0).await.unwrap(), 0);
-        assert_eq!(b.take_call("k", 2, 60.0, 1060.5).await.unwrap(), Ok(()));
     }
 }

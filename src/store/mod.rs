@@ -14,6 +14,7 @@
 pub mod archive;
 mod igor;
 mod postgres;
+mod postgres_archive;
 mod sealed;
 mod sqlite;
 

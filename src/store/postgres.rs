@@ -57,9 +57,10 @@ struct Migration {
 }
 
 /// Every schema version, oldest first. Later tables are added as further versions.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: r#"
 CREATE TABLE healthpull_nodes (
     path   text COLLATE "C" PRIMARY KEY,
     parent text COLLATE "C" NOT NULL,
@@ -68,7 +69,49 @@ CREATE TABLE healthpull_nodes (
 );
 CREATE INDEX healthpull_nodes_by_parent ON healthpull_nodes (parent, ord);
 "#,
-}];
+    },
+    // The archive of entries, coverage, run statuses and budgets (`postgres_archive.rs`).
+    Migration {
+        version: 2,
+        sql: r#"
+CREATE TABLE healthpull_archive_entries (
+    plugin    text COLLATE "C" NOT NULL,
+    user_name text COLLATE "C" NOT NULL,
+    output    text COLLATE "C" NOT NULL,
+    method    text COLLATE "C" NOT NULL,
+    identity  text COLLATE "C" NOT NULL,
+    day       text COLLATE "C",
+    at        text COLLATE "C",
+    seq       bigint NOT NULL,
+    value     text NOT NULL,
+    PRIMARY KEY (plugin, user_name, output, method, identity)
+);
+CREATE INDEX healthpull_archive_entries_by_day
+    ON healthpull_archive_entries (plugin, user_name, output, day);
+CREATE TABLE healthpull_archive_coverage (
+    plugin     text COLLATE "C" NOT NULL,
+    user_name  text COLLATE "C" NOT NULL,
+    method     text COLLATE "C" NOT NULL,
+    start_day  text COLLATE "C" NOT NULL,
+    end_day    text COLLATE "C" NOT NULL,
+    fetched_at text NOT NULL,
+    PRIMARY KEY (plugin, user_name, method, start_day)
+);
+CREATE TABLE healthpull_archive_status (
+    plugin    text COLLATE "C" NOT NULL,
+    user_name text COLLATE "C" NOT NULL,
+    method    text COLLATE "C" NOT NULL,
+    record    text NOT NULL,
+    PRIMARY KEY (plugin, user_name, method)
+);
+CREATE TABLE healthpull_budget_calls (
+    key text COLLATE "C" NOT NULL,
+    at  double precision NOT NULL
+);
+CREATE INDEX healthpull_budget_calls_by_key ON healthpull_budget_calls (key, at);
+"#,
+    },
+];
 
 const MIGRATION_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS healthpull_migrations (
@@ -177,13 +220,16 @@ impl PostgresStore {
     }
 
     /// A pooled connection to a migrated database.
-    async fn client(&self, action: &str) -> Result<Object, StoreError> {
+    pub(super) async fn client(&self, action: &str) -> Result<Object, StoreError> {
         self.migrate().await?;
         self.raw_client(action).await
     }
 
     /// A mapper from a driver error to a [`StoreError`] naming the action.
-    fn error(&self, action: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + use<> {
+    pub(super) fn error(
+        &self,
+        action: &str,
+    ) -> impl Fn(tokio_postgres::Error) -> StoreError + use<> {
         postgres_error(&self.target, action)
     }
 
@@ -234,7 +280,7 @@ fn postgres_error(
 
 /// `sql` prepared once per connection (the pool's statement cache), so that running it
 /// is one round trip.
-async fn prepared<C: deadpool_postgres::GenericClient + Sync>(
+pub(super) async fn prepared<C: deadpool_postgres::GenericClient + Sync>(
     client: &C,
     sql: &str,
     error: &impl Fn(tokio_postgres::Error) -> StoreError,

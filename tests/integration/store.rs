@@ -13,9 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use healthpull::auth::lock::LockDir;
 use healthpull::igor::xml::to_igor_xml;
 use healthpull::secret::Secret;
+use healthpull::store::archive::{Archive, Commit, Counts, NewEntry, Select};
 use healthpull::store::{IgorStore, IgorStoreConfig, SqliteStore, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -1663,6 +1665,689 @@ async fn contract_several_writers(b: Backend) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The archive contract, run against the embedded archive (also the Igor store's, an
+// embedded file beside it) and PostgreSQL's tables
+// ---------------------------------------------------------------------------------------
+
+/// Two handles on one archive (two opens of the file, two stores on the database), as
+/// two processes have them.
+struct ArchiveBackend {
+    first: Arc<dyn Archive>,
+    second: Arc<dyn Archive>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+mod archive_backend {
+    use super::*;
+    use crate::support::postgres::TestDatabase;
+    use healthpull::store::PostgresStore;
+
+    pub async fn embedded(_contract: &str) -> Option<ArchiveBackend> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let file = dir.path().join("archive.db");
+        let open = || SqliteStore::open(&file).expect("open the archive");
+        Some(ArchiveBackend {
+            first: Arc::new(open()),
+            second: Arc::new(open()),
+            _keep: Box::new(dir),
+        })
+    }
+
+    pub async fn postgres(contract: &str) -> Option<ArchiveBackend> {
+        let database = TestDatabase::create(&format!("store::{contract}::postgres")).await?;
+        let open = || async {
+            PostgresStore::connect(&database.url, 4)
+                .await
+                .unwrap_or_else(|error| panic!("connect to {}: {error}", database.name))
+        };
+        Some(ArchiveBackend {
+            first: Arc::new(open().await),
+            second: Arc::new(open().await),
+            _keep: Box::new(database),
+        })
+    }
+}
+
+/// One test per backend named, each running the archive contract `$contract`.
+macro_rules! archive_contract {
+    ($contract:ident: $($backend:ident),+) => {
+        mod $contract {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $backend() {
+                    if let Some(backend) =
+                        super::archive_backend::$backend(stringify!($contract)).await
+                    {
+                        super::$contract(backend).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+archive_contract!(archive_entries_are_kept_once_changed_in_place_and_deleted: embedded, postgres);
+archive_contract!(archive_selections_and_order: embedded, postgres);
+archive_contract!(archive_coverage_across_commits: embedded, postgres);
+archive_contract!(archive_statuses: embedded, postgres);
+archive_contract!(archive_budgets_are_shared_and_never_exceeded: embedded, postgres);
+archive_contract!(archive_forget_removes_one_user: embedded, postgres);
+archive_contract!(archive_concurrent_commits_keep_the_union: embedded, postgres);
+
+fn day(text: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a day")
+}
+
+/// A weighing on `date`, identified by its log id.
+fn weighing(id: u64, date: &str, kg: f64) -> NewEntry {
+    NewEntry {
+        output: "body-weight".into(),
+        identity: format!("[{id}]"),
+        at: Some(format!("{date}T07:00:00")),
+        day: Some(day(date)),
+        value: json!({"value": kg, "dateTime": date, "logId": id}),
+    }
+}
+
+/// A window of `get_bodyweight` for fitbit/jack, fetched long after its days settled.
+fn window_commit(window: (&str, &str), entries: Vec<NewEntry>) -> Commit {
+    Commit {
+        plugin: "fitbit".into(),
+        user: "jack".into(),
+        method: "get_bodyweight".into(),
+        window: Some((day(window.0), day(window.1))),
+        fetched_at: "2027-01-01T00:00:00Z".parse().expect("an instant"),
+        zone: chrono_tz::UTC,
+        settle: chrono::Duration::days(2),
+        deletions: true,
+        entries,
+    }
+}
+
+fn counts(added: u64, changed: u64, unchanged: u64, removed: u64) -> Counts {
+    Counts {
+        added,
+        changed,
+        unchanged,
+        removed,
+    }
+}
+
+async fn weights(archive: &dyn Archive, select: Select) -> Vec<Value> {
+    archive
+        .entries("fitbit", "jack", "body-weight", select)
+        .await
+        .expect("entries")
+        .into_iter()
+        .map(|entry| entry.value["value"].clone())
+        .collect()
+}
+
+/// Entries are kept once by identity, replaced when their value changes, removed when a
+/// non-empty answer of their window no longer lists them; an empty answer, a method
+/// without deletions and whole outputs remove nothing.
+async fn archive_entries_are_kept_once_changed_in_place_and_deleted(b: ArchiveBackend) {
+    let archive = &*b.first;
+    let first = vec![
+        weighing(1, "2026-11-01", 80.0),
+        weighing(2, "2026-11-02", 79.5),
+        weighing(3, "2026-11-03", 79.0),
+        weighing(4, "2026-11-04", 78.9),
+    ];
+    let window = ("2026-11-01", "2026-11-03");
+    let done = archive
+        .commit(window_commit(window, first.clone()))
+        .await
+        .expect("commit");
+    assert_eq!(done, counts(4, 0, 0, 0));
+    let done = archive
+        .commit(window_commit(window, first))
+        .await
+        .expect("commit");
+    assert_eq!(done, counts(0, 0, 4, 0), "the same entries again");
+    // Fetched again: one the same, one changed, one gone (the 4th is outside the window).
+    let again = vec![
+        weighing(1, "2026-11-01", 80.0),
+        weighing(3, "2026-11-03", 78.8),
+    ];
+    let done = archive
+        .commit(window_commit(window, again))
+        .await
+        .expect("commit");
+    assert_eq!(done, counts(0, 1, 1, 1));
+    // An empty answer deletes nothing.
+    let done = archive
+        .commit(window_commit(window, Vec::new()))
+        .await
+        .expect("commit");
+    assert_eq!(done, Counts::default());
+    assert_eq!(
+        weights(archive, Select::Since(None)).await,
+        [json!(80.0), json!(78.8), json!(78.9)]
+    );
+    // Without deletions, entries an answer leaves out stay.
+    let mut kept = window_commit(window, vec![weighing(5, "2026-11-02", 79.4)]);
+    kept.deletions = false;
+    assert_eq!(
+        archive.commit(kept).await.expect("commit"),
+        counts(1, 0, 0, 0)
+    );
+    assert_eq!(
+        weights(archive, Select::Since(None)).await,
+        [json!(80.0), json!(79.4), json!(78.8), json!(78.9)]
+    );
+    // The same identity under another method is another entry; a whole output (no
+    // time) is replaced by the next one and never deleted by a window.
+    let mut other = window_commit(window, vec![weighing(1, "2026-11-01", 80.0)]);
+    other.method = "get_bodyweight_log".into();
+    assert_eq!(
+        archive.commit(other).await.expect("commit"),
+        counts(1, 0, 0, 0)
+    );
+    let whole = |model: &str| NewEntry {
+        output: "devices".into(),
+        identity: String::new(),
+        at: None,
+        day: None,
+        value: json!([{"model": model}]),
+    };
+    let mut devices = window_commit(window, vec![whole("Aria")]);
+    devices.method = "get_devices".into();
+    devices.window = None;
+    assert_eq!(
+        archive.commit(devices.clone()).await.expect("commit"),
+        counts(1, 0, 0, 0)
+    );
+    devices.entries = vec![whole("Aria Air")];
+    assert_eq!(
+        archive.commit(devices).await.expect("commit"),
+        counts(0, 1, 0, 0)
+    );
+    let devices = archive
+        .entries(
+            "fitbit",
+            "jack",
+            "devices",
+            Select::Days(day("2026-11-01"), day("2026-11-01")),
+        )
+        .await
+        .expect("entries");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].value, json!([{"model": "Aria Air"}]));
+    assert_eq!((devices[0].at.as_deref(), devices[0].day), (None, None));
+    assert_eq!(devices[0].method, "get_devices");
+    assert_eq!(
+        archive.outputs("fitbit", "jack").await.expect("outputs"),
+        ["body-weight", "devices"]
+    );
+    // The second handle reads what the first wrote.
+    assert_eq!(
+        weights(&*b.second, Select::Since(None)).await,
+        [
+            json!(80.0),
+            json!(80.0),
+            json!(79.4),
+            json!(78.8),
+            json!(78.9)
+        ]
+    );
+}
+
+/// `Days` (inclusive), `Since` and `Last` select entries of every method of an output,
+/// sorted by time with whole outputs first and ties in answer order; values come back as
+/// written.
+async fn archive_selections_and_order(b: ArchiveBackend) {
+    let archive = &*b.first;
+    let mut first = window_commit(
+        ("2026-11-01", "2026-11-05"),
+        vec![
+            weighing(5, "2026-11-05", 75.0),
+            weighing(3, "2026-11-03", 73.0),
+            weighing(1, "2026-11-01", 71.0),
+            // Two at the same time: answer order.
+            weighing(22, "2026-11-02", 72.2),
+            weighing(21, "2026-11-02", 72.1),
+        ],
+    );
+    first.entries[0].value =
+        serde_json::from_str(r#"{"value": 75.0, "big": 1e20, "z": 1, "a": 2}"#).expect("json");
+    archive.commit(first).await.expect("commit");
+    let mut other = window_commit(
+        ("2026-11-04", "2026-11-04"),
+        vec![weighing(4, "2026-11-04", 74.0)],
+    );
+    other.method = "get_bodyweight_log".into();
+    archive.commit(other).await.expect("commit");
+    let mut whole = window_commit(
+        ("2026-11-01", "2026-11-01"),
+        vec![NewEntry {
+            output: "body-weight".into(),
+            identity: String::new(),
+            at: None,
+            day: None,
+            value: json!({"value": "goal"}),
+        }],
+    );
+    whole.method = "get_goal".into();
+    whole.window = None;
+    archive.commit(whole).await.expect("commit");
+
+    assert_eq!(
+        weights(archive, Select::Since(None)).await,
+        [
+            json!("goal"),
+            json!(71.0),
+            json!(72.2),
+            json!(72.1),
+            json!(73.0),
+            json!(74.0),
+            json!(75.0)
+        ]
+    );
+    assert_eq!(
+        weights(archive, Select::Since(Some(day("2026-11-04")))).await,
+        [json!("goal"), json!(74.0), json!(75.0)]
+    );
+    assert_eq!(
+        weights(archive, Select::Days(day("2026-11-02"), day("2026-11-03"))).await,
+        [json!("goal"), json!(72.2), json!(72.1), json!(73.0)]
+    );
+    assert_eq!(
+        weights(archive, Select::Days(day("2026-12-01"), day("2026-12-31"))).await,
+        [json!("goal")]
+    );
+    assert_eq!(
+        weights(archive, Select::Last(3)).await,
+        [json!("goal"), json!(73.0), json!(74.0), json!(75.0)]
+    );
+    assert_eq!(
+        weights(archive, Select::Last(1)).await,
+        [json!("goal"), json!(75.0)]
+    );
+    let all = archive
+        .entries("fitbit", "jack", "body-weight", Select::Last(100))
+        .await
+        .expect("entries");
+    assert_eq!(all.len(), 7);
+    let methods: Vec<&str> = all.iter().map(|entry| entry.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "get_goal",
+            "get_bodyweight",
+            "get_bodyweight",
+            "get_bodyweight",
+            "get_bodyweight",
+            "get_bodyweight_log",
+            "get_bodyweight"
+        ]
+    );
+    let last = all.last().expect("an entry");
+    assert_eq!(
+        (last.at.as_deref(), last.day),
+        (Some("2026-11-05T07:00:00"), Some(day("2026-11-05")))
+    );
+    assert_eq!(
+        serde_json::to_string(&last.value).expect("json"),
+        r#"{"value":75.0,"big":1e+20,"z":1,"a":2}"#,
+        "key order and number text survive"
+    );
+    // Other users, plugins and outputs hold nothing.
+    for (plugin, user, output) in [
+        ("fitbit", "jill", "body-weight"),
+        ("oura", "jack", "body-weight"),
+        ("fitbit", "jack", "sleep"),
+    ] {
+        let none = archive
+            .entries(plugin, user, output, Select::Since(None))
+            .await
+            .expect("entries");
+        assert!(none.is_empty(), "{plugin}/{user}/{output}: {none:?}");
+    }
+}
+
+/// Coverage adds up across commits and handles, per method; settled neighbours merge; a
+/// method without history covers nothing.
+async fn archive_coverage_across_commits(b: ArchiveBackend) {
+    let coverage = |archive: Arc<dyn Archive>, method: &'static str| async move {
+        archive
+            .coverage("fitbit", "jack", method)
+            .await
+            .expect("coverage")
+            .spans()
+            .iter()
+            .map(|span| (span.start, span.end))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(coverage(b.first.clone(), "get_bodyweight").await, []);
+    b.first
+        .commit(window_commit(("2026-11-01", "2026-11-03"), Vec::new()))
+        .await
+        .expect("commit");
+    b.second
+        .commit(window_commit(("2026-11-06", "2026-11-08"), Vec::new()))
+        .await
+        .expect("commit");
+    assert_eq!(
+        coverage(b.first.clone(), "get_bodyweight").await,
+        [
+            (day("2026-11-01"), day("2026-11-03")),
+            (day("2026-11-06"), day("2026-11-08"))
+        ]
+    );
+    b.first
+        .commit(window_commit(("2026-11-04", "2026-11-05"), Vec::new()))
+        .await
+        .expect("commit");
+    assert_eq!(
+        coverage(b.second.clone(), "get_bodyweight").await,
+        [(day("2026-11-01"), day("2026-11-08"))]
+    );
+    let stored = b
+        .second
+        .coverage("fitbit", "jack", "get_bodyweight")
+        .await
+        .expect("coverage");
+    assert_eq!(
+        stored.spans()[0].fetched_at,
+        "2027-01-01T00:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .expect("an instant")
+    );
+    // Days fetched before they settled stay apart from the settled span.
+    let mut fresh = window_commit(("2026-12-30", "2026-12-31"), Vec::new());
+    fresh.fetched_at = "2027-01-01T00:00:00Z".parse().expect("an instant");
+    let mut recent = window_commit(("2026-11-09", "2026-11-09"), Vec::new());
+    recent.fetched_at = "2026-11-09T12:00:00Z".parse().expect("an instant");
+    b.first.commit(fresh).await.expect("commit");
+    b.first.commit(recent).await.expect("commit");
+    assert_eq!(
+        coverage(b.first.clone(), "get_bodyweight").await,
+        [
+            (day("2026-11-01"), day("2026-11-08")),
+            (day("2026-11-09"), day("2026-11-09")),
+            (day("2026-12-30"), day("2026-12-31"))
+        ]
+    );
+    let mut no_history = window_commit(("2026-11-01", "2026-11-01"), Vec::new());
+    no_history.method = "get_profile".into();
+    no_history.window = None;
+    b.first.commit(no_history).await.expect("commit");
+    assert_eq!(coverage(b.first.clone(), "get_profile").await, []);
+    assert_eq!(coverage(b.first.clone(), "get_sleep").await, []);
+}
+
+/// A method's status record is replaced by the next; statuses come sorted by method.
+async fn archive_statuses(b: ArchiveBackend) {
+    let archive = &*b.first;
+    assert!(
+        archive
+            .statuses("fitbit", "jack")
+            .await
+            .expect("statuses")
+            .is_empty()
+    );
+    let put = |method: &'static str, status: Value| async move {
+        archive
+            .put_status("fitbit", "jack", method, &status)
+            .await
+            .expect("put status")
+    };
+    put("get_sleep", json!({"kind": "sync", "ok": true})).await;
+    put("get_bodyweight", json!({"kind": "backfill", "done": 3})).await;
+    put(
+        "get_sleep",
+        json!({"kind": "fetch", "ok": false, "error": "HTTP 500"}),
+    )
+    .await;
+    b.first
+        .put_status("fitbit", "jill", "get_sleep", &json!({"kind": "sync"}))
+        .await
+        .expect("put status");
+    let statuses = b.second.statuses("fitbit", "jack").await.expect("statuses");
+    assert_eq!(
+        statuses,
+        [
+            (
+                "get_bodyweight".to_owned(),
+                json!({"kind": "backfill", "done": 3})
+            ),
+            (
+                "get_sleep".to_owned(),
+                json!({"kind": "fetch", "ok": false, "error": "HTTP 500"})
+            ),
+        ]
+    );
+}
+
+/// A budget's calls are counted in a sliding window every handle shares; tasks taking
+/// calls at once never get more than the limit together.
+async fn archive_budgets_are_shared_and_never_exceeded(b: ArchiveBackend) {
+    let (a, c) = (&*b.first, &*b.second);
+    assert_eq!(a.calls_left("k", 2, 60.0, 1000.0).await.expect("left"), 2);
+    assert_eq!(
+        a.next_call_at("k", 2, 60.0, 1000.0).await.expect("next"),
+        None
+    );
+    assert_eq!(
+        a.take_call("k", 2, 60.0, 1000.0).await.expect("take"),
+        Ok(())
+    );
+    assert_eq!(
+        c.take_call("k", 2, 60.0, 1001.0).await.expect("take"),
+        Ok(())
+    );
+    assert_eq!(
+        a.take_call("k", 2, 60.0, 1002.0).await.expect("take"),
+        Err(1060.0)
+    );
+    assert_eq!(c.calls_left("k", 2, 60.0, 1002.0).await.expect("left"), 0);
+    assert_eq!(
+        c.next_call_at("k", 2, 60.0, 1002.0).await.expect("next"),
+        Some(1060.0)
+    );
+    assert_eq!(
+        c.calls_left("other", 2, 60.0, 1002.0).await.expect("left"),
+        2
+    );
+    // The first call leaves the window: one call again.
+    assert_eq!(c.calls_left("k", 2, 60.0, 1060.5).await.expect("left"), 1);
+    assert_eq!(
+        c.next_call_at("k", 2, 60.0, 1060.5).await.expect("next"),
+        None
+    );
+    assert_eq!(
+        c.take_call("k", 2, 60.0, 1060.5).await.expect("take"),
+        Ok(())
+    );
+    assert_eq!(
+        a.next_call_at("k", 2, 60.0, 1060.6).await.expect("next"),
+        Some(1061.0)
+    );
+
+    // Four tasks on the two handles take calls of ten budgets at once, each trying
+    // twice the budget's limit: every budget grants its limit, never more.
+    const LIMIT: u32 = 3;
+    const BUDGETS: usize = 10;
+    let start = Arc::new(tokio::sync::Barrier::new(4));
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let archive = Arc::clone(if task % 2 == 0 { &b.first } else { &b.second });
+        let start = Arc::clone(&start);
+        tasks.push(tokio::spawn(async move {
+            archive
+                .calls_left("shared-0", LIMIT, 3600.0, 5000.0)
+                .await
+                .expect("left");
+            start.wait().await;
+            let mut taken = [0; BUDGETS];
+            for (budget, taken) in taken.iter_mut().enumerate() {
+                for attempt in 0..LIMIT * 2 {
+                    let now = 5000.0 + f64::from(attempt) * 0.001;
+                    if archive
+                        .take_call(&format!("shared-{budget}"), LIMIT, 3600.0, now)
+                        .await
+                        .expect("take")
+                        .is_ok()
+                    {
+                        *taken += 1;
+                    }
+                }
+            }
+            taken
+        }));
+    }
+    let mut taken = [0; BUDGETS];
+    for task in tasks {
+        for (total, count) in taken.iter_mut().zip(task.await.expect("task")) {
+            *total += count;
+        }
+    }
+    assert_eq!(taken, [LIMIT; BUDGETS], "each budget grants {LIMIT} calls");
+    for budget in 0..BUDGETS {
+        assert_eq!(
+            b.second
+                .calls_left(&format!("shared-{budget}"), LIMIT, 3600.0, 5001.0)
+                .await
+                .expect("left"),
+            0
+        );
+    }
+}
+
+/// Forgetting a user removes their entries, coverage and statuses, and nobody else's.
+async fn archive_forget_removes_one_user(b: ArchiveBackend) {
+    let archive = &*b.first;
+    for user in ["jack", "jill"] {
+        let mut commit = window_commit(
+            ("2026-11-01", "2026-11-02"),
+            vec![weighing(1, "2026-11-01", 80.0)],
+        );
+        commit.user = user.into();
+        archive.commit(commit).await.expect("commit");
+        archive
+            .put_status("fitbit", user, "get_bodyweight", &json!({"ok": true}))
+            .await
+            .expect("status");
+    }
+    b.second.forget("fitbit", "jack").await.expect("forget");
+    assert!(weights(archive, Select::Since(None)).await.is_empty());
+    assert!(
+        archive
+            .outputs("fitbit", "jack")
+            .await
+            .expect("outputs")
+            .is_empty()
+    );
+    assert!(
+        archive
+            .statuses("fitbit", "jack")
+            .await
+            .expect("statuses")
+            .is_empty()
+    );
+    assert!(
+        archive
+            .coverage("fitbit", "jack", "get_bodyweight")
+            .await
+            .expect("coverage")
+            .is_empty()
+    );
+    assert_eq!(
+        archive.outputs("fitbit", "jill").await.expect("outputs"),
+        ["body-weight"]
+    );
+    assert_eq!(
+        archive
+            .statuses("fitbit", "jill")
+            .await
+            .expect("statuses")
+            .len(),
+        1
+    );
+    assert!(
+        !archive
+            .coverage("fitbit", "jill", "get_bodyweight")
+            .await
+            .expect("coverage")
+            .is_empty()
+    );
+    // Forgotten, the same entry is new again.
+    let again = archive
+        .commit(window_commit(
+            ("2026-11-01", "2026-11-02"),
+            vec![weighing(1, "2026-11-01", 80.0)],
+        ))
+        .await
+        .expect("commit");
+    assert_eq!(again, counts(1, 0, 0, 0));
+}
+
+/// Two handles committing overlapping windows of one method at once: the coverage is the
+/// union of the windows and every entry is archived (and counted as added) once.
+async fn archive_concurrent_commits_keep_the_union(b: ArchiveBackend) {
+    const DAYS: i64 = 40;
+    let start = day("2026-09-01");
+    let date = move |offset: i64| start + chrono::Duration::days(offset);
+    let window = move |first: i64| {
+        let (from, to) = (date(first), date((first + 3).min(DAYS - 1)));
+        let entries = (first..=(first + 3).min(DAYS - 1))
+            .map(|offset| weighing(offset as u64, &date(offset).to_string(), 70.0))
+            .collect();
+        let mut commit = window_commit(("2026-01-01", "2026-01-01"), entries);
+        commit.window = Some((from, to));
+        commit
+    };
+    // One handle walks the days up by windows of four, the other down, shifted by two:
+    // every day is in two or more windows, committed from both sides at once.
+    let up = Arc::clone(&b.first);
+    let down = Arc::clone(&b.second);
+    let walk_up = tokio::spawn(async move {
+        let mut total = Counts::default();
+        for first in (0..DAYS).step_by(4) {
+            total.add(up.commit(window(first)).await.expect("commit"));
+        }
+        total
+    });
+    let walk_down = tokio::spawn(async move {
+        let mut total = Counts::default();
+        for first in (0..DAYS).step_by(4).collect::<Vec<_>>().into_iter().rev() {
+            total.add(
+                down.commit(window((first + 2).min(DAYS - 1)))
+                    .await
+                    .expect("commit"),
+            );
+        }
+        total
+    });
+    let mut total = walk_up.await.expect("task");
+    total.add(walk_down.await.expect("task"));
+    assert_eq!(total.added, DAYS as u64, "{total:?}");
+    assert_eq!((total.changed, total.removed), (0, 0), "{total:?}");
+    let entries = b
+        .first
+        .entries("fitbit", "jack", "body-weight", Select::Since(None))
+        .await
+        .expect("entries");
+    let ids: Vec<u64> = entries
+        .iter()
+        .map(|entry| entry.value["logId"].as_u64().expect("an id"))
+        .collect();
+    assert_eq!(ids, (0..DAYS as u64).collect::<Vec<_>>());
+    let coverage = b
+        .second
+        .coverage("fitbit", "jack", "get_bodyweight")
+        .await
+        .expect("coverage");
+    let spans: Vec<(NaiveDate, NaiveDate)> = coverage
+        .spans()
+        .iter()
+        .map(|span| (span.start, span.end))
+        .collect();
+    assert_eq!(spans, [(date(0), date(DAYS - 1))]);
+}
+
+// ---------------------------------------------------------------------------------------
 // PostgreSQL store: schema, migrations, configuration and errors
 // ---------------------------------------------------------------------------------------
 
@@ -1726,6 +2411,85 @@ mod postgres {
         assert_eq!(store.get("a/b").await.expect("get"), Some(written));
     }
 
+    /// The archive's rows: keyed by plugin, user, output, method and identity, the entry's
+    /// JSON text as written; coverage as days and the fetch's instant; calls by key.
+    #[tokio::test]
+    async fn archive_rows_live_in_the_database_beside_the_tree() {
+        let Some(database) = TestDatabase::create("store::postgres::archive_rows").await else {
+            return;
+        };
+        let store = PostgresStore::connect(&database.url, 2)
+            .await
+            .expect("connect");
+        let mut entry = weighing(7, "2026-11-02", 80.0);
+        entry.value = serde_json::from_str(r#"{"value": 80.0, "n": 1e20}"#).expect("json");
+        store
+            .commit(window_commit(("2026-11-01", "2026-11-03"), vec![entry]))
+            .await
+            .expect("commit");
+        store
+            .put_status("fitbit", "jack", "get_bodyweight", &json!({"ok": true}))
+            .await
+            .expect("status");
+        assert_eq!(
+            store
+                .take_call("fitbit:jack", 3, 60.0, 1000.5)
+                .await
+                .expect("take"),
+            Ok(())
+        );
+        let client = database.client().await;
+        let row = client
+            .query_one(
+                "SELECT plugin, user_name, output, method, identity, day, at, seq, value
+                 FROM healthpull_archive_entries",
+                &[],
+            )
+            .await
+            .expect("one entry");
+        let texts: Vec<Option<String>> = (0..7).map(|column| row.get(column)).collect();
+        assert_eq!(
+            texts,
+            [
+                "fitbit",
+                "jack",
+                "body-weight",
+                "get_bodyweight",
+                "[7]",
+                "2026-11-02",
+                "2026-11-02T07:00:00"
+            ]
+            .map(|text| Some(text.to_owned()))
+        );
+        assert_eq!(row.get::<_, i64>(7), 0);
+        assert_eq!(row.get::<_, String>(8), r#"{"value":80.0,"n":1e+20}"#);
+        let span = client
+            .query_one(
+                "SELECT start_day, end_day, fetched_at FROM healthpull_archive_coverage
+                 WHERE plugin = 'fitbit' AND user_name = 'jack' AND method = 'get_bodyweight'",
+                &[],
+            )
+            .await
+            .expect("one span");
+        assert_eq!(
+            (span.get::<_, String>(0), span.get::<_, String>(1)),
+            ("2026-11-01".to_owned(), "2026-11-03".to_owned())
+        );
+        assert_eq!(span.get::<_, String>(2), "2027-01-01T00:00:00+00:00");
+        let record: String = client
+            .query_one("SELECT record FROM healthpull_archive_status", &[])
+            .await
+            .expect("one status")
+            .get(0);
+        assert_eq!(record, r#"{"ok":true}"#);
+        let call: (String, f64) = client
+            .query_one("SELECT key, at FROM healthpull_budget_calls", &[])
+            .await
+            .map(|row| (row.get(0), row.get(1)))
+            .expect("one call");
+        assert_eq!(call, ("fitbit:jack".to_owned(), 1000.5));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn instances_starting_together_migrate_once() {
         let Some(database) = TestDatabase::create("store::postgres::migrate").await else {
@@ -1751,7 +2515,7 @@ mod postgres {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
         // A later start applies nothing and keeps the data.
         let store = PostgresStore::connect(&database.url, 1)
             .await
@@ -1780,7 +2544,7 @@ mod postgres {
         assert!(
             error
                 .to_string()
-                .ends_with("schema version 99 is newer than this healthpull understands (1)"),
+                .ends_with("schema version 99 is newer than this healthpull understands (2)"),
             "{error}"
         );
     }
@@ -1855,6 +2619,36 @@ mod postgres {
                 .expect("get"),
             Some(json!("0123456"))
         );
+
+        // The archive is the database's: what a store archived, `history` lists, and
+        // no embedded archive file appears.
+        let mut commit = window_commit(
+            ("2026-11-01", "2026-11-01"),
+            vec![weighing(3, "2026-11-01", 81.5)],
+        );
+        commit.plugin = "withings".into();
+        store.commit(commit).await.expect("commit");
+        let (status, stdout, stderr) = run(&[
+            "history",
+            "withings",
+            "--user",
+            "jack",
+            "--output",
+            "body-weight",
+            "--format",
+            "jsonl",
+        ]);
+        assert!(status.success(), "history: {stderr}");
+        assert_eq!(
+            stdout,
+            "{\"value\":81.5,\"dateTime\":\"2026-11-01\",\"logId\":3}\n"
+        );
+        let files: Vec<_> = std::fs::read_dir(sandbox.dir.path())
+            .expect("the sandbox")
+            .map(|entry| entry.expect("an entry").file_name())
+            .filter(|name| name.to_string_lossy().contains("archive"))
+            .collect();
+        assert!(files.is_empty(), "{files:?}");
 
         let output = sandbox
             .command()

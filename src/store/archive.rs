@@ -8,9 +8,10 @@
 //! anything. A window's entries, deletions and coverage are written in one
 //! transaction: after a crash the window is either archived and covered, or neither.
 //!
-//! The embedded store keeps the archive in tables of its own in its SQLite file; with
-//! the Igor store it lives in an embedded file beside it (`store.archive`), while Igor
-//! keeps receiving the user's tree.
+//! The embedded store keeps the archive in tables of its own in its SQLite file (the
+//! implementation below), the PostgreSQL store in tables of its database
+//! (`postgres_archive.rs`, the same semantics); with the Igor store it lives in an
+//! embedded file beside it (`store.archive`), while Igor keeps receiving the user's tree.
 
 use std::collections::HashSet;
 

@@ -11,7 +11,9 @@
 //! keys that are not plain element names are stored as `~` and their percent-encoded
 //! text (the same encoding as the embedded store); a row's key is decoded from its path,
 //! so no stored text other than JSON (where control characters are escaped) holds a
-//! key, which PostgreSQL's text type could refuse (NUL).
+//! key, which PostgreSQL's text type could refuse (NUL). The archive of entries,
+//! coverage, run statuses and budgets has tables of its own in the same database
+//! (`postgres_archive.rs`).
 //!
 //! Migrations: `healthpull_migrations` records each applied schema version. Every store
 //! applies the missing ones before its first operation, in one transaction holding a

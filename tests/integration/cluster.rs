@@ -13,7 +13,7 @@
 //!   never shows the stored form key.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,8 +45,16 @@ struct Cluster {
     fake: FakeProvider,
     db: TestDatabase,
     dir: tempfile::TempDir,
-    config_path: PathBuf,
     store: PostgresStore,
+    /// The next process's config.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// How many processes a test runs at most (each gets a config of its own).
+const PROCESSES: usize = 8;
+
+fn config_path(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("healthpull-{n}.yaml"))
 }
 
 /// A running `healthpull serve`.
@@ -88,18 +96,28 @@ impl Cluster {
             .prefix("healthpull-cluster-")
             .tempdir()
             .expect("create a temporary directory");
-        let config = format!(
-            "providers_dir: {providers}\nstore: {{kind: postgres, url_env: {URL_ENV}, pool: 4}}\n\
-             lock_dir: {locks}\n{schedule}\
-             plugins:\n  {PLUGIN}:\n    provider: fitbit\n    authorize_url: {authorize}\n    token_url: {token}\n    base_url: {base}\n",
-            providers = quoted(root().join("providers").to_str().expect("UTF-8 path")),
-            locks = quoted(dir.path().join("locks").to_str().expect("UTF-8 path")),
-            authorize = quoted(&fake.authorize_url()),
-            token = quoted(&fake.token_url()),
-            base = quoted(&fake.base_url()),
-        );
-        let config_path = dir.path().join("healthpull.yaml");
-        std::fs::write(&config_path, config).expect("write the config");
+        // One config per process, each with a lock directory of its own, as on machines
+        // of their own: only the database and the archive file are shared.
+        let archive = dir.path().join("healthpull-archive.sqlite");
+        for n in 0..PROCESSES {
+            let config = format!(
+                "providers_dir: {providers}\nstore: {{kind: postgres, url_env: {URL_ENV}, pool: 4, archive: {archive}}}\n\
+                 lock_dir: {locks}\n{schedule}\
+                 plugins:\n  {PLUGIN}:\n    provider: fitbit\n    authorize_url: {authorize}\n    token_url: {token}\n    base_url: {base}\n",
+                providers = quoted(root().join("providers").to_str().expect("UTF-8 path")),
+                archive = quoted(archive.to_str().expect("UTF-8 path")),
+                locks = quoted(
+                    dir.path()
+                        .join(format!("locks-{n}"))
+                        .to_str()
+                        .expect("UTF-8 path")
+                ),
+                authorize = quoted(&fake.authorize_url()),
+                token = quoted(&fake.token_url()),
+                base = quoted(&fake.base_url()),
+            );
+            std::fs::write(config_path(dir.path(), n), config).expect("write the config");
+        }
         let store = PostgresStore::connect(&db.url, 4)
             .await
             .expect("connect to the test database");
@@ -107,8 +125,8 @@ impl Cluster {
             fake,
             db,
             dir,
-            config_path,
             store,
+            next: Default::default(),
         })
     }
 
@@ -139,10 +157,9 @@ impl Cluster {
                 "issued_at": now - 3600,
             });
             writes.push((paths::token(PLUGIN, &name), token));
-            writes.push((
-                format!("{}/methods", paths::user(PLUGIN, &name)),
-                json!("get_bodyweight"),
-            ));
+            let settings = paths::user(PLUGIN, &name);
+            writes.push((format!("{settings}/methods"), json!("get_bodyweight")));
+            writes.push((format!("{settings}/timezone"), json!("UTC")));
             writes.push((
                 paths::status(PLUGIN, &name),
                 json!({"consent_needed": false}),
@@ -157,16 +174,20 @@ impl Cluster {
         self.store.put_many(&writes).await.expect("seed the store");
     }
 
+    /// The binary with the config of a process of its own.
     fn command(&self, args: &[&str]) -> Command {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < PROCESSES, "more processes than configs");
         let mut command = Command::new(healthpull_bin());
         command
             .arg("--config")
-            .arg(&self.config_path)
+            .arg(config_path(self.dir.path(), n))
             .args(args)
             .current_dir(self.dir.path())
             .env(URL_ENV, &self.db.url)
             .env(SECRET_ENV, self.fake.config().client_secret)
             .env("NO_COLOR", "1")
+            .env("HEALTHPULL_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -375,22 +396,31 @@ async fn three_instances_and_a_cli_sync_refresh_each_token_once() {
         return;
     };
     cluster.seed(USERS).await;
+    // Slow refreshes at first, so that the CLI syncs of one user, each a process with a
+    // lock directory of its own, ask for the same token at the same time.
+    let token_path = cluster.fake.dialect().token_path();
+    cluster
+        .fake
+        .inject_fault(token_path, Fault::Delay(Duration::from_millis(300)), 10);
+    let synced = [
+        users(0).0,
+        users(0).0,
+        users(0).0,
+        users(150).0,
+        users(150).0,
+    ];
+    let syncs: Vec<_> = synced
+        .iter()
+        .map(|user| {
+            let args = ["sync", PLUGIN, "--user", user];
+            tokio::spawn(cluster.command(&args).output())
+        })
+        .collect();
     let instances = [
         cluster.serve().await,
         cluster.serve().await,
         cluster.serve().await,
     ];
-    // CLI syncs of a few users while the schedules run.
-    let syncs: Vec<_> = (0..4)
-        .map(|i| {
-            let user = users(i * 70).0;
-            let args = ["sync", PLUGIN, "--user", &user].map(str::to_owned);
-            let command = cluster
-                .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
-                .output();
-            tokio::spawn(command)
-        })
-        .collect();
     for sync in syncs {
         let output = tokio::time::timeout(WAIT, sync)
             .await
@@ -418,6 +448,11 @@ async fn three_instances_and_a_cli_sync_refresh_each_token_once() {
             1,
             "{user}: refreshes at the provider"
         );
+        // One run by the schedule of one instance; the users of the CLI syncs may be
+        // fetched by both.
+        let calls = cluster.fake.api_call_count(&fake_user);
+        let most = 1 + synced.iter().filter(|u| **u == user).count();
+        assert!((1..=most).contains(&calls), "{user}: {calls} API calls");
     }
     assert!(!logs.contains("invalid_grant"), "{logs}");
     cluster.assert_no_consent_needed(USERS).await;
@@ -459,10 +494,20 @@ async fn a_killed_instances_users_are_taken_over_when_its_leases_run_out() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let held = count(&client, claims).await;
+    let pid = doomed.child.id().expect("a running instance");
+    let held: Vec<String> = client
+        .query(
+            "SELECT user_name FROM healthpull_schedule WHERE claimed_by LIKE $1",
+            &[&format!("{pid}-%")],
+        )
+        .await
+        .expect("read the queue")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     doomed.kill().await;
     let killed_at = Instant::now();
-    assert!(held > 0, "claims were held when the instance died");
+    assert!(!held.is_empty(), "claims were held when the instance died");
     cluster.wait_fetched(USERS, WAIT).await;
     let took = killed_at.elapsed();
     let mut logs = doomed.log();
@@ -476,6 +521,16 @@ async fn a_killed_instances_users_are_taken_over_when_its_leases_run_out() {
         "the users of the killed instance took {took:?}"
     );
     assert_eq!(count(&client, claims).await, 0, "claims left after the run");
+    // The dead instance's users were run to the end by the others: due again later.
+    let again = client
+        .query(
+            "SELECT user_name FROM healthpull_schedule WHERE user_name = ANY($1) AND due_at > now()",
+            &[&held],
+        )
+        .await
+        .expect("read the queue")
+        .len();
+    assert_eq!(again, held.len(), "taken over: {held:?}");
     assert!(!logs.contains("invalid_grant"), "{logs}");
     cluster.assert_no_consent_needed(USERS).await;
     cluster.assert_archived_once(USERS).await;

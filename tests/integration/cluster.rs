@@ -611,3 +611,59 @@ async fn a_consent_begun_on_one_instance_completes_on_another() {
     let logs = format!("{}{}", one.stop().await, two.stop().await);
     assert!(!logs.contains(&key), "a log shows the form key");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_locks_exclude_each_other_time_out_and_end_with_their_session() {
+    use healthpull::auth::lock::{LockError, Locks};
+    use healthpull::store::PostgresLocks;
+    let Some(db) = TestDatabase::create("cluster::advisory_locks").await else {
+        return;
+    };
+    // Two instances' locks on one database.
+    let first = PostgresLocks::new(&db.url, 2, Duration::from_secs(10)).expect("locks");
+    let second = PostgresLocks::new(&db.url, 2, Duration::from_millis(300)).expect("locks");
+    let held = first.lock("fitbit--jack").await.expect("a free lock");
+    assert_eq!(held.key(), "fitbit--jack");
+    let error = second
+        .lock("fitbit--jack")
+        .await
+        .expect_err("held by the other instance");
+    assert!(
+        matches!(error, LockError::Timeout { .. }),
+        "a bounded wait: {error}"
+    );
+    // Other keys are free meanwhile.
+    drop(second.lock("fitbit--jill").await.expect("another key"));
+    // Released on drop: the waiting instance gets it.
+    let waiting = tokio::spawn(async move {
+        let third = PostgresLocks::new(&db.url, 1, Duration::from_secs(10)).expect("locks");
+        let held = third.lock("fitbit--jack").await.expect("released");
+        // The holder's session ends (as when its process dies): the lock is free.
+        let admin = db.client().await;
+        let killed: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+                &[],
+            )
+            .await
+            .expect("end the holder's session")
+            .get(0);
+        assert_eq!(killed, 1, "one session holds the lock");
+        drop(held);
+        let after = PostgresLocks::new(&db.url, 1, Duration::from_secs(10)).expect("locks");
+        drop(
+            after
+                .lock("fitbit--jack")
+                .await
+                .expect("free once the session ended"),
+        );
+        db
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(held);
+    let db = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the waiting instance got the lock")
+        .expect("the waiting task");
+    drop(db);
+}

@@ -256,8 +256,9 @@ async fn start_claim(
             || next_interval(config),
             |until| Duration::from_secs_f64(until - now),
         );
-        if let Err(e) = queue.finish(&claim, wait).await {
-            tracing::warn!(error = %e, "Cannot put back a scheduled fetch");
+        match queue.finish(&claim, wait).await {
+            Ok(due) => note_due(state, &claim, due),
+            Err(e) => tracing::warn!(error = %e, "Cannot put back a scheduled fetch"),
         }
         return;
     };
@@ -268,10 +269,20 @@ async fn start_claim(
             () = scheduled_fetch(&state, &claim.plugin, &user) => {}
             () = keep_lease(&queue, &claim, lease) => {}
         }
-        if let Err(e) = queue.finish(&claim, next_interval(&config)).await {
-            tracing::warn!(plugin = %claim.plugin, user = %user, error = %e, "Cannot set the next due time");
+        match queue.finish(&claim, next_interval(&config)).await {
+            Ok(due) => note_due(&state, &claim, due),
+            Err(e) => tracing::warn!(plugin = %claim.plugin, user = %user, error = %e, "Cannot set the next due time"),
         }
     });
+}
+
+/// Keeps the due time this instance just set for the status (the others' come with the
+/// next listing).
+fn note_due(state: &AppState, claim: &Claim, due: Option<f64>) {
+    if let Some(at) = due {
+        let mut next_due = state.next_due.lock().unwrap_or_else(|e| e.into_inner());
+        next_due.insert(format!("{}\u{0}{}", claim.plugin, claim.user), at);
+    }
 }
 
 /// Renews the lease on `claim` a few times per lease, for as long as it is polled.

@@ -218,8 +218,9 @@ impl PostgresQueue {
         Ok(renewed == 1)
     }
 
-    /// Frees `claim`, due again `next` from now.
-    pub async fn finish(&self, claim: &Claim, next: Duration) -> Result<(), StoreError> {
+    /// Frees `claim`, due again `next` from now; gives that due time (epoch seconds),
+    /// `None` when the claim was lost meanwhile.
+    pub async fn finish(&self, claim: &Claim, next: Duration) -> Result<Option<f64>, StoreError> {
         let error = self.error("finish a scheduled run");
         let client = self.client("finish a scheduled run").await?;
         let finish = client
@@ -227,18 +228,19 @@ impl PostgresQueue {
                 "UPDATE healthpull_schedule
                  SET claimed_by = NULL, lease_until = NULL,
                      due_at = clock_timestamp() + $4::float8 * interval '1 millisecond'
-                 WHERE plugin = $1 AND user_name = $2 AND claimed_by = $3",
+                 WHERE plugin = $1 AND user_name = $2 AND claimed_by = $3
+                 RETURNING extract(epoch FROM due_at)::float8",
             )
             .await
             .map_err(&error)?;
-        client
-            .execute(
+        let row = client
+            .query_opt(
                 &finish,
                 &[&claim.plugin, &claim.user, &self.owner, &millis(next)],
             )
             .await
             .map_err(&error)?;
-        Ok(())
+        Ok(row.map(|row| row.get(0)))
     }
 
     /// Every row's due time, for the status.

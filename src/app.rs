@@ -4,14 +4,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::lock::LockDir;
+use crate::auth::lock::{LockDir, Locks};
 use crate::config::{Config, StoreConfig};
 use crate::http::{HttpTransport, Transport};
 use crate::live::{Clock, Runtime};
 use crate::store::{
-    Archive, IgorStore, IgorStoreConfig, KeyError, PostgresStore, SealedStore, SqliteStore, Store,
-    StoreError, StoreKey,
+    Archive, IgorStore, IgorStoreConfig, KeyError, PostgresLocks, PostgresStore, SealedStore,
+    SqliteStore, Store, StoreError, StoreKey,
 };
+
+/// The longest a refresh waits for another instance's refresh of the same token.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
 
 /// Why the configured store cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +176,27 @@ pub fn lock_dir(config: &Config) -> PathBuf {
     }
 }
 
+/// The refresh locks: with the PostgreSQL store, advisory locks in its database (held
+/// across every instance sharing it, on connections of their own: `store.pool` more);
+/// otherwise lock files in the lock directory (held across the processes of a machine).
+pub fn open_locks(config: &Config) -> Result<Arc<dyn Locks>> {
+    match &config.store {
+        StoreConfig::Postgres { url_env, pool, .. } => {
+            let url = std::env::var(url_env).map_err(|_| OpenError::UrlUnset(url_env.clone()))?;
+            let locks = PostgresLocks::new(&url, *pool, LOCK_WAIT).map_err(|source| {
+                OpenError::Postgres {
+                    var: url_env.clone(),
+                    source,
+                }
+            })?;
+            Ok(Arc::new(locks))
+        }
+        StoreConfig::Embedded { .. } | StoreConfig::Igor { .. } => {
+            Ok(Arc::new(LockDir::new(lock_dir(config))))
+        }
+    }
+}
+
 /// The archive of entries, coverage, run statuses and budgets: the embedded store's own
 /// file; with the PostgreSQL store, tables in its database (a store of its own on the
 /// same database, so the archive's connections come from a pool of their own); with the
@@ -209,7 +233,7 @@ pub fn runtime_with(
     Ok(Runtime {
         store,
         archive: open_archive(config)?,
-        locks: Arc::new(LockDir::new(lock_dir(config))),
+        locks: open_locks(config)?,
         clock,
         transport,
     })

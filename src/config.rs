@@ -211,6 +211,14 @@ pub struct ScheduleConfig {
     /// Random extra delay, up to this many seconds.
     #[serde(default = "default_jitter")]
     pub jitter_seconds: u64,
+    /// With the PostgreSQL store, where instances share one queue of due runs: how long
+    /// an instance's claim on a run holds without being renewed (it is renewed while the
+    /// run goes on), so a dead instance's runs are taken over after this long.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+    /// With the PostgreSQL store: the most runs one instance has going at once.
+    #[serde(default = "default_max_running")]
+    pub max_running: usize,
 }
 
 impl Default for ScheduleConfig {
@@ -219,8 +227,17 @@ impl Default for ScheduleConfig {
             enabled: false,
             interval_seconds: default_interval(),
             jitter_seconds: default_jitter(),
+            lease_seconds: default_lease(),
+            max_running: default_max_running(),
         }
     }
+}
+
+fn default_lease() -> u64 {
+    60
+}
+fn default_max_running() -> usize {
+    8
 }
 
 fn default_providers_dir() -> PathBuf {

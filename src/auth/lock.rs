@@ -3,6 +3,10 @@
 //! `fetch` run side by side: a refresh token is often single-use, and two concurrent
 //! refreshes would leave one of them holding a revoked token.
 //!
+//! [`Locks`] is what the live path takes a lock through. [`LockDir`] (here) holds across
+//! the processes of one machine; the PostgreSQL store's locks
+//! (`crate::store::PostgresLocks`) hold across every instance that shares the database.
+//!
 //! Within the process a tokio mutex per key queues tasks without blocking threads;
 //! across processes an exclusive `flock` on `<dir>/<sanitised key>.lock` (through
 //! `fs4`) is taken in a blocking thread. Both are released when the [`LockGuard`] is
@@ -19,6 +23,37 @@ use std::sync::{Arc, Mutex};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::sync::OwnedMutexGuard;
 
+/// A held lock: the key stays locked until the value is dropped.
+pub trait Held: Send + Sync + std::fmt::Debug {
+    /// The key held.
+    fn key(&self) -> &str;
+}
+
+/// Named locks, each held by one task at a time among everyone sharing them.
+#[async_trait::async_trait]
+pub trait Locks: Send + Sync {
+    /// Waits until nobody else holds `key`, then holds it until the guard is dropped.
+    async fn lock(&self, key: &str) -> Result<Box<dyn Held>, LockError>;
+}
+
+/// One tokio mutex per key, so that the tasks of one process wait for a key in line
+/// (without blocking threads) before one of them asks the shared lock for it.
+#[derive(Debug, Default)]
+pub struct LocalLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl LocalLocks {
+    /// Waits for the in-process mutex of `key`.
+    pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+        let local = {
+            let mut map = self.map.lock().unwrap_or_else(|poison| poison.into_inner());
+            Arc::clone(map.entry(key.to_owned()).or_default())
+        };
+        local.lock_owned().await
+    }
+}
+
 /// Characters kept as they are in lock file names; everything else is percent-encoded,
 /// so distinct keys give distinct names and no key can name a path outside the directory.
 const KEY_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
@@ -30,7 +65,7 @@ const MAX_FILE_STEM: usize = 200;
 #[derive(Debug)]
 pub struct LockDir {
     dir: PathBuf,
-    local: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    local: LocalLocks,
 }
 
 /// Holds the lock for one key until dropped.
@@ -73,6 +108,24 @@ pub enum LockError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The lock was not free within the bounded wait.
+    #[error("lock {key:?} still held by another instance after {waited:?}")]
+    Timeout {
+        /// The key.
+        key: String,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
+    /// The database holding the lock could not be asked (secrets redacted).
+    #[error("cannot take lock {key:?} in {target}: {message}")]
+    Database {
+        /// The key.
+        key: String,
+        /// The database as `user@host:port/dbname`.
+        target: String,
+        /// Why.
+        message: String,
+    },
 }
 
 impl LockDir {
@@ -80,7 +133,7 @@ impl LockDir {
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            local: Mutex::new(HashMap::new()),
+            local: LocalLocks::default(),
         }
     }
 
@@ -99,14 +152,7 @@ impl LockDir {
     /// then holds it until the guard is dropped.
     pub async fn lock(&self, key: &str) -> Result<LockGuard, LockError> {
         let path = self.lock_file(key)?;
-        let local = {
-            let mut map = self
-                .local
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            Arc::clone(map.entry(key.to_owned()).or_default())
-        };
-        let local_guard = local.lock_owned().await;
+        let local_guard = self.local.lock(key).await;
 
         let dir = self.dir.clone();
         let file = tokio::task::spawn_blocking(move || lock_file(&dir, &path))
@@ -128,6 +174,20 @@ impl LockGuard {
     /// The key this guard holds.
     pub fn key(&self) -> &str {
         &self.key
+    }
+}
+
+impl Held for LockGuard {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+#[async_trait::async_trait]
+impl Locks for LockDir {
+    async fn lock(&self, key: &str) -> Result<Box<dyn Held>, LockError> {
+        let guard = LockDir::lock(self, key).await?;
+        Ok(Box::new(guard))
     }
 }
 

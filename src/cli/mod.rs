@@ -768,6 +768,7 @@ const SECRET_FIELDS: &[&str] = &[
     "refresh_token",
     "id_token",
     "client_secret",
+    "csrf_key",
     "verifier",
     "code_verifier",
 ];

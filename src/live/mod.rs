@@ -19,7 +19,7 @@ use indexmap::IndexMap;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
-use crate::auth::lock::LockDir;
+use crate::auth::lock::Locks;
 use crate::auth::oauth::{self, AppCredentials, Token, TokenError};
 use crate::engine::request::{HttpRequest, RequestBody};
 use crate::engine::{self, CallError, Caller, EngineError, FetchPlan};
@@ -62,8 +62,9 @@ pub struct Runtime {
     pub store: Arc<dyn Store>,
     /// The archive of entries, coverage, run statuses and shared budgets.
     pub archive: Arc<dyn Archive>,
-    /// Refresh locks.
-    pub locks: Arc<LockDir>,
+    /// Refresh locks: per machine (lock files), or across every instance sharing a
+    /// PostgreSQL store (advisory locks).
+    pub locks: Arc<dyn Locks>,
     /// The clock.
     pub clock: Clock,
     /// The HTTP transport of API and token calls (the process's one client).
@@ -1133,7 +1134,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("store.db")).expect("store");
         let rt = Runtime {
             store: Arc::new(store),
-            locks: Arc::new(LockDir::new(dir.path().join("locks"))),
+            locks: Arc::new(crate::auth::lock::LockDir::new(dir.path().join("locks"))),
             clock: Clock::default(),
             archive: Arc::new(SqliteStore::open(&dir.path().join("archive.db")).expect("archive")),
             transport: transport.clone(),

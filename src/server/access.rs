@@ -245,25 +245,63 @@ pub fn check_csrf(
     Ok(())
 }
 
-/// The tokens our own forms carry: a keyed hash of the plugin name, with a key that is
-/// random per process.
+/// The tokens our own forms carry: a keyed hash of the plugin name. The key of a plugin
+/// is the one kept in the store once the server has read it ([`Csrf::share`]), so every
+/// instance serving the store gives and accepts the same tokens; until then (and for a
+/// router built without [`crate::server::run`]) it is random per process.
 pub struct Csrf {
     key: [u8; 32],
+    shared: std::sync::RwLock<std::collections::HashMap<String, [u8; 32]>>,
 }
+
+/// The length of a form key.
+pub const CSRF_KEY_LEN: usize = 32;
 
 impl Csrf {
     /// A new random key.
     pub fn new() -> Csrf {
-        let mut key = [0u8; 32];
+        Csrf {
+            key: Csrf::random_key(),
+            shared: Default::default(),
+        }
+    }
+
+    /// A new random key, for [`Csrf::share`].
+    pub fn random_key() -> [u8; CSRF_KEY_LEN] {
+        let mut key = [0u8; CSRF_KEY_LEN];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-        Csrf { key }
+        key
+    }
+
+    /// The key's stored text (URL-safe base64).
+    pub fn key_text(key: &[u8; CSRF_KEY_LEN]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+    }
+
+    /// A key read back from its stored text; `None` for anything else.
+    pub fn parse_key(text: &str) -> Option<[u8; CSRF_KEY_LEN]> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .ok()?
+            .try_into()
+            .ok()
+    }
+
+    /// From now on the tokens of `plugin` are made with `key` (the stored one).
+    pub fn share(&self, plugin: &str, key: [u8; CSRF_KEY_LEN]) {
+        let mut shared = self.shared.write().unwrap_or_else(|e| e.into_inner());
+        shared.insert(plugin.to_owned(), key);
     }
 
     /// The token the setup page puts in the forms of `plugin`.
     pub fn token(&self, plugin: &str) -> String {
         use sha2::{Digest, Sha256};
+        let key = {
+            let shared = self.shared.read().unwrap_or_else(|e| e.into_inner());
+            shared.get(plugin).copied().unwrap_or(self.key)
+        };
         let mut h = Sha256::new();
-        h.update(self.key);
+        h.update(key);
         h.update(b"csrf\0");
         h.update(plugin.as_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
@@ -287,6 +325,21 @@ mod tests {
             &["igor.local".to_owned(), "192.168.1.20:9000".to_owned()],
         )
         .expect("valid hosts")
+    }
+
+    #[test]
+    fn form_tokens_follow_the_shared_key() {
+        let (one, two) = (Csrf::new(), Csrf::new());
+        assert_ne!(one.token("p"), two.token("p"), "random per process");
+        let key = Csrf::random_key();
+        let stored = Csrf::key_text(&key);
+        let read = Csrf::parse_key(&stored).expect("a key");
+        one.share("p", key);
+        two.share("p", read);
+        assert_eq!(one.token("p"), two.token("p"), "one key, one token");
+        assert_ne!(one.token("p"), one.token("q"), "per plugin");
+        assert!(Csrf::parse_key("short").is_none());
+        assert!(Csrf::parse_key("").is_none());
     }
 
     #[test]

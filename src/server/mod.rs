@@ -81,6 +81,11 @@ pub async fn run(
     schedule: Option<crate::config::ScheduleConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // One form key per plugin for every instance serving the store.
+    state
+        .share_csrf_keys()
+        .await
+        .map_err(|e| std::io::Error::other(crate::secret::redact(&e.to_string())))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = schedule
         .filter(|s| s.enabled)

@@ -1,5 +1,5 @@
-//! What the handlers share: plugins, the runtime, who may call, and the per-user run
-//! locks and counters.
+//! What the handlers share: plugins, the runtime, who may call, the per-user run locks
+//! and counters, and (with the PostgreSQL store) the schedule's shared queue.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -10,10 +10,12 @@ use indexmap::IndexMap;
 
 use super::access::{Access, Csrf, Hosts};
 use super::error::AppError;
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ServerConfig, StoreConfig};
+use crate::igor::paths;
 use crate::live::Runtime;
 use crate::live::consent;
 use crate::provider::Provider;
+use crate::store::{PostgresQueue, StoreError};
 use crate::user::UserName;
 
 /// Why the server cannot start.
@@ -25,6 +27,33 @@ pub enum StartError {
     /// `public_url` or `allowed_hosts` is refused.
     #[error("{0}")]
     Hosts(String),
+    /// The PostgreSQL URL's variable is not set (for the schedule's queue).
+    #[error("the postgres url is read from ${0}, which is not set")]
+    UrlUnset(String),
+    /// The schedule's queue cannot be set up.
+    #[error("the schedule's queue: {0}")]
+    Queue(StoreError),
+}
+
+/// Why the stored form keys cannot be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrfError {
+    /// The store failed.
+    #[error("the form key of {plugin}: {source}")]
+    Store {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// The lock around making the key failed.
+    #[error("the form key of {plugin}: {source}")]
+    Lock {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        source: crate::auth::lock::LockError,
+    },
 }
 
 /// Everything the handlers share.
@@ -53,6 +82,8 @@ pub struct AppState {
     /// When the built-in schedule fetches each (plugin, user) next, in epoch seconds,
     /// keyed `plugin\0user`; empty when the schedule does not run.
     pub next_due: Mutex<HashMap<String, f64>>,
+    /// With the PostgreSQL store: the queue of due runs every instance shares.
+    pub queue: Option<Arc<PostgresQueue>>,
 }
 
 /// Counters exposed at `/metrics`. Fetches are counted per user only for users with
@@ -126,6 +157,16 @@ impl AppState {
         let public_url = consent::public_url(config);
         let hosts =
             Hosts::new(&public_url, port, &config.allowed_hosts).map_err(StartError::Hosts)?;
+        let queue = match &config.store {
+            StoreConfig::Postgres { url_env, .. } => {
+                let url =
+                    std::env::var(url_env).map_err(|_| StartError::UrlUnset(url_env.clone()))?;
+                Some(Arc::new(
+                    PostgresQueue::new(&url).map_err(StartError::Queue)?,
+                ))
+            }
+            StoreConfig::Embedded { .. } | StoreConfig::Igor { .. } => None,
+        };
         Ok(AppState {
             plugins,
             keep,
@@ -138,7 +179,53 @@ impl AppState {
             user_locks: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             next_due: Mutex::new(HashMap::new()),
+            queue,
         })
+    }
+
+    /// Reads each plugin's form key from the store (`plugindata/<plugin>/csrf_key`),
+    /// making and storing it under the plugin's lock when there is none yet, so every
+    /// instance serving the store uses the same key.
+    pub async fn share_csrf_keys(&self) -> Result<(), CsrfError> {
+        for plugin in self.plugins.keys() {
+            let key = self.stored_csrf_key(plugin).await?;
+            // A secret like the client secret: never printed.
+            crate::secret::register(&Csrf::key_text(&key));
+            self.csrf.share(plugin, key);
+        }
+        Ok(())
+    }
+
+    async fn stored_csrf_key(&self, plugin: &str) -> Result<[u8; 32], CsrfError> {
+        let store_error = |source| CsrfError::Store {
+            plugin: plugin.to_owned(),
+            source,
+        };
+        let _held = self
+            .rt
+            .locks
+            .lock(&format!("{plugin}--csrf"))
+            .await
+            .map_err(|source| CsrfError::Lock {
+                plugin: plugin.to_owned(),
+                source,
+            })?;
+        let path = format!("{}/csrf_key", paths::app(plugin));
+        let stored = self.rt.store.get(&path).await.map_err(store_error)?;
+        if let Some(key) = crate::live::leaf_text(stored.as_ref())
+            .as_deref()
+            .and_then(Csrf::parse_key)
+        {
+            return Ok(key);
+        }
+        let key = Csrf::random_key();
+        let text = Csrf::key_text(&key);
+        self.rt
+            .store
+            .put(&path, &serde_json::Value::String(text))
+            .await
+            .map_err(store_error)?;
+        Ok(key)
     }
 
     pub fn provider(&self, plugin: &str) -> Result<Arc<Provider>, AppError> {

@@ -15,6 +15,8 @@ pub mod archive;
 mod igor;
 mod postgres;
 mod postgres_archive;
+mod postgres_lock;
+mod postgres_queue;
 mod sealed;
 mod sqlite;
 
@@ -25,6 +27,8 @@ use serde_json::Value;
 pub use self::archive::Archive;
 pub use self::igor::{IgorStore, IgorStoreConfig};
 pub use self::postgres::PostgresStore;
+pub use self::postgres_lock::PostgresLocks;
+pub use self::postgres_queue::{Claim, DueTime, PostgresQueue};
 pub use self::sealed::{KeyError, SEALED, SEALED_PREFIX, SealedStore, StoreKey};
 pub use self::sqlite::SqliteStore;
 

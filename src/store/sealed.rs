@@ -3,8 +3,8 @@
 //! so the rest of healthpull reads and writes plain tokens.
 //!
 //! Which leaves are secret is fixed by their place in the tree ([`SEALED`]): a token's
-//! `access_token` and `refresh_token`, a pending consent's PKCE `verifier`, and the app's
-//! `client_secret`. A sealed leaf is the string `enc:v1:<base64(nonce | ciphertext)>`:
+//! `access_token` and `refresh_token`, a pending consent's PKCE `verifier`, the app's
+//! `client_secret` and the setup page's form key `csrf_key`. A sealed leaf is the string `enc:v1:<base64(nonce | ciphertext)>`:
 //! XChaCha20-Poly1305 with a random 24-byte nonce, the leaf's path as associated data (a
 //! ciphertext copied to another user's token does not open), and the key from the
 //! environment variable `store.key_env` names.
@@ -44,6 +44,7 @@ pub const SEALED: &[&[&str]] = &[
     ],
     &["plugindata", "*", "pending", "*", "verifier"],
     &["plugindata", "*", "client_secret"],
+    &["plugindata", "*", "csrf_key"],
 ];
 
 /// The prefix of a sealed leaf.

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cluster;
 mod constructs;
 mod engine;
 mod fake_provider_selftest;

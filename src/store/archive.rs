@@ -13,7 +13,7 @@
 //! (`postgres_archive.rs`, the same semantics); with the Igor store it lives in an
 //! embedded file beside it (`store.archive`), while Igor keeps receiving the user's tree.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -316,7 +316,79 @@ fn write_spans(
     Ok(())
 }
 
-/// Upserts the entries and counts what changed; returns the identities seen per output.
+/// An entry as the answer left it: its key within the method and the row it writes.
+pub(super) type EntryKey = (String, String);
+
+/// A row to upsert.
+pub(super) struct EntryRow {
+    pub(super) key: EntryKey,
+    pub(super) day: Option<String>,
+    pub(super) at: Option<String>,
+    pub(super) seq: i64,
+    pub(super) value: String,
+}
+
+/// What a window's entries do to the archive: the counts, the rows to write (one per
+/// key) and the identities the answer listed per output.
+pub(super) struct Plan {
+    pub(super) counts: Counts,
+    pub(super) rows: Vec<EntryRow>,
+    pub(super) seen: Vec<(String, HashSet<String>)>,
+}
+
+/// Decides the writes of `commit` against the `stored` values of its keys, entry by
+/// entry in answer order, as the embedded archive writes them one after the other: an
+/// entry whose text equals the current one (stored, or written earlier in the same
+/// answer) is unchanged and leaves the row as it is; any other replaces the row.
+pub(super) fn plan(commit: &Commit, mut stored: HashMap<EntryKey, String>) -> Result<Plan, String> {
+    let mut counts = Counts::default();
+    let mut rows: Vec<EntryRow> = Vec::new();
+    let mut row_of: HashMap<EntryKey, usize> = HashMap::new();
+    let mut seen: Vec<(String, HashSet<String>)> = Vec::new();
+    for (seq, entry) in commit.entries.iter().enumerate() {
+        let text = serde_json::to_string(&entry.value)
+            .map_err(|e| format!("an entry cannot be written: {e}"))?;
+        let key = (entry.output.clone(), entry.identity.clone());
+        match stored.get(&key) {
+            Some(old) if *old == text => counts.unchanged += 1,
+            old => {
+                if old.is_some() {
+                    counts.changed += 1;
+                } else {
+                    counts.added += 1;
+                }
+                let row = EntryRow {
+                    key: key.clone(),
+                    day: entry.day.map(day_text),
+                    at: entry.at.clone(),
+                    seq: i64::try_from(seq).unwrap_or(i64::MAX),
+                    value: text.clone(),
+                };
+                match row_of.get(&key) {
+                    Some(&index) => rows[index] = row,
+                    None => {
+                        row_of.insert(key.clone(), rows.len());
+                        rows.push(row);
+                    }
+                }
+                stored.insert(key, text);
+            }
+        }
+        match seen.iter_mut().find(|(output, _)| *output == entry.output) {
+            Some((_, ids)) => {
+                ids.insert(entry.identity.clone());
+            }
+            None => seen.push((
+                entry.output.clone(),
+                HashSet::from([entry.identity.clone()]),
+            )),
+        }
+    }
+    Ok(Plan { counts, rows, seen })
+}
+
+/// Upserts the entries and counts what changed ([`plan`] against the stored values);
+/// returns the identities seen per output.
 fn write_entries(
     transaction: &rusqlite::Transaction<'_>,
     file: &std::path::Path,
@@ -330,6 +402,30 @@ fn write_entries(
              WHERE plugin = ?1 AND user = ?2 AND output = ?3 AND method = ?4 AND identity = ?5",
         )
         .map_err(&error)?;
+    let mut stored: HashMap<EntryKey, String> = HashMap::new();
+    for entry in &commit.entries {
+        let key = (entry.output.clone(), entry.identity.clone());
+        if stored.contains_key(&key) {
+            continue;
+        }
+        let old: Option<String> = read
+            .query_row(
+                params![
+                    commit.plugin,
+                    commit.user,
+                    entry.output,
+                    commit.method,
+                    entry.identity
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(&error)?;
+        if let Some(old) = old {
+            stored.insert(key, old);
+        }
+    }
+    let planned = plan(commit, stored).map_err(|detail| corrupt(file, detail))?;
     let mut upsert = transaction
         .prepare_cached(
             "INSERT INTO archive_entries (plugin, user, output, method, identity, day, at, seq, value)
@@ -339,55 +435,23 @@ fn write_entries(
                            value = excluded.value",
         )
         .map_err(&error)?;
-    let mut seen: Vec<(String, HashSet<String>)> = Vec::new();
-    for (seq, entry) in commit.entries.iter().enumerate() {
-        let text = serde_json::to_string(&entry.value)
-            .map_err(|e| corrupt(file, format!("an entry cannot be written: {e}")))?;
-        let key = params![
-            commit.plugin,
-            commit.user,
-            entry.output,
-            commit.method,
-            entry.identity
-        ];
-        let old: Option<String> = read
-            .query_row(key, |row| row.get(0))
-            .optional()
+    for row in &planned.rows {
+        upsert
+            .execute(params![
+                commit.plugin,
+                commit.user,
+                row.key.0,
+                commit.method,
+                row.key.1,
+                row.day,
+                row.at,
+                row.seq,
+                row.value,
+            ])
             .map_err(&error)?;
-        match old {
-            Some(old) if old == text => counts.unchanged += 1,
-            old => {
-                if old.is_some() {
-                    counts.changed += 1;
-                } else {
-                    counts.added += 1;
-                }
-                upsert
-                    .execute(params![
-                        commit.plugin,
-                        commit.user,
-                        entry.output,
-                        commit.method,
-                        entry.identity,
-                        entry.day.map(day_text),
-                        entry.at,
-                        seq as i64,
-                        text,
-                    ])
-                    .map_err(&error)?;
-            }
-        }
-        match seen.iter_mut().find(|(output, _)| *output == entry.output) {
-            Some((_, ids)) => {
-                ids.insert(entry.identity.clone());
-            }
-            None => seen.push((
-                entry.output.clone(),
-                HashSet::from([entry.identity.clone()]),
-            )),
-        }
     }
-    Ok(seen)
+    counts.add(planned.counts);
+    Ok(planned.seen)
 }
 
 /// Removes the window's entries of each output that the answer listed entries of, but

@@ -24,82 +24,11 @@ use serde_json::Value;
 
 use super::StoreError;
 use super::archive::{
-    Archive, ArchivedEntry, Commit, Counts, Select, covered_after, day_text, next_free, parse_day,
-    parse_span,
+    Archive, ArchivedEntry, Commit, Counts, EntryKey, EntryRow, Plan, Select, covered_after,
+    day_text, next_free, parse_day, parse_span, plan,
 };
 use super::postgres::{PostgresStore, prepared};
 use crate::history::{Coverage, Span};
-
-/// An entry as the answer left it: its key within the method and the row it writes.
-type EntryKey = (String, String);
-
-/// A row to upsert.
-struct EntryRow {
-    key: EntryKey,
-    day: Option<String>,
-    at: Option<String>,
-    seq: i64,
-    value: String,
-}
-
-/// What a window's entries do to the archive: the counts, the rows to write (one per
-/// key) and the identities the answer listed per output.
-struct Plan {
-    counts: Counts,
-    rows: Vec<EntryRow>,
-    seen: Vec<(String, HashSet<String>)>,
-}
-
-/// Decides the writes of `commit` against the `stored` values of its keys, entry by
-/// entry in answer order, as the embedded archive writes them one after the other: an
-/// entry whose text equals the current one (stored, or written earlier in the same
-/// answer) is unchanged and leaves the row as it is; any other replaces the row.
-fn plan(commit: &Commit, mut stored: HashMap<EntryKey, String>) -> Result<Plan, String> {
-    let mut counts = Counts::default();
-    let mut rows: Vec<EntryRow> = Vec::new();
-    let mut row_of: HashMap<EntryKey, usize> = HashMap::new();
-    let mut seen: Vec<(String, HashSet<String>)> = Vec::new();
-    for (seq, entry) in commit.entries.iter().enumerate() {
-        let text = serde_json::to_string(&entry.value)
-            .map_err(|e| format!("an entry cannot be written: {e}"))?;
-        let key = (entry.output.clone(), entry.identity.clone());
-        match stored.get(&key) {
-            Some(old) if *old == text => counts.unchanged += 1,
-            old => {
-                if old.is_some() {
-                    counts.changed += 1;
-                } else {
-                    counts.added += 1;
-                }
-                let row = EntryRow {
-                    key: key.clone(),
-                    day: entry.day.map(day_text),
-                    at: entry.at.clone(),
-                    seq: i64::try_from(seq).unwrap_or(i64::MAX),
-                    value: text.clone(),
-                };
-                match row_of.get(&key) {
-                    Some(&index) => rows[index] = row,
-                    None => {
-                        row_of.insert(key.clone(), rows.len());
-                        rows.push(row);
-                    }
-                }
-                stored.insert(key, text);
-            }
-        }
-        match seen.iter_mut().find(|(output, _)| *output == entry.output) {
-            Some((_, ids)) => {
-                ids.insert(entry.identity.clone());
-            }
-            None => seen.push((
-                entry.output.clone(),
-                HashSet::from([entry.identity.clone()]),
-            )),
-        }
-    }
-    Ok(Plan { counts, rows, seen })
-}
 
 type Transaction<'a> = deadpool_postgres::Transaction<'a>;
 

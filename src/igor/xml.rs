@@ -181,14 +181,12 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
                 for segment in segments {
                     match segment {
                         Segment::Table(table) => {
-                            let columns: Vec<ElementName<'_>> = table
-                                .columns()
-                                .iter()
-                                .map(|c| ElementName::new(c))
-                                .collect();
+                            let row_tags = RowTags::new(child_name);
+                            let mut columns: Vec<ColumnTags<'_>> =
+                                table.columns().iter().map(|c| ColumnTags::new(c)).collect();
                             for row in 0..table.len() {
                                 open_content(&mut xml.text, &mut has_child_nodes);
-                                write_row(&mut xml, child_name, table, &columns, row);
+                                write_row(&mut xml, &row_tags, table, &mut columns, row);
                                 xml.boundary();
                             }
                         }
@@ -206,67 +204,111 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
     xml.finish()
 }
 
+/// The element of a table's rows, its tags rendered once: `<name` (then `>` or `/>`)
+/// and `</name>`.
+struct RowTags {
+    open: String,
+    close: String,
+}
+
+impl RowTags {
+    fn new(name: ElementName<'_>) -> Self {
+        let mut open = String::new();
+        name.push_open(&mut open);
+        let mut close = String::new();
+        name.push_close(&mut close);
+        RowTags { open, close }
+    }
+}
+
+/// A table column's element with its tags rendered once (`<name>` and `</name>`), and
+/// the last string cell written in it with the element it gave: a column such as a
+/// record's date repeats one cell on every row, written once and copied after that.
+struct ColumnTags<'a> {
+    tag: &'a str,
+    /// `#text`: text nodes, not elements.
+    text_nodes: bool,
+    open: String,
+    close: String,
+    /// The text range of the last string cell written.
+    last: Option<(usize, usize)>,
+    /// Its element, once it repeated (empty before).
+    rendered: String,
+}
+
+impl<'a> ColumnTags<'a> {
+    fn new(tag: &'a str) -> Self {
+        let name = ElementName::new(tag);
+        let mut open = String::new();
+        name.push_open(&mut open);
+        open.push('>');
+        let mut close = String::new();
+        name.push_close(&mut close);
+        ColumnTags {
+            tag,
+            text_nodes: tag == "#text",
+            open,
+            close,
+            last: None,
+            rendered: String::new(),
+        }
+    }
+}
+
 /// Row `row` of a table as [`write_element`] writes its entry object.
 fn write_row(
     xml: &mut Out<'_>,
-    name: ElementName<'_>,
+    tags: &RowTags,
     table: &Table,
-    columns: &[ElementName<'_>],
+    columns: &mut [ColumnTags<'_>],
     row: usize,
 ) {
-    name.push_open(&mut xml.text);
+    xml.text.push_str(&tags.open);
     let mut has_child_nodes = false;
-    for (column, cell) in columns.iter().zip(table.row(row)) {
-        let out = &mut xml.text;
+    for (column, cell) in columns.iter_mut().zip(table.row(row)) {
         match cell {
             Cell::Absent => {}
-            _ if column.tag == "#text" || matches!(cell, Cell::Other(_)) => {
+            _ if column.text_nodes || matches!(cell, Cell::Other(_)) => {
                 if let Some(value) = table.cell_value(cell) {
                     write_member(xml, column.tag, &value, &mut has_child_nodes);
                 }
             }
             Cell::Str(a, b) => {
+                let out = &mut xml.text;
                 open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                push_escaped(out, table.text(*a, *b));
-                column.push_close(out);
-            }
-            Cell::Num(number) => {
-                open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                push_python_number(out, number);
-                column.push_close(out);
-            }
-            Cell::Int(integer) => {
-                open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                push_signed_decimal(out, *integer);
-                column.push_close(out);
-            }
-            Cell::UInt(integer) => {
-                open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                push_decimal(out, *integer);
-                column.push_close(out);
-            }
-            Cell::Bool(b) => {
-                open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                if *b {
-                    out.push_str("true");
+                let range = Some((*a, *b));
+                if column.last == range && !column.rendered.is_empty() {
+                    out.push_str(&column.rendered);
+                    continue;
                 }
-                column.push_close(out);
+                let start = out.len();
+                out.push_str(&column.open);
+                push_escaped(out, table.text(*a, *b));
+                out.push_str(&column.close);
+                if column.last == range {
+                    column.rendered.push_str(&out[start..]);
+                } else {
+                    column.last = range;
+                    column.rendered.clear();
+                }
             }
-            Cell::Other(_) => {}
+            _ => {
+                let out = &mut xml.text;
+                open_content(out, &mut has_child_nodes);
+                out.push_str(&column.open);
+                match cell {
+                    Cell::Num(number) => push_python_number(out, number),
+                    Cell::Int(integer) => push_signed_decimal(out, *integer),
+                    Cell::UInt(integer) => push_decimal(out, *integer),
+                    Cell::Bool(true) => out.push_str("true"),
+                    _ => {}
+                }
+                out.push_str(&column.close);
+            }
         }
     }
     if has_child_nodes {
-        name.push_close(&mut xml.text);
+        xml.text.push_str(&tags.close);
     } else {
         xml.text.push_str("/>");
     }
@@ -738,18 +780,8 @@ fn push_signed_decimal(out: &mut String, value: i64) {
 }
 
 /// Appends the decimal digits of `value` (cheaper than going through `fmt`).
-fn push_decimal(out: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    push_ascii(out, &digits[start..]);
+fn push_decimal(out: &mut String, value: u64) {
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
 /// Python's `repr()` (= `str()`) of a finite float: the shortest digits that round-trip,

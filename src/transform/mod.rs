@@ -217,7 +217,11 @@ fn doc_entry(
     for (index, field) in output.fields.iter().enumerate() {
         let cell = match &field.source {
             FieldSource::Row(path) => {
-                let found = doc.first_by(row, path);
+                // A member of the row (`$.time`), the common path, looked up directly.
+                let found = match path.steps() {
+                    Some([Step::Member(name)]) => doc.member(row, name),
+                    _ => doc.first_by(row, path),
+                };
                 record_zone(field, doc, Some(row), parent)
                     .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone))
             }
@@ -262,15 +266,27 @@ fn doc_entry(
 
 /// The offset or zone a field's times are shown in, when the field names one: looked up
 /// in the row, then the parent record, then the whole answer.
+#[inline]
 fn record_zone(
     field: &Field,
     doc: &Doc,
     row: Option<usize>,
     parent: Option<usize>,
 ) -> Result<Option<RecordZone>, String> {
-    let Some(path) = &field.offset else {
-        return Ok(None);
-    };
+    match &field.offset {
+        None => Ok(None),
+        Some(path) => zone_at(field, path, doc, row, parent),
+    }
+}
+
+/// [`record_zone`] of a field that names where its offset or zone is.
+fn zone_at(
+    field: &Field,
+    path: &Selector,
+    doc: &Doc,
+    row: Option<usize>,
+    parent: Option<usize>,
+) -> Result<Option<RecordZone>, String> {
     let found = row
         .and_then(|r| doc.first_by(r, path))
         .or_else(|| parent.and_then(|p| doc.first_by(p, path)))
@@ -441,6 +457,10 @@ pub enum Item<'a> {
 /// Deeper documents go to `serde_json` (whose limit is 128).
 const MAX_DEPTH: u32 = 100;
 
+/// Objects with up to this many members are checked for a repeated key pairwise while
+/// they are indexed; larger ones through a set afterwards.
+const SMALL_OBJECT: usize = 16;
+
 impl Doc {
     /// Indexes a JSON text; gives the text back when `serde_json` should decide.
     pub fn parse(text: String) -> Result<Doc, String> {
@@ -596,6 +616,7 @@ impl Doc {
     }
 
     /// The first node `selector` selects under `i`.
+    #[inline]
     fn first_by(&self, i: usize, selector: &Selector) -> Option<usize> {
         match selector.steps() {
             Some(steps) => self.first(i, steps),
@@ -733,13 +754,15 @@ impl Doc {
     }
 
     /// The value of member `name` of the object at `i`.
+    #[inline]
     fn member(&self, i: usize, name: &str) -> Option<usize> {
         let Tape::Object(end) = self.tape[i] else {
             return None;
         };
+        let name = name.as_bytes();
         let mut k = i + 1;
         while k < end as usize {
-            if self.str_of(self.tape[k]) == name {
+            if self.key_bytes(self.tape[k]) == name {
                 return Some(k + 1);
             }
             k = self.end(k + 1);
@@ -747,6 +770,20 @@ impl Doc {
         None
     }
 
+    /// The bytes of a key (compared, never shown).
+    #[inline]
+    fn key_bytes(&self, t: Tape) -> &[u8] {
+        let (text, a, b) = match t {
+            Tape::Str(a, b) => (&self.text, a, b),
+            Tape::Esc(a, b) => (&self.decoded, a, b),
+            _ => return &[],
+        };
+        text.as_bytes()
+            .get(a as usize..b as usize)
+            .unwrap_or_default()
+    }
+
+    #[inline]
     fn step(&self, i: usize, step: &Step) -> Option<usize> {
         match (step, self.tape[i]) {
             (Step::Member(name), Tape::Object(_)) => self.member(i, name),
@@ -772,8 +809,9 @@ impl Doc {
     }
 
     /// The first node `steps` select under `i`.
+    #[inline]
     fn first(&self, mut i: usize, steps: &[Step]) -> Option<usize> {
-        if !steps.contains(&Step::Wildcard) {
+        if !steps.iter().any(|s| matches!(s, Step::Wildcard)) {
             for step in steps {
                 i = self.step(i, step)?;
             }
@@ -889,6 +927,10 @@ impl Parser<'_> {
         self.tape.push(Tape::Object(0));
         self.skip_ws();
         let mut members = 0usize;
+        // The keys of a small object (every point of a series), to find a duplicate
+        // without walking the tape again.
+        let mut keys = [0usize; SMALL_OBJECT];
+        let mut duplicate = false;
         if self.bytes.get(self.at) == Some(&b'}') {
             self.at += 1;
         } else {
@@ -897,7 +939,14 @@ impl Parser<'_> {
                 if self.bytes.get(self.at) != Some(&b'"') {
                     return None;
                 }
+                let key = self.tape.len();
                 self.string()?;
+                if members < SMALL_OBJECT {
+                    duplicate |= keys[..members]
+                        .iter()
+                        .any(|&k| self.key(k) == self.key(key));
+                    keys[members] = key;
+                }
                 self.expect(b':')?;
                 self.value(depth + 1)?;
                 members += 1;
@@ -914,7 +963,7 @@ impl Parser<'_> {
         }
         let end = self.tape.len();
         self.tape[at] = Tape::Object(u32::try_from(end).ok()?);
-        if members > 1 && self.has_duplicate_keys(at, members) {
+        if duplicate || (members > SMALL_OBJECT && self.has_duplicate_keys(at, members)) {
             // `serde_json` keeps the first place and the last value: let it decide.
             return None;
         }
@@ -929,38 +978,24 @@ impl Parser<'_> {
         }
     }
 
+    /// Whether a large object (more than [`SMALL_OBJECT`] members) repeats a key.
     fn has_duplicate_keys(&self, at: usize, members: usize) -> bool {
         let end_of = |i: usize| match self.tape[i] {
             Tape::Array(end) | Tape::Object(end) => end as usize,
             _ => i + 1,
         };
         let keys = std::iter::successors(Some(at + 1), |&k| Some(end_of(k + 1))).take(members);
-        if members <= 16 {
-            // Small objects (every point of a series): pairwise, without allocating.
-            let mut seen = [0usize; 16];
-            for (n, k) in keys.enumerate() {
-                if seen[..n].iter().any(|&s| self.key(s) == self.key(k)) {
-                    return true;
-                }
-                seen[n] = k;
-            }
-            false
-        } else {
-            let mut seen = std::collections::HashSet::with_capacity(members);
-            !keys.into_iter().all(|k| seen.insert(self.key(k)))
-        }
+        let mut seen = std::collections::HashSet::with_capacity(members);
+        !keys.into_iter().all(|k| seen.insert(self.key(k)))
     }
 
     fn string(&mut self) -> Option<()> {
         let start = self.at + 1;
-        let mut i = start;
-        loop {
-            match *self.bytes.get(i)? {
-                b'"' => break,
-                b'\\' => return self.escaped_string(start),
-                0x00..=0x1F => return None,
-                _ => i += 1,
-            }
+        let i = string_stop(self.bytes, start)?;
+        match self.bytes[i] {
+            b'"' => {}
+            b'\\' => return self.escaped_string(start),
+            _ => return None,
         }
         self.tape.push(Tape::Str(
             u32::try_from(start).ok()?,
@@ -993,34 +1028,36 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Option<()> {
         let start = self.at;
+        // The common token first: an integer in its simplest form, read in one pass.
+        let negative = self.bytes[start] == b'-';
+        let first = start + usize::from(negative);
+        let mut i = first;
+        let mut magnitude = 0u64;
+        while let Some(&d @ b'0'..=b'9') = self.bytes.get(i) {
+            magnitude = magnitude.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            i += 1;
+        }
+        let digits = i - first;
+        let ends = !matches!(self.bytes.get(i), Some(b'-' | b'+' | b'.' | b'e' | b'E'));
+        if ends && (1..=19).contains(&digits) && (digits == 1 || self.bytes[first] != b'0') {
+            if !negative {
+                self.at = i;
+                self.tape.push(Tape::U(magnitude));
+                return Some(());
+            }
+            // `-0` is a float in `serde_json`; larger magnitudes than i64's are too.
+            if magnitude != 0 && magnitude <= i64::MAX as u64 + 1 {
+                self.at = i;
+                self.tape.push(Tape::I(0i64.wrapping_sub(magnitude as i64)));
+                return Some(());
+            }
+        }
         let mut i = start;
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.bytes.get(i) {
             i += 1;
         }
         self.at = i;
         let token = &self.bytes[start..i];
-        let (negative, digits) = match token.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            _ => (false, token),
-        };
-        let simple = !digits.is_empty()
-            && digits.len() <= 19
-            && digits.iter().all(u8::is_ascii_digit)
-            && (digits.len() == 1 || digits[0] != b'0');
-        if simple {
-            let magnitude = digits
-                .iter()
-                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if !negative {
-                self.tape.push(Tape::U(magnitude));
-                return Some(());
-            }
-            // `-0` is a float in `serde_json`; larger magnitudes than i64's are too.
-            if magnitude != 0 && magnitude <= i64::MAX as u64 + 1 {
-                self.tape.push(Tape::I(0i64.wrapping_sub(magnitude as i64)));
-                return Some(());
-            }
-        }
         // Floats, `-0`, integers beyond 64 bits: `serde_json` judges and decodes them
         // (keeping their text), here and in `Doc::number_of`.
         let text = std::str::from_utf8(token).ok()?;
@@ -1031,6 +1068,36 @@ impl Parser<'_> {
         ));
         Some(())
     }
+}
+
+/// The index of the first byte at or after `i` that ends a run of plain string
+/// bytes: `"`, `\\` or a control character; `None` at the end of the text. Eight bytes
+/// are looked at a time (a point's keys and values are short, and most texts are ASCII).
+#[inline]
+fn string_stop(bytes: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // The lowest flagged byte of each test is exact (a borrow only flags bytes above
+        // a true match), so the lowest of them all is the first stop.
+        let stops = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        let stops = stops & HIGH;
+        if stops != 0 {
+            return Some(i + (stops.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|offset| i + offset)
 }
 
 /// A field's value from what its path found: absent for nothing or `null`.

@@ -212,6 +212,16 @@ impl Table {
         )
     }
 
+    /// Bytes of text the string cells hold so far.
+    pub(crate) fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Room for `more` bytes of text.
+    pub(crate) fn reserve_text(&mut self, more: usize) {
+        self.text.reserve(more);
+    }
+
     pub(crate) fn push_text(&mut self, text: &str) -> Cell {
         let start = self.text.len();
         self.text.push_str(text);

@@ -157,9 +157,16 @@ fn map_output_docs(
             match &output.explode {
                 Some(explode) => {
                     rows.clear();
+                    // The rows are nodes under the record: as many as its nodes at most.
+                    // Reserved, not touched: only the pages the rows fill are used.
+                    rows.reserve(doc.end(record) - record);
                     doc.select_by(record, explode, &mut rows);
                     table.cells.reserve(rows.len() * output.fields.len());
-                    for &row in &rows {
+                    let text_before = table.text_len();
+                    for (n, &row) in rows.iter().enumerate() {
+                        if n == 1 {
+                            reserve_text(&mut table, text_before, rows.len() - 1, doc);
+                        }
                         if output.filters.iter().all(|c| doc_holds(c, doc, row)) {
                             doc_entry(
                                 output,
@@ -191,6 +198,16 @@ fn map_output_docs(
         return Ok((!table.is_empty()).then(|| Node::Value(table.row_value(0))));
     }
     Ok(Some(Node::List(vec![Segment::Table(table)])))
+}
+
+/// Reserves the text of a table about to get `rows` more rows like its last one (the
+/// rows of one record are usually alike; the last one's strings came after
+/// `text_before`), at most as much as the document's text: grown once, not by doubling
+/// and copying. Reserved memory that the rows do not fill is never touched.
+fn reserve_text(table: &mut Table, text_before: usize, rows: usize, doc: &Doc) {
+    let row = table.text_len() - text_before;
+    let most = doc.text.len() + doc.decoded.len();
+    table.reserve_text(row.saturating_mul(rows).min(most));
 }
 
 /// [`Condition::holds`] on a document node.

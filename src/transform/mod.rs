@@ -343,7 +343,7 @@ fn doc_field(
     ctx: MapContext,
     zone: Option<RecordZone>,
 ) -> Result<Cell, String> {
-    let found = found.filter(|&node| !matches!(doc.tape[node], Tape::Null));
+    let found = found.filter(|&node| !matches!(doc.tape.get(node), Tape::Null));
     let Some(node) = found else {
         return match &field.default {
             Some(d) => {
@@ -352,7 +352,7 @@ fn doc_field(
             None => Ok(Cell::Absent),
         };
     };
-    let tape = doc.tape[node];
+    let tape = doc.tape.get(node);
     if field.map.is_some() {
         let value = mapped(field, doc.value_at(node))?;
         return convert(field, &value, &row_for(field, doc, row), ctx, zone)
@@ -425,7 +425,7 @@ fn doc_field(
 pub struct Doc {
     text: String,
     decoded: String,
-    tape: Vec<Tape>,
+    tape: Nodes,
     /// The answer headers pagination reads (lower-case names), when any.
     headers: Vec<(String, String)>,
 }
@@ -448,6 +448,105 @@ enum Tape {
     Array(u32),
     /// An object, and the tape index after its last descendant.
     Object(u32),
+}
+
+/// The tape, eight bytes a node: the kind in the top four bits, then what the node holds
+/// (a number, an index, or a range as its start and length). A node whose content does
+/// not fit (integers beyond 60 bits, strings of 256 MiB and more) is kept whole in a
+/// side list and the tape holds its place there. Half the memory of a tape of [`Tape`]s,
+/// and half the pages to touch for a large answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Nodes {
+    packed: Vec<u64>,
+    wide: Vec<Tape>,
+}
+
+const KIND_SHIFT: u32 = 60;
+const PAYLOAD: u64 = (1 << KIND_SHIFT) - 1;
+const LEN_BITS: u32 = 28;
+const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+const K_NULL: u64 = 0;
+const K_BOOL: u64 = 1;
+const K_U: u64 = 2;
+const K_I: u64 = 3;
+const K_NUM: u64 = 4;
+const K_STR: u64 = 5;
+const K_ESC: u64 = 6;
+const K_ARRAY: u64 = 7;
+const K_OBJECT: u64 = 8;
+const K_WIDE: u64 = 9;
+
+impl Nodes {
+    fn with_capacity(n: usize) -> Nodes {
+        Nodes {
+            packed: Vec::with_capacity(n),
+            wide: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.packed.len()
+    }
+
+    #[inline]
+    fn push(&mut self, t: Tape) {
+        let packed = self.pack(t);
+        self.packed.push(packed);
+    }
+
+    /// Sets a container's end (its node was pushed with end 0).
+    #[inline]
+    fn set(&mut self, i: usize, t: Tape) {
+        let packed = self.pack(t);
+        self.packed[i] = packed;
+    }
+
+    #[inline]
+    fn pack(&mut self, t: Tape) -> u64 {
+        let range = |kind: u64, a: u32, b: u32| {
+            let len = u64::from(b.checked_sub(a)?);
+            (len <= LEN_MASK).then_some(kind << KIND_SHIFT | u64::from(a) << LEN_BITS | len)
+        };
+        let packed = match t {
+            Tape::Null => Some(K_NULL << KIND_SHIFT),
+            Tape::Bool(b) => Some(K_BOOL << KIND_SHIFT | u64::from(b)),
+            Tape::U(u) => (u <= PAYLOAD).then_some(K_U << KIND_SHIFT | u),
+            Tape::I(i) => ((-(1 << 59))..(1 << 59))
+                .contains(&i)
+                .then_some(K_I << KIND_SHIFT | (i as u64 & PAYLOAD)),
+            Tape::Num(a, b) => range(K_NUM, a, b),
+            Tape::Str(a, b) => range(K_STR, a, b),
+            Tape::Esc(a, b) => range(K_ESC, a, b),
+            Tape::Array(end) => Some(K_ARRAY << KIND_SHIFT | u64::from(end)),
+            Tape::Object(end) => Some(K_OBJECT << KIND_SHIFT | u64::from(end)),
+        };
+        packed.unwrap_or_else(|| {
+            self.wide.push(t);
+            K_WIDE << KIND_SHIFT | (self.wide.len() - 1) as u64
+        })
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Tape {
+        let p = self.packed[i];
+        let payload = p & PAYLOAD;
+        let start = (payload >> LEN_BITS) as u32;
+        let end = start.wrapping_add((payload & LEN_MASK) as u32);
+        match p >> KIND_SHIFT {
+            K_NULL => Tape::Null,
+            K_BOOL => Tape::Bool(payload != 0),
+            K_U => Tape::U(payload),
+            // Sign-extended from 60 bits.
+            K_I => Tape::I(((p << 4) as i64) >> 4),
+            K_NUM => Tape::Num(start, end),
+            K_STR => Tape::Str(start, end),
+            K_ESC => Tape::Esc(start, end),
+            K_ARRAY => Tape::Array(payload as u32),
+            K_OBJECT => Tape::Object(payload as u32),
+            _ => self.wide[payload as usize],
+        }
+    }
 }
 
 /// One node of a [`Doc`] as [`Doc::item`] shows it.
@@ -487,7 +586,7 @@ impl Doc {
         let mut parser = Parser {
             bytes: text.as_bytes(),
             at: 0,
-            tape: Vec::with_capacity(text.len() / 6 + 4),
+            tape: Nodes::with_capacity(text.len() / 6 + 4),
             decoded: String::new(),
         };
         let ok = parser.value(0).is_some() && {
@@ -548,7 +647,7 @@ impl Doc {
         let mut doc = Doc {
             text: String::new(),
             decoded: String::new(),
-            tape: Vec::new(),
+            tape: Nodes::default(),
             headers: Vec::new(),
         };
         doc.push_value(value);
@@ -582,7 +681,10 @@ impl Doc {
                 for item in items {
                     self.push_value(item);
                 }
-                self.tape[at] = Tape::Array(u32::try_from(self.tape.len()).unwrap_or(u32::MAX));
+                self.tape.set(
+                    at,
+                    Tape::Array(u32::try_from(self.tape.len()).unwrap_or(u32::MAX)),
+                );
             }
             Value::Object(map) => {
                 let at = self.tape.len();
@@ -591,7 +693,10 @@ impl Doc {
                     self.push_str(key);
                     self.push_value(item);
                 }
-                self.tape[at] = Tape::Object(u32::try_from(self.tape.len()).unwrap_or(u32::MAX));
+                self.tape.set(
+                    at,
+                    Tape::Object(u32::try_from(self.tape.len()).unwrap_or(u32::MAX)),
+                );
             }
         }
     }
@@ -608,7 +713,7 @@ impl Doc {
         self.select_by(0, selector, &mut found);
         match found.as_slice() {
             // A path to the list itself counts its items.
-            [one] if matches!(self.tape[*one], Tape::Array(_)) => self.children(*one).count(),
+            [one] if matches!(self.tape.get(*one), Tape::Array(_)) => self.children(*one).count(),
             all => all.len(),
         }
     }
@@ -653,7 +758,7 @@ impl Doc {
     /// an object or an array are read with [`Doc::members`] and [`Doc::items`].
     #[inline]
     pub fn item(&self, i: usize) -> Item<'_> {
-        match self.tape[i] {
+        match self.tape.get(i) {
             Tape::Null => Item::Null,
             Tape::Bool(b) => Item::Bool(b),
             Tape::U(u) => Item::UInt(u),
@@ -668,7 +773,7 @@ impl Doc {
     /// The items of the array at `i`, in order (nothing for another node).
     #[inline]
     pub fn items(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        let end = match self.tape[i] {
+        let end = match self.tape.get(i) {
             Tape::Array(end) => end as usize,
             _ => i + 1,
         };
@@ -686,14 +791,14 @@ impl Doc {
     /// An indexed document has no duplicate keys.
     #[inline]
     pub fn members(&self, i: usize) -> impl Iterator<Item = (&str, usize)> + '_ {
-        let end = match self.tape[i] {
+        let end = match self.tape.get(i) {
             Tape::Object(end) => end as usize,
             _ => i + 1,
         };
         let mut k = i + 1;
         std::iter::from_fn(move || {
             (k < end).then(|| {
-                let key = self.str_of(self.tape[k]);
+                let key = self.str_of(self.tape.get(k));
                 let value = k + 1;
                 k = self.end(value);
                 (key, value)
@@ -703,7 +808,7 @@ impl Doc {
 
     /// The node at tape index `i` as a `Value`.
     fn value_at(&self, i: usize) -> Value {
-        match self.tape[i] {
+        match self.tape.get(i) {
             Tape::Null => Value::Null,
             Tape::Bool(b) => Value::Bool(b),
             t @ (Tape::U(_) | Tape::I(_) | Tape::Num(..)) => Value::Number(self.number_of(t)),
@@ -714,7 +819,10 @@ impl Doc {
                 let mut k = i + 1;
                 let end = self.end(i);
                 while k < end {
-                    map.insert(self.str_of(self.tape[k]).to_owned(), self.value_at(k + 1));
+                    map.insert(
+                        self.str_of(self.tape.get(k)).to_owned(),
+                        self.value_at(k + 1),
+                    );
                     k = self.end(k + 1);
                 }
                 Value::Object(map)
@@ -746,7 +854,7 @@ impl Doc {
     /// The tape index after the node at `i` and its descendants.
     #[inline]
     fn end(&self, i: usize) -> usize {
-        match self.tape[i] {
+        match self.tape.get(i) {
             Tape::Array(end) | Tape::Object(end) => end as usize,
             _ => i + 1,
         }
@@ -754,7 +862,7 @@ impl Doc {
 
     /// The items of an array, or the member values of an object, in order.
     fn children(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        let (object, end) = match self.tape[i] {
+        let (object, end) = match self.tape.get(i) {
             Tape::Array(end) => (false, end as usize),
             Tape::Object(end) => (true, end as usize),
             _ => (false, i + 1),
@@ -773,13 +881,13 @@ impl Doc {
     /// The value of member `name` of the object at `i`.
     #[inline]
     fn member(&self, i: usize, name: &str) -> Option<usize> {
-        let Tape::Object(end) = self.tape[i] else {
+        let Tape::Object(end) = self.tape.get(i) else {
             return None;
         };
         let name = name.as_bytes();
         let mut k = i + 1;
         while k < end as usize {
-            if self.key_bytes(self.tape[k]) == name {
+            if self.key_bytes(self.tape.get(k)) == name {
                 return Some(k + 1);
             }
             k = self.end(k + 1);
@@ -802,7 +910,7 @@ impl Doc {
 
     #[inline]
     fn step(&self, i: usize, step: &Step) -> Option<usize> {
-        match (step, self.tape[i]) {
+        match (step, self.tape.get(i)) {
             (Step::Member(name), Tape::Object(_)) => self.member(i, name),
             (Step::Index(n), Tape::Array(_)) => {
                 let index = if *n < 0 {
@@ -868,7 +976,7 @@ impl Doc {
 struct Parser<'t> {
     bytes: &'t [u8],
     at: usize,
-    tape: Vec<Tape>,
+    tape: Nodes,
     decoded: String,
 }
 
@@ -931,7 +1039,8 @@ impl Parser<'_> {
                 }
             }
         }
-        self.tape[at] = Tape::Array(u32::try_from(self.tape.len()).ok()?);
+        self.tape
+            .set(at, Tape::Array(u32::try_from(self.tape.len()).ok()?));
         Some(())
     }
 
@@ -979,7 +1088,7 @@ impl Parser<'_> {
             }
         }
         let end = self.tape.len();
-        self.tape[at] = Tape::Object(u32::try_from(end).ok()?);
+        self.tape.set(at, Tape::Object(u32::try_from(end).ok()?));
         if duplicate || (members > SMALL_OBJECT && self.has_duplicate_keys(at, members)) {
             // `serde_json` keeps the first place and the last value: let it decide.
             return None;
@@ -988,7 +1097,7 @@ impl Parser<'_> {
     }
 
     fn key(&self, k: usize) -> &[u8] {
-        match self.tape[k] {
+        match self.tape.get(k) {
             Tape::Str(a, b) => &self.bytes[a as usize..b as usize],
             Tape::Esc(a, b) => &self.decoded.as_bytes()[a as usize..b as usize],
             _ => &[],
@@ -997,7 +1106,7 @@ impl Parser<'_> {
 
     /// Whether a large object (more than [`SMALL_OBJECT`] members) repeats a key.
     fn has_duplicate_keys(&self, at: usize, members: usize) -> bool {
-        let end_of = |i: usize| match self.tape[i] {
+        let end_of = |i: usize| match self.tape.get(i) {
             Tape::Array(end) | Tape::Object(end) => end as usize,
             _ => i + 1,
         };

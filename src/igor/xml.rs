@@ -231,7 +231,7 @@ struct ColumnTags<'a> {
     open: String,
     close: String,
     /// The text range of the last string cell written.
-    last: Option<(usize, usize)>,
+    last: Option<(u32, u32)>,
     /// Its element, once it repeated (empty before).
     rendered: String,
 }
@@ -297,7 +297,7 @@ fn write_row(
                 open_content(out, &mut has_child_nodes);
                 out.push_str(&column.open);
                 match cell {
-                    Cell::Num(number) => push_python_number(out, number),
+                    Cell::Num(a, b) => push_python_number_text(out, table.text(*a, *b)),
                     Cell::Int(integer) => push_signed_decimal(out, *integer),
                     Cell::UInt(integer) => push_decimal(out, *integer),
                     Cell::Bool(true) => out.push_str("true"),
@@ -743,12 +743,8 @@ static ATTENTION: [bool; 256] = {
 
 /// Python's `str()` of a JSON number: an integer as an `int`, exact at any size,
 /// anything else as a `float` (`json.loads` makes `1.0` and `1e5` floats; serde_json
-/// keeps every number's text, see `arbitrary_precision` in docs/ARCHITECTURE.md).
-fn push_python_number(out: &mut String, number: &Number) {
-    push_python_number_text(out, number.as_str());
-}
-
-/// [`push_python_number`] of a number token (`serde_json` has accepted it).
+/// keeps every number's text, see `arbitrary_precision` in docs/ARCHITECTURE.md), from
+/// the number's text (a token `serde_json` has accepted).
 fn push_python_number_text(out: &mut String, text: &str) {
     if let Some(magnitude) = integer_magnitude(text) {
         let significant = magnitude.trim_start_matches('0');

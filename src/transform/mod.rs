@@ -366,7 +366,7 @@ fn doc_field(
                     Tape::Bool(b) => Cell::Bool(b),
                     Tape::U(u) => Cell::UInt(u),
                     Tape::I(i) => Cell::Int(i),
-                    Tape::Num(..) => Cell::Num(doc.number_of(tape)),
+                    Tape::Num(..) => table.push_number(&doc.number_of(tape)),
                     _ => Cell::Other(Box::new(doc.value_at(node))),
                 });
             }
@@ -388,9 +388,9 @@ fn doc_field(
                     n
                 };
                 if field.kind == FieldType::Integer {
-                    return integer(n).map(Cell::Num);
+                    return integer(n).map(|n| table.push_number(&n));
                 }
-                return Ok(Cell::Num(n));
+                return Ok(table.push_number(&n));
             }
             (FieldType::String | FieldType::Time, Tape::Str(..) | Tape::Esc(..)) => {
                 return Ok(table.push_text(doc.str_of(tape)));

@@ -239,8 +239,11 @@ fn doc_entry(
                     Some([Step::Member(name)]) => doc.member(row, name),
                     _ => doc.first_by(row, path),
                 };
-                record_zone(field, doc, Some(row), parent)
-                    .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone))
+                match &field.offset {
+                    None => doc_field(field, found, doc, row, table, ctx, None),
+                    Some(_) => record_zone(field, doc, Some(row), parent)
+                        .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone)),
+                }
             }
             FieldSource::Parent(path) if field.exponent.is_none() => parents[index]
                 .get_or_insert_with(|| {
@@ -525,6 +528,34 @@ impl Nodes {
             self.wide.push(t);
             K_WIDE << KIND_SHIFT | (self.wide.len() - 1) as u64
         })
+    }
+
+    /// The index after the node at `i` and its descendants (containers always fit the
+    /// tape, never the side list).
+    #[inline]
+    fn end(&self, i: usize) -> usize {
+        let p = self.packed[i];
+        match p >> KIND_SHIFT {
+            K_ARRAY | K_OBJECT => (p & PAYLOAD) as usize,
+            _ => i + 1,
+        }
+    }
+
+    /// The end of the object at `i`, `None` for another node.
+    #[inline]
+    fn object_end(&self, i: usize) -> Option<usize> {
+        let p = self.packed[i];
+        (p >> KIND_SHIFT == K_OBJECT).then_some((p & PAYLOAD) as usize)
+    }
+
+    /// The start and length of the string without escapes at `i`, `None` for another node.
+    #[inline]
+    fn plain_str(&self, i: usize) -> Option<(usize, usize)> {
+        let p = self.packed[i];
+        (p >> KIND_SHIFT == K_STR).then_some((
+            ((p & PAYLOAD) >> LEN_BITS) as usize,
+            (p & LEN_MASK) as usize,
+        ))
     }
 
     #[inline]
@@ -854,10 +885,7 @@ impl Doc {
     /// The tape index after the node at `i` and its descendants.
     #[inline]
     fn end(&self, i: usize) -> usize {
-        match self.tape.get(i) {
-            Tape::Array(end) | Tape::Object(end) => end as usize,
-            _ => i + 1,
-        }
+        self.tape.end(i)
     }
 
     /// The items of an array, or the member values of an object, in order.
@@ -881,13 +909,16 @@ impl Doc {
     /// The value of member `name` of the object at `i`.
     #[inline]
     fn member(&self, i: usize, name: &str) -> Option<usize> {
-        let Tape::Object(end) = self.tape.get(i) else {
-            return None;
-        };
+        let end = self.tape.object_end(i)?;
         let name = name.as_bytes();
         let mut k = i + 1;
-        while k < end as usize {
-            if self.key_bytes(self.tape.get(k)) == name {
+        while k < end {
+            let found = match self.tape.plain_str(k) {
+                // The common key: text without escapes, its length compared first.
+                Some((a, len)) => len == name.len() && &self.text.as_bytes()[a..a + len] == name,
+                None => self.key_bytes(self.tape.get(k)) == name,
+            };
+            if found {
                 return Some(k + 1);
             }
             k = self.end(k + 1);
@@ -981,7 +1012,12 @@ struct Parser<'t> {
 }
 
 impl Parser<'_> {
+    #[inline]
     fn skip_ws(&mut self) {
+        // Compact JSON has none: one look, most of the time.
+        if self.bytes.get(self.at).is_none_or(|&b| b > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
             self.at += 1;
         }

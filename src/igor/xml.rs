@@ -181,9 +181,9 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
                 for segment in segments {
                     match segment {
                         Segment::Table(table) => {
-                            let row_tags = RowTags::new(child_name);
                             let mut columns: Vec<ColumnTags<'_>> =
                                 table.columns().iter().map(|c| ColumnTags::new(c)).collect();
+                            let row_tags = RowTags::new(child_name, &columns);
                             for row in 0..table.len() {
                                 open_content(&mut xml.text, &mut has_child_nodes);
                                 write_row(&mut xml, &row_tags, table, &mut columns, row);
@@ -205,25 +205,43 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
 }
 
 /// The element of a table's rows, its tags rendered once: `<name` (then `>` or `/>`)
-/// and `</name>`.
+/// and `</name>`, and for a row with every cell present and plain (the usual row) the
+/// text between its values: `<name><first>`, `</first><second>`, ..., `</last></name>`.
 struct RowTags {
     open: String,
     close: String,
+    /// Empty when a column holds text nodes (`#text`): those rows take the long way.
+    joints: Vec<String>,
 }
 
 impl RowTags {
-    fn new(name: ElementName<'_>) -> Self {
+    fn new(name: ElementName<'_>, columns: &[ColumnTags<'_>]) -> Self {
         let mut open = String::new();
         name.push_open(&mut open);
         let mut close = String::new();
         name.push_close(&mut close);
-        RowTags { open, close }
+        let mut joints = Vec::new();
+        if !columns.is_empty() && !columns.iter().any(|c| c.text_nodes) {
+            let mut joint = format!("{open}>");
+            for column in columns {
+                joint.push_str(&column.open);
+                joints.push(std::mem::take(&mut joint));
+                joint.push_str(&column.close);
+            }
+            joint.push_str(&close);
+            joints.push(joint);
+        }
+        RowTags {
+            open,
+            close,
+            joints,
+        }
     }
 }
 
 /// A table column's element with its tags rendered once (`<name>` and `</name>`), and
-/// the last string cell written in it with the element it gave: a column such as a
-/// record's date repeats one cell on every row, written once and copied after that.
+/// the last string cell written in it with the text it gave: a column such as a
+/// record's date repeats one cell on every row, escaped once and copied after that.
 struct ColumnTags<'a> {
     tag: &'a str,
     /// `#text`: text nodes, not elements.
@@ -232,8 +250,8 @@ struct ColumnTags<'a> {
     close: String,
     /// The text range of the last string cell written.
     last: Option<(u32, u32)>,
-    /// Its element, once it repeated (empty before).
-    rendered: String,
+    /// Its escaped text, once it repeated (empty before).
+    escaped: String,
 }
 
 impl<'a> ColumnTags<'a> {
@@ -250,7 +268,33 @@ impl<'a> ColumnTags<'a> {
             open,
             close,
             last: None,
-            rendered: String::new(),
+            escaped: String::new(),
+        }
+    }
+
+    /// The text of a present, plain cell (not [`Cell::Other`]) as its element holds it.
+    #[inline]
+    fn push_value(&mut self, out: &mut String, table: &Table, cell: &Cell) {
+        match cell {
+            Cell::Str(a, b) => {
+                let range = Some((*a, *b));
+                if self.last != range {
+                    self.last = range;
+                    self.escaped.clear();
+                    push_escaped(out, table.text(*a, *b));
+                } else if self.escaped.is_empty() {
+                    let start = out.len();
+                    push_escaped(out, table.text(*a, *b));
+                    self.escaped.push_str(&out[start..]);
+                } else {
+                    out.push_str(&self.escaped);
+                }
+            }
+            Cell::Num(a, b) => push_python_number_text(out, table.text(*a, *b)),
+            Cell::Int(integer) => push_signed_decimal(out, *integer),
+            Cell::UInt(integer) => push_decimal(out, *integer),
+            Cell::Bool(true) => out.push_str("true"),
+            Cell::Bool(false) | Cell::Absent | Cell::Other(_) => {}
         }
     }
 }
@@ -263,9 +307,25 @@ fn write_row(
     columns: &mut [ColumnTags<'_>],
     row: usize,
 ) {
+    let cells = table.row(row);
+    if !tags.joints.is_empty()
+        && cells
+            .iter()
+            .all(|c| !matches!(c, Cell::Absent | Cell::Other(_)))
+    {
+        let out = &mut xml.text;
+        for ((column, cell), joint) in columns.iter_mut().zip(cells).zip(&tags.joints) {
+            out.push_str(joint);
+            column.push_value(out, table, cell);
+        }
+        if let Some(last) = tags.joints.last() {
+            out.push_str(last);
+        }
+        return;
+    }
     xml.text.push_str(&tags.open);
     let mut has_child_nodes = false;
-    for (column, cell) in columns.iter_mut().zip(table.row(row)) {
+    for (column, cell) in columns.iter_mut().zip(cells) {
         match cell {
             Cell::Absent => {}
             _ if column.text_nodes || matches!(cell, Cell::Other(_)) => {
@@ -273,36 +333,11 @@ fn write_row(
                     write_member(xml, column.tag, &value, &mut has_child_nodes);
                 }
             }
-            Cell::Str(a, b) => {
-                let out = &mut xml.text;
-                open_content(out, &mut has_child_nodes);
-                let range = Some((*a, *b));
-                if column.last == range && !column.rendered.is_empty() {
-                    out.push_str(&column.rendered);
-                    continue;
-                }
-                let start = out.len();
-                out.push_str(&column.open);
-                push_escaped(out, table.text(*a, *b));
-                out.push_str(&column.close);
-                if column.last == range {
-                    column.rendered.push_str(&out[start..]);
-                } else {
-                    column.last = range;
-                    column.rendered.clear();
-                }
-            }
             _ => {
                 let out = &mut xml.text;
                 open_content(out, &mut has_child_nodes);
                 out.push_str(&column.open);
-                match cell {
-                    Cell::Num(a, b) => push_python_number_text(out, table.text(*a, *b)),
-                    Cell::Int(integer) => push_signed_decimal(out, *integer),
-                    Cell::UInt(integer) => push_decimal(out, *integer),
-                    Cell::Bool(true) => out.push_str("true"),
-                    _ => {}
-                }
+                column.push_value(out, table, cell);
                 out.push_str(&column.close);
             }
         }

@@ -663,14 +663,23 @@ impl Doc {
     /// Polar answers when there is no data), else its body indexed.
     pub fn of_answer(status: u16, bytes: Vec<u8>) -> Option<Doc> {
         if status == 204 {
-            return Doc::parse("null".to_owned()).ok();
+            return Doc::of_answer_text(status, String::new());
         }
-        Doc::decode_bytes(bytes)
+        Doc::of_answer_text(status, String::from_utf8(bytes).ok()?)
     }
 
     /// Indexes JSON bytes (an HTTP body); not UTF-8 is not JSON.
     pub fn decode_bytes(bytes: Vec<u8>) -> Option<Doc> {
         Doc::decode(String::from_utf8(bytes).ok()?).ok()
+    }
+
+    /// [`Doc::of_answer`] of a body already read as text (a recording): the same
+    /// document, without checking the text's UTF-8 a second time.
+    pub fn of_answer_text(status: u16, text: String) -> Option<Doc> {
+        if status == 204 {
+            return Doc::parse("null".to_owned()).ok();
+        }
+        Doc::decode(text).ok()
     }
 
     /// The document of a decoded `Value` (number texts kept as they are).
@@ -1697,6 +1706,80 @@ mod tests {
             }
         };
         (serde, doc)
+    }
+
+    #[test]
+    fn string_stops_are_found_as_byte_by_byte() {
+        let naive = |bytes: &[u8], i: usize| {
+            bytes[i..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .map(|o| i + o)
+        };
+        let mut texts: Vec<Vec<u8>> = vec![Vec::new(), b"\"".to_vec(), "é\u{1f}x".into()];
+        for stop in [b'"', b'\\', 0x00, 0x1F, b'\n'] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut text = vec![b'a'; len];
+                    text.extend_from_slice("é€".as_bytes());
+                    if at < len {
+                        text[at] = stop;
+                    }
+                    texts.push(text);
+                }
+            }
+        }
+        // Bytes next to the stops that borrows could confuse.
+        texts.push(vec![0x21, 0x20, 0x1F, b'"', 0x23, 0x5B, 0x5D, 0xFF, b'\\']);
+        for text in &texts {
+            for start in 0..=text.len() {
+                assert_eq!(
+                    string_stop(text, start),
+                    naive(text, start),
+                    "{text:?} from {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tape_nodes_read_back_as_written() {
+        let nodes = [
+            Tape::Null,
+            Tape::Bool(true),
+            Tape::Bool(false),
+            Tape::U(0),
+            Tape::U(PAYLOAD),
+            Tape::U(PAYLOAD + 1),
+            Tape::U(u64::MAX),
+            Tape::I(-1),
+            Tape::I(-(1 << 59)),
+            Tape::I(-(1 << 59) - 1),
+            Tape::I(i64::MIN),
+            Tape::I(1 << 59),
+            Tape::Num(3, 9),
+            Tape::Str(0, 0),
+            Tape::Str(u32::MAX - 1, u32::MAX),
+            Tape::Str(7, 7 + (1 << LEN_BITS) - 1),
+            Tape::Str(7, 7 + (1 << LEN_BITS)),
+            Tape::Esc(u32::MAX, u32::MAX),
+            Tape::Esc(5, 4),
+            Tape::Array(u32::MAX),
+            Tape::Object(12),
+        ];
+        let mut tape = Nodes::default();
+        for node in nodes {
+            tape.push(node);
+        }
+        tape.set(0, Tape::Object(3));
+        for (i, node) in nodes.iter().enumerate().skip(1) {
+            assert_eq!(tape.get(i), *node, "node {i}");
+        }
+        assert_eq!(tape.get(0), Tape::Object(3));
+        assert_eq!(tape.end(0), 3);
+        assert_eq!(tape.object_end(0), Some(3));
+        // What does not fit went to the side list, and only that.
+        assert_eq!(tape.wide.len(), 7);
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn map_output_docs(
     ctx: MapContext,
 ) -> Result<Option<Node>, TransformError> {
     let mut table = Table::new(output.fields.iter().map(|f| f.name.clone()).collect());
+    let quick: Vec<Option<Quick<'_>>> = output.fields.iter().map(Quick::of).collect();
     let mut parents: Vec<Option<Result<Cell, String>>> = Vec::new();
     let mut records = Vec::new();
     let mut rows = Vec::new();
@@ -170,6 +171,7 @@ fn map_output_docs(
                         if output.filters.iter().all(|c| doc_holds(c, doc, row)) {
                             doc_entry(
                                 output,
+                                &quick,
                                 &mut table,
                                 doc,
                                 row,
@@ -182,7 +184,16 @@ fn map_output_docs(
                 }
                 None => {
                     if output.filters.iter().all(|c| doc_holds(c, doc, record)) {
-                        doc_entry(output, &mut table, doc, record, None, &mut parents, ctx)?;
+                        doc_entry(
+                            output,
+                            &quick,
+                            &mut table,
+                            doc,
+                            record,
+                            None,
+                            &mut parents,
+                            ctx,
+                        )?;
                     }
                 }
             }
@@ -221,8 +232,10 @@ fn doc_holds(c: &Condition, doc: &Doc, node: usize) -> bool {
 
 /// `entry` on a document row: appends the row's cells, or nothing when a required
 /// field is absent.
+#[allow(clippy::too_many_arguments)]
 fn doc_entry(
     output: &Output,
+    quick: &[Option<Quick<'_>>],
     table: &mut Table,
     doc: &Doc,
     row: usize,
@@ -232,6 +245,14 @@ fn doc_entry(
 ) -> Result<(), TransformError> {
     let start = table.cells.len();
     for (index, field) in output.fields.iter().enumerate() {
+        if let Some(cell) = quick[index].and_then(|q| q.cell(doc, row, table)) {
+            if matches!(cell, Cell::Absent) && field.required {
+                table.cells.truncate(start);
+                return Ok(());
+            }
+            table.cells.push(cell);
+            continue;
+        }
         let cell = match &field.source {
             FieldSource::Row(path) => {
                 // A member of the row (`$.time`), the common path, looked up directly.
@@ -282,6 +303,63 @@ fn doc_entry(
     }
     table.rows += 1;
     Ok(())
+}
+
+/// A field that copies a member of the row as it is (`time: { path: $.time, type: time }`:
+/// no conversion, arithmetic, default or zone), the usual field of a long series: its
+/// cell is read straight from the member for the common nodes. What [`doc_field`] gives
+/// for them, without its general steps; any other node takes [`doc_field`].
+#[derive(Clone, Copy)]
+struct Quick<'f> {
+    member: &'f str,
+    /// A string is copied (`auto`, `string`, `time`).
+    text: bool,
+    /// An integer token is copied (`auto`, `number`, `integer`).
+    integer: bool,
+}
+
+impl<'f> Quick<'f> {
+    fn of(field: &'f Field) -> Option<Quick<'f>> {
+        let FieldSource::Row(path) = &field.source else {
+            return None;
+        };
+        let Some([Step::Member(member)]) = path.steps() else {
+            return None;
+        };
+        let plain = field.offset.is_none()
+            && field.from.is_none()
+            && field.map.is_none()
+            && field.default.is_none()
+            && !has_arithmetic(field);
+        plain.then_some(Quick {
+            member,
+            text: matches!(
+                field.kind,
+                FieldType::Auto | FieldType::String | FieldType::Time
+            ),
+            integer: matches!(
+                field.kind,
+                FieldType::Auto | FieldType::Number | FieldType::Integer
+            ),
+        })
+    }
+
+    /// The cell of row `row`, `None` when the node needs [`doc_field`].
+    #[inline]
+    fn cell(self, doc: &Doc, row: usize, table: &mut Table) -> Option<Cell> {
+        let Some(node) = doc.member(row, self.member) else {
+            return Some(Cell::Absent);
+        };
+        match doc.tape.get(node) {
+            Tape::Null => Some(Cell::Absent),
+            t @ (Tape::Str(..) | Tape::Esc(..)) if self.text => {
+                Some(table.push_text(doc.str_of(t)))
+            }
+            Tape::U(u) if self.integer => Some(Cell::UInt(u)),
+            Tape::I(i) if self.integer => Some(Cell::Int(i)),
+            _ => None,
+        }
+    }
 }
 
 /// The offset or zone a field's times are shown in, when the field names one: looked up

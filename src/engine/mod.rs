@@ -670,7 +670,7 @@ impl ReplayCaller<'_> {
 
     /// Indexes and classifies a recording like a live answer.
     fn decode(&self, text: String, status: u16, path: &Path) -> Result<Doc, CallError> {
-        let body = Doc::of_answer(status, text.into_bytes());
+        let body = Doc::of_answer_text(status, text);
         if let Some((kind, message)) = classify(self.provider, status, body.as_ref()) {
             return Err(CallError {
                 kind,

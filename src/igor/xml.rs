@@ -181,14 +181,12 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
                 for segment in segments {
                     match segment {
                         Segment::Table(table) => {
-                            let columns: Vec<ElementName<'_>> = table
-                                .columns()
-                                .iter()
-                                .map(|c| ElementName::new(c))
-                                .collect();
+                            let mut columns: Vec<ColumnTags<'_>> =
+                                table.columns().iter().map(|c| ColumnTags::new(c)).collect();
+                            let row_tags = RowTags::new(child_name, &columns);
                             for row in 0..table.len() {
                                 open_content(&mut xml.text, &mut has_child_nodes);
-                                write_row(&mut xml, child_name, table, &columns, row);
+                                write_row(&mut xml, &row_tags, table, &mut columns, row);
                                 xml.boundary();
                             }
                         }
@@ -206,67 +204,146 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
     xml.finish()
 }
 
+/// The element of a table's rows, its tags rendered once: `<name` (then `>` or `/>`)
+/// and `</name>`, and for a row with every cell present and plain (the usual row) the
+/// text between its values: `<name><first>`, `</first><second>`, ..., `</last></name>`.
+struct RowTags {
+    open: String,
+    close: String,
+    /// Empty when a column holds text nodes (`#text`): those rows take the long way.
+    joints: Vec<String>,
+}
+
+impl RowTags {
+    fn new(name: ElementName<'_>, columns: &[ColumnTags<'_>]) -> Self {
+        let mut open = String::new();
+        name.push_open(&mut open);
+        let mut close = String::new();
+        name.push_close(&mut close);
+        let mut joints = Vec::new();
+        if !columns.is_empty() && !columns.iter().any(|c| c.text_nodes) {
+            let mut joint = format!("{open}>");
+            for column in columns {
+                joint.push_str(&column.open);
+                joints.push(std::mem::take(&mut joint));
+                joint.push_str(&column.close);
+            }
+            joint.push_str(&close);
+            joints.push(joint);
+        }
+        RowTags {
+            open,
+            close,
+            joints,
+        }
+    }
+}
+
+/// A table column's element with its tags rendered once (`<name>` and `</name>`), and
+/// the last string cell written in it with the text it gave: a column such as a
+/// record's date repeats one cell on every row, escaped once and copied after that.
+struct ColumnTags<'a> {
+    tag: &'a str,
+    /// `#text`: text nodes, not elements.
+    text_nodes: bool,
+    open: String,
+    close: String,
+    /// The text range of the last string cell written.
+    last: Option<(u32, u32)>,
+    /// Its escaped text, once it repeated (empty before).
+    escaped: String,
+}
+
+impl<'a> ColumnTags<'a> {
+    fn new(tag: &'a str) -> Self {
+        let name = ElementName::new(tag);
+        let mut open = String::new();
+        name.push_open(&mut open);
+        open.push('>');
+        let mut close = String::new();
+        name.push_close(&mut close);
+        ColumnTags {
+            tag,
+            text_nodes: tag == "#text",
+            open,
+            close,
+            last: None,
+            escaped: String::new(),
+        }
+    }
+
+    /// The text of a present, plain cell (not [`Cell::Other`]) as its element holds it.
+    #[inline]
+    fn push_value(&mut self, out: &mut String, table: &Table, cell: &Cell) {
+        match cell {
+            Cell::Str(a, b) => {
+                let range = Some((*a, *b));
+                if self.last != range {
+                    self.last = range;
+                    self.escaped.clear();
+                    push_escaped(out, table.text(*a, *b));
+                } else if self.escaped.is_empty() {
+                    let start = out.len();
+                    push_escaped(out, table.text(*a, *b));
+                    self.escaped.push_str(&out[start..]);
+                } else {
+                    out.push_str(&self.escaped);
+                }
+            }
+            Cell::Num(a, b) => push_python_number_text(out, table.text(*a, *b)),
+            Cell::Int(integer) => push_signed_decimal(out, *integer),
+            Cell::UInt(integer) => push_decimal(out, *integer),
+            Cell::Bool(true) => out.push_str("true"),
+            Cell::Bool(false) | Cell::Absent | Cell::Other(_) => {}
+        }
+    }
+}
+
 /// Row `row` of a table as [`write_element`] writes its entry object.
 fn write_row(
     xml: &mut Out<'_>,
-    name: ElementName<'_>,
+    tags: &RowTags,
     table: &Table,
-    columns: &[ElementName<'_>],
+    columns: &mut [ColumnTags<'_>],
     row: usize,
 ) {
-    name.push_open(&mut xml.text);
-    let mut has_child_nodes = false;
-    for (column, cell) in columns.iter().zip(table.row(row)) {
+    let cells = table.row(row);
+    if !tags.joints.is_empty()
+        && cells
+            .iter()
+            .all(|c| !matches!(c, Cell::Absent | Cell::Other(_)))
+    {
         let out = &mut xml.text;
+        for ((column, cell), joint) in columns.iter_mut().zip(cells).zip(&tags.joints) {
+            out.push_str(joint);
+            column.push_value(out, table, cell);
+        }
+        if let Some(last) = tags.joints.last() {
+            out.push_str(last);
+        }
+        return;
+    }
+    xml.text.push_str(&tags.open);
+    let mut has_child_nodes = false;
+    for (column, cell) in columns.iter_mut().zip(cells) {
         match cell {
             Cell::Absent => {}
-            _ if column.tag == "#text" || matches!(cell, Cell::Other(_)) => {
+            _ if column.text_nodes || matches!(cell, Cell::Other(_)) => {
                 if let Some(value) = table.cell_value(cell) {
                     write_member(xml, column.tag, &value, &mut has_child_nodes);
                 }
             }
-            Cell::Str(a, b) => {
+            _ => {
+                let out = &mut xml.text;
                 open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                push_escaped(out, table.text(*a, *b));
-                column.push_close(out);
+                out.push_str(&column.open);
+                column.push_value(out, table, cell);
+                out.push_str(&column.close);
             }
-            Cell::Num(number) => {
-                open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                push_python_number(out, number);
-                column.push_close(out);
-            }
-            Cell::Int(integer) => {
-                open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                push_signed_decimal(out, *integer);
-                column.push_close(out);
-            }
-            Cell::UInt(integer) => {
-                open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                push_decimal(out, *integer);
-                column.push_close(out);
-            }
-            Cell::Bool(b) => {
-                open_content(out, &mut has_child_nodes);
-                column.push_open(out);
-                out.push('>');
-                if *b {
-                    out.push_str("true");
-                }
-                column.push_close(out);
-            }
-            Cell::Other(_) => {}
         }
     }
     if has_child_nodes {
-        name.push_close(&mut xml.text);
+        xml.text.push_str(&tags.close);
     } else {
         xml.text.push_str("/>");
     }
@@ -701,12 +778,8 @@ static ATTENTION: [bool; 256] = {
 
 /// Python's `str()` of a JSON number: an integer as an `int`, exact at any size,
 /// anything else as a `float` (`json.loads` makes `1.0` and `1e5` floats; serde_json
-/// keeps every number's text, see `arbitrary_precision` in docs/ARCHITECTURE.md).
-fn push_python_number(out: &mut String, number: &Number) {
-    push_python_number_text(out, number.as_str());
-}
-
-/// [`push_python_number`] of a number token (`serde_json` has accepted it).
+/// keeps every number's text, see `arbitrary_precision` in docs/ARCHITECTURE.md), from
+/// the number's text (a token `serde_json` has accepted).
 fn push_python_number_text(out: &mut String, text: &str) {
     if let Some(magnitude) = integer_magnitude(text) {
         let significant = magnitude.trim_start_matches('0');
@@ -738,18 +811,8 @@ fn push_signed_decimal(out: &mut String, value: i64) {
 }
 
 /// Appends the decimal digits of `value` (cheaper than going through `fmt`).
-fn push_decimal(out: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    push_ascii(out, &digits[start..]);
+fn push_decimal(out: &mut String, value: u64) {
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
 /// Python's `repr()` (= `str()`) of a finite float: the shortest digits that round-trip,

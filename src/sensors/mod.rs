@@ -133,18 +133,21 @@ pub struct Table {
     text: String,
 }
 
-/// One field of one entry.
+/// One field of one entry, 16 bytes: strings and numbers are held as byte ranges of
+/// the table's text (a table whose text outgrows 4 GiB holds further ones as
+/// [`Cell::Other`] values, written and checked alike).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
     /// The field is absent from the entry.
     Absent,
     /// A string: the byte range in the table's text.
-    Str(usize, usize),
-    /// A number.
-    Num(Number),
+    Str(u32, u32),
+    /// A number, as the text of its `Number` (which keeps its text, see
+    /// `arbitrary_precision` in docs/ARCHITECTURE.md): the byte range in the table's
+    /// text.
+    Num(u32, u32),
     /// A negative integer token of a document that fits 64 bits, held without a
-    /// `Number` (which keeps its text, see `arbitrary_precision` in
-    /// docs/ARCHITECTURE.md; a cell stays 24 bytes).
+    /// `Number`.
     Int(i64),
     /// A non-negative integer token of a document that fits 64 bits.
     UInt(u64),
@@ -153,6 +156,9 @@ pub enum Cell {
     /// Anything else (objects, lists).
     Other(Box<Value>),
 }
+
+// Three cells a point of a day of one-second data: their size is most of a table's.
+const _: () = assert!(std::mem::size_of::<Cell>() == 16);
 
 impl Table {
     pub(crate) fn new(columns: Vec<String>) -> Self {
@@ -183,17 +189,24 @@ impl Table {
         &self.cells[r * width..(r + 1) * width]
     }
 
-    /// The text of a string cell.
-    pub fn text(&self, start: usize, end: usize) -> &str {
-        &self.text[start..end]
+    /// The text of a string or number cell.
+    #[inline]
+    pub fn text(&self, start: u32, end: u32) -> &str {
+        &self.text[start as usize..end as usize]
+    }
+
+    /// The number of a number cell.
+    fn number(&self, start: u32, end: u32) -> Number {
+        // The text of a `Number`, which reads back as the same `Number`.
+        self.text(start, end).parse().unwrap_or_else(|_| 0.into())
     }
 
     /// A cell as a `Value` (`None` when absent).
     pub fn cell_value(&self, cell: &Cell) -> Option<Value> {
         match cell {
             Cell::Absent => None,
-            Cell::Str(a, b) => Some(Value::String(self.text[*a..*b].to_owned())),
-            Cell::Num(n) => Some(Value::Number(n.clone())),
+            Cell::Str(a, b) => Some(Value::String(self.text(*a, *b).to_owned())),
+            Cell::Num(a, b) => Some(Value::Number(self.number(*a, *b))),
             Cell::Int(i) => Some(Value::Number((*i).into())),
             Cell::UInt(u) => Some(Value::Number((*u).into())),
             Cell::Bool(b) => Some(Value::Bool(*b)),
@@ -212,16 +225,34 @@ impl Table {
         )
     }
 
+    /// Bytes of text the string cells hold so far.
+    pub(crate) fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Room for `more` bytes of text.
+    pub(crate) fn reserve_text(&mut self, more: usize) {
+        self.text.reserve(more);
+    }
+
+    /// A string cell of `text`.
+    #[inline]
     pub(crate) fn push_text(&mut self, text: &str) -> Cell {
-        let start = self.text.len();
-        self.text.push_str(text);
-        Cell::Str(start, self.text.len())
+        match append(&mut self.text, text) {
+            Some((a, b)) => Cell::Str(a, b),
+            None => Cell::Other(Box::new(Value::String(text.to_owned()))),
+        }
+    }
+
+    /// A number cell of `number`.
+    pub(crate) fn push_number(&mut self, number: &Number) -> Cell {
+        number_cell(&mut self.text, number)
     }
 
     pub(crate) fn cell_of(&mut self, value: Value) -> Cell {
         match value {
             Value::String(s) => self.push_text(&s),
-            Value::Number(n) => Cell::Num(n),
+            Value::Number(n) => self.push_number(&n),
             Value::Bool(b) => Cell::Bool(b),
             // A mapped value is never `null`; kept present like any other value.
             other => Cell::Other(Box::new(other)),
@@ -230,17 +261,17 @@ impl Table {
 
     fn compare_cells(&self, a: &Cell, b: &Cell) -> Ordering {
         let number = |cell: &Cell| match cell {
-            Cell::Num(n) => n.as_f64(),
+            Cell::Num(x, y) => self.number(*x, *y).as_f64(),
             Cell::Int(i) => Some(*i as f64),
             Cell::UInt(u) => Some(*u as f64),
             _ => None,
         };
-        let numeric = |cell: &Cell| matches!(cell, Cell::Num(_) | Cell::Int(_) | Cell::UInt(_));
+        let numeric = |cell: &Cell| matches!(cell, Cell::Num(..) | Cell::Int(_) | Cell::UInt(_));
         match (a, b) {
             _ if numeric(a) && numeric(b) => {
                 number(a).partial_cmp(&number(b)).unwrap_or(Ordering::Equal)
             }
-            (Cell::Str(a0, a1), Cell::Str(b0, b1)) => self.text[*a0..*a1].cmp(&self.text[*b0..*b1]),
+            (Cell::Str(a0, a1), Cell::Str(b0, b1)) => self.text(*a0, *a1).cmp(self.text(*b0, *b1)),
             (Cell::Absent, Cell::Absent) => Ordering::Equal,
             (Cell::Absent, _) => Ordering::Less,
             (_, Cell::Absent) => Ordering::Greater,
@@ -274,11 +305,13 @@ impl Table {
                         if keys.contains(&c) {
                             continue;
                         }
-                        let merged = &mut cells[g * width + c];
-                        *merged = match (&*merged, cell) {
+                        let mine = &cells[g * width + c];
+                        let sum = match (mine, cell) {
                             (Cell::Absent, other) => other.clone(),
-                            (mine, other) => add_cells(mine, other).unwrap_or_else(|| mine.clone()),
+                            (mine, other) => add_cells(&mut self.text, mine, other)
+                                .unwrap_or_else(|| mine.clone()),
                         };
+                        cells[g * width + c] = sum;
                     }
                 }
             }
@@ -305,30 +338,51 @@ impl Table {
     }
 }
 
-/// The sum of two numeric cells; `None` when either is not a number.
-fn add_cells(a: &Cell, b: &Cell) -> Option<Cell> {
+/// The sum of two numeric cells of a table whose text is `text`; `None` when either
+/// is not a number.
+fn add_cells(text: &mut String, a: &Cell, b: &Cell) -> Option<Cell> {
+    let slice = |x: u32, y: u32| &text[x as usize..y as usize];
     let whole = |c: &Cell| match c {
         Cell::Int(i) => Some(i128::from(*i)),
         Cell::UInt(u) => Some(i128::from(*u)),
-        Cell::Num(n) if integer_magnitude(n.as_str()).is_some() => n.as_str().parse().ok(),
+        Cell::Num(x, y) if integer_magnitude(slice(*x, *y)).is_some() => slice(*x, *y).parse().ok(),
         _ => None,
     };
     let real = |c: &Cell| match c {
         Cell::Int(i) => Some(*i as f64),
         Cell::UInt(u) => Some(*u as f64),
-        Cell::Num(n) => n.as_f64(),
+        Cell::Num(x, y) => slice(*x, *y).parse::<Number>().ok()?.as_f64(),
         _ => None,
     };
-    if let (Some(x), Some(y)) = (whole(a), whole(b)) {
-        let sum = x.checked_add(y)?;
-        return Some(match (i64::try_from(sum), u64::try_from(sum)) {
-            (_, Ok(u)) => Cell::UInt(u),
-            (Ok(i), _) => Cell::Int(i),
-            _ => Cell::Num(sum.to_string().parse().ok()?),
-        });
+    let sum = match (whole(a), whole(b)) {
+        (Some(x), Some(y)) => {
+            let sum = x.checked_add(y)?;
+            match (i64::try_from(sum), u64::try_from(sum)) {
+                (_, Ok(u)) => return Some(Cell::UInt(u)),
+                (Ok(i), _) => return Some(Cell::Int(i)),
+                _ => sum.to_string().parse().ok()?,
+            }
+        }
+        _ => Number::from_f64(clean(real(a)? + real(b)?))?,
+    };
+    Some(number_cell(text, &sum))
+}
+
+/// A number cell of `number`, its text appended to a table's `text`.
+fn number_cell(text: &mut String, number: &Number) -> Cell {
+    match append(text, number.as_str()) {
+        Some((a, b)) => Cell::Num(a, b),
+        None => Cell::Other(Box::new(Value::Number(number.clone()))),
     }
-    let sum = clean(real(a)? + real(b)?);
-    Number::from_f64(sum).map(Cell::Num)
+}
+
+/// Appends `more` to a table's `text`: its range, `None` past 4 GiB (nothing appended).
+#[inline]
+fn append(text: &mut String, more: &str) -> Option<(u32, u32)> {
+    let start = u32::try_from(text.len()).ok()?;
+    let end = u32::try_from(text.len() + more.len()).ok()?;
+    text.push_str(more);
+    Some((start, end))
 }
 
 /// Removes binary noise from arithmetic (`81.35000000000001` -> `81.35`).

@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use serde_json::{Number, Value};
+use serde_json::Value;
 
 use crate::sensors::{Cell, Node, Segment, Sensors, Table};
 
@@ -467,14 +467,13 @@ impl Rules {
         types.is_none_or(|t| t & kind != 0)
     }
 
-    fn number_ok(types: Option<u8>, n: &Number) -> bool {
+    fn number_ok(types: Option<u8>, n: &str) -> bool {
         match types {
             None => true,
             // An integer literal, of any size (numbers keep their text).
             Some(t) => {
                 t & T_NUMBER != 0
-                    || (t & T_INTEGER != 0
-                        && crate::sensors::integer_magnitude(n.as_str()).is_some())
+                    || (t & T_INTEGER != 0 && crate::sensors::integer_magnitude(n).is_some())
             }
         }
     }
@@ -504,7 +503,7 @@ impl Rules {
         let ok = match value {
             Value::Null => Self::type_ok(rule.types, T_NULL),
             Value::Bool(_) => Self::type_ok(rule.types, T_BOOL),
-            Value::Number(n) => Self::number_ok(rule.types, n),
+            Value::Number(n) => Self::number_ok(rule.types, n.as_str()),
             Value::String(s) => {
                 Self::type_ok(rule.types, T_STRING)
                     && rule.pattern.as_ref().is_none_or(|p| p.is_match(s))
@@ -601,7 +600,7 @@ impl Rules {
             }
         }
         let flat: Vec<Option<Flat>> = checks.iter().map(|c| self.flatten(c, depth + 1)).collect();
-        let mut last: Vec<Option<(usize, usize)>> = vec![None; columns.len()];
+        let mut last: Vec<Option<(u32, u32)>> = vec![None; columns.len()];
         (0..table.len()).all(|row| {
             table
                 .row(row)
@@ -671,7 +670,7 @@ impl Rules {
                         .as_ref()
                         .is_none_or(|p| p.is_match(table.text(*a, *b)))
             }
-            Cell::Num(n) => Self::number_ok(rule.types, n),
+            Cell::Num(a, b) => Self::number_ok(rule.types, table.text(*a, *b)),
             Cell::Int(_) | Cell::UInt(_) => Self::type_ok(rule.types, T_NUMBER | T_INTEGER),
             Cell::Bool(_) => Self::type_ok(rule.types, T_BOOL),
             Cell::Other(v) => return self.value_ok(r, v, depth),
@@ -705,7 +704,10 @@ impl Flat<'_> {
                     self.patterns.iter().all(|p| p.is_match(text))
                 }
             }
-            Cell::Num(n) => self.types.iter().all(|&t| Rules::number_ok(t, n)),
+            Cell::Num(a, b) => {
+                let text = table.text(*a, *b);
+                self.types.iter().all(|&t| Rules::number_ok(t, text))
+            }
             Cell::Int(_) | Cell::UInt(_) => self.integer,
             Cell::Bool(_) => self.boolean,
             Cell::Other(_) => return None,

@@ -145,6 +145,7 @@ fn map_output_docs(
     ctx: MapContext,
 ) -> Result<Option<Node>, TransformError> {
     let mut table = Table::new(output.fields.iter().map(|f| f.name.clone()).collect());
+    let quick: Vec<Option<Quick<'_>>> = output.fields.iter().map(Quick::of).collect();
     let mut parents: Vec<Option<Result<Cell, String>>> = Vec::new();
     let mut records = Vec::new();
     let mut rows = Vec::new();
@@ -157,12 +158,20 @@ fn map_output_docs(
             match &output.explode {
                 Some(explode) => {
                     rows.clear();
+                    // The rows are nodes under the record: as many as its nodes at most.
+                    // Reserved, not touched: only the pages the rows fill are used.
+                    rows.reserve(doc.end(record) - record);
                     doc.select_by(record, explode, &mut rows);
                     table.cells.reserve(rows.len() * output.fields.len());
-                    for &row in &rows {
+                    let text_before = table.text_len();
+                    for (n, &row) in rows.iter().enumerate() {
+                        if n == 1 {
+                            reserve_text(&mut table, text_before, rows.len() - 1, doc);
+                        }
                         if output.filters.iter().all(|c| doc_holds(c, doc, row)) {
                             doc_entry(
                                 output,
+                                &quick,
                                 &mut table,
                                 doc,
                                 row,
@@ -175,7 +184,16 @@ fn map_output_docs(
                 }
                 None => {
                     if output.filters.iter().all(|c| doc_holds(c, doc, record)) {
-                        doc_entry(output, &mut table, doc, record, None, &mut parents, ctx)?;
+                        doc_entry(
+                            output,
+                            &quick,
+                            &mut table,
+                            doc,
+                            record,
+                            None,
+                            &mut parents,
+                            ctx,
+                        )?;
                     }
                 }
             }
@@ -193,6 +211,16 @@ fn map_output_docs(
     Ok(Some(Node::List(vec![Segment::Table(table)])))
 }
 
+/// Reserves the text of a table about to get `rows` more rows like its last one (the
+/// rows of one record are usually alike; the last one's strings came after
+/// `text_before`), at most as much as the document's text: grown once, not by doubling
+/// and copying. Reserved memory that the rows do not fill is never touched.
+fn reserve_text(table: &mut Table, text_before: usize, rows: usize, doc: &Doc) {
+    let row = table.text_len() - text_before;
+    let most = doc.text.len() + doc.decoded.len();
+    table.reserve_text(row.saturating_mul(rows).min(most));
+}
+
 /// [`Condition::holds`] on a document node.
 fn doc_holds(c: &Condition, doc: &Doc, node: usize) -> bool {
     let found = doc.first_by(node, &c.path);
@@ -204,8 +232,10 @@ fn doc_holds(c: &Condition, doc: &Doc, node: usize) -> bool {
 
 /// `entry` on a document row: appends the row's cells, or nothing when a required
 /// field is absent.
+#[allow(clippy::too_many_arguments)]
 fn doc_entry(
     output: &Output,
+    quick: &[Option<Quick<'_>>],
     table: &mut Table,
     doc: &Doc,
     row: usize,
@@ -215,11 +245,26 @@ fn doc_entry(
 ) -> Result<(), TransformError> {
     let start = table.cells.len();
     for (index, field) in output.fields.iter().enumerate() {
+        if let Some(cell) = quick[index].and_then(|q| q.cell(doc, row, table)) {
+            if matches!(cell, Cell::Absent) && field.required {
+                table.cells.truncate(start);
+                return Ok(());
+            }
+            table.cells.push(cell);
+            continue;
+        }
         let cell = match &field.source {
             FieldSource::Row(path) => {
-                let found = doc.first_by(row, path);
-                record_zone(field, doc, Some(row), parent)
-                    .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone))
+                // A member of the row (`$.time`), the common path, looked up directly.
+                let found = match path.steps() {
+                    Some([Step::Member(name)]) => doc.member(row, name),
+                    _ => doc.first_by(row, path),
+                };
+                match &field.offset {
+                    None => doc_field(field, found, doc, row, table, ctx, None),
+                    Some(_) => record_zone(field, doc, Some(row), parent)
+                        .and_then(|zone| doc_field(field, found, doc, row, table, ctx, zone)),
+                }
             }
             FieldSource::Parent(path) if field.exponent.is_none() => parents[index]
                 .get_or_insert_with(|| {
@@ -260,17 +305,86 @@ fn doc_entry(
     Ok(())
 }
 
+/// A field that copies a member of the row as it is (`time: { path: $.time, type: time }`:
+/// no conversion, arithmetic, default or zone), the usual field of a long series: its
+/// cell is read straight from the member for the common nodes. What [`doc_field`] gives
+/// for them, without its general steps; any other node takes [`doc_field`].
+#[derive(Clone, Copy)]
+struct Quick<'f> {
+    member: &'f str,
+    /// A string is copied (`auto`, `string`, `time`).
+    text: bool,
+    /// An integer token is copied (`auto`, `number`, `integer`).
+    integer: bool,
+}
+
+impl<'f> Quick<'f> {
+    fn of(field: &'f Field) -> Option<Quick<'f>> {
+        let FieldSource::Row(path) = &field.source else {
+            return None;
+        };
+        let Some([Step::Member(member)]) = path.steps() else {
+            return None;
+        };
+        let plain = field.offset.is_none()
+            && field.from.is_none()
+            && field.map.is_none()
+            && field.default.is_none()
+            && !has_arithmetic(field);
+        plain.then_some(Quick {
+            member,
+            text: matches!(
+                field.kind,
+                FieldType::Auto | FieldType::String | FieldType::Time
+            ),
+            integer: matches!(
+                field.kind,
+                FieldType::Auto | FieldType::Number | FieldType::Integer
+            ),
+        })
+    }
+
+    /// The cell of row `row`, `None` when the node needs [`doc_field`].
+    #[inline]
+    fn cell(self, doc: &Doc, row: usize, table: &mut Table) -> Option<Cell> {
+        let Some(node) = doc.member(row, self.member) else {
+            return Some(Cell::Absent);
+        };
+        match doc.tape.get(node) {
+            Tape::Null => Some(Cell::Absent),
+            t @ (Tape::Str(..) | Tape::Esc(..)) if self.text => {
+                Some(table.push_text(doc.str_of(t)))
+            }
+            Tape::U(u) if self.integer => Some(Cell::UInt(u)),
+            Tape::I(i) if self.integer => Some(Cell::Int(i)),
+            _ => None,
+        }
+    }
+}
+
 /// The offset or zone a field's times are shown in, when the field names one: looked up
 /// in the row, then the parent record, then the whole answer.
+#[inline]
 fn record_zone(
     field: &Field,
     doc: &Doc,
     row: Option<usize>,
     parent: Option<usize>,
 ) -> Result<Option<RecordZone>, String> {
-    let Some(path) = &field.offset else {
-        return Ok(None);
-    };
+    match &field.offset {
+        None => Ok(None),
+        Some(path) => zone_at(field, path, doc, row, parent),
+    }
+}
+
+/// [`record_zone`] of a field that names where its offset or zone is.
+fn zone_at(
+    field: &Field,
+    path: &Selector,
+    doc: &Doc,
+    row: Option<usize>,
+    parent: Option<usize>,
+) -> Result<Option<RecordZone>, String> {
     let found = row
         .and_then(|r| doc.first_by(r, path))
         .or_else(|| parent.and_then(|p| doc.first_by(p, path)))
@@ -310,7 +424,7 @@ fn doc_field(
     ctx: MapContext,
     zone: Option<RecordZone>,
 ) -> Result<Cell, String> {
-    let found = found.filter(|&node| !matches!(doc.tape[node], Tape::Null));
+    let found = found.filter(|&node| !matches!(doc.tape.get(node), Tape::Null));
     let Some(node) = found else {
         return match &field.default {
             Some(d) => {
@@ -319,7 +433,7 @@ fn doc_field(
             None => Ok(Cell::Absent),
         };
     };
-    let tape = doc.tape[node];
+    let tape = doc.tape.get(node);
     if field.map.is_some() {
         let value = mapped(field, doc.value_at(node))?;
         return convert(field, &value, &row_for(field, doc, row), ctx, zone)
@@ -333,7 +447,7 @@ fn doc_field(
                     Tape::Bool(b) => Cell::Bool(b),
                     Tape::U(u) => Cell::UInt(u),
                     Tape::I(i) => Cell::Int(i),
-                    Tape::Num(..) => Cell::Num(doc.number_of(tape)),
+                    Tape::Num(..) => table.push_number(&doc.number_of(tape)),
                     _ => Cell::Other(Box::new(doc.value_at(node))),
                 });
             }
@@ -355,9 +469,9 @@ fn doc_field(
                     n
                 };
                 if field.kind == FieldType::Integer {
-                    return integer(n).map(Cell::Num);
+                    return integer(n).map(|n| table.push_number(&n));
                 }
-                return Ok(Cell::Num(n));
+                return Ok(table.push_number(&n));
             }
             (FieldType::String | FieldType::Time, Tape::Str(..) | Tape::Esc(..)) => {
                 return Ok(table.push_text(doc.str_of(tape)));
@@ -392,7 +506,7 @@ fn doc_field(
 pub struct Doc {
     text: String,
     decoded: String,
-    tape: Vec<Tape>,
+    tape: Nodes,
     /// The answer headers pagination reads (lower-case names), when any.
     headers: Vec<(String, String)>,
 }
@@ -415,6 +529,133 @@ enum Tape {
     Array(u32),
     /// An object, and the tape index after its last descendant.
     Object(u32),
+}
+
+/// The tape, eight bytes a node: the kind in the top four bits, then what the node holds
+/// (a number, an index, or a range as its start and length). A node whose content does
+/// not fit (integers beyond 60 bits, strings of 256 MiB and more) is kept whole in a
+/// side list and the tape holds its place there. Half the memory of a tape of [`Tape`]s,
+/// and half the pages to touch for a large answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Nodes {
+    packed: Vec<u64>,
+    wide: Vec<Tape>,
+}
+
+const KIND_SHIFT: u32 = 60;
+const PAYLOAD: u64 = (1 << KIND_SHIFT) - 1;
+const LEN_BITS: u32 = 28;
+const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+const K_NULL: u64 = 0;
+const K_BOOL: u64 = 1;
+const K_U: u64 = 2;
+const K_I: u64 = 3;
+const K_NUM: u64 = 4;
+const K_STR: u64 = 5;
+const K_ESC: u64 = 6;
+const K_ARRAY: u64 = 7;
+const K_OBJECT: u64 = 8;
+const K_WIDE: u64 = 9;
+
+impl Nodes {
+    fn with_capacity(n: usize) -> Nodes {
+        Nodes {
+            packed: Vec::with_capacity(n),
+            wide: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.packed.len()
+    }
+
+    #[inline]
+    fn push(&mut self, t: Tape) {
+        let packed = self.pack(t);
+        self.packed.push(packed);
+    }
+
+    /// Sets a container's end (its node was pushed with end 0).
+    #[inline]
+    fn set(&mut self, i: usize, t: Tape) {
+        let packed = self.pack(t);
+        self.packed[i] = packed;
+    }
+
+    #[inline]
+    fn pack(&mut self, t: Tape) -> u64 {
+        let range = |kind: u64, a: u32, b: u32| {
+            let len = u64::from(b.checked_sub(a)?);
+            (len <= LEN_MASK).then_some(kind << KIND_SHIFT | u64::from(a) << LEN_BITS | len)
+        };
+        let packed = match t {
+            Tape::Null => Some(K_NULL << KIND_SHIFT),
+            Tape::Bool(b) => Some(K_BOOL << KIND_SHIFT | u64::from(b)),
+            Tape::U(u) => (u <= PAYLOAD).then_some(K_U << KIND_SHIFT | u),
+            Tape::I(i) => ((-(1 << 59))..(1 << 59))
+                .contains(&i)
+                .then_some(K_I << KIND_SHIFT | (i as u64 & PAYLOAD)),
+            Tape::Num(a, b) => range(K_NUM, a, b),
+            Tape::Str(a, b) => range(K_STR, a, b),
+            Tape::Esc(a, b) => range(K_ESC, a, b),
+            Tape::Array(end) => Some(K_ARRAY << KIND_SHIFT | u64::from(end)),
+            Tape::Object(end) => Some(K_OBJECT << KIND_SHIFT | u64::from(end)),
+        };
+        packed.unwrap_or_else(|| {
+            self.wide.push(t);
+            K_WIDE << KIND_SHIFT | (self.wide.len() - 1) as u64
+        })
+    }
+
+    /// The index after the node at `i` and its descendants (containers always fit the
+    /// tape, never the side list).
+    #[inline]
+    fn end(&self, i: usize) -> usize {
+        let p = self.packed[i];
+        match p >> KIND_SHIFT {
+            K_ARRAY | K_OBJECT => (p & PAYLOAD) as usize,
+            _ => i + 1,
+        }
+    }
+
+    /// The end of the object at `i`, `None` for another node.
+    #[inline]
+    fn object_end(&self, i: usize) -> Option<usize> {
+        let p = self.packed[i];
+        (p >> KIND_SHIFT == K_OBJECT).then_some((p & PAYLOAD) as usize)
+    }
+
+    /// The start and length of the string without escapes at `i`, `None` for another node.
+    #[inline]
+    fn plain_str(&self, i: usize) -> Option<(usize, usize)> {
+        let p = self.packed[i];
+        (p >> KIND_SHIFT == K_STR).then_some((
+            ((p & PAYLOAD) >> LEN_BITS) as usize,
+            (p & LEN_MASK) as usize,
+        ))
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Tape {
+        let p = self.packed[i];
+        let payload = p & PAYLOAD;
+        let start = (payload >> LEN_BITS) as u32;
+        let end = start.wrapping_add((payload & LEN_MASK) as u32);
+        match p >> KIND_SHIFT {
+            K_NULL => Tape::Null,
+            K_BOOL => Tape::Bool(payload != 0),
+            K_U => Tape::U(payload),
+            // Sign-extended from 60 bits.
+            K_I => Tape::I(((p << 4) as i64) >> 4),
+            K_NUM => Tape::Num(start, end),
+            K_STR => Tape::Str(start, end),
+            K_ESC => Tape::Esc(start, end),
+            K_ARRAY => Tape::Array(payload as u32),
+            K_OBJECT => Tape::Object(payload as u32),
+            _ => self.wide[payload as usize],
+        }
+    }
 }
 
 /// One node of a [`Doc`] as [`Doc::item`] shows it.
@@ -441,6 +682,10 @@ pub enum Item<'a> {
 /// Deeper documents go to `serde_json` (whose limit is 128).
 const MAX_DEPTH: u32 = 100;
 
+/// Objects with up to this many members are checked for a repeated key pairwise while
+/// they are indexed; larger ones through a set afterwards.
+const SMALL_OBJECT: usize = 16;
+
 impl Doc {
     /// Indexes a JSON text; gives the text back when `serde_json` should decide.
     pub fn parse(text: String) -> Result<Doc, String> {
@@ -450,7 +695,7 @@ impl Doc {
         let mut parser = Parser {
             bytes: text.as_bytes(),
             at: 0,
-            tape: Vec::with_capacity(text.len() / 6 + 4),
+            tape: Nodes::with_capacity(text.len() / 6 + 4),
             decoded: String::new(),
         };
         let ok = parser.value(0).is_some() && {
@@ -496,9 +741,9 @@ impl Doc {
     /// Polar answers when there is no data), else its body indexed.
     pub fn of_answer(status: u16, bytes: Vec<u8>) -> Option<Doc> {
         if status == 204 {
-            return Doc::parse("null".to_owned()).ok();
+            return Doc::of_answer_text(status, String::new());
         }
-        Doc::decode_bytes(bytes)
+        Doc::of_answer_text(status, String::from_utf8(bytes).ok()?)
     }
 
     /// Indexes JSON bytes (an HTTP body); not UTF-8 is not JSON.
@@ -506,12 +751,21 @@ impl Doc {
         Doc::decode(String::from_utf8(bytes).ok()?).ok()
     }
 
+    /// [`Doc::of_answer`] of a body already read as text (a recording): the same
+    /// document, without checking the text's UTF-8 a second time.
+    pub fn of_answer_text(status: u16, text: String) -> Option<Doc> {
+        if status == 204 {
+            return Doc::parse("null".to_owned()).ok();
+        }
+        Doc::decode(text).ok()
+    }
+
     /// The document of a decoded `Value` (number texts kept as they are).
     fn of_value(value: &Value) -> Doc {
         let mut doc = Doc {
             text: String::new(),
             decoded: String::new(),
-            tape: Vec::new(),
+            tape: Nodes::default(),
             headers: Vec::new(),
         };
         doc.push_value(value);
@@ -545,7 +799,10 @@ impl Doc {
                 for item in items {
                     self.push_value(item);
                 }
-                self.tape[at] = Tape::Array(u32::try_from(self.tape.len()).unwrap_or(u32::MAX));
+                self.tape.set(
+                    at,
+                    Tape::Array(u32::try_from(self.tape.len()).unwrap_or(u32::MAX)),
+                );
             }
             Value::Object(map) => {
                 let at = self.tape.len();
@@ -554,7 +811,10 @@ impl Doc {
                     self.push_str(key);
                     self.push_value(item);
                 }
-                self.tape[at] = Tape::Object(u32::try_from(self.tape.len()).unwrap_or(u32::MAX));
+                self.tape.set(
+                    at,
+                    Tape::Object(u32::try_from(self.tape.len()).unwrap_or(u32::MAX)),
+                );
             }
         }
     }
@@ -571,7 +831,7 @@ impl Doc {
         self.select_by(0, selector, &mut found);
         match found.as_slice() {
             // A path to the list itself counts its items.
-            [one] if matches!(self.tape[*one], Tape::Array(_)) => self.children(*one).count(),
+            [one] if matches!(self.tape.get(*one), Tape::Array(_)) => self.children(*one).count(),
             all => all.len(),
         }
     }
@@ -596,6 +856,7 @@ impl Doc {
     }
 
     /// The first node `selector` selects under `i`.
+    #[inline]
     fn first_by(&self, i: usize, selector: &Selector) -> Option<usize> {
         match selector.steps() {
             Some(steps) => self.first(i, steps),
@@ -615,7 +876,7 @@ impl Doc {
     /// an object or an array are read with [`Doc::members`] and [`Doc::items`].
     #[inline]
     pub fn item(&self, i: usize) -> Item<'_> {
-        match self.tape[i] {
+        match self.tape.get(i) {
             Tape::Null => Item::Null,
             Tape::Bool(b) => Item::Bool(b),
             Tape::U(u) => Item::UInt(u),
@@ -630,7 +891,7 @@ impl Doc {
     /// The items of the array at `i`, in order (nothing for another node).
     #[inline]
     pub fn items(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        let end = match self.tape[i] {
+        let end = match self.tape.get(i) {
             Tape::Array(end) => end as usize,
             _ => i + 1,
         };
@@ -648,14 +909,14 @@ impl Doc {
     /// An indexed document has no duplicate keys.
     #[inline]
     pub fn members(&self, i: usize) -> impl Iterator<Item = (&str, usize)> + '_ {
-        let end = match self.tape[i] {
+        let end = match self.tape.get(i) {
             Tape::Object(end) => end as usize,
             _ => i + 1,
         };
         let mut k = i + 1;
         std::iter::from_fn(move || {
             (k < end).then(|| {
-                let key = self.str_of(self.tape[k]);
+                let key = self.str_of(self.tape.get(k));
                 let value = k + 1;
                 k = self.end(value);
                 (key, value)
@@ -665,7 +926,7 @@ impl Doc {
 
     /// The node at tape index `i` as a `Value`.
     fn value_at(&self, i: usize) -> Value {
-        match self.tape[i] {
+        match self.tape.get(i) {
             Tape::Null => Value::Null,
             Tape::Bool(b) => Value::Bool(b),
             t @ (Tape::U(_) | Tape::I(_) | Tape::Num(..)) => Value::Number(self.number_of(t)),
@@ -676,7 +937,10 @@ impl Doc {
                 let mut k = i + 1;
                 let end = self.end(i);
                 while k < end {
-                    map.insert(self.str_of(self.tape[k]).to_owned(), self.value_at(k + 1));
+                    map.insert(
+                        self.str_of(self.tape.get(k)).to_owned(),
+                        self.value_at(k + 1),
+                    );
                     k = self.end(k + 1);
                 }
                 Value::Object(map)
@@ -708,15 +972,12 @@ impl Doc {
     /// The tape index after the node at `i` and its descendants.
     #[inline]
     fn end(&self, i: usize) -> usize {
-        match self.tape[i] {
-            Tape::Array(end) | Tape::Object(end) => end as usize,
-            _ => i + 1,
-        }
+        self.tape.end(i)
     }
 
     /// The items of an array, or the member values of an object, in order.
     fn children(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        let (object, end) = match self.tape[i] {
+        let (object, end) = match self.tape.get(i) {
             Tape::Array(end) => (false, end as usize),
             Tape::Object(end) => (true, end as usize),
             _ => (false, i + 1),
@@ -733,13 +994,18 @@ impl Doc {
     }
 
     /// The value of member `name` of the object at `i`.
+    #[inline]
     fn member(&self, i: usize, name: &str) -> Option<usize> {
-        let Tape::Object(end) = self.tape[i] else {
-            return None;
-        };
+        let end = self.tape.object_end(i)?;
+        let name = name.as_bytes();
         let mut k = i + 1;
-        while k < end as usize {
-            if self.str_of(self.tape[k]) == name {
+        while k < end {
+            let found = match self.tape.plain_str(k) {
+                // The common key: text without escapes, its length compared first.
+                Some((a, len)) => len == name.len() && &self.text.as_bytes()[a..a + len] == name,
+                None => self.key_bytes(self.tape.get(k)) == name,
+            };
+            if found {
                 return Some(k + 1);
             }
             k = self.end(k + 1);
@@ -747,8 +1013,22 @@ impl Doc {
         None
     }
 
+    /// The bytes of a key (compared, never shown).
+    #[inline]
+    fn key_bytes(&self, t: Tape) -> &[u8] {
+        let (text, a, b) = match t {
+            Tape::Str(a, b) => (&self.text, a, b),
+            Tape::Esc(a, b) => (&self.decoded, a, b),
+            _ => return &[],
+        };
+        text.as_bytes()
+            .get(a as usize..b as usize)
+            .unwrap_or_default()
+    }
+
+    #[inline]
     fn step(&self, i: usize, step: &Step) -> Option<usize> {
-        match (step, self.tape[i]) {
+        match (step, self.tape.get(i)) {
             (Step::Member(name), Tape::Object(_)) => self.member(i, name),
             (Step::Index(n), Tape::Array(_)) => {
                 let index = if *n < 0 {
@@ -772,8 +1052,9 @@ impl Doc {
     }
 
     /// The first node `steps` select under `i`.
+    #[inline]
     fn first(&self, mut i: usize, steps: &[Step]) -> Option<usize> {
-        if !steps.contains(&Step::Wildcard) {
+        if !steps.iter().any(|s| matches!(s, Step::Wildcard)) {
             for step in steps {
                 i = self.step(i, step)?;
             }
@@ -813,12 +1094,17 @@ impl Doc {
 struct Parser<'t> {
     bytes: &'t [u8],
     at: usize,
-    tape: Vec<Tape>,
+    tape: Nodes,
     decoded: String,
 }
 
 impl Parser<'_> {
+    #[inline]
     fn skip_ws(&mut self) {
+        // Compact JSON has none: one look, most of the time.
+        if self.bytes.get(self.at).is_none_or(|&b| b > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
             self.at += 1;
         }
@@ -876,7 +1162,8 @@ impl Parser<'_> {
                 }
             }
         }
-        self.tape[at] = Tape::Array(u32::try_from(self.tape.len()).ok()?);
+        self.tape
+            .set(at, Tape::Array(u32::try_from(self.tape.len()).ok()?));
         Some(())
     }
 
@@ -889,6 +1176,10 @@ impl Parser<'_> {
         self.tape.push(Tape::Object(0));
         self.skip_ws();
         let mut members = 0usize;
+        // The keys of a small object (every point of a series), to find a duplicate
+        // without walking the tape again.
+        let mut keys = [0usize; SMALL_OBJECT];
+        let mut duplicate = false;
         if self.bytes.get(self.at) == Some(&b'}') {
             self.at += 1;
         } else {
@@ -897,7 +1188,14 @@ impl Parser<'_> {
                 if self.bytes.get(self.at) != Some(&b'"') {
                     return None;
                 }
+                let key = self.tape.len();
                 self.string()?;
+                if members < SMALL_OBJECT {
+                    duplicate |= keys[..members]
+                        .iter()
+                        .any(|&k| self.key(k) == self.key(key));
+                    keys[members] = key;
+                }
                 self.expect(b':')?;
                 self.value(depth + 1)?;
                 members += 1;
@@ -913,8 +1211,8 @@ impl Parser<'_> {
             }
         }
         let end = self.tape.len();
-        self.tape[at] = Tape::Object(u32::try_from(end).ok()?);
-        if members > 1 && self.has_duplicate_keys(at, members) {
+        self.tape.set(at, Tape::Object(u32::try_from(end).ok()?));
+        if duplicate || (members > SMALL_OBJECT && self.has_duplicate_keys(at, members)) {
             // `serde_json` keeps the first place and the last value: let it decide.
             return None;
         }
@@ -922,45 +1220,31 @@ impl Parser<'_> {
     }
 
     fn key(&self, k: usize) -> &[u8] {
-        match self.tape[k] {
+        match self.tape.get(k) {
             Tape::Str(a, b) => &self.bytes[a as usize..b as usize],
             Tape::Esc(a, b) => &self.decoded.as_bytes()[a as usize..b as usize],
             _ => &[],
         }
     }
 
+    /// Whether a large object (more than [`SMALL_OBJECT`] members) repeats a key.
     fn has_duplicate_keys(&self, at: usize, members: usize) -> bool {
-        let end_of = |i: usize| match self.tape[i] {
+        let end_of = |i: usize| match self.tape.get(i) {
             Tape::Array(end) | Tape::Object(end) => end as usize,
             _ => i + 1,
         };
         let keys = std::iter::successors(Some(at + 1), |&k| Some(end_of(k + 1))).take(members);
-        if members <= 16 {
-            // Small objects (every point of a series): pairwise, without allocating.
-            let mut seen = [0usize; 16];
-            for (n, k) in keys.enumerate() {
-                if seen[..n].iter().any(|&s| self.key(s) == self.key(k)) {
-                    return true;
-                }
-                seen[n] = k;
-            }
-            false
-        } else {
-            let mut seen = std::collections::HashSet::with_capacity(members);
-            !keys.into_iter().all(|k| seen.insert(self.key(k)))
-        }
+        let mut seen = std::collections::HashSet::with_capacity(members);
+        !keys.into_iter().all(|k| seen.insert(self.key(k)))
     }
 
     fn string(&mut self) -> Option<()> {
         let start = self.at + 1;
-        let mut i = start;
-        loop {
-            match *self.bytes.get(i)? {
-                b'"' => break,
-                b'\\' => return self.escaped_string(start),
-                0x00..=0x1F => return None,
-                _ => i += 1,
-            }
+        let i = string_stop(self.bytes, start)?;
+        match self.bytes[i] {
+            b'"' => {}
+            b'\\' => return self.escaped_string(start),
+            _ => return None,
         }
         self.tape.push(Tape::Str(
             u32::try_from(start).ok()?,
@@ -993,34 +1277,36 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Option<()> {
         let start = self.at;
+        // The common token first: an integer in its simplest form, read in one pass.
+        let negative = self.bytes[start] == b'-';
+        let first = start + usize::from(negative);
+        let mut i = first;
+        let mut magnitude = 0u64;
+        while let Some(&d @ b'0'..=b'9') = self.bytes.get(i) {
+            magnitude = magnitude.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            i += 1;
+        }
+        let digits = i - first;
+        let ends = !matches!(self.bytes.get(i), Some(b'-' | b'+' | b'.' | b'e' | b'E'));
+        if ends && (1..=19).contains(&digits) && (digits == 1 || self.bytes[first] != b'0') {
+            if !negative {
+                self.at = i;
+                self.tape.push(Tape::U(magnitude));
+                return Some(());
+            }
+            // `-0` is a float in `serde_json`; larger magnitudes than i64's are too.
+            if magnitude != 0 && magnitude <= i64::MAX as u64 + 1 {
+                self.at = i;
+                self.tape.push(Tape::I(0i64.wrapping_sub(magnitude as i64)));
+                return Some(());
+            }
+        }
         let mut i = start;
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.bytes.get(i) {
             i += 1;
         }
         self.at = i;
         let token = &self.bytes[start..i];
-        let (negative, digits) = match token.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            _ => (false, token),
-        };
-        let simple = !digits.is_empty()
-            && digits.len() <= 19
-            && digits.iter().all(u8::is_ascii_digit)
-            && (digits.len() == 1 || digits[0] != b'0');
-        if simple {
-            let magnitude = digits
-                .iter()
-                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if !negative {
-                self.tape.push(Tape::U(magnitude));
-                return Some(());
-            }
-            // `-0` is a float in `serde_json`; larger magnitudes than i64's are too.
-            if magnitude != 0 && magnitude <= i64::MAX as u64 + 1 {
-                self.tape.push(Tape::I(0i64.wrapping_sub(magnitude as i64)));
-                return Some(());
-            }
-        }
         // Floats, `-0`, integers beyond 64 bits: `serde_json` judges and decodes them
         // (keeping their text), here and in `Doc::number_of`.
         let text = std::str::from_utf8(token).ok()?;
@@ -1031,6 +1317,36 @@ impl Parser<'_> {
         ));
         Some(())
     }
+}
+
+/// The index of the first byte at or after `i` that ends a run of plain string
+/// bytes: `"`, `\\` or a control character; `None` at the end of the text. Eight bytes
+/// are looked at a time (a point's keys and values are short, and most texts are ASCII).
+#[inline]
+fn string_stop(bytes: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // The lowest flagged byte of each test is exact (a borrow only flags bytes above
+        // a true match), so the lowest of them all is the first stop.
+        let stops = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        let stops = stops & HIGH;
+        if stops != 0 {
+            return Some(i + (stops.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|offset| i + offset)
 }
 
 /// A field's value from what its path found: absent for nothing or `null`.
@@ -1468,6 +1784,80 @@ mod tests {
             }
         };
         (serde, doc)
+    }
+
+    #[test]
+    fn string_stops_are_found_as_byte_by_byte() {
+        let naive = |bytes: &[u8], i: usize| {
+            bytes[i..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .map(|o| i + o)
+        };
+        let mut texts: Vec<Vec<u8>> = vec![Vec::new(), b"\"".to_vec(), "é\u{1f}x".into()];
+        for stop in [b'"', b'\\', 0x00, 0x1F, b'\n'] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut text = vec![b'a'; len];
+                    text.extend_from_slice("é€".as_bytes());
+                    if at < len {
+                        text[at] = stop;
+                    }
+                    texts.push(text);
+                }
+            }
+        }
+        // Bytes next to the stops that borrows could confuse.
+        texts.push(vec![0x21, 0x20, 0x1F, b'"', 0x23, 0x5B, 0x5D, 0xFF, b'\\']);
+        for text in &texts {
+            for start in 0..=text.len() {
+                assert_eq!(
+                    string_stop(text, start),
+                    naive(text, start),
+                    "{text:?} from {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tape_nodes_read_back_as_written() {
+        let nodes = [
+            Tape::Null,
+            Tape::Bool(true),
+            Tape::Bool(false),
+            Tape::U(0),
+            Tape::U(PAYLOAD),
+            Tape::U(PAYLOAD + 1),
+            Tape::U(u64::MAX),
+            Tape::I(-1),
+            Tape::I(-(1 << 59)),
+            Tape::I(-(1 << 59) - 1),
+            Tape::I(i64::MIN),
+            Tape::I(1 << 59),
+            Tape::Num(3, 9),
+            Tape::Str(0, 0),
+            Tape::Str(u32::MAX - 1, u32::MAX),
+            Tape::Str(7, 7 + (1 << LEN_BITS) - 1),
+            Tape::Str(7, 7 + (1 << LEN_BITS)),
+            Tape::Esc(u32::MAX, u32::MAX),
+            Tape::Esc(5, 4),
+            Tape::Array(u32::MAX),
+            Tape::Object(12),
+        ];
+        let mut tape = Nodes::default();
+        for node in nodes {
+            tape.push(node);
+        }
+        tape.set(0, Tape::Object(3));
+        for (i, node) in nodes.iter().enumerate().skip(1) {
+            assert_eq!(tape.get(i), *node, "node {i}");
+        }
+        assert_eq!(tape.get(0), Tape::Object(3));
+        assert_eq!(tape.end(0), 3);
+        assert_eq!(tape.object_end(0), Some(3));
+        // What does not fit went to the side list, and only that.
+        assert_eq!(tape.wide.len(), 7);
     }
 
     #[test]

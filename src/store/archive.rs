@@ -576,8 +576,8 @@ fn read_entries(
 /// crash before the next `FULL` commit (whose sync writes out every earlier commit's
 /// log too) can lose it. The archive writes this way what a fetch may lose without
 /// harm and what the fetch's next write makes durable anyway: a rate budget's call
-/// (the archive's commit follows it) and the runs' status records (the user's tree
-/// follows them).
+/// (the archive's commit follows it) and the runs' status records (in the embedded
+/// store the user's tree follows them; beside Igor, the next run's archive commit).
 fn lazily_synced<T>(
     connection: &mut rusqlite::Connection,
     file: &std::path::Path,

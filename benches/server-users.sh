@@ -15,13 +15,15 @@
 #
 # Prints wall time of the fetches, fetches per second, the server's peak RSS and CPU.
 # Usage: benches/server-users.sh [USERS [PARALLEL]]     (defaults: 1000 16)
+# `HEALTHPULL_BIN=path benches/server-users.sh` serves with that binary instead of this
+# tree's release build (an older build, in the same session; the fake is still built here).
 # Figures and how to read them: docs/BENCHMARKS.md, section "Server: 1,000 users".
 set -euo pipefail
 
 users="${1:-1000}"
 parallel="${2:-16}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="$root/target/release/healthpull"
+bin="${HEALTHPULL_BIN:-$root/target/release/healthpull}"
 fake_bin="$root/target/release/examples/fake_provider"
 
 for tool in curl /usr/bin/time; do

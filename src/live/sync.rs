@@ -532,38 +532,40 @@ async fn record_runs(
     planned: usize,
     now: DateTime<Utc>,
 ) -> Result<(), FetchError> {
-    let old: IndexMap<String, Value> = rt
-        .archive
-        .statuses(plugin, user.as_str())
-        .await?
-        .into_iter()
-        .collect();
+    let mut updates = Vec::with_capacity(runs.len());
     for (method, run) in runs {
-        let mut record = old.get(method).cloned().unwrap_or_else(|| json!({}));
-        record["last_run"] = json!({
-            "at": now.to_rfc3339(),
-            "kind": match reach { Reach::Recent => "sync", Reach::Since(_) => "backfill", Reach::Asked => "fetch" },
-            "outcome": run.outcome,
-            "windows": run.windows,
-            "failed": run.failed,
-            "added": run.counts.added,
-            "changed": run.counts.changed,
-            "unchanged": run.counts.unchanged,
-            "removed": run.counts.removed,
-        });
-        if let Reach::Since(since) = reach {
-            record["backfill"] = json!({
-                "since": since.format("%Y-%m-%d").to_string(),
-                "planned": planned,
-                "windows_done": run.windows,
-                "complete": run.failed.is_empty(),
+        let mut fields = Map::new();
+        fields.insert(
+            "last_run".to_owned(),
+            json!({
                 "at": now.to_rfc3339(),
-            });
+                "kind": match reach { Reach::Recent => "sync", Reach::Since(_) => "backfill", Reach::Asked => "fetch" },
+                "outcome": run.outcome,
+                "windows": run.windows,
+                "failed": run.failed,
+                "added": run.counts.added,
+                "changed": run.counts.changed,
+                "unchanged": run.counts.unchanged,
+                "removed": run.counts.removed,
+            }),
+        );
+        if let Reach::Since(since) = reach {
+            fields.insert(
+                "backfill".to_owned(),
+                json!({
+                    "since": since.format("%Y-%m-%d").to_string(),
+                    "planned": planned,
+                    "windows_done": run.windows,
+                    "complete": run.failed.is_empty(),
+                    "at": now.to_rfc3339(),
+                }),
+            );
         }
-        rt.archive
-            .put_status(plugin, user.as_str(), method, &record)
-            .await?;
+        updates.push((method.clone(), fields));
     }
+    rt.archive
+        .update_statuses(plugin, user.as_str(), updates)
+        .await?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::sqlite::{SqliteStore, sqlite_error};
 use super::{StoreError, StorePath};
@@ -147,6 +147,28 @@ pub trait Archive: Send + Sync + 'static {
     /// The status records of the user's methods, by method name.
     async fn statuses(&self, plugin: &str, user: &str) -> Result<Vec<(String, Value)>, StoreError>;
 
+    /// Sets fields of the status records of several methods (a run's end): each
+    /// method's stored record (an empty one if it has none) gets the given fields,
+    /// replacing those of the same name, and the others stay. The embedded store does
+    /// it in one transaction; this default reads the records and writes each.
+    async fn update_statuses(
+        &self,
+        plugin: &str,
+        user: &str,
+        updates: Vec<(String, Map<String, Value>)>,
+    ) -> Result<(), StoreError> {
+        let old = self.statuses(plugin, user).await?;
+        for (method, fields) in updates {
+            let stored = old
+                .iter()
+                .find(|(m, _)| *m == method)
+                .map(|(_, v)| v.clone());
+            let record = with_fields(stored, fields);
+            self.put_status(plugin, user, &method, &record).await?;
+        }
+        Ok(())
+    }
+
     /// Takes one call from the budget `key` (at most `limit` calls in any `per_seconds`);
     /// `Ok(Err(at))` when it is spent until the epoch second `at`. Every process sharing
     /// the archive shares the budget.
@@ -178,6 +200,19 @@ pub trait Archive: Send + Sync + 'static {
 
     /// Removes everything archived for the user.
     async fn forget(&self, plugin: &str, user: &str) -> Result<(), StoreError>;
+}
+
+/// A status record with `fields` set: the stored record (an empty one without it, or
+/// if it is not an object) with each field replaced or added.
+pub(super) fn with_fields(stored: Option<Value>, fields: Map<String, Value>) -> Value {
+    let mut record = match stored {
+        Some(Value::Object(record)) => record,
+        _ => Map::new(),
+    };
+    for (key, value) in fields {
+        record.insert(key, value);
+    }
+    Value::Object(record)
 }
 
 fn label() -> StorePath {
@@ -599,6 +634,72 @@ fn read_entries(
         .collect()
 }
 
+/// Runs `work` with the connection's commits not waiting for the disk
+/// (`synchronous = NORMAL`), then restores `FULL`. In WAL mode such a commit is still
+/// atomic and survives the process ending; only a power loss or an operating system
+/// crash before the next `FULL` commit (whose sync writes out every earlier commit's
+/// log too) can lose it. The archive writes this way what a fetch may lose without
+/// harm and what the fetch's next write makes durable anyway: a rate budget's call
+/// (the archive's commit follows it) and the runs' status records (in the embedded
+/// store the user's tree follows them; beside Igor, the next run's archive commit).
+fn lazily_synced<T>(
+    connection: &mut rusqlite::Connection,
+    file: &std::path::Path,
+    work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let error = sqlite_error(file, "set synchronous mode", "");
+    connection
+        .pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&error)?;
+    let answer = work(connection);
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(&error)?;
+    answer
+}
+
+fn update_statuses_in(
+    connection: &mut rusqlite::Connection,
+    file: &std::path::Path,
+    key: (&str, &str),
+    updates: Vec<(String, Map<String, Value>)>,
+) -> Result<(), StoreError> {
+    let error = sqlite_error(file, "write a run's status", "");
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&error)?;
+    {
+        let mut read = transaction
+            .prepare_cached(
+                "SELECT record FROM archive_status WHERE plugin = ?1 AND user = ?2 AND method = ?3",
+            )
+            .map_err(&error)?;
+        let mut upsert = transaction
+            .prepare_cached(
+                "INSERT INTO archive_status (plugin, user, method, record) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (plugin, user, method) DO UPDATE SET record = excluded.record",
+            )
+            .map_err(&error)?;
+        for (method, fields) in updates {
+            let stored: Option<String> = read
+                .query_row(params![key.0, key.1, method], |row| row.get(0))
+                .optional()
+                .map_err(&error)?;
+            let stored = stored
+                .map(|text| {
+                    serde_json::from_str(&text)
+                        .map_err(|e| corrupt(file, format!("a run status is not JSON: {e}")))
+                })
+                .transpose()?;
+            let record = with_fields(stored, fields).to_string();
+            upsert
+                .execute(params![key.0, key.1, method, record])
+                .map_err(&error)?;
+        }
+    }
+    transaction.commit().map_err(&error)
+}
+
 fn take_call_in(
     connection: &mut rusqlite::Connection,
     file: &std::path::Path,
@@ -753,6 +854,22 @@ impl Archive for SqliteStore {
         .await
     }
 
+    /// One transaction, not waiting for the disk (see [`lazily_synced`]).
+    async fn update_statuses(
+        &self,
+        plugin: &str,
+        user: &str,
+        updates: Vec<(String, Map<String, Value>)>,
+    ) -> Result<(), StoreError> {
+        let key = (plugin.to_owned(), user.to_owned());
+        self.run(&label(), move |connection, file| {
+            lazily_synced(connection, file, |connection| {
+                update_statuses_in(connection, file, (&key.0, &key.1), updates)
+            })
+        })
+        .await
+    }
+
     async fn take_call(
         &self,
         key: &str,
@@ -762,7 +879,9 @@ impl Archive for SqliteStore {
     ) -> Result<Result<(), f64>, StoreError> {
         let key = key.to_owned();
         self.run(&label(), move |connection, file| {
-            take_call_in(connection, file, &key, limit, per_seconds, now)
+            lazily_synced(connection, file, |connection| {
+                take_call_in(connection, file, &key, limit, per_seconds, now)
+            })
         })
         .await
     }

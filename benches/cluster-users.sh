@@ -66,17 +66,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for() {
-    local deadline=$((SECONDS + $3))
-    until grep -q "$2" "$1" 2>/dev/null; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "cluster-users: no '$2' in $1 within $3 s:" >&2
-            cat "$1" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-}
+# shellcheck source=support/wait_for.sh
+. "$root/benches/support/wait_for.sh"
 
 # The PostgreSQL server's CPU (user + system clock ticks of all its processes).
 pg_pid="$(head -1 "$socket_dir/data/postmaster.pid")"

@@ -51,18 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN.
-wait_for() {
-    local deadline=$((SECONDS + $3))
-    until grep -q "$2" "$1" 2>/dev/null; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "server-users: no '$2' in $1 within $3 s:" >&2
-            cat "$1" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-}
+# shellcheck source=support/wait_for.sh
+. "$root/benches/support/wait_for.sh"
 
 # 1. The fake, with USERS users seeded into a fresh store.
 db="$work/store/healthpull.db"

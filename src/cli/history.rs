@@ -20,23 +20,14 @@ use healthpull::user::UserName;
 
 /// Runs a sync (or a fetch of asked days) and prints what each method did; exit status
 /// 1 when a window failed (it is fetched again next time).
-pub async fn run_and_report(
-    provider: &Arc<Provider>,
-    plugin: &str,
-    user: &UserName,
-    rt: &Runtime,
-    plan: &FetchPlan,
-    keep: Keep,
-    reach: Reach,
-) -> Result<i32> {
-    let inputs = live::fetch_inputs(rt.store.as_ref(), plugin, user).await?;
+pub async fn run_and_report(plugin: &str, user: &UserName, s: Setup, reach: Reach) -> Result<i32> {
     let options = RunOptions {
         reach,
-        keep,
+        keep: s.keep,
         wait_for_budget: false,
         progress: &Quiet,
     };
-    let report = sync::run(provider.clone(), plugin, user, rt, plan, inputs, options).await?;
+    let report = sync::run(s.provider, plugin, user, &s.rt, &s.plan, s.inputs, options).await?;
     print_report(plugin, user, &report);
     Ok(if report.complete() { 0 } else { 1 })
 }
@@ -72,12 +63,15 @@ fn print_report(plugin: &str, user: &UserName, report: &sync::RunReport) {
     }
 }
 
-/// What `sync` and `backfill` need: the provider, the plan and the runtime.
+/// What a run needs: the provider, the plan, the runtime, what the tree keeps and what
+/// the plan was made from.
 pub struct Setup {
-    provider: Arc<Provider>,
-    plan: FetchPlan,
-    rt: Runtime,
-    keep: Keep,
+    pub provider: Arc<Provider>,
+    pub plan: FetchPlan,
+    pub rt: Runtime,
+    pub keep: Keep,
+    /// What the plan was made from, read once: the run starts from it.
+    pub inputs: live::FetchInputs,
 }
 
 /// Loads the plugin, reads the user's settings and plans with the user's defaults.
@@ -98,18 +92,12 @@ pub async fn setup(
         methods,
         ..Default::default()
     };
-    let plan = healthpull::settings::plan(
-        &provider,
-        user,
-        asked,
-        Some(&inputs.settings),
-        inputs.client_id.clone(),
-        clock.now(),
-    )?;
+    let plan = inputs.plan(&provider, user, asked, clock.now())?;
     let rt = app::runtime(config, store, clock)?;
     Ok(Setup {
         provider,
         plan,
+        inputs,
         rt,
         keep: config.plugin_keep(plugin),
     })
@@ -117,16 +105,7 @@ pub async fn setup(
 
 /// `healthpull sync`.
 pub async fn sync_command(plugin: &str, user: &UserName, s: Setup) -> Result<i32> {
-    run_and_report(
-        &s.provider,
-        plugin,
-        user,
-        &s.rt,
-        &s.plan,
-        s.keep,
-        Reach::Recent,
-    )
-    .await
+    run_and_report(plugin, user, s, Reach::Recent).await
 }
 
 /// The progress of a backfill: a bar with ETA on a terminal, plain lines elsewhere.
@@ -216,7 +195,7 @@ pub async fn backfill_command(
     if dry_run {
         return Ok(0);
     }
-    let inputs = live::fetch_inputs(s.rt.store.as_ref(), plugin, user).await?;
+    let inputs = s.inputs;
     let bar = Bar::new();
     let options = RunOptions {
         reach,

@@ -605,17 +605,14 @@ async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bo
     if !dry_run {
         // Stored through the archive: the asked days are archived, and the tree shows
         // them from there.
-        let keep = config.plugin_keep(&args.plugin);
-        return history::run_and_report(
-            &provider,
-            &args.plugin,
-            &args.user,
-            &rt,
-            &p,
-            keep,
-            Reach::Asked,
-        )
-        .await;
+        let setup = history::Setup {
+            inputs: live::fetch_inputs(rt.store.as_ref(), &args.plugin, &args.user).await?,
+            keep: config.plugin_keep(&args.plugin),
+            provider,
+            plan: p,
+            rt,
+        };
+        return history::run_and_report(&args.plugin, &args.user, setup, Reach::Asked).await;
     }
     let tree = live::fetch(provider, &args.plugin, &args.user, &rt, &p, dry_run).await?;
     {

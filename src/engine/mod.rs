@@ -245,6 +245,12 @@ pub async fn with_provider_zone(
     plan
 }
 
+/// Checks the plan's methods and arguments against the provider file (what a fetch
+/// checks first), without rendering a request.
+pub fn check_plan(provider: &Provider, p: &FetchPlan) -> Result<(), EngineError> {
+    resolve(provider, p).map(|_| ())
+}
+
 /// The days `method` asks for with the plan's arguments (`None` without a `range`).
 pub fn requested_range(
     provider: &Provider,

@@ -886,6 +886,27 @@ pub struct FetchInputs {
     pub user_known: bool,
 }
 
+impl FetchInputs {
+    /// The one fetch plan ([`crate::settings::plan`]) from what was read: the user's
+    /// settings and the app's client id.
+    pub fn plan(
+        &self,
+        provider: &Provider,
+        user: &UserName,
+        asked: crate::settings::Asked,
+        now: DateTime<Utc>,
+    ) -> Result<FetchPlan, SettingError> {
+        crate::settings::plan(
+            provider,
+            user,
+            asked,
+            Some(&self.settings),
+            self.client_id.clone(),
+            now,
+        )
+    }
+}
+
 /// Reads what a fetch for `user` needs: the leaves of the app registration (never all of
 /// `plugindata/<plugin>`, which also holds every user's status), the user's subtree
 /// (settings and token) and the user's status, together.

@@ -398,7 +398,7 @@ pub async fn run(
 ) -> Result<RunReport, FetchError> {
     let (provider, caller) = live::user_caller(provider, plugin, user, rt, plan, inputs)?;
     // Methods are checked before anything is asked of the provider.
-    engine::plan(&provider, plan)?;
+    engine::check_plan(&provider, plan)?;
     let plan = &engine::with_provider_zone(&provider, plan, &caller).await;
     let tasks = plan_tasks(&provider, plugin, user, rt, plan, options.reach).await?;
     options.progress.planned(&tasks);

@@ -37,14 +37,7 @@ pub async fn fetch_user(
         system: None,
         layout,
     };
-    let plan = crate::settings::plan(
-        &provider,
-        user,
-        asked,
-        Some(&inputs.settings),
-        inputs.client_id.clone(),
-        state.rt.clock.now(),
-    )?;
+    let plan = inputs.plan(&provider, user, asked, state.rt.clock.now())?;
     // A user with stored data before the fetch, or whose fetch succeeded (it read the
     // user's token), is known.
     let known = inputs.user_known;

@@ -301,6 +301,19 @@ impl StorePath {
         })
     }
 
+    /// Parses `path` for a write of `value`, refusing what Igor would refuse, so that
+    /// every backend accepts the same trees.
+    fn writable(path: &str, value: &Value) -> Result<Self, StoreError> {
+        let path = StorePath::parse(path)?;
+        crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
+            StoreError::Unrepresentable {
+                path: path.text.clone(),
+                source,
+            }
+        })?;
+        Ok(path)
+    }
+
     /// The last step, the element's tag.
     fn last(&self) -> &str {
         self.steps.last().map(String::as_str).unwrap_or_default()

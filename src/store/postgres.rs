@@ -646,15 +646,7 @@ impl Store for PostgresStore {
     async fn put_many(&self, writes: &[(&str, &Value)]) -> Result<(), StoreError> {
         let mut parsed = Vec::with_capacity(writes.len());
         for (path, value) in writes {
-            let path = StorePath::parse(path)?;
-            // Refuse what Igor would refuse, so every backend accepts the same trees.
-            crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
-                StoreError::Unrepresentable {
-                    path: path.text.clone(),
-                    source,
-                }
-            })?;
-            parsed.push((path, *value));
+            parsed.push((StorePath::writable(path, value)?, *value));
         }
         let Some((first, _)) = parsed.first() else {
             return Ok(());

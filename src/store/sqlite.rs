@@ -325,15 +325,7 @@ impl Store for SqliteStore {
     async fn put_many(&self, writes: &[(&str, &Value)]) -> Result<(), StoreError> {
         let mut owned = Vec::with_capacity(writes.len());
         for (path, value) in writes {
-            let path = StorePath::parse(path)?;
-            // Refuse what Igor would refuse, so both backends accept the same trees.
-            crate::igor::xml::try_to_igor_xml(path.last(), value).map_err(|source| {
-                StoreError::Unrepresentable {
-                    path: path.text.clone(),
-                    source,
-                }
-            })?;
-            owned.push((path, (*value).clone()));
+            owned.push((StorePath::writable(path, value)?, (*value).clone()));
         }
         let Some((first, _)) = owned.first() else {
             return Ok(());

@@ -2697,6 +2697,70 @@ async fn a_sync_fetches_the_settling_window_again_and_nothing_older() {
         "{}",
         out.stderr
     );
+    // Read back: CSV from a day on, and the whole output as Igor XML.
+    let out = live
+        .run(&[
+            "history",
+            &plugin,
+            "--user",
+            USER,
+            "--output",
+            "body-weight",
+            "--since",
+            "2026-11-26",
+        ])
+        .await;
+    out.assert_ok("history as CSV");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0], "value,dateTime,time,bmi,logId,source",
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines.len(), 3, "the 26th and the 29th: {}", out.stdout);
+    assert!(lines[1].contains(",2026-11-26,07:00:00,") && lines[2].contains(",2026-11-29,"));
+    let out = live
+        .run(&[
+            "history",
+            &plugin,
+            "--user",
+            USER,
+            "--output",
+            "body-weight",
+            "--format",
+            "xml",
+        ])
+        .await;
+    out.assert_ok("history as XML");
+    assert!(
+        out.stdout.starts_with("<jack><body-weight><value>"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.matches("<body-weight>").count(), 39);
+    let out = live
+        .run(&[
+            "history",
+            &plugin,
+            "--user",
+            USER,
+            "--output",
+            "body-weight",
+            "--format",
+            "yaml",
+        ])
+        .await;
+    assert_eq!(
+        out.code,
+        Some(1),
+        "an unknown format is refused: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("use csv, jsonl or xml"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

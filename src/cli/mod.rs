@@ -771,16 +771,27 @@ const SECRET_FIELDS: &[&str] = &[
 ];
 
 /// Exports never show secrets. The exported element is read back as a tree; every
-/// secret field is replaced by `[redacted]` (structurally, sealed or not), its value is
+/// secret field is replaced by `[redacted]` (structurally, sealed or not), the exported
+/// element itself included (`export plugindata/P/client_secret`), its value is
 /// registered, and then every other text is redacted by value, which catches a secret
 /// quoted in a stored message.
 fn redact_export(xml_text: &str) -> Result<String> {
-    let (tag, mut value) = xml::igor_xml_to_value_verbatim(xml_text)
+    let (tag, value) = xml::igor_xml_to_value_verbatim(xml_text)
         .map_err(|e| anyhow::anyhow!("cannot read the stored XML back: {e}"))?;
     let mut held = Vec::new();
-    redact_secret_fields(&mut value, &mut held);
-    healthpull::secret::redact_json(&mut value);
+    let mut element = serde_json::Map::new();
+    element.insert(tag, value);
+    let mut element = Value::Object(element);
+    redact_secret_fields(&mut element, &mut held);
+    healthpull::secret::redact_json(&mut element);
     drop(held);
+    let Value::Object(element) = element else {
+        bail!("the exported element is not a tree");
+    };
+    let (tag, value) = element
+        .into_iter()
+        .next()
+        .context("the exported element is empty")?;
     Ok(xml::to_igor_xml(&tag, &value))
 }
 

@@ -36,6 +36,24 @@ fn every_command_refuses_user_names_that_are_not_element_names() {
             vec!["user", "fitbit", "--user", bad, "--set", "period=7d"],
             vec!["user", "fitbit", "--user", bad, "--delete-token"],
             vec!["igor-install", "fitbit", "--user", "jack", "--user", bad],
+            vec!["sync", "fitbit", "--user", bad],
+            vec![
+                "backfill",
+                "fitbit",
+                "--user",
+                bad,
+                "--since",
+                "2026-01-01",
+                "--dry-run",
+            ],
+            vec![
+                "history",
+                "fitbit",
+                "--user",
+                bad,
+                "--output",
+                "body-weight",
+            ],
         ] {
             let (code, stderr) = run(&sandbox, &args);
             assert_eq!(code, 2, "{args:?}: {stderr}");

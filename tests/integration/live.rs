@@ -2092,7 +2092,8 @@ async fn echoed_secrets_are_redacted_in_every_form_google() {
     echoed_secrets_are_redacted_in_every_form(Dialect::Google).await;
 }
 
-/// Issue 7, item 12: `export` shows no PKCE verifier of a pending consent.
+/// Issue 7, item 12: `export` shows no PKCE verifier of a pending consent, and no
+/// secret when the exported path is the secret itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_redacts_pending_consent_verifiers() {
     let live = Live::start(
@@ -2119,12 +2120,13 @@ async fn export_redacts_pending_consent_verifiers() {
         .await
         .expect("read pending")
         .expect("a pending consent");
-    let record = pending
+    let (key, record) = pending
         .as_object()
-        .and_then(|m| m.values().next())
+        .and_then(|m| m.iter().next())
         .expect("one record");
     let verifier = text_of(record, "verifier");
     assert!(verifier.len() >= 43, "{verifier}");
+    let grant = live.seed_token(false).await;
     for args in [vec!["export"], vec!["export", "plugindata"]] {
         let out = live.run(&args).await;
         out.assert_ok("export");
@@ -2144,6 +2146,39 @@ async fn export_redacts_pending_consent_verifiers() {
         );
         assert!(out.stdout.contains(&format!("<user>{USER}</user>")));
     }
+    // Each secret exported on its own: the exported element is the secret field.
+    let app = format!("plugindata/{}", live.plugin);
+    let token = live.token_path();
+    for (path, tag) in [
+        (format!("{app}/pending/{key}/verifier"), "verifier"),
+        (format!("{app}/client_secret"), "client_secret"),
+        (format!("{token}/access_token"), "access_token"),
+        (format!("{token}/refresh_token"), "refresh_token"),
+    ] {
+        let out = live.run(&["export", &path]).await;
+        out.assert_ok(&format!("export {path}"));
+        assert_eq!(out.stdout, format!("<{tag}>[redacted]</{tag}>\n"), "{path}");
+    }
+    let out = live.run(&["export", &format!("{app}/pending/{key}")]).await;
+    out.assert_ok("export of one pending consent");
+    assert!(
+        out.stdout.contains("<verifier>[redacted]</verifier>"),
+        "{}",
+        out.stdout
+    );
+    let out = live.run(&["export", &token]).await;
+    out.assert_ok("export of the token");
+    assert!(
+        out.stdout
+            .contains("<access_token>[redacted]</access_token>")
+    );
+    let secrets = [
+        verifier,
+        live.client_secret(),
+        grant.access_token,
+        grant.refresh_token,
+    ];
+    assert_free_of(&[out.stdout], &secrets);
 }
 
 /// The bytes of the embedded store's files (database, `-wal`, `-shm`).

@@ -1963,7 +1963,13 @@ async fn setup_page_in_headless_chromium() {
         world.server.log()
     );
 
-    // Delete the token from the page: back to "not granted".
+    // Delete the token from the page: revoked at the provider, back to "not granted".
+    let refresh_token = world
+        .token(USER)
+        .await
+        .and_then(|t| t["refresh_token"].as_str().map(str::to_owned))
+        .expect("a stored refresh token");
+    let revoked_before = world.fake.revocations().len();
     browser.goto(&format!("{setup_url}?user={USER}")).await;
     browser
         .click(&browser.find("#delete-token-button").await)
@@ -1974,6 +1980,12 @@ async fn setup_page_in_headless_chromium() {
         })
         .await;
     assert_eq!(world.token(USER).await, None);
+    let revocations = world.fake.revocations();
+    assert_eq!(revocations.len(), revoked_before + 1, "{revocations:?}");
+    let last = revocations.last().expect("a revocation");
+    assert_eq!(last.token, refresh_token, "the refresh token is revoked");
+    assert_eq!(last.token_type_hint.as_deref(), Some("refresh_token"));
+    assert!(last.client_authenticated, "{last:?}");
     world.assert_no_secrets();
 }
 

@@ -172,6 +172,12 @@ async fn foreign_host_is_refused_before_any_handler() {
     assert_eq!(status_of(&answer), 421, "{answer}");
     assert!(answer.contains("allowed_hosts"), "a clear text: {answer}");
     assert!(!answer.contains("_csrf"), "no form token leaks: {answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nx-frame-options: deny\r\n")
+            && lower.contains("\r\nx-content-type-options: nosniff\r\n"),
+        "refusals carry the security headers too: {answer}"
+    );
 
     // Reading a user's data is refused, and so is every other entry point.
     for path in [

@@ -17,7 +17,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Tests never run the binary in the repository: there it would read a `healthpull.yaml`
 /// or `healthpull.db` left by running the server (the setup page's choices would change
-/// snapshot results). They run it in a `Sandbox` or a temporary directory of their own.
+/// snapshot results). They run it in a `Sandbox` or a temporary directory of their own,
+/// named with `current_dir` wherever the command is built.
 #[test]
 fn no_test_runs_the_binary_in_the_repository() {
     let mut files = Vec::new();
@@ -37,6 +38,34 @@ fn no_test_runs_the_binary_in_the_repository() {
             }
             if forbidden.iter().any(|f| line.replace(' ', "").contains(f)) {
                 found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    // A run without a directory of its own runs in the repository too (the test's
+    // working directory): every command built for the binary names its directory before
+    // it is run or handed on.
+    for file in &files {
+        if file.ends_with("tidy.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("a test file reads");
+        for (at, _) in text.match_indices("healthpull_bin())") {
+            let start = text[..at].rfind("Command::new(");
+            if start.is_none_or(|s| text[s..at].contains('\n')) {
+                continue;
+            }
+            let rest = &text[at..];
+            let end = [".spawn()", ".output()", ".status()", "\n    }\n", "\n}\n"]
+                .iter()
+                .filter_map(|stop| rest.find(stop))
+                .min()
+                .unwrap_or(rest.len());
+            if !rest[..end].contains(".current_dir(") {
+                let line = text[..at].lines().count();
+                found.push(format!(
+                    "{}:{line}: the binary runs without .current_dir(...)",
+                    file.display()
+                ));
             }
         }
     }

@@ -67,9 +67,12 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     /// Builds the client: redirects are never followed, connecting takes at most 10 s.
+    /// Server certificates are checked against the system's roots, read at the first
+    /// TLS connection ([`PlatformRoots`]).
     pub fn new() -> HttpTransport {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config())
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("healthpull/", env!("CARGO_PKG_VERSION")))
@@ -106,6 +109,102 @@ impl HttpTransport {
         let transport = Arc::new(HttpTransport::new());
         clients.push((runtime, transport.clone()));
         transport
+    }
+}
+
+/// TLS as reqwest sets it up for HTTP/1.1 (the protocol versions rustls deems safe,
+/// ALPN `http/1.1`, no client certificate), with the system's roots read on first use.
+fn tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("the TLS configuration cannot be built: {e}"))
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PlatformRoots::new(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+/// The platform's certificate check (`rustls-platform-verifier`: the system's root
+/// certificates), made at the first server certificate to check. Reading and parsing
+/// the system's roots takes a few milliseconds of every process that builds a client;
+/// most commands talk plain HTTP to Igor on the home network or send nothing at all,
+/// and a command that connects over TLS pays the same cost, once, at its first
+/// handshake. Handshake signatures need no roots and are checked at once.
+#[derive(Debug)]
+pub struct PlatformRoots {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: std::sync::OnceLock<Result<rustls_platform_verifier::Verifier, rustls::Error>>,
+}
+
+impl PlatformRoots {
+    /// A check with `provider`'s signature algorithms; the roots are read later.
+    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> PlatformRoots {
+        PlatformRoots {
+            provider,
+            verifier: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn verifier(&self) -> Result<&rustls_platform_verifier::Verifier, rustls::Error> {
+        self.verifier
+            .get_or_init(|| rustls_platform_verifier::Verifier::new(self.provider.clone()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for PlatformRoots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

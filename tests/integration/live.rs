@@ -1538,6 +1538,66 @@ async fn lost_refresh_answers_lose_no_token_igor() {
     lost_refresh_answers_lose_no_token(Kind::Igor).await;
 }
 
+/// The provider over HTTPS (token refresh and API call): the server's certificate is
+/// checked against the system's roots, here the fixture CA given as `SSL_CERT_FILE`; a
+/// certificate no root vouches for stops the fetch with a certificate error and sends
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_over_tls_is_checked_against_the_system_roots() {
+    let live = Live::start(Kind::Embedded, Dialect::Fitbit, "lvtls", Tuning::Shipped).await;
+    live.register_app().await;
+    seed_fitbit(&live.fake, FAKE_USER);
+    live.seed_token(true).await;
+    let port = crate::support::tls::front(live.fake.addr());
+    let https = format!("https://localhost:{port}");
+    let text = live
+        .config_text
+        .0
+        .replace(&quoted(&live.fake.base_url()), &quoted(&https))
+        .replace(
+            &quoted(&live.fake.token_url()),
+            &quoted(&format!("{https}{}", Dialect::Fitbit.token_path())),
+        );
+    assert_ne!(text, live.config_text.0, "the config names the fake's URLs");
+    std::fs::write(&live.config_path, &text).expect("write the HTTPS config");
+    let args = live.fetch_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // Roots without the fixture CA: refused at the handshake, nothing reaches the fake.
+    let empty_roots = live.dir.path().join("no-roots");
+    std::fs::create_dir_all(&empty_roots).expect("an empty roots directory");
+    let other_ca = live.dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, include_str!("../fixtures/tls/other-ca.pem")).expect("write");
+    let child = live
+        .command(&args)
+        .env("SSL_CERT_FILE", &other_ca)
+        .env("SSL_CERT_DIR", &empty_roots)
+        .spawn()
+        .expect("start healthpull");
+    let out = live.finish(child, "fetch over TLS, unknown issuer").await;
+    out.assert_failed("a fetch from a server no root vouches for");
+    let error = out.error_line().to_ascii_lowercase();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(live.fake.requests().is_empty(), "nothing reached the fake");
+
+    // The fixture CA as the system's roots: the token is refreshed and the day fetched.
+    let child = live
+        .command(&args)
+        .env("SSL_CERT_FILE", crate::support::tls::ca_file())
+        .env("SSL_CERT_DIR", &empty_roots)
+        .spawn()
+        .expect("start healthpull");
+    let out = live.finish(child, "fetch over TLS").await;
+    out.assert_ok("a fetch over TLS");
+    assert_eq!(live.fake.refresh_count(FAKE_USER), 1, "refreshed over TLS");
+    assert!(
+        !live.fake.requests_to("/1/").is_empty(),
+        "the API was called"
+    );
+    let (tree, _) = live.snapshot().await;
+    assert!(tree.contains("<body-weight>"), "{tree}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. invalid_grant and revoked access: consent needed, nothing else touched
 // ---------------------------------------------------------------------------------------

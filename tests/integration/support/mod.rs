@@ -6,3 +6,4 @@ pub mod fake_provider;
 pub mod igor;
 pub mod postgres;
 pub mod serve_log;
+pub mod tls;

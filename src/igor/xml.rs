@@ -181,14 +181,7 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
                 for segment in segments {
                     match segment {
                         Segment::Table(table) => {
-                            let mut columns: Vec<ColumnTags<'_>> =
-                                table.columns().iter().map(|c| ColumnTags::new(c)).collect();
-                            let row_tags = RowTags::new(child_name, &columns);
-                            for row in 0..table.len() {
-                                open_content(&mut xml.text, &mut has_child_nodes);
-                                write_row(&mut xml, &row_tags, table, &mut columns, row);
-                                xml.boundary();
-                            }
+                            write_table(&mut xml, child_name, table, &mut has_child_nodes);
                         }
                     }
                 }
@@ -202,6 +195,58 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
         xml.text.push_str("/>");
     }
     xml.finish()
+}
+
+/// Tables at least this long are written in two halves on two threads: the second
+/// half is rendered into memory while the first is written, then handed on after it.
+const PARALLEL_ROWS: usize = 16_384;
+
+/// The rows of `table`, each an element `child_name`, after what `xml` holds.
+fn write_table(
+    xml: &mut Out<'_>,
+    child_name: ElementName<'_>,
+    table: &Table,
+    has_child_nodes: &mut bool,
+) {
+    let rows = table.len();
+    if rows < PARALLEL_ROWS {
+        write_rows(xml, child_name, table, 0..rows, has_child_nodes);
+        return;
+    }
+    let middle = rows / 2;
+    // The first row opens the content (`>`); the second half's rows follow rows.
+    write_rows(xml, child_name, table, 0..1, has_child_nodes);
+    std::thread::scope(|scope| {
+        let later = scope.spawn(|| {
+            let mut out = Out::collecting();
+            let mut open = true;
+            write_rows(&mut out, child_name, table, middle..rows, &mut open);
+            out.into_pieces()
+        });
+        write_rows(xml, child_name, table, 1..middle, has_child_nodes);
+        let pieces = later
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        xml.append_pieces(pieces);
+    });
+}
+
+/// Rows `range` of `table` as elements `child_name`.
+fn write_rows(
+    xml: &mut Out<'_>,
+    child_name: ElementName<'_>,
+    table: &Table,
+    range: std::ops::Range<usize>,
+    has_child_nodes: &mut bool,
+) {
+    let mut columns: Vec<ColumnTags<'_>> =
+        table.columns().iter().map(|c| ColumnTags::new(c)).collect();
+    let row_tags = RowTags::new(child_name, &columns);
+    for row in range {
+        open_content(&mut xml.text, has_child_nodes);
+        write_row(xml, &row_tags, table, &mut columns, row);
+        xml.boundary();
+    }
 }
 
 /// The element of a table's rows, its tags rendered once: `<name` (then `>` or `/>`)
@@ -522,13 +567,23 @@ impl<'a> Tree<'a> for DocNode<'a> {
 }
 
 /// Where the writer puts its text: a `String`, which a streaming writer hands to its
-/// `io::Write` in pieces of about [`CHUNK`] bytes, between elements (so a piece never
-/// splits a character and the whole text is never held).
+/// `io::Write` (or a collecting writer keeps) in pieces of about [`CHUNK`] bytes,
+/// between elements (so a piece never splits a character and the whole text is never
+/// one allocation that grows by copying).
 struct Out<'w> {
     text: String,
-    sink: Option<&'w mut dyn io::Write>,
-    /// The first error of `sink`; nothing more is handed to it after one.
+    sink: Sink<'w>,
+    /// The first error of the sink; nothing more is handed to it after one.
     error: Option<io::Error>,
+}
+
+enum Sink<'w> {
+    /// The text stays in `text`.
+    Memory,
+    /// Pieces are written here.
+    Write(&'w mut dyn io::Write),
+    /// Pieces are kept, in order.
+    Pieces(Vec<String>),
 }
 
 /// Streamed text is handed on in pieces of about this size.
@@ -539,7 +594,7 @@ impl<'w> Out<'w> {
     fn memory(text: String) -> Out<'static> {
         Out {
             text,
-            sink: None,
+            sink: Sink::Memory,
             error: None,
         }
     }
@@ -547,27 +602,65 @@ impl<'w> Out<'w> {
     fn streaming(sink: &'w mut dyn io::Write) -> Self {
         Out {
             text: String::with_capacity(CHUNK + 4096),
-            sink: Some(sink),
+            sink: Sink::Write(sink),
             error: None,
         }
     }
 
-    /// Between two elements: hands a full piece on when streaming.
+    /// Text kept in pieces ([`Out::into_pieces`]).
+    fn collecting() -> Out<'static> {
+        Out {
+            text: String::with_capacity(CHUNK + 4096),
+            sink: Sink::Pieces(Vec::new()),
+            error: None,
+        }
+    }
+
+    /// Between two elements: hands a full piece on when streaming or collecting.
     fn boundary(&mut self) {
-        if self.text.len() >= CHUNK && self.sink.is_some() {
+        if self.text.len() >= CHUNK && !matches!(self.sink, Sink::Memory) {
             self.hand_on();
         }
     }
 
     #[cold]
     fn hand_on(&mut self) {
-        if let Some(sink) = &mut self.sink {
-            if self.error.is_none()
-                && let Err(error) = sink.write_all(self.text.as_bytes())
-            {
-                self.error = Some(error);
+        match &mut self.sink {
+            Sink::Memory => {}
+            Sink::Write(sink) => {
+                if self.error.is_none()
+                    && let Err(error) = sink.write_all(self.text.as_bytes())
+                {
+                    self.error = Some(error);
+                }
+                self.text.clear();
             }
-            self.text.clear();
+            Sink::Pieces(pieces) => {
+                let next = String::with_capacity(CHUNK + 4096);
+                pieces.push(std::mem::replace(&mut self.text, next));
+            }
+        }
+    }
+
+    /// Appends text rendered elsewhere (whole pieces), after what this holds.
+    fn append_pieces(&mut self, pieces: Vec<String>) {
+        for piece in pieces {
+            if matches!(self.sink, Sink::Memory) {
+                self.text.push_str(&piece);
+            } else {
+                self.hand_on();
+                self.text = piece;
+                self.hand_on();
+            }
+        }
+    }
+
+    /// The pieces of a collecting writer, the rest included.
+    fn into_pieces(mut self) -> Vec<String> {
+        self.hand_on();
+        match self.sink {
+            Sink::Pieces(pieces) => pieces,
+            Sink::Memory | Sink::Write(_) => vec![self.text],
         }
     }
 
@@ -1687,6 +1780,37 @@ const DECIMAL_DIGITS: &[(u32, u32)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table long enough to be written in two halves gives the bytes of the entries
+    /// written one by one, between other outputs.
+    #[test]
+    fn long_tables_write_as_their_values() {
+        let mut table = Table::new(vec!["time".into(), "value".into(), "note".into()]);
+        let rows = 2 * PARALLEL_ROWS + 1;
+        for i in 0..rows {
+            let time = table.push_text(&format!("{:02}:{:02}", i / 60 % 24, i % 60));
+            table.cells.push(time);
+            table.cells.push(Cell::UInt(i as u64));
+            // Some rows lack a cell or hold a value that needs escaping.
+            let note = match i % 7 {
+                0 => Cell::Absent,
+                1 => table.push_text("a < b & c"),
+                _ => Cell::Bool(i % 2 == 0),
+            };
+            table.cells.push(note);
+            table.rows += 1;
+        }
+        let mut tree = Sensors::default();
+        tree.outputs
+            .insert("before".into(), Node::Value(serde_json::json!(1)));
+        tree.outputs
+            .insert("points".into(), Node::List(vec![Segment::Table(table)]));
+        tree.outputs
+            .insert("after".into(), Node::Value(serde_json::json!("x")));
+        let streamed = sensors_to_xml("u", &tree);
+        assert_eq!(streamed, to_igor_xml("u", &tree.to_value()));
+        assert_eq!(streamed.matches("<points>").count(), rows);
+    }
 
     fn python_float_text(float: f64) -> String {
         let mut out = String::new();

@@ -145,6 +145,9 @@ fn map_output_docs(
     ctx: MapContext,
 ) -> Result<Option<Node>, TransformError> {
     let mut table = Table::new(output.fields.iter().map(|f| f.name.clone()).collect());
+    // Tables finished before `table`, in order; summing and sorting need one table.
+    let mut done: Vec<Table> = Vec::new();
+    let whole = !output.sum_by.is_empty() || !output.sort_by.is_empty() || output.single;
     let quick: Vec<Option<Quick<'_>>> = output.fields.iter().map(Quick::of).collect();
     let mut parents: Vec<Option<Result<Cell, String>>> = Vec::new();
     let mut records = Vec::new();
@@ -162,24 +165,40 @@ fn map_output_docs(
                     // Reserved, not touched: only the pages the rows fill are used.
                     rows.reserve(doc.end(record) - record);
                     doc.select_by(record, explode, &mut rows);
-                    table.cells.reserve(rows.len() * output.fields.len());
-                    let text_before = table.text_len();
-                    for (n, &row) in rows.iter().enumerate() {
-                        if n == 1 {
-                            reserve_text(&mut table, text_before, rows.len() - 1, doc);
+                    let mapper = Rows {
+                        output,
+                        quick: &quick,
+                        doc,
+                        record,
+                        ctx,
+                    };
+                    if rows.len() >= PARALLEL_ROWS {
+                        // A long series: its second half is mapped on a second thread
+                        // into a table of its own, appended after the first half's.
+                        let (first, second) = rows.split_at(rows.len() / 2);
+                        let columns = table.columns().to_vec();
+                        let later = std::thread::scope(|scope| {
+                            let later = scope.spawn(|| {
+                                let mut own = Table::new(columns);
+                                let mut parents = vec![None; output.fields.len()];
+                                mapper.map(second, &mut own, &mut parents).map(|()| own)
+                            });
+                            let earlier = mapper.map(first, &mut table, &mut parents);
+                            let later = later
+                                .join()
+                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                            earlier.and(later)
+                        })?;
+                        if whole {
+                            table.append(later);
+                        } else {
+                            // The list goes on in a segment of its own: nothing is copied.
+                            let columns = table.columns().to_vec();
+                            done.push(std::mem::replace(&mut table, Table::new(columns)));
+                            done.push(later);
                         }
-                        if output.filters.iter().all(|c| doc_holds(c, doc, row)) {
-                            doc_entry(
-                                output,
-                                &quick,
-                                &mut table,
-                                doc,
-                                row,
-                                Some(record),
-                                &mut parents,
-                                ctx,
-                            )?;
-                        }
+                    } else {
+                        mapper.map(&rows, &mut table, &mut parents)?;
                     }
                 }
                 None => {
@@ -208,7 +227,62 @@ fn map_output_docs(
     if output.single {
         return Ok((!table.is_empty()).then(|| Node::Value(table.row_value(0))));
     }
-    Ok(Some(Node::List(vec![Segment::Table(table)])))
+    if done.is_empty() || !table.is_empty() {
+        done.push(table);
+    }
+    Ok(Some(Node::List(
+        done.into_iter().map(Segment::Table).collect(),
+    )))
+}
+
+/// Series at least this long are mapped in two halves on two threads: a day of
+/// one-second data takes half the time, and a short list is not worth a thread.
+const PARALLEL_ROWS: usize = 16_384;
+
+/// The exploded rows of one record of an output, mapped into a table.
+struct Rows<'a> {
+    output: &'a Output,
+    quick: &'a [Option<Quick<'a>>],
+    doc: &'a Doc,
+    record: usize,
+    ctx: MapContext,
+}
+
+impl Rows<'_> {
+    /// Maps `rows` (nodes of the record, in order) into `table`: the rows the filters
+    /// keep, each an entry or nothing; the first failing row's error.
+    fn map(
+        &self,
+        rows: &[usize],
+        table: &mut Table,
+        parents: &mut [Option<Result<Cell, String>>],
+    ) -> Result<(), TransformError> {
+        table.cells.reserve(rows.len() * self.output.fields.len());
+        let text_before = table.text_len();
+        for (n, &row) in rows.iter().enumerate() {
+            if n == 1 {
+                reserve_text(table, text_before, rows.len() - 1, self.doc);
+            }
+            if self
+                .output
+                .filters
+                .iter()
+                .all(|c| doc_holds(c, self.doc, row))
+            {
+                doc_entry(
+                    self.output,
+                    self.quick,
+                    table,
+                    self.doc,
+                    row,
+                    Some(self.record),
+                    parents,
+                    self.ctx,
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reserves the text of a table about to get `rows` more rows like its last one (the
@@ -1731,6 +1805,86 @@ fn short(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A day of `points` heart-rate points as Fitbit answers it, with `bad` points'
+    /// values replaced by strings naming their index.
+    fn heart_day(points: usize, bad: &[usize]) -> String {
+        let mut text = String::from(
+            r#"{"activities-heart":[{"dateTime":"2026-10-30","value":{}}],"activities-heart-intraday":{"dataset":["#,
+        );
+        for i in 0..points {
+            if i > 0 {
+                text.push(',');
+            }
+            let value = if bad.contains(&i) {
+                format!("\"bad{i}\"")
+            } else {
+                (40 + i % 150).to_string()
+            };
+            let (h, m, s) = (i / 3600 % 24, i / 60 % 60, i % 60);
+            text.push_str(&format!(
+                r#"{{"time":"{h:02}:{m:02}:{s:02}","value":{value}}}"#
+            ));
+        }
+        text.push_str(r#"],"datasetInterval":1,"datasetType":"second"}}"#);
+        text
+    }
+
+    fn map_heart_day(text: String) -> Result<crate::sensors::Sensors, super::TransformError> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let provider =
+            crate::provider::load(&root.join("providers/fitbit.yaml"), &Default::default())
+                .unwrap_or_else(|d| panic!("{d}"));
+        let method = &provider.methods["intraday_time_series"];
+        let ctx = super::MapContext::new(
+            crate::transform::units::UnitSystem::Metric,
+            chrono_tz::Tz::UTC,
+        );
+        let doc = super::Doc::parse(text).expect("a plain document");
+        let mapped = super::map_method(method, vec![doc], super::Layout::Mapped, ctx)?;
+        let mut tree = crate::sensors::Sensors::default();
+        tree.merge(mapped.mapped);
+        Ok(tree)
+    }
+
+    /// A series long enough to be mapped in two halves gives the entries, in order,
+    /// that one mapped in one piece gives; the first failing point is the one reported.
+    #[test]
+    fn long_series_map_as_one_piece() {
+        let points = 2 * super::PARALLEL_ROWS + 3;
+        let tree = map_heart_day(heart_day(points, &[])).expect("a day maps");
+        let entries = tree.to_value()["heart-rate"]
+            .as_array()
+            .cloned()
+            .expect("a list");
+        assert_eq!(entries.len(), points);
+        for (i, entry) in entries.iter().enumerate() {
+            let (h, m, s) = (i / 3600 % 24, i / 60 % 60, i % 60);
+            let expected = serde_json::json!({
+                "dateTime": "2026-10-30",
+                "time": format!("{h:02}:{m:02}:{s:02}"),
+                "value": 40 + i % 150,
+            });
+            assert_eq!(entry, &expected, "point {i}");
+        }
+        // The same points in a short series (mapped in one piece) read alike.
+        let short = map_heart_day(heart_day(super::PARALLEL_ROWS - 1, &[])).expect("maps");
+        let short = short.to_value()["heart-rate"]
+            .as_array()
+            .cloned()
+            .expect("a list");
+        assert_eq!(short[..], entries[..short.len()]);
+
+        let late = points - 5;
+        for (bad, named) in [
+            (vec![7, late], "bad7"),
+            (vec![late], &*format!("bad{late}")),
+        ] {
+            let error = map_heart_day(heart_day(points, &bad)).expect_err("a string value");
+            assert_eq!(error.output, "heart-rate");
+            assert!(error.message.contains(named), "{bad:?}: {}", error.message);
+        }
+    }
+
     #[test]
     fn durations_in_every_spelling_are_seconds() {
         use serde_json::json;

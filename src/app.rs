@@ -202,19 +202,22 @@ pub fn open_locks(config: &Config) -> Result<Arc<dyn Locks>> {
 /// same database, so the archive's connections come from a pool of their own); with the
 /// Igor store, an embedded file beside the config (`store.archive`).
 pub fn open_archive(config: &Config) -> Result<Arc<dyn Archive>> {
-    let path = match &config.store {
-        StoreConfig::Embedded { path, .. } => config.resolve_path(path),
-        StoreConfig::Igor { archive, .. } => config.resolve_path(archive),
+    let (path, beside_tree) = match &config.store {
+        StoreConfig::Embedded { path, .. } => (config.resolve_path(path), true),
+        StoreConfig::Igor { archive, .. } => (config.resolve_path(archive), false),
         StoreConfig::Postgres { url_env, pool, .. } => {
             return Ok(Arc::new(open_postgres(url_env, *pool)?));
         }
     };
-    Ok(Arc::new(SqliteStore::open(&path).map_err(|source| {
-        OpenError::Embedded {
-            path: path.display().to_string(),
-            source,
-        }
-    })?))
+    let archive = SqliteStore::open(&path).map_err(|source| OpenError::Embedded {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Arc::new(if beside_tree {
+        archive.tree_syncs_commits()
+    } else {
+        archive
+    }))
 }
 
 /// The shared parts of live calls, with the process's one HTTP transport.

@@ -743,8 +743,15 @@ fn take_call_in(
 #[async_trait::async_trait]
 impl Archive for SqliteStore {
     async fn commit(&self, commit: Commit) -> Result<Counts, StoreError> {
+        let lazy = self.lazy_commits;
         self.run(&label(), move |connection, file| {
-            commit_in(connection, file, &commit)
+            if lazy {
+                lazily_synced(connection, file, |connection| {
+                    commit_in(connection, file, &commit)
+                })
+            } else {
+                commit_in(connection, file, &commit)
+            }
         })
         .await
     }

@@ -90,6 +90,9 @@ CREATE INDEX IF NOT EXISTS budget_calls_by_key ON budget_calls (key, at);
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// The archive's window commits wait for the disk only at the next fully synced
+    /// commit to the file ([`SqliteStore::tree_syncs_commits`]).
+    pub(crate) lazy_commits: bool,
 }
 
 /// An operation for the store's thread.
@@ -230,7 +233,20 @@ impl SqliteStore {
                 jobs: Some(jobs),
                 worker: Some(worker),
             }),
+            lazy_commits: false,
         })
+    }
+
+    /// This handle as the archive of a tree kept in the same file: every fetch writes
+    /// the user's tree after its archive commits, fully synced, and that sync writes
+    /// out the commits' log too, so the archive's commits need not wait for the disk
+    /// themselves (one sync per fetch instead of two). A power loss before that sync
+    /// loses the commits with their coverage, consistently: those windows are not
+    /// covered and are fetched again. A long backfill writes its tree at the end; there
+    /// SQLite's checkpoints (every 1,000 pages of log, synced) bound what can be lost.
+    pub fn tree_syncs_commits(mut self) -> Self {
+        self.lazy_commits = true;
+        self
     }
 
     /// The database file.

@@ -192,7 +192,15 @@ pub async fn delete_token(
     user: &UserName,
 ) -> Result<TokenDeletion, crate::store::StoreError> {
     let store = rt.store.as_ref();
-    let _guard = rt.locks.lock(&format!("{plugin}--{user}")).await;
+    // The refresh lock keeps a refresh from storing a new token after this deletion.
+    // Without it (the lock cannot be taken), the token is deleted anyway, as asked.
+    let _guard = match rt.locks.lock(&format!("{plugin}--{user}")).await {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            tracing::warn!(plugin, user = %user, error = %redact(&e.to_string()), "Deleting the token without the refresh lock: a refresh running now may store a new one");
+            None
+        }
+    };
     let host = user_settings(store, plugin, user).await?.host;
     let hosted = provider.at_host(host.as_deref());
     let provider = hosted.as_ref();

@@ -209,7 +209,7 @@ fn check_never_panics_on_garbage() {
             &format!("name: {}1{}\n", "[".repeat(200), "]".repeat(200)),
         ),
         ("binary.yaml", "\u{0}\u{1}\u{2}name: \u{7f}\n"),
-        // Issue 7: block nesting that overflowed the stack, and the same through aliases.
+        // Block nesting that overflowed the stack, and the same through aliases.
         (
             "deep-block.yaml",
             &(0..1400)
@@ -251,7 +251,7 @@ fn to_xml_prints_what_igor_stores() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 7 ("Safe to expose"): hostile provider, config and recording files.
+// Hostile provider, config and recording files.
 // ---------------------------------------------------------------------------------------
 
 /// A "billion laughs" file: nine aliases per level, nine levels (9^9 strings, gigabytes
@@ -268,7 +268,7 @@ fn alias_bomb() -> String {
     text
 }
 
-/// Issue 7, item 8: a provider file whose aliases expand without bound is refused at
+/// A provider file whose aliases expand without bound is refused at
 /// the alias that crosses the budget, with file, line and column, before it allocates.
 #[test]
 fn check_refuses_an_alias_bomb_at_the_alias() {
@@ -288,7 +288,7 @@ fn check_refuses_an_alias_bomb_at_the_alias() {
     assert!(!stderr.contains("memory allocation"), "{stderr}");
 }
 
-/// Issue 7, item 8: the config file is read by the same route, with the same limits.
+/// The config file is read by the same route, with the same limits.
 #[test]
 fn config_refuses_an_alias_bomb_at_the_alias() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,7 +303,7 @@ fn config_refuses_an_alias_bomb_at_the_alias() {
     assert!(stderr.contains(&expected), "{stderr}");
 }
 
-/// Issue 7, item 8: aliases within the budget still work, in both kinds of file (the
+/// Aliases within the budget still work, in both kinds of file (the
 /// shipped Fitbit provider uses them for shared parameters).
 #[test]
 fn aliases_within_the_budget_are_expanded() {
@@ -326,7 +326,7 @@ fn aliases_within_the_budget_are_expanded() {
     assert!(stdout.contains("1 provider file(s) ok"), "{stdout}");
 }
 
-/// Issue 7, item 8: files over the size limit are refused before they are parsed.
+/// Files over the size limit are refused before they are parsed.
 #[test]
 fn yaml_files_over_the_size_limit_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -419,7 +419,7 @@ fn mkfifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
-/// Issue 7, item 11: a FIFO in place of a recording (or of its status) is refused,
+/// A FIFO in place of a recording (or of its status) is refused,
 /// naming the file, instead of blocking the process forever.
 #[test]
 fn replay_refuses_a_fifo_recording() {
@@ -453,7 +453,7 @@ fn replay_refuses_a_fifo_recording() {
     );
 }
 
-/// Issue 7, items 8 and 11: provider and config files are read by the same rule, so a
+/// Provider and config files are read by the same rule, so a
 /// FIFO in their place is refused too.
 #[test]
 fn yaml_files_must_be_regular_files() {
@@ -470,7 +470,7 @@ fn yaml_files_must_be_regular_files() {
     assert!(stderr.contains(&expected), "{stderr}");
 }
 
-/// Issue 7, item 11: a `.status` recording holds an HTTP status, 100 to 599.
+/// A `.status` recording holds an HTTP status, 100 to 599.
 #[test]
 fn replay_accepts_only_http_statuses() {
     let source = root()

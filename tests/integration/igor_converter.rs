@@ -677,7 +677,7 @@ impl XorShift {
     }
 }
 
-/// Issue 7, item 10: integers beyond 2^53 and beyond 64 bits keep every digit, as in
+/// Integers beyond 2^53 and beyond 64 bits keep every digit, as in
 /// Igor's converter: written (`to_igor_xml` and `healthpull to-xml`), read back, and
 /// passed through both mapping routes and the embedded store.
 #[test]
@@ -782,7 +782,7 @@ fn big_integers_stay_exact_like_igor() {
     });
 }
 
-/// Issue 7, item 10: the Igor store writes big integers with every digit, so a real
+/// The Igor store writes big integers with every digit, so a real
 /// Igor holds exactly what its own converter would, and reads them back verbatim.
 #[tokio::test]
 async fn big_integers_reach_a_real_igor_exactly() {

@@ -1,4 +1,4 @@
-//! Tests: the live path end to end (issue 3), through real HTTP against the fake OAuth2
+//! Tests: the live path end to end, through real HTTP against the fake OAuth2
 //! provider (`support::fake_provider`) and on both stores: the embedded SQLite file and a
 //! real igor-iot 0.99.1 (`support::igor`) reached as a service identity with capabilities.
 //!
@@ -18,7 +18,7 @@
 //!   stored data and tokens exactly as they were;
 //! * no secret in any captured output (every binary run logs with `HEALTHPULL_LOG=debug`);
 //! * the embedded store file is readable by its owner only;
-//! * issue 7 ("safe to expose"): a token endpoint that echoes the request leaks no secret in
+//! * safe to expose: a token endpoint that echoes the request leaks no secret in
 //!   any encoding (HTTP answer, log, stored status, status JSON, setup page, `export`);
 //!   `export` hides pending consents' PKCE verifiers; no replaced token stays in the
 //!   embedded store's files; `store.key_env` leaves only ciphertext in the SQLite files and
@@ -1957,8 +1957,8 @@ async fn auth_refuses_loopback_where_the_provider_forbids_it() {
     live.assert_no_secrets();
 }
 
-// ===================================================================================== issue 7
-// "Safe to expose": secrets in every encoding, the export of pending consents, secrets at
+// ============================================================================ safe to expose
+// Safe to expose: secrets in every encoding, the export of pending consents, secrets at
 // rest (WAL, encryption with `store.key_env`), revocation when a token is deleted.
 
 /// A client secret, access and refresh token with `/`, `+`, `=` and spaces: their
@@ -2072,7 +2072,7 @@ fn assert_no_form_in(what: &str, text: &str, forms: &[(String, String)]) {
     }
 }
 
-/// Issue 7, item 3: a token endpoint that echoes the request leaks nothing, in no encoding,
+/// A token endpoint that echoes the request leaks nothing, in no encoding,
 /// through the HTTP answer, the log, the stored status, the status JSON, the setup page or
 /// `export`.
 async fn echoed_secrets_are_redacted_in_every_form(dialect: Dialect) {
@@ -2152,7 +2152,7 @@ async fn echoed_secrets_are_redacted_in_every_form_google() {
     echoed_secrets_are_redacted_in_every_form(Dialect::Google).await;
 }
 
-/// Issue 7, item 12: `export` shows no PKCE verifier of a pending consent, and no
+/// `export` shows no PKCE verifier of a pending consent, and no
 /// secret when the exported path is the secret itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_redacts_pending_consent_verifiers() {
@@ -2267,7 +2267,7 @@ fn files_containing(files: &[(String, Vec<u8>)], needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// Issue 7, item 13: after token refreshes, no replaced token is left in the embedded
+/// After token refreshes, no replaced token is left in the embedded
 /// store's files (the write-ahead log is checkpointed and emptied, deleted rows zeroed);
 /// without a key the current token is stored in plain text, as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2298,7 +2298,7 @@ async fn embedded_store_keeps_no_old_tokens() {
     live.assert_no_secrets();
 }
 
-/// Issue 7, item 13: with `store.key_env`, the embedded store's files hold no token and
+/// With `store.key_env`, the embedded store's files hold no token and
 /// no client secret; plain tokens from before the key are read and sealed by the next
 /// write; without the key an encrypted token is a clear error, not a missing token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2372,7 +2372,7 @@ async fn embedded_store_encrypts_secrets_with_key_env() {
     live.assert_no_secrets();
 }
 
-/// Issue 7, item 13: with `store.key_env` on the Igor store, Igor's database holds only
+/// With `store.key_env` on the Igor store, Igor's database holds only
 /// ciphertext for tokens and the client secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn igor_store_encrypts_secrets_with_key_env() {
@@ -2417,7 +2417,7 @@ async fn igor_store_encrypts_secrets_with_key_env() {
     live.assert_no_secrets();
 }
 
-/// Issue 7, item 14: `user --delete-token` revokes at the provider (RFC 7009, the
+/// `user --delete-token` revokes at the provider (RFC 7009, the
 /// provider's client authentication), deletes the token, and reports a failed revocation
 /// with exit code 1 after deleting the token all the same.
 async fn delete_token_revokes_at_the_provider(dialect: Dialect) {
@@ -2478,7 +2478,7 @@ async fn delete_token_revokes_at_the_provider_google() {
     delete_token_revokes_at_the_provider(Dialect::Google).await;
 }
 
-/// Issue 7, item 14: a provider without `auth.revoke_url` (Withings): the token is deleted.
+/// A provider without `auth.revoke_url` (Withings): the token is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_token_without_revocation_endpoint_just_deletes() {
     let live = Live::start(
@@ -2504,7 +2504,36 @@ async fn delete_token_without_revocation_endpoint_just_deletes() {
     assert_eq!(stored, None);
 }
 
-/// Issue 7, item 14: `userSettings?deleteToken=1` (and `delete=1`) revokes through the same
+/// The refresh lock cannot be taken (the lock directory is a file): the token is
+/// deleted all the same, and the log says that it was deleted without the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_token_without_the_refresh_lock_still_deletes() {
+    let live = Live::start(
+        Kind::Embedded,
+        Dialect::Withings,
+        "withings-nolock",
+        Tuning::Fast,
+    )
+    .await;
+    live.settings().await;
+    live.seed_token(false).await;
+    let locks = live.dir.path().join("locks");
+    let _ = std::fs::remove_dir_all(&locks);
+    std::fs::write(&locks, "not a directory").expect("a file where the locks go");
+    let out = live
+        .run(&["user", &live.plugin, "--user", USER, "--delete-token"])
+        .await;
+    out.assert_ok("user --delete-token without the refresh lock");
+    assert!(
+        out.stderr.contains("without the refresh lock"),
+        "{}",
+        out.stderr
+    );
+    let stored = live.store().get(&live.token_path()).await.expect("read");
+    assert_eq!(stored, None, "the token is deleted");
+}
+
+/// `userSettings?deleteToken=1` (and `delete=1`) revokes through the same
 /// code path; a failed revocation answers 502 and the token is deleted all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_delete_token_revokes_at_the_provider() {

@@ -1,4 +1,4 @@
-//! Tests: `healthpull serve` (issue 4), always as a separate process reached over real
+//! Tests: `healthpull serve`, always as a separate process reached over real
 //! HTTP, backed by the fake OAuth2 provider (`support::fake_provider`).
 //!
 //! Each test writes a temporary config (embedded store or a real Igor, the `fitbit`
@@ -758,7 +758,7 @@ async fn fetch_answers_and_every_error_status() {
         "{metrics}"
     );
     // The two fetches before `jack` had any stored data count without a user label
-    // (issue 7: names nobody stored must not become series).
+    // (names nobody stored must not become series).
     assert_eq!(
         sample(
             &metrics,

@@ -1,4 +1,4 @@
-//! Tests: `healthpull serve` is safe to expose (issue 7, the server items), over real
+//! Tests: `healthpull serve` is safe to expose, over real
 //! HTTP against a separate server process, as in `server.rs` (whose world they reuse).
 //!
 //! * 7.1 DNS rebinding: a `Host` that is not ours is refused before any handler runs;
@@ -148,7 +148,7 @@ async fn stored_weight(world: &World) -> bool {
 // 7.1 DNS rebinding
 // ---------------------------------------------------------------------------------------
 
-/// Issue 7.1: a page on a rebound name (`evil.example` resolving to 127.0.0.1) sends
+/// A page on a rebound name (`evil.example` resolving to 127.0.0.1) sends
 /// `Host: evil.example:PORT` and a matching `Origin`; nothing it asks for is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_host_is_refused_before_any_handler() {
@@ -248,7 +248,7 @@ async fn foreign_host_is_refused_before_any_handler() {
     assert_eq!(status_of(&answer), 400, "{answer}");
 }
 
-/// Issue 7.1: the same-origin check compares `Origin` with the configured origins, not
+/// The same-origin check compares `Origin` with the configured origins, not
 /// with the request's `Host`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_is_compared_with_configured_origins() {
@@ -302,7 +302,7 @@ async fn origin_is_compared_with_configured_origins() {
 // 7.2 State changes by cross-site GET
 // ---------------------------------------------------------------------------------------
 
-/// Issue 7.2: an `<img src=".../plugin/P?user=U&methods=get_meals">` on another site
+/// An `<img src=".../plugin/P?user=U&methods=get_meals">` on another site
 /// replaced the user's sensors with `<U/>`; `auth1` from another site wrote a pending
 /// consent each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +369,7 @@ async fn cross_site_gets_change_nothing_and_scripts_keep_working() {
     world.assert_no_secrets();
 }
 
-/// Issue 7.2: the CLI stores through the same place: an empty fetch keeps stored data.
+/// The CLI stores through the same place: an empty fetch keeps stored data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_fetch_that_finds_nothing_keeps_stored_data() {
     let world = world_with_stored_weight(Setup::default()).await;
@@ -403,7 +403,7 @@ async fn cli_fetch_that_finds_nothing_keeps_stored_data() {
 // 7.4 Resource exhaustion
 // ---------------------------------------------------------------------------------------
 
-/// Issue 7.4: half-sent headers stayed open for 106 s.
+/// Half-sent headers stayed open for 106 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_header_is_closed_after_the_header_timeout() {
     let world = World::start(Setup {
@@ -430,7 +430,7 @@ async fn half_sent_header_is_closed_after_the_header_timeout() {
     assert_eq!(world.get("/metrics").await.status, 200);
 }
 
-/// Issue 7.4: a kept-alive connection that sends no next request, and a request body
+/// A kept-alive connection that sends no next request, and a request body
 /// that stalls, are closed after the idle timeout (the header timeout being long).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_and_stalled_bodies_are_closed() {
@@ -469,7 +469,7 @@ async fn idle_connections_and_stalled_bodies_are_closed() {
     assert_eq!(world.get("/metrics").await.status, 200);
 }
 
-/// Issue 7.4: 1,100 idle connections made a normal request time out. Beyond
+/// 1,100 idle connections made a normal request time out. Beyond
 /// `max_connections` new connections wait in the listen queue; they are served as soon
 /// as a connection ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,7 +510,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert_eq!(reply.status, 200, "served once a slot is free: {reply:?}");
 }
 
-/// Issue 7.4: every distinct `user=` string became a metric series (3,000 names of
+/// Every distinct `user=` string became a metric series (3,000 names of
 /// 7 KB: `/metrics` grew to 20 MB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_user_names_create_no_series() {
@@ -549,7 +549,7 @@ async fn unknown_user_names_create_no_series() {
     );
 }
 
-/// Issue 7.4: 2,000 `auth1` calls left 2,005 pending consents; expired ones were never
+/// 2,000 `auth1` calls left 2,005 pending consents; expired ones were never
 /// removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_consents_are_bounded_and_expired_ones_removed() {
@@ -610,7 +610,7 @@ async fn pending_consents_are_bounded_and_expired_ones_removed() {
 // 7.5 Security headers
 // ---------------------------------------------------------------------------------------
 
-/// Issue 7.5: no answer had a Content-Security-Policy, framing or sniffing protection or
+/// No answer had a Content-Security-Policy, framing or sniffing protection or
 /// a referrer policy (the callback URL carries a code).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_has_the_security_headers() {
@@ -670,7 +670,7 @@ async fn every_answer_has_the_security_headers() {
     assert!(granted.body.contains("id=\"granted\""), "{granted:?}");
 }
 
-/// Issue 7.5: the policy does not break the setup page: its style applies and its forms
+/// The policy does not break the setup page: its style applies and its forms
 /// post in headless Chromium.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_page_works_under_the_policy_in_chromium() {
@@ -703,7 +703,7 @@ async fn setup_page_works_under_the_policy_in_chromium() {
 // 7.6 Refusing before binding
 // ---------------------------------------------------------------------------------------
 
-/// Issue 7.6: `serve --listen 0.0.0.0:0` without credentials bound (and printed the
+/// `serve --listen 0.0.0.0:0` without credentials bound (and printed the
 /// port) before refusing. Decided from the address, the answer is the same whether or
 /// not the port is free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,7 +743,7 @@ async fn beyond_loopback_is_refused_before_binding() {
 // 7.17 Callback URL and consent error pages
 // ---------------------------------------------------------------------------------------
 
-/// Issue 7.17: `settings` printed `"callback_url": null` while the setup page showed the
+/// `settings` printed `"callback_url": null` while the setup page showed the
 /// right URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_and_setup_page_show_the_same_callback_url() {
@@ -795,7 +795,7 @@ async fn cli_and_setup_page_show_the_same_callback_url() {
     );
 }
 
-/// Issue 7.17: errors of `auth1`/`auth2` were plain text with no way back.
+/// Errors of `auth1`/`auth2` were plain text with no way back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_errors_are_pages_with_a_way_back_for_browsers() {
     let world = World::start(Setup {

@@ -686,7 +686,7 @@ fn only_key(object: &Value) -> &str {
     map.keys().next().map(String::as_str).unwrap_or_default()
 }
 
-/// Issue 7, item 9: characters illegal in XML 1.0 never reach the XML, wherever they
+/// Characters illegal in XML 1.0 never reach the XML, wherever they
 /// are: Igor deletes them from plain values only and writes `#text` and `_e` attribute
 /// values with them (`{"a\u0007b":1}` -> `<_e _e="a\x07b">`), which no parser reads.
 /// We delete them there too (the one deviation from Igor, docs/ARCHITECTURE.md), so the

@@ -225,47 +225,6 @@ impl Table {
         )
     }
 
-    /// Appends the rows of `more` (a table of the same columns) after this one's: its
-    /// text goes after this text, and its cells point there.
-    pub(crate) fn append(&mut self, more: Table) {
-        debug_assert_eq!(self.columns, more.columns);
-        let Table {
-            cells, rows, text, ..
-        } = more;
-        let shift = self.text.len();
-        self.text.push_str(&text);
-        self.cells.reserve(cells.len());
-        for cell in cells {
-            let moved = |a: u32, b: u32| {
-                let a = u32::try_from(a as usize + shift).ok()?;
-                let b = u32::try_from(b as usize + shift).ok()?;
-                Some((a, b))
-            };
-            let cell = match cell {
-                Cell::Str(a, b) => moved(a, b).map_or_else(
-                    || {
-                        Cell::Other(Box::new(Value::String(
-                            text[a as usize..b as usize].to_owned(),
-                        )))
-                    },
-                    |(a, b)| Cell::Str(a, b),
-                ),
-                Cell::Num(a, b) => moved(a, b).map_or_else(
-                    || {
-                        let number = text[a as usize..b as usize]
-                            .parse()
-                            .unwrap_or_else(|_| 0.into());
-                        Cell::Other(Box::new(Value::Number(number)))
-                    },
-                    |(a, b)| Cell::Num(a, b),
-                ),
-                other => other,
-            };
-            self.cells.push(cell);
-        }
-        self.rows += rows;
-    }
-
     /// Bytes of text the string cells hold so far.
     pub(crate) fn text_len(&self) -> usize {
         self.text.len()

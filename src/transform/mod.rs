@@ -145,9 +145,10 @@ fn map_output_docs(
     ctx: MapContext,
 ) -> Result<Option<Node>, TransformError> {
     let mut table = Table::new(output.fields.iter().map(|f| f.name.clone()).collect());
-    // Tables finished before `table`, in order; summing and sorting need one table.
+    // Tables finished before `table`, in order.
     let mut done: Vec<Table> = Vec::new();
-    let whole = !output.sum_by.is_empty() || !output.sort_by.is_empty() || output.single;
+    // Summing, sorting and a single entry work on one table: such outputs take one thread.
+    let one_table = !output.sum_by.is_empty() || !output.sort_by.is_empty() || output.single;
     let quick: Vec<Option<Quick<'_>>> = output.fields.iter().map(Quick::of).collect();
     let mut parents: Vec<Option<Result<Cell, String>>> = Vec::new();
     let mut records = Vec::new();
@@ -172,9 +173,9 @@ fn map_output_docs(
                         record,
                         ctx,
                     };
-                    if rows.len() >= PARALLEL_ROWS {
+                    if rows.len() >= PARALLEL_ROWS && !one_table {
                         // A long series: its second half is mapped on a second thread
-                        // into a table of its own, appended after the first half's.
+                        // into a table of its own, a segment after the first half's.
                         let (first, second) = rows.split_at(rows.len() / 2);
                         let columns = table.columns().to_vec();
                         let later = std::thread::scope(|scope| {
@@ -189,14 +190,9 @@ fn map_output_docs(
                                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                             earlier.and(later)
                         })?;
-                        if whole {
-                            table.append(later);
-                        } else {
-                            // The list goes on in a segment of its own: nothing is copied.
-                            let columns = table.columns().to_vec();
-                            done.push(std::mem::replace(&mut table, Table::new(columns)));
-                            done.push(later);
-                        }
+                        let columns = table.columns().to_vec();
+                        done.push(std::mem::replace(&mut table, Table::new(columns)));
+                        done.push(later);
                     } else {
                         mapper.map(&rows, &mut table, &mut parents)?;
                     }

@@ -68,6 +68,8 @@ trap cleanup EXIT
 
 # shellcheck source=support/wait_for.sh
 . "$root/benches/support/wait_for.sh"
+# shellcheck source=support/fake_fitbit.sh
+. "$root/benches/support/fake_fitbit.sh"
 
 # The PostgreSQL server's CPU (user + system clock ticks of all its processes).
 pg_pid="$(head -1 "$socket_dir/data/postmaster.pid")"
@@ -100,12 +102,7 @@ run() {
     cat >"$dir/healthpull.yaml" <<YAML
 providers_dir: $root/providers
 store: { kind: postgres, url_env: HEALTHPULL_DATABASE_URL, pool: 8 }
-plugins:
-  fitbit:
-    provider: fitbit
-    authorize_url: $fake_url/authorize
-    token_url: $fake_url/oauth2/token
-    base_url: $fake_url
+$(fitbit_plugin "$fake_url")
 YAML
     local urls=()
     for ((i = 0; i < n; i++)); do
@@ -120,20 +117,12 @@ YAML
         printf 'url = "%s/plugin/fitbit?user=u%05d&methods=get_bodyweight&base_date=2024-01-31&period=1m"\noutput = "/dev/null"\n' \
             "${urls[$((i % n))]}" "$i"
     done >"$dir/urls.cfg"
-    local pg_before pg_after start end ok stored
+    local pg_before pg_after start end stored
     pg_before=$(pg_ticks)
     start=$(date +%s.%N)
-    curl --silent --no-progress-meter --parallel --parallel-max "$parallel" --config "$dir/urls.cfg" \
-        --write-out '%{http_code}\n' >"$dir/codes.txt"
+    fetch_all "$dir/urls.cfg" "$dir/codes.txt" "$parallel" "$users" "$dir/serve0.err"
     end=$(date +%s.%N)
     pg_after=$(pg_ticks)
-    ok=$(grep -c '^200$' "$dir/codes.txt" || true)
-    if [ "$ok" -ne "$users" ]; then
-        echo "cluster-users: $n instance(s): only $ok of $users fetches answered 200:" >&2
-        sort "$dir/codes.txt" | uniq -c >&2
-        tail -20 "$dir/serve0.err" >&2
-        exit 1
-    fi
     stored=$(curl --silent "${urls[0]}/plugin/fitbit/status" | grep -c '"last_success": "' || true)
     stop_instances
     stop_fake

@@ -53,6 +53,8 @@ trap cleanup EXIT
 
 # shellcheck source=support/wait_for.sh
 . "$root/benches/support/wait_for.sh"
+# shellcheck source=support/fake_fitbit.sh
+. "$root/benches/support/fake_fitbit.sh"
 
 # 1. The fake, with USERS users seeded into a fresh store.
 db="$work/store/healthpull.db"
@@ -69,12 +71,7 @@ store:
   kind: embedded
   path: $db
 lock_dir: $work/locks
-plugins:
-  fitbit:
-    provider: fitbit
-    authorize_url: $fake_url/authorize
-    token_url: $fake_url/oauth2/token
-    base_url: $fake_url
+$(fitbit_plugin "$fake_url")
 EOF
 
 # 2. The server under GNU time.
@@ -92,16 +89,8 @@ for ((i = 0; i < users; i++)); do
         "$server_url" "$i"
 done >"$work/urls.cfg"
 start=$(date +%s.%N)
-curl --silent --no-progress-meter --parallel --parallel-max "$parallel" --config "$work/urls.cfg" \
-    --write-out '%{http_code}\n' >"$work/codes.txt"
+fetch_all "$work/urls.cfg" "$work/codes.txt" "$parallel" "$users" "$work/serve.err"
 end=$(date +%s.%N)
-ok=$(grep -c '^200$' "$work/codes.txt" || true)
-if [ "$ok" -ne "$users" ]; then
-    echo "server-users: only $ok of $users fetches answered 200:" >&2
-    sort "$work/codes.txt" | uniq -c >&2
-    tail -20 "$work/serve.err" >&2
-    exit 1
-fi
 # The fetches were stored: the status page lists every user with a last success.
 stored=$(curl --silent "$server_url/plugin/fitbit/status" | grep -c '"last_success": "' || true)
 

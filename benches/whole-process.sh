@@ -29,6 +29,8 @@ points=86400
 day=2026-10-30
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${HEALTHPULL_BIN:-$root/target/release/healthpull}"
+# shellcheck source=support/fake_fitbit.sh
+. "$root/benches/support/fake_fitbit.sh"
 fake_bin="$root/target/release/examples/fake_provider"
 
 need() { # need COMMAND APT-PACKAGE
@@ -101,12 +103,7 @@ store:
   kind: embedded
   path: $db
 lock_dir: $work/locks
-plugins:
-  fitbit:
-    provider: fitbit
-    authorize_url: $fake_url/authorize
-    token_url: $fake_url/oauth2/token
-    base_url: $fake_url
+$(fitbit_plugin "$fake_url")
 YAML
 
 # The same fetch, live and replayed.

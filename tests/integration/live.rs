@@ -2478,7 +2478,9 @@ async fn delete_token_revokes_at_the_provider_google() {
     delete_token_revokes_at_the_provider(Dialect::Google).await;
 }
 
-/// A provider without `auth.revoke_url` (Withings): the token is deleted.
+/// A provider without `auth.revoke_url` (Withings): the token is deleted. So it is when
+/// the refresh lock cannot be taken (the lock directory is a file), and the log says
+/// that it was deleted without the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_token_without_revocation_endpoint_just_deletes() {
     let live = Live::start(
@@ -2502,20 +2504,7 @@ async fn delete_token_without_revocation_endpoint_just_deletes() {
     assert!(live.fake.revocations().is_empty());
     let stored = live.store().get(&live.token_path()).await.expect("read");
     assert_eq!(stored, None);
-}
 
-/// The refresh lock cannot be taken (the lock directory is a file): the token is
-/// deleted all the same, and the log says that it was deleted without the lock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_token_without_the_refresh_lock_still_deletes() {
-    let live = Live::start(
-        Kind::Embedded,
-        Dialect::Withings,
-        "withings-nolock",
-        Tuning::Fast,
-    )
-    .await;
-    live.settings().await;
     live.seed_token(false).await;
     let locks = live.dir.path().join("locks");
     let _ = std::fs::remove_dir_all(&locks);
@@ -2530,7 +2519,7 @@ async fn delete_token_without_the_refresh_lock_still_deletes() {
         out.stderr
     );
     let stored = live.store().get(&live.token_path()).await.expect("read");
-    assert_eq!(stored, None, "the token is deleted");
+    assert_eq!(stored, None, "the token is deleted without the lock");
 }
 
 /// `userSettings?deleteToken=1` (and `delete=1`) revokes through the same

@@ -124,6 +124,10 @@ pub enum Command {
         /// Delete the user's token (the user must grant access again).
         #[arg(long)]
         delete_token: bool,
+        /// Remove everything archived for the user (entries, coverage, run statuses);
+        /// the next sync fetches the recent days again.
+        #[arg(long)]
+        forget_history: bool,
     },
     /// Serve the Igor plugin entry points, the setup page, status and metrics.
     Serve {
@@ -297,9 +301,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
             set,
             unset,
             delete_token,
+            forget_history,
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            user_command(&config, &plugin, &user, &set, &unset, delete_token).await
+            let changes = UserChanges {
+                set: &set,
+                unset: &unset,
+                delete_token,
+                forget_history,
+            };
+            user_command(&config, &plugin, &user, changes).await
         }
         Command::Serve { listen } => {
             let config = Config::load(cli.config.as_deref())?;
@@ -666,14 +677,26 @@ async fn settings(
     Ok(0)
 }
 
+/// What `healthpull user` changes.
+struct UserChanges<'a> {
+    set: &'a [String],
+    unset: &'a [String],
+    delete_token: bool,
+    forget_history: bool,
+}
+
 async fn user_command(
     config: &Config,
     plugin: &str,
     user: &UserName,
-    set: &[String],
-    unset: &[String],
-    delete_token: bool,
+    changes: UserChanges<'_>,
 ) -> Result<i32> {
+    let UserChanges {
+        set,
+        unset,
+        delete_token,
+        forget_history,
+    } = changes;
     let provider = config.load_plugin(plugin)?;
     let set = explicit_args(set)?;
     for (k, v) in &set {
@@ -702,6 +725,12 @@ async fn user_command(
             ),
             TokenDeletion::RevocationFailed(why) => revocation_failed = Some(why),
         }
+    }
+    if forget_history {
+        app::open_archive(config)?
+            .forget(plugin, user.as_str())
+            .await?;
+        eprintln!("removed the archived history of `{user}` for plugin `{plugin}`");
     }
     store.save().await?;
     let data = store.get(&base).await?.unwrap_or(Value::Null);

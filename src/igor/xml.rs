@@ -214,7 +214,8 @@ fn write_table(
         return;
     }
     let middle = rows / 2;
-    // The first row opens the content (`>`); the second half's rows follow rows.
+    // The first row opens the parent's content (`>`): the second half, rendered apart,
+    // then only ever follows rows.
     write_rows(xml, child_name, table, 0..1, has_child_nodes);
     std::thread::scope(|scope| {
         let later = scope.spawn(|| {

@@ -2874,6 +2874,38 @@ async fn a_sync_fetches_the_settling_window_again_and_nothing_older() {
         "{}",
         out.stderr
     );
+    // Forgotten: nothing archived is left for the user, the token stays.
+    let out = live
+        .run(&["user", &plugin, "--user", USER, "--forget-history"])
+        .await;
+    out.assert_ok("user --forget-history");
+    assert!(
+        out.stderr.contains("removed the archived history"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("\"granted\": true"), "{}", out.stdout);
+    assert!(
+        live.archived("body-weight").await.is_empty(),
+        "nothing archived"
+    );
+    let out = live
+        .run(&[
+            "history",
+            &plugin,
+            "--user",
+            USER,
+            "--output",
+            "body-weight",
+        ])
+        .await;
+    out.assert_ok("history after forgetting");
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "the header only: {}",
+        out.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -475,6 +475,42 @@ struct Stored {
     client_id: Option<String>,
 }
 
+/// The plugin's provider and what `meanwhile` gives: the provider compiles on a
+/// blocking thread while `meanwhile` (opening the store, reading the user's settings)
+/// runs here, as neither needs the other (docs/BENCHMARKS.md, "Run 7"). Errors come
+/// as if the two ran in turn: the provider's first, after its retirement notice.
+async fn with_provider<T>(
+    config: &Config,
+    plugin: &str,
+    meanwhile: impl Future<Output = Result<T>>,
+) -> Result<(provider::Provider, T)> {
+    let loading = {
+        let (config, plugin) = (config.clone(), plugin.to_owned());
+        tokio::task::spawn_blocking(move || config.load_plugin(&plugin))
+    };
+    let other = meanwhile.await;
+    let provider = match loading.await {
+        Ok(loaded) => loaded?,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(e).context("cannot compile the provider"),
+    };
+    if let Some(notice) = engine::retirement_notice(&provider) {
+        eprintln!("{notice}");
+    }
+    Ok((provider, other?))
+}
+
+/// The store when one exists, and what it holds for the user.
+async fn existing_store(
+    config: &Config,
+    plugin: &str,
+    user: &UserName,
+) -> Result<(Option<Arc<dyn Store>>, Stored)> {
+    let store = app::open_existing_store(config)?;
+    let stored = stored(store.as_deref(), plugin, user).await?;
+    Ok((store, stored))
+}
+
 async fn stored(store: Option<&dyn Store>, plugin: &str, user: &UserName) -> Result<Stored> {
     let Some(store) = store else {
         return Ok(Stored::default());
@@ -544,12 +580,12 @@ pub fn plan_line(request: &HttpRequest) -> Value {
 }
 
 async fn plan(config: &Config, args: &FetchArgs, now: DateTime<Utc>) -> Result<i32> {
-    let provider = config.load_plugin(&args.plugin)?;
-    if let Some(notice) = engine::retirement_notice(&provider) {
-        eprintln!("{notice}");
-    }
-    let store = app::open_existing_store(config)?;
-    let stored = stored(store.as_deref(), &args.plugin, &args.user).await?;
+    let (provider, (_store, stored)) = with_provider(
+        config,
+        &args.plugin,
+        existing_store(config, &args.plugin, &args.user),
+    )
+    .await?;
     let p = fetch_plan(&provider, args, now, &stored)?;
     let requests = engine::plan(&provider, &p)?;
     let mut out = std::io::stdout().lock();
@@ -577,12 +613,12 @@ async fn fetch_replay(
     now: DateTime<Utc>,
     dir: &std::path::Path,
 ) -> Result<i32> {
-    let provider = config.load_plugin(&args.plugin)?;
-    if let Some(notice) = engine::retirement_notice(&provider) {
-        eprintln!("{notice}");
-    }
-    let store = app::open_existing_store(config)?;
-    let stored = stored(store.as_deref(), &args.plugin, &args.user).await?;
+    let (provider, (_store, stored)) = with_provider(
+        config,
+        &args.plugin,
+        existing_store(config, &args.plugin, &args.user),
+    )
+    .await?;
     let p = fetch_plan(&provider, args, now, &stored)?;
     let caller = ReplayCaller::new(dir, &provider);
     // Compact lists, written straight to stdout: a long day never exists as one text.
@@ -600,12 +636,13 @@ async fn fetch_replay(
 
 async fn fetch_live(config: &Config, args: &FetchArgs, clock: Clock, dry_run: bool) -> Result<i32> {
     let transport = app::prepare_transport();
-    let provider = Arc::new(config.load_plugin(&args.plugin)?);
-    if let Some(notice) = engine::retirement_notice(&provider) {
-        eprintln!("{notice}");
-    }
-    let store = app::open_store(config)?;
-    let stored = stored(Some(store.as_ref()), &args.plugin, &args.user).await?;
+    let (provider, (store, stored)) = with_provider(config, &args.plugin, async {
+        let store = app::open_store(config)?;
+        let stored = stored(Some(store.as_ref()), &args.plugin, &args.user).await?;
+        Ok((store, stored))
+    })
+    .await?;
+    let provider = Arc::new(provider);
     let p = fetch_plan(&provider, args, clock.now(), &stored)?;
     let transport = match transport.await {
         Ok(transport) => transport,

@@ -67,7 +67,7 @@ use std::io;
 use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Number, Value};
 
-use crate::sensors::{Cell, Node, Segment, Sensors, Table, integer_magnitude};
+use crate::sensors::{Cell, Node, PARALLEL_ROWS, Segment, Sensors, Table, integer_magnitude};
 use crate::transform::{Doc, Item};
 
 /// Why a conversion failed.
@@ -196,10 +196,6 @@ pub fn write_sensors_xml(out: &mut impl io::Write, tag: &str, tree: &Sensors) ->
     }
     xml.finish()
 }
-
-/// Tables at least this long are written in two halves on two threads: the second
-/// half is rendered into memory while the first is written, then handed on after it.
-const PARALLEL_ROWS: usize = 16_384;
 
 /// The rows of `table`, each an element `child_name`, after what `xml` holds.
 fn write_table(

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::sensors::{Cell, Node, Segment, Sensors, Table};
+use crate::sensors::{Cell, Node, PARALLEL_ROWS, Segment, Sensors, Table};
 
 /// The schema text, built into the binary so `check` works anywhere.
 pub const SENSOR_SCHEMA_TEXT: &str = include_str!("../../schemas/sensors.schema.json");
@@ -327,17 +327,28 @@ const T_STRING: u8 = 64;
 /// and send the tree to the full validator, which then names the path and rule.
 struct Rules {
     rules: Vec<Rule>,
+    /// Every pattern of the schema once, compiled when a check first needs it: a tree
+    /// meets a few of them, and building an automaton for every one at each start
+    /// would cost more than checking a day of points.
+    patterns: Vec<LazyPattern>,
+}
+
+struct LazyPattern {
+    source: String,
+    compiled: OnceLock<Option<Pattern>>,
 }
 
 #[derive(Default)]
 struct Rule {
     supported: bool,
     types: Option<u8>,
-    pattern: Option<Pattern>,
+    /// The index of its pattern in [`Rules::patterns`].
+    pattern: Option<usize>,
     refs: Vec<usize>,
     required: Vec<String>,
     properties: Vec<(String, usize)>,
-    pattern_properties: Vec<(Pattern, usize)>,
+    /// Patterns (indexes in [`Rules::patterns`]) and the rules of the members they match.
+    pattern_properties: Vec<(usize, usize)>,
     no_additional: bool,
     items: Option<usize>,
 }
@@ -347,10 +358,45 @@ const MAX_RULE_DEPTH: u32 = 64;
 
 impl Rules {
     fn compile(root: &Value) -> Option<Rules> {
-        let mut rules = Rules { rules: Vec::new() };
+        let mut rules = Rules {
+            rules: Vec::new(),
+            patterns: Vec::new(),
+        };
         let mut defs = std::collections::HashMap::new();
         let top = rules.add(root, root, &mut defs, true);
         (top == 0).then_some(rules)
+    }
+
+    /// The index of pattern `source` in [`Rules::patterns`], added when new.
+    fn intern(&mut self, source: &str) -> usize {
+        match self.patterns.iter().position(|p| p.source == source) {
+            Some(i) => i,
+            None => {
+                self.patterns.push(LazyPattern {
+                    source: source.to_owned(),
+                    compiled: OnceLock::new(),
+                });
+                self.patterns.len() - 1
+            }
+        }
+    }
+
+    /// Pattern `p`, compiled on first use; `None` when it is outside the subset
+    /// [`Pattern`] matches exactly (whatever it is checked against is then "not sure").
+    fn pattern(&self, p: usize) -> Option<&Pattern> {
+        let lazy = &self.patterns[p];
+        lazy.compiled
+            .get_or_init(|| Pattern::compile(&lazy.source))
+            .as_ref()
+    }
+
+    /// Whether `text` matches pattern `p` (an absent pattern matches all); `false` for
+    /// a pattern outside the subset.
+    fn matches(&self, p: Option<usize>, text: &str) -> bool {
+        p.is_none_or(|p| {
+            self.pattern(p)
+                .is_some_and(|pattern| pattern.is_match(text))
+        })
     }
 
     fn add(
@@ -418,7 +464,7 @@ impl Rules {
                     }
                     rule.types = Some(bits);
                 }
-                "pattern" => rule.pattern = Some(Pattern::compile(value.as_str()?)?),
+                "pattern" => rule.pattern = Some(self.intern(value.as_str()?)),
                 "$ref" => {
                     let name = value.as_str()?.strip_prefix("#/$defs/")?;
                     if name.contains(['/', '~', '%']) {
@@ -450,7 +496,7 @@ impl Rules {
                 }
                 "patternProperties" => {
                     for (pattern, schema) in value.as_object()? {
-                        let p = Pattern::compile(pattern)?;
+                        let p = self.intern(pattern);
                         let r = self.add(schema, root, defs, false);
                         rule.pattern_properties.push((p, r));
                     }
@@ -486,9 +532,13 @@ impl Rules {
             out.push(*r);
             matched = true;
         }
-        for (pattern, r) in &rule.pattern_properties {
+        for &(p, r) in &rule.pattern_properties {
+            // A pattern outside the subset: whether the member is allowed is not sure.
+            let Some(pattern) = self.pattern(p) else {
+                return false;
+            };
             if pattern.is_match(key) {
-                out.push(*r);
+                out.push(r);
                 matched = true;
             }
         }
@@ -505,8 +555,7 @@ impl Rules {
             Value::Bool(_) => Self::type_ok(rule.types, T_BOOL),
             Value::Number(n) => Self::number_ok(rule.types, n.as_str()),
             Value::String(s) => {
-                Self::type_ok(rule.types, T_STRING)
-                    && rule.pattern.as_ref().is_none_or(|p| p.is_match(s))
+                Self::type_ok(rule.types, T_STRING) && self.matches(rule.pattern, s)
             }
             Value::Array(items) => {
                 Self::type_ok(rule.types, T_ARRAY)
@@ -599,38 +648,60 @@ impl Rules {
                 allowed[c] &= self.member_rules(rule, key, &mut checks[c]);
             }
         }
+        if table.is_empty() {
+            return true;
+        }
         let flat: Vec<Option<Flat>> = checks.iter().map(|c| self.flatten(c, depth + 1)).collect();
-        let mut last: Vec<Option<(u32, u32)>> = vec![None; columns.len()];
-        (0..table.len()).all(|row| {
-            table
-                .row(row)
-                .iter()
-                .enumerate()
-                .all(|(c, cell)| match cell {
-                    Cell::Absent => !required[c],
-                    Cell::Str(a, b) if last[c] == Some((*a, *b)) => true,
-                    _ => {
-                        let ok = allowed[c]
-                            && flat[c]
-                                .as_ref()
-                                .and_then(|f| f.cell_ok(table, cell))
-                                .unwrap_or_else(|| {
-                                    checks[c]
-                                        .iter()
-                                        .all(|&x| self.cell_ok(x, table, cell, depth + 1))
-                                });
-                        if let (true, Cell::Str(a, b)) = (ok, cell) {
-                            last[c] = Some((*a, *b));
+        let rows_ok = |rows: std::ops::Range<usize>| {
+            // The last string each column passed: a repeated one (a day's date on every
+            // point) is not checked again.
+            let mut last: Vec<Option<(u32, u32)>> = vec![None; columns.len()];
+            rows.into_iter().all(|row| {
+                table
+                    .row(row)
+                    .iter()
+                    .enumerate()
+                    .all(|(c, cell)| match cell {
+                        Cell::Absent => !required[c],
+                        Cell::Str(a, b) if last[c] == Some((*a, *b)) => true,
+                        _ => {
+                            let ok = allowed[c]
+                                && flat[c]
+                                    .as_ref()
+                                    .and_then(|f| f.cell_ok(table, cell))
+                                    .unwrap_or_else(|| {
+                                        checks[c]
+                                            .iter()
+                                            .all(|&x| self.cell_ok(x, table, cell, depth + 1))
+                                    });
+                            if let (true, Cell::Str(a, b)) = (ok, cell) {
+                                last[c] = Some((*a, *b));
+                            }
+                            ok
                         }
-                        ok
-                    }
-                })
+                    })
+            })
+        };
+        let rows = table.len();
+        if rows < PARALLEL_ROWS {
+            return rows_ok(0..rows);
+        }
+        // A long table: its second half is checked on a second thread.
+        let middle = rows / 2;
+        std::thread::scope(|scope| {
+            let later = scope.spawn(|| rows_ok(middle..rows));
+            let earlier = rows_ok(0..middle);
+            let later = later
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            earlier && later
         })
     }
 
     /// The rules `rules` (at `depth`) and every rule they refer to, gathered once for
     /// a column; `None` where [`Rules::cell_ok`] would refuse every cell (a rule not
-    /// supported, or too deep) or the rules refer to each other too often to gather.
+    /// supported, a pattern outside the subset, or too deep) or the rules refer to each
+    /// other too often to gather.
     fn flatten(&self, rules: &[usize], depth: u32) -> Option<Flat<'_>> {
         let mut types = Vec::new();
         let mut patterns = Vec::new();
@@ -643,7 +714,9 @@ impl Rules {
                 return None;
             }
             types.push(rule.types);
-            patterns.extend(rule.pattern.as_ref());
+            if let Some(p) = rule.pattern {
+                patterns.push(self.pattern(p)?);
+            }
             pending.extend(rule.refs.iter().map(|&x| (x, d + 1)));
         }
         let all = |kind: u8| types.iter().all(|&t| Self::type_ok(t, kind));
@@ -665,10 +738,7 @@ impl Rules {
             Cell::Absent => true,
             Cell::Str(a, b) => {
                 Self::type_ok(rule.types, T_STRING)
-                    && rule
-                        .pattern
-                        .as_ref()
-                        .is_none_or(|p| p.is_match(table.text(*a, *b)))
+                    && self.matches(rule.pattern, table.text(*a, *b))
             }
             Cell::Num(a, b) => Self::number_ok(rule.types, table.text(*a, *b)),
             Cell::Int(_) | Cell::UInt(_) => Self::type_ok(rule.types, T_NUMBER | T_INTEGER),
@@ -1265,6 +1335,73 @@ mod tests {
             "\\d", "[^a]", "a.b", "(?i)a", "a{,2}", "x^", "a$b", "[a-\\d]",
         ] {
             assert!(Pattern::compile(unsupported).is_none(), "{unsupported}");
+        }
+    }
+
+    /// Every pattern of the sensor schema is within the subset the compiled check
+    /// matches (compiled on first use, so one outside it would only show as trees sent
+    /// to the full validator), and a pattern repeated in the schema is compiled once.
+    #[test]
+    fn the_sensor_schema_patterns_compile() {
+        let rules = rules().expect("the sensor schema compiles into rules");
+        assert!(rules.patterns.len() >= 2, "{}", rules.patterns.len());
+        for (i, lazy) in rules.patterns.iter().enumerate() {
+            assert!(rules.pattern(i).is_some(), "{}", lazy.source);
+            assert_eq!(
+                rules
+                    .patterns
+                    .iter()
+                    .filter(|p| p.source == lazy.source)
+                    .count(),
+                1,
+                "{}",
+                lazy.source
+            );
+        }
+    }
+
+    /// Long tables, checked in two halves on two threads, get the full validator's
+    /// verdict wherever the one bad point is.
+    #[test]
+    fn long_tables_get_the_same_verdicts() {
+        let provider = crate::provider::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("benches/fixtures/intraday.yaml"),
+            &Default::default(),
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let method = &provider.methods["heart_intraday"];
+        let points = 2 * PARALLEL_ROWS + 5;
+        for bad in [None, Some(3), Some(points - 2)] {
+            let dataset: Vec<String> = (0..points)
+                .map(|i| {
+                    let time = if Some(i) == bad {
+                        "12:3a".to_owned()
+                    } else {
+                        format!("{:02}:{:02}:{:02}", i / 3600 % 24, i / 60 % 60, i % 60)
+                    };
+                    format!(r#"{{"time":"{time}","value":{}}}"#, 50 + i % 90)
+                })
+                .collect();
+            let text = format!(
+                r#"{{"activities-heart":[{{"dateTime":"2026-11-23"}}],"activities-heart-intraday":{{"dataset":[{}]}}}}"#,
+                dataset.join(",")
+            );
+            let mapped = map_method(
+                method,
+                vec![Doc::parse(text).unwrap()],
+                Layout::Mapped,
+                crate::transform::MapContext::new(
+                    crate::transform::units::UnitSystem::Metric,
+                    chrono_tz::Tz::UTC,
+                ),
+            )
+            .expect("the day maps");
+            let mut tree = Sensors::default();
+            tree.merge(mapped.mapped);
+            let verdict = validate_sensors(&tree);
+            assert_eq!(verdict.is_err(), bad.is_some(), "{bad:?}");
+            assert_eq!(verdict, full_check(&tree.to_value()), "{bad:?}");
         }
     }
 

@@ -19,6 +19,8 @@
 pub mod local;
 pub mod units;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, NaiveDate, Utc};
 use indexmap::IndexMap;
 use serde_json::{Map, Number, Value};
@@ -28,7 +30,7 @@ use self::units::UnitSystem;
 use crate::provider::raw::{FieldType, OffsetUnit, SourceFormat};
 use crate::provider::selector::Step;
 use crate::provider::{Condition, Field, FieldSource, Method, Output, Selector};
-use crate::sensors::{Cell, Node, Segment, Table, clean, integer_magnitude};
+use crate::sensors::{Cell, Node, PARALLEL_ROWS, Segment, Table, clean, integer_magnitude};
 
 /// Which layout a method's result takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -230,10 +232,6 @@ fn map_output_docs(
         done.into_iter().map(Segment::Table).collect(),
     )))
 }
-
-/// Series at least this long are mapped in two halves on two threads: a day of
-/// one-second data takes half the time, and a short list is not worth a thread.
-const PARALLEL_ROWS: usize = 16_384;
 
 /// The exploded rows of one record of an output, mapped into a table.
 struct Rows<'a> {
@@ -706,6 +704,43 @@ impl Nodes {
         ))
     }
 
+    /// Appends `other`, a tape indexed on its own, as if indexed here: its container
+    /// ends moved on by `base` (this tape's length) and its decoded ranges by `decoded`
+    /// (the decoded text's length). `false`, with nothing appended, where an index
+    /// would not fit.
+    fn append(&mut self, other: &Nodes, base: u32, decoded: u32) -> bool {
+        let len = self.packed.len();
+        self.packed.reserve(other.packed.len());
+        for (i, &p) in other.packed.iter().enumerate() {
+            match p >> KIND_SHIFT {
+                K_ARRAY | K_OBJECT => match ((p & PAYLOAD) as u32).checked_add(base) {
+                    Some(end) => self
+                        .packed
+                        .push(p >> KIND_SHIFT << KIND_SHIFT | u64::from(end)),
+                    None => {
+                        self.packed.truncate(len);
+                        return false;
+                    }
+                },
+                K_ESC | K_WIDE => {
+                    let t = match other.get(i) {
+                        Tape::Esc(a, b) => match (a.checked_add(decoded), b.checked_add(decoded)) {
+                            (Some(a), Some(b)) => Tape::Esc(a, b),
+                            _ => {
+                                self.packed.truncate(len);
+                                return false;
+                            }
+                        },
+                        t => t,
+                    };
+                    self.push(t);
+                }
+                _ => self.packed.push(p),
+            }
+        }
+        true
+    }
+
     #[inline]
     fn get(&self, i: usize) -> Tape {
         let p = self.packed[i];
@@ -759,23 +794,38 @@ const SMALL_OBJECT: usize = 16;
 impl Doc {
     /// Indexes a JSON text; gives the text back when `serde_json` should decide.
     pub fn parse(text: String) -> Result<Doc, String> {
+        Doc::parse_from(text, SPLIT_TEXT)
+    }
+
+    /// [`Doc::parse`], on two threads when the text is at least `split` bytes long.
+    fn parse_from(text: String, split: usize) -> Result<Doc, String> {
         if u32::try_from(text.len()).is_err() {
             return Err(text);
         }
-        let mut parser = Parser {
-            bytes: text.as_bytes(),
-            at: 0,
-            tape: Nodes::with_capacity(text.len() / 6 + 4),
-            decoded: String::new(),
+        let bytes = text.as_bytes();
+        let indexed = match split_point(bytes, split) {
+            Some(at) => {
+                let stop = AtomicBool::new(false);
+                std::thread::scope(|scope| {
+                    let (send, piece) = std::sync::mpsc::sync_channel(1);
+                    let stop = &stop;
+                    let ahead = std::thread::Builder::new()
+                        .spawn_scoped(scope, move || {
+                            // The receiver is gone when the first thread ended without it.
+                            let _ = send.send(index_items(bytes, at, stop));
+                        })
+                        .ok()
+                        .map(|_| Ahead { at, piece });
+                    let indexed = index(bytes, ahead);
+                    stop.store(true, Ordering::Relaxed);
+                    indexed
+                })
+            }
+            None => index(bytes, None),
         };
-        let ok = parser.value(0).is_some() && {
-            parser.skip_ws();
-            parser.at == parser.bytes.len()
-        };
-        if !ok {
+        let Some((tape, decoded)) = indexed else {
             return Err(text);
-        }
-        let (tape, decoded) = (parser.tape, parser.decoded);
+        };
         Ok(Doc {
             text,
             decoded,
@@ -1160,12 +1210,108 @@ impl Doc {
     }
 }
 
+/// Texts at least this long are indexed on two threads: a second thread indexes the
+/// items of an array from about the middle of the text on, while the first indexes
+/// the text from its start and takes those items over when it reaches them.
+const SPLIT_TEXT: usize = 1 << 20;
+
 /// The one-pass indexer behind [`Doc::parse`]; `None` hands the text to `serde_json`.
 struct Parser<'t> {
     bytes: &'t [u8],
     at: usize,
     tape: Nodes,
     decoded: String,
+    /// The items a second thread indexes, when one does.
+    ahead: Option<Ahead>,
+    /// The deepest nesting of a container opened so far.
+    deepest: u32,
+}
+
+/// The items of an array that a second thread indexes from byte `at` on.
+struct Ahead {
+    at: usize,
+    piece: std::sync::mpsc::Receiver<Option<Piece>>,
+}
+
+/// Items indexed on their own: their tape (container ends counted from the first item)
+/// and decoded strings, the position of the `]` after them, and the deepest nesting of
+/// a container among them (an item itself at depth 0).
+struct Piece {
+    tape: Nodes,
+    decoded: String,
+    end: usize,
+    deepest: u32,
+}
+
+/// The whole text indexed from its start (taking over the items `ahead` indexes if it
+/// reaches them); `None` hands the text to `serde_json`.
+fn index(bytes: &[u8], ahead: Option<Ahead>) -> Option<(Nodes, String)> {
+    let mut parser = Parser {
+        bytes,
+        at: 0,
+        tape: Nodes::with_capacity(bytes.len() / 6 + 4),
+        decoded: String::new(),
+        ahead,
+        deepest: 0,
+    };
+    parser.value(0)?;
+    parser.skip_ws();
+    (parser.at == bytes.len()).then_some((parser.tape, parser.decoded))
+}
+
+/// The items of an array from byte `at` (an item's start) to the `]` that ends it,
+/// indexed as [`Parser`] would index them there; `None` when they are not items
+/// (`at` was inside a string, say), when the text is not JSON or is refused there, or
+/// once `stop` is set (the first thread ended without them).
+fn index_items(bytes: &[u8], at: usize, stop: &AtomicBool) -> Option<Piece> {
+    let mut parser = Parser {
+        bytes,
+        at,
+        tape: Nodes::with_capacity((bytes.len() - at) / 6 + 4),
+        decoded: String::new(),
+        ahead: None,
+        deepest: 0,
+    };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        parser.value(0)?;
+        parser.skip_ws();
+        match *bytes.get(parser.at)? {
+            b',' => parser.at += 1,
+            b']' => break,
+            _ => return None,
+        }
+    }
+    Some(Piece {
+        tape: parser.tape,
+        decoded: parser.decoded,
+        end: parser.at,
+        deepest: parser.deepest,
+    })
+}
+
+/// Where a second thread may start indexing a text of at least `split` bytes: the
+/// first item after the middle that follows a `}` or `]` and a comma and opens an
+/// object or array (`},{` as a series of points has it, white space allowed). A
+/// position inside a string may match: the first thread then never reaches it as an
+/// item and indexes everything itself.
+fn split_point(bytes: &[u8], split: usize) -> Option<usize> {
+    if bytes.len() < split {
+        return None;
+    }
+    let ws = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+    let middle = bytes.len() / 2;
+    memchr::memchr_iter(b',', &bytes[middle..])
+        .take(4096)
+        .map(|i| middle + i)
+        .find_map(|comma| {
+            let before = bytes[..comma].iter().rposition(|b| !ws(b))?;
+            let after = comma + 1 + bytes[comma + 1..].iter().position(|b| !ws(b))?;
+            (matches!(bytes[before], b'}' | b']') && matches!(bytes[after], b'{' | b'['))
+                .then_some(after)
+        })
 }
 
 impl Parser<'_> {
@@ -1212,6 +1358,7 @@ impl Parser<'_> {
         if depth >= MAX_DEPTH {
             return None;
         }
+        self.deepest = self.deepest.max(depth);
         self.at += 1;
         let at = self.tape.len();
         self.tape.push(Tape::Array(0));
@@ -1220,7 +1367,12 @@ impl Parser<'_> {
             self.at += 1;
         } else {
             loop {
-                self.value(depth + 1)?;
+                self.skip_ws();
+                let taken = self.ahead.as_ref().is_some_and(|a| a.at == self.at)
+                    && self.take_ahead(depth + 1);
+                if !taken {
+                    self.value(depth + 1)?;
+                }
                 self.skip_ws();
                 match self.bytes.get(self.at)? {
                     b',' => self.at += 1,
@@ -1241,6 +1393,7 @@ impl Parser<'_> {
         if depth >= MAX_DEPTH {
             return None;
         }
+        self.deepest = self.deepest.max(depth);
         self.at += 1;
         let at = self.tape.len();
         self.tape.push(Tape::Object(0));
@@ -1287,6 +1440,37 @@ impl Parser<'_> {
             return None;
         }
         Some(())
+    }
+
+    /// Takes over the items the second thread indexed from here (items at nesting
+    /// `depth`), up to the `]` after them; `false` when there are none to take (it
+    /// failed or was refused), and this thread goes on by itself.
+    fn take_ahead(&mut self, depth: u32) -> bool {
+        let Some(ahead) = self.ahead.take() else {
+            return false;
+        };
+        let Ok(Some(piece)) = ahead.piece.recv() else {
+            return false;
+        };
+        // Its containers opened `depth` deeper here than where it counted from.
+        if depth.saturating_add(piece.deepest) >= MAX_DEPTH {
+            return false;
+        }
+        let (Ok(base), Ok(decoded)) = (
+            u32::try_from(self.tape.len()),
+            u32::try_from(self.decoded.len()),
+        ) else {
+            return false;
+        };
+        if !self.tape.append(&piece.tape, base, decoded) {
+            return false;
+        }
+        self.decoded.push_str(&piece.decoded);
+        self.deepest = self.deepest.max(depth + piece.deepest);
+        self.at = piece.end;
+        #[cfg(test)]
+        tests::TAKEN_OVER.with(|n| n.set(n.get() + 1));
+        true
     }
 
     fn key(&self, k: usize) -> &[u8] {
@@ -1846,7 +2030,7 @@ mod tests {
     /// that one mapped in one piece gives; the first failing point is the one reported.
     #[test]
     fn long_series_map_as_one_piece() {
-        let points = 2 * super::PARALLEL_ROWS + 3;
+        let points = 2 * crate::sensors::PARALLEL_ROWS + 3;
         let tree = map_heart_day(heart_day(points, &[])).expect("a day maps");
         let entries = tree.to_value()["heart-rate"]
             .as_array()
@@ -1863,7 +2047,7 @@ mod tests {
             assert_eq!(entry, &expected, "point {i}");
         }
         // The same points in a short series (mapped in one piece) read alike.
-        let short = map_heart_day(heart_day(super::PARALLEL_ROWS - 1, &[])).expect("maps");
+        let short = map_heart_day(heart_day(crate::sensors::PARALLEL_ROWS - 1, &[])).expect("maps");
         let short = short.to_value()["heart-rate"]
             .as_array()
             .cloned()
@@ -2084,6 +2268,73 @@ mod tests {
             let text = std::fs::read_to_string(file).unwrap();
             let (serde, doc) = parse_both(&text);
             assert_eq!(serde, doc, "{}", file.display());
+        }
+    }
+
+    thread_local! {
+        /// How often this thread's indexer took over items a second thread indexed.
+        pub(super) static TAKEN_OVER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Indexes `text` on two threads wherever a split point is found, and on one: the
+    /// same document, or both hand the text back. The number of take-overs is returned.
+    fn index_both(text: &str) -> usize {
+        let before = TAKEN_OVER.with(|n| n.get());
+        let two = Doc::parse_from(text.to_owned(), 0);
+        let taken = TAKEN_OVER.with(|n| n.get()) - before;
+        let one = Doc::parse_from(text.to_owned(), usize::MAX);
+        assert_eq!(two, one, "{}", &text[..text.len().min(200)]);
+        taken
+    }
+
+    /// Items indexed by a second thread from about the middle of a text, then taken
+    /// over, give the document one thread gives: escapes, numbers kept whole, nested
+    /// items, white space; and where the second thread starts inside a string, before
+    /// an error, too deep, or at a repeated key, the outcome is still one thread's.
+    #[test]
+    fn documents_index_alike_on_two_threads() {
+        assert_eq!(index_both(&heart_day(1000, &[])), 1);
+        assert_eq!(index_both(&heart_day(1000, &[3, 990])), 1);
+        // Escapes and numbers beyond 60 bits on both sides; arrays as items; spaces.
+        let item = |i: usize| {
+            format!(
+                r#"{{"k\u0041{i}":"v\n{i}","big":{},"f":1.5e3,"n":[[{i}],[-{i}]],"t":true}}"#,
+                u64::MAX - i as u64
+            )
+        };
+        let items: Vec<String> = (0..300).map(item).collect();
+        for joint in [",", " ,\n ", "\t,"] {
+            let text = format!(r#"{{"a":[{}],"b":"x\"y"}}"#, items.join(joint));
+            assert_eq!(index_both(&text), 1, "{joint:?}");
+        }
+        let rows: Vec<String> = (0..400).map(|i| format!("[{i},\"r{i}\"]")).collect();
+        assert_eq!(index_both(&format!("[{}]", rows.join(","))), 1);
+        // The middle inside a long string that looks like items: never taken over.
+        let looks = "},{\\\"a\\\":1".repeat(200);
+        assert_eq!(index_both(&format!(r#"[{{"s":"{looks}"}},{{"b":2}}]"#)), 0);
+        // Not JSON after the middle, or before it: both hand the text back.
+        let day = heart_day(1000, &[]);
+        let broken_late = day.replacen(r#"{"time":"00:15:00""#, r#"{"time":"00:15:00"x"#, 1);
+        let broken_early = day.replacen(r#"{"time":"00:00:05""#, r#"{"time" "00:00:05""#, 1);
+        for broken in [&broken_late, &broken_early] {
+            index_both(broken);
+            assert!(Doc::parse_from(broken.clone(), 0).is_err());
+        }
+        // A repeated key among the items ahead: left to `serde_json`, as one thread does.
+        let repeated = day.replacen(
+            r#"{"time":"00:15:00","#,
+            r#"{"time":"00:15:00","time":"x","#,
+            1,
+        );
+        assert_eq!(index_both(&repeated), 0);
+        // Items nested deep enough to pass the limit only where they stand.
+        let deep_item = format!("{}1{}", "[".repeat(60), "]".repeat(60));
+        let deep_items = vec![deep_item; 64].join(",");
+        for outer in [30, 45] {
+            let text = format!("{}[{deep_items}]{}", "[".repeat(outer), "]".repeat(outer));
+            let taken = index_both(&text);
+            assert_eq!(Doc::parse(text).is_ok(), outer < 40, "{outer}");
+            assert_eq!(taken, usize::from(outer < 40), "{outer}");
         }
     }
 

@@ -33,6 +33,7 @@ pub mod history;
 pub mod http;
 pub mod igor;
 pub mod live;
+pub mod pages;
 pub mod provider;
 pub mod regular_file;
 pub mod secret;

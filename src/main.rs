@@ -2,10 +2,8 @@
 //!
 //! It allocates through mimalloc: mapping a large answer makes and frees many small
 //! objects, which glibc's `malloc` serves markedly slower (docs/BENCHMARKS.md).
-//! mimalloc asks for transparent huge pages: a command that maps one large answer
-//! touches its memory once, and a 2 MiB page costs one fault instead of 512. The server
-//! turns them off for itself: it lives long, runs many threads with a heap each, and a
-//! huge page per thread would double its resident memory.
+//! mimalloc asks for transparent huge pages; `healthpull::pages` keeps them for the
+//! memory of large answers in one-shot commands, and off in the server.
 
 use clap::Parser;
 
@@ -16,6 +14,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Serve { .. } => healthpull::pages::small_only(),
+        _ => healthpull::pages::small_until_large(),
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEALTHPULL_LOG")
@@ -26,10 +28,7 @@ fn main() -> std::process::ExitCode {
     // The server answers many requests at once on worker threads; every other command
     // is one task, which the main thread runs without starting workers.
     let mut builder = match cli.command {
-        cli::Command::Serve { .. } => {
-            small_pages_only();
-            tokio::runtime::Builder::new_multi_thread()
-        }
+        cli::Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     };
     // Blocking work is the embedded store's one connection (one operation at a time) and
@@ -55,15 +54,5 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         }
-    }
-}
-
-/// Turns transparent huge pages off for the rest of the process (what faults in from now
-/// on; see the module's text). Where the kernel refuses, pages stay as they are: memory,
-/// not correctness, is at stake.
-fn small_pages_only() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        tracing::debug!("transparent huge pages stay on: {e}");
     }
 }

@@ -213,19 +213,18 @@ fn write_table(
     // The first row opens the parent's content (`>`): the second half, rendered apart,
     // then only ever follows rows.
     write_rows(xml, child_name, table, 0..1, has_child_nodes);
-    std::thread::scope(|scope| {
-        let later = scope.spawn(|| {
+    let mut later = None;
+    rayon::in_place_scope(|scope| {
+        scope.spawn(|_| {
             let mut out = Out::collecting();
             let mut open = true;
             write_rows(&mut out, child_name, table, middle..rows, &mut open);
-            out.into_pieces()
+            later = Some(out.into_pieces());
         });
         write_rows(xml, child_name, table, 1..middle, has_child_nodes);
-        let pieces = later
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        xml.append_pieces(pieces);
     });
+    // The scope has waited for the second half (and passed on its panic, if any).
+    xml.append_pieces(later.unwrap_or_default());
 }
 
 /// Rows `range` of `table` as elements `child_name`.

@@ -688,14 +688,8 @@ impl Rules {
         }
         // A long table: its second half is checked on a second thread.
         let middle = rows / 2;
-        std::thread::scope(|scope| {
-            let later = scope.spawn(|| rows_ok(middle..rows));
-            let earlier = rows_ok(0..middle);
-            let later = later
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            earlier && later
-        })
+        let (earlier, later) = rayon::join(|| rows_ok(0..middle), || rows_ok(middle..rows));
+        earlier && later
     }
 
     /// The rules `rules` (at `depth`) and every rule they refer to, gathered once for

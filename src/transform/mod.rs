@@ -19,7 +19,7 @@
 pub mod local;
 pub mod units;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use indexmap::IndexMap;
@@ -180,18 +180,15 @@ fn map_output_docs(
                         // into a table of its own, a segment after the first half's.
                         let (first, second) = rows.split_at(rows.len() / 2);
                         let columns = table.columns().to_vec();
-                        let later = std::thread::scope(|scope| {
-                            let later = scope.spawn(|| {
+                        let (earlier, later) = rayon::join(
+                            || mapper.map(first, &mut table, &mut parents),
+                            || {
                                 let mut own = Table::new(columns);
                                 let mut parents = vec![None; output.fields.len()];
                                 mapper.map(second, &mut own, &mut parents).map(|()| own)
-                            });
-                            let earlier = mapper.map(first, &mut table, &mut parents);
-                            let later = later
-                                .join()
-                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                            earlier.and(later)
-                        })?;
+                            },
+                        );
+                        let later = earlier.and(later)?;
                         let columns = table.columns().to_vec();
                         done.push(std::mem::replace(&mut table, Table::new(columns)));
                         done.push(later);
@@ -803,23 +800,29 @@ impl Doc {
             return Err(text);
         }
         let bytes = text.as_bytes();
+        if bytes.len() >= split {
+            crate::pages::large_answer();
+        }
         let indexed = match split_point(bytes, split) {
             Some(at) => {
-                let stop = AtomicBool::new(false);
-                std::thread::scope(|scope| {
-                    let (send, piece) = std::sync::mpsc::sync_channel(1);
-                    let stop = &stop;
-                    let ahead = std::thread::Builder::new()
-                        .spawn_scoped(scope, move || {
+                let claim = AtomicU8::new(PENDING);
+                let (send, piece) = std::sync::mpsc::sync_channel(1);
+                let mut indexed = None;
+                rayon::in_place_scope(|scope| {
+                    let claim = &claim;
+                    scope.spawn(move |_| {
+                        if claim
+                            .compare_exchange(PENDING, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                        {
                             // The receiver is gone when the first thread ended without it.
-                            let _ = send.send(index_items(bytes, at, stop));
-                        })
-                        .ok()
-                        .map(|_| Ahead { at, piece });
-                    let indexed = index(bytes, ahead);
-                    stop.store(true, Ordering::Relaxed);
-                    indexed
-                })
+                            let _ = send.send(index_items(bytes, at, claim));
+                        }
+                    });
+                    indexed = index(bytes, Some(Ahead { at, piece, claim }));
+                    claim.store(DONE, Ordering::Release);
+                });
+                indexed
             }
             None => index(bytes, None),
         };
@@ -1222,16 +1225,26 @@ struct Parser<'t> {
     tape: Nodes,
     decoded: String,
     /// The items a second thread indexes, when one does.
-    ahead: Option<Ahead>,
+    ahead: Option<Ahead<'t>>,
     /// The deepest nesting of a container opened so far.
     deepest: u32,
 }
 
-/// The items of an array that a second thread indexes from byte `at` on.
-struct Ahead {
+/// The items of an array that a second thread indexes from byte `at` on, once it has
+/// claimed them (`claim`: [`PENDING`], then [`TAKEN`] by that thread, or [`DONE`] by
+/// the first one, which then indexes them itself).
+struct Ahead<'c> {
     at: usize,
     piece: std::sync::mpsc::Receiver<Option<Piece>>,
+    claim: &'c AtomicU8,
 }
+
+/// Nobody has started on the items ahead yet.
+const PENDING: u8 = 0;
+/// The second thread is indexing them.
+const TAKEN: u8 = 1;
+/// The first thread needs them no more (it reached them first, or it ended).
+const DONE: u8 = 2;
 
 /// Items indexed on their own: their tape (container ends counted from the first item)
 /// and decoded strings, the position of the `]` after them, and the deepest nesting of
@@ -1245,7 +1258,7 @@ struct Piece {
 
 /// The whole text indexed from its start (taking over the items `ahead` indexes if it
 /// reaches them); `None` hands the text to `serde_json`.
-fn index(bytes: &[u8], ahead: Option<Ahead>) -> Option<(Nodes, String)> {
+fn index<'t>(bytes: &'t [u8], ahead: Option<Ahead<'t>>) -> Option<(Nodes, String)> {
     let mut parser = Parser {
         bytes,
         at: 0,
@@ -1262,8 +1275,8 @@ fn index(bytes: &[u8], ahead: Option<Ahead>) -> Option<(Nodes, String)> {
 /// The items of an array from byte `at` (an item's start) to the `]` that ends it,
 /// indexed as [`Parser`] would index them there; `None` when they are not items
 /// (`at` was inside a string, say), when the text is not JSON or is refused there, or
-/// once `stop` is set (the first thread ended without them).
-fn index_items(bytes: &[u8], at: usize, stop: &AtomicBool) -> Option<Piece> {
+/// once `claim` is [`DONE`] (the first thread ended without them).
+fn index_items(bytes: &[u8], at: usize, claim: &AtomicU8) -> Option<Piece> {
     let mut parser = Parser {
         bytes,
         at,
@@ -1273,7 +1286,7 @@ fn index_items(bytes: &[u8], at: usize, stop: &AtomicBool) -> Option<Piece> {
         deepest: 0,
     };
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if claim.load(Ordering::Relaxed) == DONE {
             return None;
         }
         parser.value(0)?;
@@ -1449,6 +1462,15 @@ impl Parser<'_> {
         let Some(ahead) = self.ahead.take() else {
             return false;
         };
+        // Not started yet (the other core is busy): this thread goes on by itself, and
+        // the second one will not start.
+        if ahead
+            .claim
+            .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return false;
+        }
         let Ok(Some(piece)) = ahead.piece.recv() else {
             return false;
         };
@@ -2276,14 +2298,33 @@ mod tests {
         pub(super) static TAKEN_OVER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
-    /// Indexes `text` on two threads wherever a split point is found, and on one: the
-    /// same document, or both hand the text back. The number of take-overs is returned.
+    /// Indexes `text` on one thread, and on two wherever a split point is found (as
+    /// it comes, and with the second thread's items ready when the first reaches them):
+    /// the same document, or all hand the text back. The number of take-overs of
+    /// ready items is returned.
     fn index_both(text: &str) -> usize {
-        let before = TAKEN_OVER.with(|n| n.get());
-        let two = Doc::parse_from(text.to_owned(), 0);
-        let taken = TAKEN_OVER.with(|n| n.get()) - before;
+        let shown = &text[..text.len().min(200)];
         let one = Doc::parse_from(text.to_owned(), usize::MAX);
-        assert_eq!(two, one, "{}", &text[..text.len().min(200)]);
+        assert_eq!(Doc::parse_from(text.to_owned(), 0), one, "{shown}");
+        let bytes = text.as_bytes();
+        let Some(at) = split_point(bytes, 0) else {
+            return 0;
+        };
+        let claim = AtomicU8::new(TAKEN);
+        let (send, piece) = std::sync::mpsc::sync_channel(1);
+        send.send(index_items(bytes, at, &claim)).unwrap();
+        let before = TAKEN_OVER.with(|n| n.get());
+        let ready = index(
+            bytes,
+            Some(Ahead {
+                at,
+                piece,
+                claim: &claim,
+            }),
+        );
+        let taken = TAKEN_OVER.with(|n| n.get()) - before;
+        let one = one.ok().map(|doc| (doc.tape, doc.decoded));
+        assert_eq!(ready, one, "{shown}");
         taken
     }
 

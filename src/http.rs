@@ -259,8 +259,9 @@ impl Transport for HttpTransport {
         }
         // Reserved from the announced length (already checked against the limit), so a
         // large answer is received into one allocation rather than grown by doubling.
-        let announced = response.content_length().unwrap_or(0);
-        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        let announced = usize::try_from(response.content_length().unwrap_or(0)).unwrap_or(0);
+        crate::pages::answer_ahead(announced);
+        let mut body = Vec::with_capacity(announced);
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {

@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Whether huge pages are to be turned on when a large answer arrives.
 static ON_FOR_LARGE: AtomicBool = AtomicBool::new(false);
 
+/// Buffers of at least this many bytes are large: an answer's text (read from a file or
+/// received), then its index.
+pub const LARGE: usize = 1 << 20;
+
 /// Small pages from now on, huge ones again once a large answer arrives.
 pub fn small_until_large() {
     set_small(true);
@@ -25,10 +29,10 @@ pub fn small_only() {
     set_small(true);
 }
 
-/// Called before a large answer's memory is touched: huge pages again, where the
-/// command asked for them.
-pub fn large_answer() {
-    if ON_FOR_LARGE.swap(false, Ordering::AcqRel) {
+/// Called before a buffer of `len` bytes for an answer is filled: from a [`LARGE`] one
+/// on, huge pages again, where the command asked for them.
+pub fn answer_ahead(len: usize) {
+    if len >= LARGE && ON_FOR_LARGE.swap(false, Ordering::AcqRel) {
         set_small(false);
     }
 }
@@ -55,11 +59,13 @@ mod tests {
         let small = || rustix::thread::transparent_huge_pages_are_disabled().unwrap();
         small_until_large();
         assert!(small());
-        large_answer();
+        answer_ahead(LARGE - 1);
+        assert!(small());
+        answer_ahead(LARGE);
         assert!(!small());
         small_only();
         assert!(small());
-        large_answer();
+        answer_ahead(LARGE);
         assert!(small());
         set_small(false);
         assert!(!small());

@@ -800,9 +800,7 @@ impl Doc {
             return Err(text);
         }
         let bytes = text.as_bytes();
-        if bytes.len() >= split {
-            crate::pages::large_answer();
-        }
+        crate::pages::answer_ahead(bytes.len());
         let indexed = match split_point(bytes, split) {
             Some(at) => {
                 let claim = AtomicU8::new(PENDING);

@@ -29,6 +29,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod halves;
 pub mod history;
 pub mod http;
 pub mod igor;

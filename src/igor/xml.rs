@@ -213,18 +213,16 @@ fn write_table(
     // The first row opens the parent's content (`>`): the second half, rendered apart,
     // then only ever follows rows.
     write_rows(xml, child_name, table, 0..1, has_child_nodes);
-    let mut later = None;
-    rayon::in_place_scope(|scope| {
-        scope.spawn(|_| {
+    let ((), pieces) = crate::halves::both(
+        || write_rows(xml, child_name, table, 1..middle, has_child_nodes),
+        || {
             let mut out = Out::collecting();
             let mut open = true;
             write_rows(&mut out, child_name, table, middle..rows, &mut open);
-            later = Some(out.into_pieces());
-        });
-        write_rows(xml, child_name, table, 1..middle, has_child_nodes);
-    });
-    // The scope has waited for the second half (and passed on its panic, if any).
-    xml.append_pieces(later.unwrap_or_default());
+            out.into_pieces()
+        },
+    );
+    xml.append_pieces(pieces);
 }
 
 /// Rows `range` of `table` as elements `child_name`.

@@ -688,7 +688,7 @@ impl Rules {
         }
         // A long table: its second half is checked on a second thread.
         let middle = rows / 2;
-        let (earlier, later) = rayon::join(|| rows_ok(0..middle), || rows_ok(middle..rows));
+        let (earlier, later) = crate::halves::both(|| rows_ok(0..middle), || rows_ok(middle..rows));
         earlier && later
     }
 

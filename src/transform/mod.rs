@@ -180,7 +180,7 @@ fn map_output_docs(
                         // into a table of its own, a segment after the first half's.
                         let (first, second) = rows.split_at(rows.len() / 2);
                         let columns = table.columns().to_vec();
-                        let (earlier, later) = rayon::join(
+                        let (earlier, later) = crate::halves::both(
                             || mapper.map(first, &mut table, &mut parents),
                             || {
                                 let mut own = Table::new(columns);
@@ -805,10 +805,14 @@ impl Doc {
             Some(at) => {
                 let claim = AtomicU8::new(PENDING);
                 let (send, piece) = std::sync::mpsc::sync_channel(1);
-                let mut indexed = None;
-                rayon::in_place_scope(|scope| {
-                    let claim = &claim;
-                    scope.spawn(move |_| {
+                let claim = &claim;
+                crate::halves::beside(
+                    || {
+                        let indexed = index(bytes, Some(Ahead { at, piece, claim }));
+                        claim.store(DONE, Ordering::Release);
+                        indexed
+                    },
+                    move || {
                         if claim
                             .compare_exchange(PENDING, TAKEN, Ordering::AcqRel, Ordering::Acquire)
                             .is_ok()
@@ -816,11 +820,8 @@ impl Doc {
                             // The receiver is gone when the first thread ended without it.
                             let _ = send.send(index_items(bytes, at, claim));
                         }
-                    });
-                    indexed = index(bytes, Some(Ahead { at, piece, claim }));
-                    claim.store(DONE, Ordering::Release);
-                });
-                indexed
+                    },
+                )
             }
             None => index(bytes, None),
         };

@@ -1354,17 +1354,32 @@ mod tests {
         }
     }
 
-    /// Long tables, checked in two halves on two threads, get the full validator's
-    /// verdict wherever the one bad point is.
-    #[test]
-    fn long_tables_get_the_same_verdicts() {
+    /// The day `text` mapped through the benchmark fixture's method `heart_intraday`.
+    fn map_heart(text: String) -> Result<Sensors, crate::transform::TransformError> {
         let provider = crate::provider::load(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("benches/fixtures/intraday.yaml"),
             &Default::default(),
         )
         .unwrap_or_else(|d| panic!("{d}"));
-        let method = &provider.methods["heart_intraday"];
+        let mapped = map_method(
+            &provider.methods["heart_intraday"],
+            vec![Doc::parse(text).unwrap()],
+            Layout::Mapped,
+            crate::transform::MapContext::new(
+                crate::transform::units::UnitSystem::Metric,
+                chrono_tz::Tz::UTC,
+            ),
+        )?;
+        let mut tree = Sensors::default();
+        tree.merge(mapped.mapped);
+        Ok(tree)
+    }
+
+    /// Long tables, checked in two halves on two threads, get the full validator's
+    /// verdict wherever the one bad point is.
+    #[test]
+    fn long_tables_get_the_same_verdicts() {
         let points = 2 * PARALLEL_ROWS + 5;
         for bad in [None, Some(3), Some(points - 2)] {
             let dataset: Vec<String> = (0..points)
@@ -1381,18 +1396,7 @@ mod tests {
                 r#"{{"activities-heart":[{{"dateTime":"2026-11-23"}}],"activities-heart-intraday":{{"dataset":[{}]}}}}"#,
                 dataset.join(",")
             );
-            let mapped = map_method(
-                method,
-                vec![Doc::parse(text).unwrap()],
-                Layout::Mapped,
-                crate::transform::MapContext::new(
-                    crate::transform::units::UnitSystem::Metric,
-                    chrono_tz::Tz::UTC,
-                ),
-            )
-            .expect("the day maps");
-            let mut tree = Sensors::default();
-            tree.merge(mapped.mapped);
+            let tree = map_heart(text).expect("the day maps");
             let verdict = validate_sensors(&tree);
             assert_eq!(verdict.is_err(), bad.is_some(), "{bad:?}");
             assert_eq!(verdict, full_check(&tree.to_value()), "{bad:?}");
@@ -1402,13 +1406,6 @@ mod tests {
     /// Tables that break the schema get the full validator's problems.
     #[test]
     fn compact_trees_get_the_same_verdicts() {
-        let provider = crate::provider::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("benches/fixtures/intraday.yaml"),
-            &Default::default(),
-        )
-        .unwrap_or_else(|d| panic!("{d}"));
-        let method = &provider.methods["heart_intraday"];
         let mut refused = 0;
         for (day, points) in [
             (
@@ -1444,19 +1441,9 @@ mod tests {
             let text = format!(
                 r#"{{"activities-heart":[{{"dateTime":"{day}"}}],"activities-heart-intraday":{{"dataset":[{points}]}}}}"#
             );
-            let doc = Doc::parse(text.clone()).unwrap();
-            let mapped = map_method(
-                method,
-                vec![doc],
-                Layout::Mapped,
-                crate::transform::MapContext::new(
-                    crate::transform::units::UnitSystem::Metric,
-                    chrono_tz::Tz::UTC,
-                ),
-            );
-            let Ok(mapped) = mapped else { continue };
-            let mut tree = Sensors::default();
-            tree.merge(mapped.mapped);
+            let Ok(tree) = map_heart(text.clone()) else {
+                continue;
+            };
             assert!(tree.has_tables(), "{text}");
             let verdict = validate_sensors(&tree);
             assert_eq!(verdict, full_check(&tree.to_value()), "{text}");

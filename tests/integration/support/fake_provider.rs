@@ -651,11 +651,13 @@ impl FakeProvider {
     }
 
     /// Answers 200 with `body` for any authenticated API request on exactly `path`, any user.
+    /// The JSON is written once, here: a large body (a day of one-second points) is then
+    /// served without being copied and serialized again for every request.
     pub fn seed_body(&self, path: &str, body: Value) {
         self.shared
             .lock()
             .global_bodies
-            .insert(path.to_owned(), body);
+            .insert(path.to_owned(), json_bytes(&body));
     }
 
     /// Like [`FakeProvider::seed_body`] for one user only; takes precedence.
@@ -664,7 +666,7 @@ impl FakeProvider {
             .lock()
             .user_mut(user)
             .bodies
-            .insert(path.to_owned(), body);
+            .insert(path.to_owned(), json_bytes(&body));
     }
 
     /// Replaces `user`'s Fitbit weight log entries (objects with at least `date`), returned as
@@ -963,7 +965,7 @@ struct FakeState {
     refresh: HashMap<String, RefreshRecord>,
     issued: Vec<IssuedRecord>,
     refresh_requests_by_token: HashMap<String, usize>,
-    global_bodies: HashMap<String, Value>,
+    global_bodies: HashMap<String, Bytes>,
     page_tokens: HashMap<String, PageCursor>,
     echo_token_requests: bool,
     revocations: Vec<RevocationRequest>,
@@ -982,7 +984,7 @@ struct UserData {
     api_calls: usize,
     /// Start of the running rate window and requests counted in it.
     rate_window: Option<(Instant, u32)>,
-    bodies: HashMap<String, Value>,
+    bodies: HashMap<String, Bytes>,
     fitbit_weight: Option<Vec<Value>>,
     fitbit_fat: Option<Vec<Value>>,
     google: HashMap<String, Vec<Value>>,
@@ -1908,7 +1910,7 @@ impl FakeState {
         ])
     }
 
-    fn seeded_body(&self, user: &str, path: &str) -> Option<Value> {
+    fn seeded_body(&self, user: &str, path: &str) -> Option<Bytes> {
         self.users
             .get(user)
             .and_then(|data| data.bodies.get(path))
@@ -1988,7 +1990,7 @@ impl FakeState {
     fn fitbit_resource(&self, request: &Incoming, user: &str) -> Response {
         let path = request.path.as_str();
         if let Some(body) = self.seeded_body(user, path) {
-            return json_response(StatusCode::OK, body);
+            return seeded_response(body);
         }
         let trimmed = path.strip_suffix(".json").unwrap_or(path);
         let segments: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
@@ -2120,7 +2122,7 @@ impl FakeState {
             return (response, Some(user));
         }
         if let Some(body) = self.seeded_body(&user, &request.path) {
-            return (json_response(StatusCode::OK, body), Some(user));
+            return (seeded_response(body), Some(user));
         }
         let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
         let response = match segments.as_slice() {
@@ -2274,7 +2276,7 @@ impl FakeState {
             return (json_response(StatusCode::OK, body), Some(user));
         }
         if let Some(body) = self.seeded_body(&user, &request.path) {
-            return (json_response(StatusCode::OK, body), Some(user));
+            return (seeded_response(body), Some(user));
         }
         let response = if request.path == "/measure" {
             match request.param("action") {
@@ -2357,6 +2359,24 @@ impl FakeState {
 
 fn json_response(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
+}
+
+/// The JSON text of `body`, as `axum::Json` writes it.
+fn json_bytes(body: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(body).expect("a JSON value serializes"))
+}
+
+/// 200 with a seeded body's JSON text.
+fn seeded_response(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn set_header(response: &mut Response, name: HeaderName, value: &str) {

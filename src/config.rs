@@ -430,13 +430,20 @@ impl Config {
             .collect()
     }
 
-    /// Loads the provider a plugin uses, with its URL overrides applied.
     /// What the user's tree of `plugin` shows of the archive.
     pub fn plugin_keep(&self, plugin: &str) -> crate::history::Keep {
         self.plugins.get(plugin).map(|p| p.keep).unwrap_or_default()
     }
 
+    /// Loads the provider a plugin uses, with its URL overrides applied.
     pub fn load_plugin(&self, plugin: &str) -> Result<Provider, ConfigError> {
+        let (path, overrides) = self.plugin_file(plugin)?;
+        Ok(provider::load(&path, &overrides)?)
+    }
+
+    /// The provider file a plugin uses and its URL overrides: an unknown plugin, or one
+    /// whose file is not there, is refused.
+    pub fn plugin_file(&self, plugin: &str) -> Result<(PathBuf, UrlOverrides), ConfigError> {
         let (file, overrides) = if self.plugins.is_empty() {
             (plugin.to_owned(), UrlOverrides::default())
         } else {
@@ -461,7 +468,7 @@ impl Config {
                 name: plugin.to_owned(),
                 known: self.plugin_names().join(", "),
             })?;
-        Ok(provider::load(&path, &overrides)?)
+        Ok((path, overrides))
     }
 }
 

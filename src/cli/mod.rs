@@ -477,13 +477,16 @@ struct Stored {
 
 /// The plugin's provider and what `meanwhile` gives: the provider compiles on a
 /// blocking thread while `meanwhile` (opening the store, reading the user's settings)
-/// runs here, as neither needs the other (docs/BENCHMARKS.md, "Run 7"). Errors come
-/// as if the two ran in turn: the provider's first, after its retirement notice.
+/// runs here, as neither needs the other (docs/BENCHMARKS.md, "Run 7"). A plugin that
+/// is not configured, or whose file is missing, is refused before anything is opened;
+/// other errors come as if the two ran in turn: the provider's first, after its
+/// retirement notice.
 async fn with_provider<T>(
     config: &Config,
     plugin: &str,
     meanwhile: impl Future<Output = Result<T>>,
 ) -> Result<(provider::Provider, T)> {
+    config.plugin_file(plugin)?;
     let loading = {
         let (config, plugin) = (config.clone(), plugin.to_owned());
         tokio::task::spawn_blocking(move || config.load_plugin(&plugin))

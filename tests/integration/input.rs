@@ -110,3 +110,26 @@ fn settings_refuse_unknown_systems_and_undeclared_defaults() {
     let (code, stderr) = run(&sandbox, &["settings", "withings", "--system", "metric"]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// A plugin that does not exist is refused before the store is opened: nothing is
+/// created for it, live or replayed.
+#[test]
+fn unknown_plugins_open_no_store() {
+    let sandbox = Sandbox::new();
+    for args in [
+        vec!["fetch", "nosuch", "--user", "jack"],
+        vec!["fetch", "nosuch", "--user", "jack", "--dry-run"],
+        vec!["plan", "nosuch", "--user", "jack"],
+    ] {
+        let (code, stderr) = run(&sandbox, &args);
+        assert_ne!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("unknown plugin `nosuch`"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(
+        !sandbox.dir.path().join("healthpull.db").exists(),
+        "no store was created"
+    );
+}

@@ -42,8 +42,11 @@ pub fn read(path: &Path, limit: usize) -> Result<Option<String>, Error> {
         .open(path)?;
     let meta = file.metadata()?;
     check(&meta, limit)?;
-    // One buffer of the file's size: nothing is grown and copied while reading.
-    let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // One buffer of the file's size: nothing is grown and copied while reading. A file
+    // this large is a recorded answer (provider and config files are small).
+    let len = usize::try_from(meta.len()).unwrap_or(0);
+    crate::pages::answer_ahead(len);
+    let mut text = String::with_capacity(len);
     file.take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
         .read_to_string(&mut text)?;
     if text.len() > limit {

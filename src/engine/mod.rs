@@ -617,9 +617,6 @@ impl ReplayCaller<'_> {
         let limit =
             usize::try_from(self.provider.api.config.max_response_bytes).unwrap_or(usize::MAX);
         let read = |path: &Path| {
-            if let Ok(meta) = std::fs::metadata(path) {
-                crate::pages::answer_ahead(usize::try_from(meta.len()).unwrap_or(usize::MAX));
-            }
             crate::regular_file::read(path, limit).map_err(|e| {
                 fatal(format!(
                     "cannot replay {}: {} {e}",

@@ -703,31 +703,16 @@ impl Nodes {
 
     /// Appends `other`, a tape indexed on its own, as if indexed here: its container
     /// ends moved on by `base` (this tape's length) and its decoded ranges by `decoded`
-    /// (the decoded text's length). `false`, with nothing appended, where an index
-    /// would not fit.
-    fn append(&mut self, other: &Nodes, base: u32, decoded: u32) -> bool {
-        let len = self.packed.len();
+    /// (the decoded text's length). The caller has checked that the joined tape and
+    /// decoded text stay within `u32`, which bounds every moved index.
+    fn append(&mut self, other: &Nodes, base: u32, decoded: u32) {
         self.packed.reserve(other.packed.len());
         for (i, &p) in other.packed.iter().enumerate() {
             match p >> KIND_SHIFT {
-                K_ARRAY | K_OBJECT => match ((p & PAYLOAD) as u32).checked_add(base) {
-                    Some(end) => self
-                        .packed
-                        .push(p >> KIND_SHIFT << KIND_SHIFT | u64::from(end)),
-                    None => {
-                        self.packed.truncate(len);
-                        return false;
-                    }
-                },
+                K_ARRAY | K_OBJECT => self.packed.push(p + u64::from(base)),
                 K_ESC | K_WIDE => {
                     let t = match other.get(i) {
-                        Tape::Esc(a, b) => match (a.checked_add(decoded), b.checked_add(decoded)) {
-                            (Some(a), Some(b)) => Tape::Esc(a, b),
-                            _ => {
-                                self.packed.truncate(len);
-                                return false;
-                            }
-                        },
+                        Tape::Esc(a, b) => Tape::Esc(a + decoded, b + decoded),
                         t => t,
                     };
                     self.push(t);
@@ -735,7 +720,6 @@ impl Nodes {
                 _ => self.packed.push(p),
             }
         }
-        true
     }
 
     #[inline]
@@ -1477,15 +1461,14 @@ impl Parser<'_> {
         if depth.saturating_add(piece.deepest) >= MAX_DEPTH {
             return false;
         }
-        let (Ok(base), Ok(decoded)) = (
-            u32::try_from(self.tape.len()),
-            u32::try_from(self.decoded.len()),
-        ) else {
-            return false;
-        };
-        if !self.tape.append(&piece.tape, base, decoded) {
+        // Every index of the joined tape and decoded text fits 32 bits (as one
+        // thread's would: the text itself does).
+        let fits = |a: usize, b: usize| u32::try_from(a + b).is_ok();
+        let (base, decoded) = (self.tape.len(), self.decoded.len());
+        if !fits(base, piece.tape.len()) || !fits(decoded, piece.decoded.len()) {
             return false;
         }
+        self.tape.append(&piece.tape, base as u32, decoded as u32);
         self.decoded.push_str(&piece.decoded);
         self.deepest = self.deepest.max(depth + piece.deepest);
         self.at = piece.end;

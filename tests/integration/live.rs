@@ -2491,35 +2491,28 @@ async fn delete_token_without_revocation_endpoint_just_deletes() {
     )
     .await;
     live.settings().await;
-    live.seed_token(false).await;
-    let out = live
-        .run(&["user", &live.plugin, "--user", USER, "--delete-token"])
-        .await;
-    out.assert_ok("user --delete-token");
-    assert!(
-        out.stderr.contains("has no revocation endpoint"),
-        "{}",
-        out.stderr
-    );
-    assert!(live.fake.revocations().is_empty());
-    let stored = live.store().get(&live.token_path()).await.expect("read");
-    assert_eq!(stored, None);
-
-    live.seed_token(false).await;
-    let locks = live.dir.path().join("locks");
-    let _ = std::fs::remove_dir_all(&locks);
-    std::fs::write(&locks, "not a directory").expect("a file where the locks go");
-    let out = live
-        .run(&["user", &live.plugin, "--user", USER, "--delete-token"])
-        .await;
-    out.assert_ok("user --delete-token without the refresh lock");
-    assert!(
-        out.stderr.contains("without the refresh lock"),
-        "{}",
-        out.stderr
-    );
-    let stored = live.store().get(&live.token_path()).await.expect("read");
-    assert_eq!(stored, None, "the token is deleted without the lock");
+    for (case, said) in [
+        ("user --delete-token", "has no revocation endpoint"),
+        (
+            "user --delete-token without the refresh lock",
+            "without the refresh lock",
+        ),
+    ] {
+        live.seed_token(false).await;
+        if said == "without the refresh lock" {
+            let locks = live.dir.path().join("locks");
+            let _ = std::fs::remove_dir_all(&locks);
+            std::fs::write(&locks, "not a directory").expect("a file where the locks go");
+        }
+        let out = live
+            .run(&["user", &live.plugin, "--user", USER, "--delete-token"])
+            .await;
+        out.assert_ok(case);
+        assert!(out.stderr.contains(said), "{case}: {}", out.stderr);
+        assert!(live.fake.revocations().is_empty(), "{case}");
+        let stored = live.store().get(&live.token_path()).await.expect("read");
+        assert_eq!(stored, None, "{case}: the token is deleted");
+    }
 }
 
 /// `userSettings?deleteToken=1` (and `delete=1`) revokes through the same
